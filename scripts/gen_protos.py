@@ -49,11 +49,7 @@ def generate(out_dir: Path) -> None:
 
 
 def generated_files(root: Path) -> set[Path]:
-    return {
-        p.relative_to(root)
-        for p in (root / PACKAGE).rglob("*")
-        if p.name.endswith(GENERATED_SUFFIXES)
-    }
+    return {p.relative_to(root) for p in (root / PACKAGE).rglob("*") if p.name.endswith(GENERATED_SUFFIXES)}
 
 
 def stale_files() -> list[str]:

@@ -7,6 +7,7 @@ engine exactly the same way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -53,10 +54,8 @@ class PluginProcess:
         """SIGTERM to the whole process group, SIGKILL after ``grace``; idempotent."""
         if self.alive():
             _signal_group(self.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.process.wait(), grace)
-            except TimeoutError:
-                pass
         # The plugin's children (job shims excepted: they start their own sessions) go too.
         _signal_group(self.pid, signal.SIGKILL)
         if self.alive():
@@ -140,7 +139,9 @@ async def wait_serving(channel: grpc.aio.Channel, timeout: float) -> None:
     while True:
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
-            raise handshake.HandshakeError(f"plugin health check not SERVING within {timeout:g}s: {last_error}")
+            raise handshake.HandshakeError(
+                f"plugin health check not SERVING within {timeout:g}s: {last_error}"
+            )
         try:
             reply = await stub.Check(
                 health_pb2.HealthCheckRequest(service=handshake.HEALTH_SERVICE), timeout=min(remaining, 2.0)
@@ -187,7 +188,5 @@ async def _settled_stderr(plugin: PluginProcess) -> str:
 
 
 def _signal_group(pgid: int, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass

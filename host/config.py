@@ -1,0 +1,168 @@
+"""The node's configuration: embedded defaults < TOML file < environment < command line.
+
+Environment overrides are ``C2D_<SECTION>__<KEY>`` (double underscore between
+levels), e.g. ``C2D_NODE__LISTEN=0.0.0.0:8470`` or
+``C2D_ENGINES__EXTERNAL_STUB__ENABLED=true``; values are read as TOML values
+when they parse as one (``true``, ``3``, ``[1, 2]``) and as strings otherwise.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "C2D_"
+# Variables with the prefix that are not config overrides.
+RESERVED_ENV = {"C2D_LOAD_PLUGINS", "C2D_REQUIRE_DOCKER", "C2D_TEST_KUBECONFIG"}
+
+DEFAULTS: dict[str, Any] = {
+    "node": {
+        "data_dir": "./.c2d",
+        "listen": "127.0.0.1:8470",
+        "log_format": "console",  # or "json"
+        "log_level": "info",
+        "shutdown_grace_seconds": 10.0,
+    },
+    "plugins": {
+        # Entry-point names to load; unset loads every installed engine.
+        # The C2D_LOAD_PLUGINS variable wins over this.
+        "load": None,
+        "handshake_timeout_seconds": 30.0,
+        "health_interval_seconds": 5.0,
+        "health_timeout_seconds": 3.0,
+        # Consecutive failed health checks before a plugin counts as hung.
+        "health_failures": 3,
+        "restart_initial_seconds": 0.5,
+        "restart_max_seconds": 30.0,
+        # More crashes than this within the window: unhealthy, no more restarts.
+        "crash_loop_restarts": 5,
+        "crash_loop_window_seconds": 120.0,
+        "stop_grace_seconds": 5.0,
+    },
+    # One table per engine name; given to the engine as is.
+    "engines": {},
+}
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says where and why."""
+
+
+@dataclass
+class Config:
+    """The merged configuration; ``raw`` keeps every section for later features."""
+
+    raw: dict[str, Any]
+    # True when no config file was given: engines then get their dev defaults.
+    development: bool = True
+    source: Path | None = None
+    env_overrides: list[str] = field(default_factory=list)
+
+    @property
+    def node(self) -> dict[str, Any]:
+        return self.raw["node"]
+
+    @property
+    def plugins(self) -> dict[str, Any]:
+        return self.raw["plugins"]
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.node["data_dir"]).expanduser().resolve()
+
+    def engine_section(self, name: str) -> dict[str, Any] | None:
+        """The engine's table, or None when the config does not mention it."""
+        section = self.raw.get("engines", {}).get(name)
+        if section is not None and not isinstance(section, dict):
+            raise ConfigError(f"[engines.{name}] must be a table, not {type(section).__name__}")
+        return section
+
+
+def load_config(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Merges defaults, the TOML file, ``C2D_*`` variables and command-line ``overrides``.
+
+    ``overrides`` maps dotted keys (``node.listen``) to values.
+    """
+    raw = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        _merge(raw, _read_toml(path))
+    env_keys = _apply_env(raw, environ if environ is not None else os.environ)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(raw, dotted.split("."), value)
+    _validate(raw)
+    return Config(raw=raw, development=path is None, source=path, env_overrides=env_keys)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+
+
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
+    applied = []
+    for name, value in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name in RESERVED_ENV or "__" not in name:
+            continue
+        keys = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        _set_dotted(raw, keys, _parse_env_value(value))
+        applied.append(name)
+    return applied
+
+
+def _parse_env_value(value: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return value
+
+
+def _set_dotted(raw: dict[str, Any], keys: list[str], value: Any) -> None:
+    target = raw
+    for key in keys[:-1]:
+        nested = target.setdefault(key, {})
+        if not isinstance(nested, dict):
+            raise ConfigError(f"cannot set {'.'.join(keys)}: {key} is not a table")
+        target = nested
+    target[keys[-1]] = value
+
+
+def _validate(raw: dict[str, Any]) -> None:
+    node, plugins = raw["node"], raw["plugins"]
+    host, sep, port = str(node["listen"]).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"node.listen must be HOST:PORT, got {node['listen']!r}")
+    if node["log_format"] not in ("console", "json"):
+        raise ConfigError(f"node.log_format must be 'console' or 'json', got {node['log_format']!r}")
+    for key, value in plugins.items():
+        if key.endswith(("_seconds", "_failures", "_restarts")) and (
+            not isinstance(value, int | float) or isinstance(value, bool) or value < 0
+        ):
+            raise ConfigError(f"plugins.{key} must be a non-negative number, got {value!r}")
+    load = plugins["load"]
+    if load is not None and not (isinstance(load, list) and all(isinstance(n, str) for n in load)):
+        raise ConfigError(f"plugins.load must be a list of entry-point names, got {load!r}")
+    if not isinstance(raw.get("engines", {}), dict):
+        raise ConfigError("[engines] must be a table of engine tables")

@@ -1,0 +1,1 @@
+"""Engine plugins as supervised out-of-process gRPC servers."""

@@ -1,0 +1,46 @@
+"""structlog set-up for the node: console for people, JSON lines for machines."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def configure_logging(fmt: str = "console", level: str = "info") -> None:
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info if fmt == "json" else _keep_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _keep_exc_info(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    return event
+
+
+def plugin_log_level(name: str) -> str:
+    """Maps a plugin's level name onto one structlog knows."""
+    name = (name or "info").lower()
+    if name in ("warn", "warning"):
+        return "warning"
+    if name in ("critical", "fatal", "exception"):
+        return "critical"
+    return name if name in ("debug", "info", "error") else "info"

@@ -1,0 +1,80 @@
+"""Configuration: file, environment and command-line layering, and clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from host.config import ConfigError, load_config
+
+
+def test_defaults_without_file_are_development() -> None:
+    config = load_config(environ={})
+    assert config.development
+    assert config.node["listen"] == "127.0.0.1:8470"
+
+
+def test_layering_file_then_env_then_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text('[node]\nlisten = "0.0.0.0:9000"\nlog_level = "debug"\n[engines.external_stub]\nenabled = true\n')
+    config = load_config(
+        path,
+        environ={"C2D_NODE__LOG_LEVEL": "warning", "C2D_PLUGINS__CRASH_LOOP_RESTARTS": "9", "C2D_LOAD_PLUGINS": "x"},
+        overrides={"node.listen": "127.0.0.1:1234"},
+    )
+    assert not config.development
+    assert config.node["listen"] == "127.0.0.1:1234"
+    assert config.node["log_level"] == "warning"
+    assert config.plugins["crash_loop_restarts"] == 9
+    assert config.engine_section("external_stub") == {"enabled": True}
+    assert config.env_overrides == ["C2D_NODE__LOG_LEVEL", "C2D_PLUGINS__CRASH_LOOP_RESTARTS"]
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[node]\nlisten = "nowhere"\n', "node.listen must be HOST:PORT"),
+        ("[plugins]\nhealth_failures = -1\n", "plugins.health_failures must be a non-negative number"),
+        ('[plugins]\nload = "external_stub"\n', "plugins.load must be a list"),
+        ("[node\n", "is not valid TOML"),
+        ('[engines]\nexternal_stub = "on"\n', "[engines.external_stub] must be a table"),
+    ],
+)
+def test_bad_config_is_refused_with_a_clear_message(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_config(path, environ={}).engine_section("external_stub")
+
+
+def test_cli_reports_config_errors_without_traceback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "host", "--data-dir", str(tmp_path), "--listen", "bad"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "node.listen must be HOST:PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_list_plugins_shows_installed_engines_and_honours_allowlist(tmp_path: Path) -> None:
+    def listing(env: dict[str, str]) -> str:
+        import os
+
+        return subprocess.run(
+            [sys.executable, "-m", "host", "--list-plugins"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, **env},
+            check=True,
+        ).stdout
+
+    assert "external_stub" in listing({})
+    assert "c2d-external-stub" in listing({})
+    assert "external_stub" not in listing({"C2D_LOAD_PLUGINS": "some_other_engine"})
