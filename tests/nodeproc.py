@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-
 from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
 
 
@@ -60,7 +59,9 @@ def children_of(pid: int) -> list[int]:
 class NodeProcess:
     """A node subprocess with JSON logs collected for assertions."""
 
-    def __init__(self, data_dir: Path, *, config: Path | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, config: Path | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         argv = [sys.executable, "-m", "host", "--data-dir", str(data_dir), "--listen", self.address]

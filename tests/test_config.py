@@ -19,10 +19,16 @@ def test_defaults_without_file_are_development() -> None:
 
 def test_layering_file_then_env_then_overrides(tmp_path: Path) -> None:
     path = tmp_path / "node.toml"
-    path.write_text('[node]\nlisten = "0.0.0.0:9000"\nlog_level = "debug"\n[engines.external_stub]\nenabled = true\n')
+    path.write_text(
+        '[node]\nlisten = "0.0.0.0:9000"\nlog_level = "debug"\n[engines.external_stub]\nenabled = true\n'
+    )
     config = load_config(
         path,
-        environ={"C2D_NODE__LOG_LEVEL": "warning", "C2D_PLUGINS__CRASH_LOOP_RESTARTS": "9", "C2D_LOAD_PLUGINS": "x"},
+        environ={
+            "C2D_NODE__LOG_LEVEL": "warning",
+            "C2D_PLUGINS__CRASH_LOOP_RESTARTS": "9",
+            "C2D_LOAD_PLUGINS": "x",
+        },
         overrides={"node.listen": "127.0.0.1:1234"},
     )
     assert not config.development
@@ -78,3 +84,16 @@ def test_list_plugins_shows_installed_engines_and_honours_allowlist(tmp_path: Pa
     assert "external_stub" in listing({})
     assert "c2d-external-stub" in listing({})
     assert "external_stub" not in listing({"C2D_LOAD_PLUGINS": "some_other_engine"})
+
+
+def test_example_config_documents_every_default(repo_root: Path) -> None:
+    """docs/config.example.toml is what operators copy: it must load and name every setting."""
+    import tomllib
+
+    from host.config import DEFAULTS
+
+    example = tomllib.loads((repo_root / "docs" / "config.example.toml").read_text())
+    load_config(repo_root / "docs" / "config.example.toml", environ={})
+    for section in ("node", "plugins"):
+        documented = set(example[section]) | ({"load"} if section == "plugins" else set())
+        assert documented == set(DEFAULTS[section]), f"[{section}] in the example differs from the defaults"

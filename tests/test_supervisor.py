@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from c2d.plugin import EngineSpec, HandshakeError, launcher
 from c2d.plugin.discovery import DiscoveredEngine, find_engine
+
 from host.engines.supervisor import EngineSupervisor, PluginSettings, SupervisorState
 
 PLUGINS = Path(__file__).parent / "plugins"
@@ -131,9 +131,12 @@ def test_hung_plugin_is_restarted(tmp_path: Path) -> None:
         sup.start()
         await sup.wait_settled(timeout=30)
         first = sup.pid
+        assert first > 0, f"engine did not start: {sup.state_message}"  # kill(0) would stop pytest itself
         os.kill(first, signal.SIGSTOP)  # alive, but answers nothing
         deadline = time.monotonic() + 20
-        while (sup.pid in (0, first) or sup.state is not SupervisorState.READY) and time.monotonic() < deadline:
+        while (
+            sup.pid in (0, first) or sup.state is not SupervisorState.READY
+        ) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         second = sup.pid
         restarts = sup.restarts

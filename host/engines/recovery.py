@@ -16,6 +16,13 @@ from host.engines.supervisor import EngineSupervisor
 
 log = structlog.get_logger()
 
+# Answers to RecoverJob that mean the job cannot come back, whatever we retry.
+UNRECOVERABLE = {
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+}
+
 
 class JobHandles:
     def __init__(self) -> None:
@@ -33,17 +40,18 @@ class JobHandles:
         return list(self._handles.get(engine, {}).values())
 
     async def recover(self, supervisor: EngineSupervisor) -> None:
-        assert supervisor.stub is not None
+        """Re-attaches every known job; a job the engine cannot recover is reported lost."""
         for handle in self.handles(supervisor.name):
             bound = log.bind(engine=supervisor.name, job_id=handle.job_id)
+            assert supervisor.stub is not None
             try:
                 reply = await supervisor.stub.RecoverJob(
                     engine_pb2.RecoverJobRequest(handle=handle), timeout=10
                 )
             except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.NOT_FOUND:
-                    raise
-                bound.warning("engine lost the job", detail=exc.details())
+                if exc.code() not in UNRECOVERABLE:
+                    raise  # the engine itself is in trouble: the supervisor deals with that
+                bound.warning("engine lost the job", code=exc.code().name, detail=exc.details())
                 self.forget(supervisor.name, handle.job_id)
                 self.lost.append((supervisor.name, handle.job_id))
                 continue

@@ -182,6 +182,10 @@ class EngineSupervisor:
                 failure = exc
             except (grpc.aio.AioRpcError, OSError, handshake.HandshakeError) as exc:
                 failure = PluginFailure(_describe(exc))
+            except Exception as exc:
+                # A bug on our side must not silently stop supervising the engine.
+                self.log.exception("engine supervision failed")
+                failure = PluginFailure(f"internal error: {exc!r}")
             finally:
                 await self._close()
             if self._stopping:
@@ -288,7 +292,8 @@ class EngineSupervisor:
             self.log.exception("re-attaching jobs after plugin start failed")
 
     async def _follow_fingerprint(self, stream: Any) -> None:
-        async for reply in stream:
+        # The first message was taken with read(); aio forbids mixing read() and iteration.
+        while (reply := await stream.read()) is not grpc.aio.EOF:
             self.fingerprint = reply.fingerprint
             await self._set_state(SupervisorState.READY, "ready")
         raise PluginFailure("plugin ended its fingerprint stream")

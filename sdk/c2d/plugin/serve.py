@@ -52,7 +52,7 @@ def serve(
     *,
     name: str,
     api_versions: Iterable[int] = handshake.SUPPORTED_API_VERSIONS,
-    max_workers: int = 64,
+    max_workers: int = 256,
     on_shutdown: Callable[[], None] | None = None,
 ) -> None:
     """Runs ``servicer`` as an engine plugin until the host stops it; never returns."""
@@ -123,5 +123,10 @@ def _watch_parent(stop: threading.Event, log: structlog.stdlib.BoundLogger) -> N
     expected = int(os.environ.get(handshake.PARENT_PID_ENV) or os.getppid())
     while not stop.wait(PARENT_POLL_SECONDS):
         if os.getppid() != expected:
-            log.warning("host process is gone; exiting", host_pid=expected)
+            # The host held the read ends of our stdout and stderr: writing there now
+            # raises BrokenPipeError, so point both at /dev/null before saying anything.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stderr.fileno())
+            os.dup2(devnull, sys.stdout.fileno())
             stop.set()
+            log.warning("host process is gone; exiting", host_pid=expected)

@@ -1,0 +1,170 @@
+"""The engine's config section (``[engines.external_stub]``), as Configure receives it.
+
+Keys: ``enabled`` (bool, default false: the engine refuses to run until an
+operator opts in, since it gives algorithms no isolation) and ``environments``
+(optional list; by default one environment, ``stub-local``, sized from this
+machine). Mistakes are reported with the key's name, so an operator can fix
+the config from the message alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, struct_pb2
+
+from c2d_external_stub.errors import EngineError, invalid
+from c2d_external_stub.machine import MachineSize
+
+DEFAULT_ENVIRONMENT_ID = "stub-local"
+DEFAULT_MAX_JOB_DURATION_SECONDS = 3600
+DEFAULT_STORAGE_EXPIRY_SECONDS = 7 * 24 * 3600
+DISABLED_MESSAGE = (
+    "external_stub is disabled: it runs algorithms as plain processes with no container isolation; "
+    "set enabled = true in [engines.external_stub] to use it (development only)"
+)
+TOP_LEVEL_KEYS = frozenset({"enabled", "environments"})
+ENVIRONMENT_KEYS = frozenset(
+    {
+        "id",
+        "description",
+        "cpu",
+        "ram_gib",
+        "disk_gib",
+        "min_job_duration_seconds",
+        "max_job_duration_seconds",
+        "max_jobs",
+        "storage_expiry_seconds",
+    }
+)
+
+
+@dataclass(frozen=True)
+class EnvironmentConfig:
+    """One environment: the capacity jobs share and the limits one job gets."""
+
+    id: str
+    description: str
+    cpu: float
+    ram_gib: float
+    disk_gib: float
+    min_job_duration_seconds: int = 0
+    max_job_duration_seconds: int = DEFAULT_MAX_JOB_DURATION_SECONDS
+    max_jobs: int = 0
+    storage_expiry_seconds: int = DEFAULT_STORAGE_EXPIRY_SECONDS
+
+
+@dataclass(frozen=True)
+class StubConfig:
+    environments: tuple[EnvironmentConfig, ...]
+    ignored_keys: tuple[str, ...] = ()
+
+    def environment(self, environment_id: str) -> EnvironmentConfig | None:
+        return next((e for e in self.environments if e.id == environment_id), None)
+
+
+def settings_from_struct(config: struct_pb2.Struct) -> dict[str, Any]:
+    return json_format.MessageToDict(config)
+
+
+def require_enabled(settings: Mapping[str, Any]) -> None:
+    """FAILED_PRECONDITION unless the operator opted in with ``enabled = true``."""
+    enabled = settings.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise invalid(f"[engines.external_stub] enabled must be true or false, got {enabled!r}")
+    if not enabled:
+        raise EngineError(grpc.StatusCode.FAILED_PRECONDITION, DISABLED_MESSAGE)
+
+
+def parse_config(settings: Mapping[str, Any], machine: MachineSize) -> StubConfig:
+    """The whole section, checked; INVALID_ARGUMENT naming the first bad key."""
+    require_enabled(settings)
+    ignored = tuple(sorted(set(settings) - TOP_LEVEL_KEYS))
+    raw = settings.get("environments")
+    if raw is None:
+        return StubConfig((default_environment(machine),), ignored)
+    if not isinstance(raw, list) or not raw:
+        raise invalid("[engines.external_stub] environments must be a non-empty list of tables")
+    environments = tuple(parse_environment(entry, i, machine) for i, entry in enumerate(raw))
+    seen: set[str] = set()
+    for env in environments:
+        if env.id in seen:
+            raise invalid(f"[engines.external_stub] environment id {env.id!r} appears twice")
+        seen.add(env.id)
+    return StubConfig(environments, ignored)
+
+
+def default_environment(machine: MachineSize) -> EnvironmentConfig:
+    return EnvironmentConfig(
+        id=DEFAULT_ENVIRONMENT_ID,
+        description="Local processes on the node itself, no container isolation (development only)",
+        cpu=machine.cpu,
+        ram_gib=machine.ram_gib,
+        disk_gib=machine.disk_gib,
+    )
+
+
+def parse_environment(entry: object, index: int, machine: MachineSize) -> EnvironmentConfig:
+    where = f"[engines.external_stub] environments[{index}]"
+    if not isinstance(entry, dict):
+        raise invalid(f"{where} must be a table, got {entry!r}")
+    unknown = sorted(set(entry) - ENVIRONMENT_KEYS)
+    if unknown:
+        raise invalid(f"{where} has unknown keys {unknown}; known keys: {sorted(ENVIRONMENT_KEYS)}")
+    env_id = entry.get("id")
+    if not isinstance(env_id, str) or not env_id.strip():
+        raise invalid(f"{where}.id must be a non-empty string")
+    where = f"[engines.external_stub] environment {env_id!r}"
+    description = entry.get("description", f"Local processes ({env_id}), no container isolation")
+    if not isinstance(description, str):
+        raise invalid(f"{where}: description must be a string")
+    env = EnvironmentConfig(
+        id=env_id,
+        description=description,
+        cpu=_positive(entry, "cpu", machine.cpu, where),
+        ram_gib=_positive(entry, "ram_gib", machine.ram_gib, where),
+        disk_gib=_positive(entry, "disk_gib", machine.disk_gib, where),
+        min_job_duration_seconds=_count(entry, "min_job_duration_seconds", 0, where),
+        max_job_duration_seconds=_count(
+            entry, "max_job_duration_seconds", DEFAULT_MAX_JOB_DURATION_SECONDS, where
+        ),
+        max_jobs=_count(entry, "max_jobs", 0, where),
+        storage_expiry_seconds=_count(entry, "storage_expiry_seconds", DEFAULT_STORAGE_EXPIRY_SECONDS, where),
+    )
+    if env.max_job_duration_seconds <= 0:
+        raise invalid(f"{where}: max_job_duration_seconds must be at least 1")
+    if env.min_job_duration_seconds > env.max_job_duration_seconds:
+        raise invalid(f"{where}: min_job_duration_seconds is above max_job_duration_seconds")
+    return env
+
+
+def _positive(entry: Mapping[str, Any], key: str, default: float, where: str) -> float:
+    value = entry.get(key, default)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise invalid(f"{where}: {key} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _count(entry: Mapping[str, Any], key: str, default: int, where: str) -> int:
+    """A whole number >= 0 (Struct numbers arrive as floats, so 3600.0 is fine)."""
+    value = entry.get(key, default)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+        or value != int(value)
+    ):
+        raise invalid(f"{where}: {key} must be a whole number >= 0, got {value!r}")
+    if value > 0xFFFFFFFF:
+        raise invalid(f"{where}: {key} is too large ({value!r})")
+    return int(value)

@@ -1,0 +1,313 @@
+"""The ComputeEngineService of external_stub: every RPC of the engine protocol.
+
+Each RPC is a thin layer over the job store: it checks the plugin is
+configured, maps the request, and turns :class:`EngineError` into a gRPC
+status. Anything unexpected is logged and answered with a short INTERNAL, so
+no Python traceback ever crosses the wire.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import structlog
+from c2d.engine.v1 import engine_pb2, engine_pb2_grpc
+
+import c2d_external_stub
+from c2d_external_stub import events, fingerprint, handle
+from c2d_external_stub.active import ActiveJobs
+from c2d_external_stub.changes import Changes
+from c2d_external_stub.config import StubConfig, parse_config, require_enabled, settings_from_struct
+from c2d_external_stub.errors import EngineError, invalid
+from c2d_external_stub.jobdir import EventTail, JobDir, Record
+from c2d_external_stub.jobs import JobStore
+from c2d_external_stub.jobspec import build_spec, check_job_id
+from c2d_external_stub.limits import Grant
+from c2d_external_stub.machine import measure
+
+NAME = "external_stub"
+API_VERSIONS = (1,)
+WATCH_POLL_SECONDS = 0.05
+LOG_POLL_SECONDS = 0.1
+LOG_CHUNK_BYTES = 64 * 1024
+FINGERPRINT_WAKE_SECONDS = 1.0
+# StopJob waits this long past the grace period for the shim to report STOPPED.
+STOP_SLACK_SECONDS = 5.0
+# How many polls a WatchJob stream makes between checks that the shim still lives.
+LIVENESS_EVERY_POLLS = 20
+
+log = structlog.get_logger("c2d_external_stub.engine")
+
+
+def unary(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Maps EngineError (and any bug) of a unary RPC to a status code and a message."""
+
+    @functools.wraps(method)
+    def wrapper(self: EngineServicer, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except EngineError as exc:
+            context.abort(exc.code, exc.message)
+        except Exception:
+            log.exception("rpc failed", rpc=method.__name__)
+            context.abort(
+                grpc.StatusCode.INTERNAL, f"{NAME}: internal error in {method.__name__}; see its log"
+            )
+
+    return wrapper
+
+
+def streaming(method: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    """The same for server-streaming RPCs, whose errors surface while iterating."""
+
+    @functools.wraps(method)
+    def wrapper(self: EngineServicer, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from method(self, request, context)
+        except EngineError as exc:
+            context.abort(exc.code, exc.message)
+        except Exception:
+            log.exception("rpc failed", rpc=method.__name__)
+            context.abort(
+                grpc.StatusCode.INTERNAL, f"{NAME}: internal error in {method.__name__}; see its log"
+            )
+
+    return wrapper
+
+
+@dataclass(frozen=True)
+class Configured:
+    """What Configure settled: until it has run, job calls fail with FAILED_PRECONDITION."""
+
+    api_version: int
+    host_id: str
+    state_dir: Path
+    config: StubConfig
+    store: JobStore
+
+
+def default_state_dir() -> Path:
+    """Stable across plugin restarts (unlike mkdtemp), so jobs can be recovered without a state_dir."""
+    return Path(tempfile.gettempdir()) / f"c2d-external-stub-{os.getuid()}"
+
+
+class EngineServicer(engine_pb2_grpc.ComputeEngineServiceServicer):
+    def __init__(self) -> None:
+        self._configured: Configured | None = None
+        self._draining = False
+        self._start_lock = threading.Lock()
+        self._changes = Changes()
+        self._active = ActiveJobs(self._changes.bump)
+
+    def _ready(self) -> Configured:
+        configured = self._configured
+        if configured is None:
+            raise EngineError(
+                grpc.StatusCode.FAILED_PRECONDITION, f"{NAME} is not configured yet: call Configure"
+            )
+        return configured
+
+    # Plugin ------------------------------------------------------------------------
+
+    @unary
+    def GetPluginInfo(self, request: engine_pb2.GetPluginInfoRequest, context: grpc.ServicerContext) -> Any:
+        return engine_pb2.GetPluginInfoResponse(
+            name=NAME,
+            plugin_version=c2d_external_stub.__version__,
+            api_versions=list(API_VERSIONS),
+            description=(c2d_external_stub.__doc__ or "").strip().splitlines()[0],
+        )
+
+    @unary
+    def Configure(self, request: engine_pb2.ConfigureRequest, context: grpc.ServicerContext) -> Any:
+        api_version = request.api_version or max(API_VERSIONS)
+        if api_version not in API_VERSIONS:
+            raise invalid(f"engine API version {api_version} is not one {NAME} speaks ({list(API_VERSIONS)})")
+        settings = settings_from_struct(request.config)
+        require_enabled(settings)
+        state_dir = Path(request.state_dir or default_state_dir()).resolve()
+        try:
+            (state_dir / "jobs").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EngineError(
+                grpc.StatusCode.FAILED_PRECONDITION, f"cannot use state dir {str(state_dir)!r}: {exc}"
+            ) from None
+        config = parse_config(settings, measure(state_dir))
+        if config.ignored_keys:
+            log.warning("unknown config keys ignored", keys=list(config.ignored_keys))
+        store = JobStore(state_dir / "jobs", request.host_id)
+        store.sweep()
+        self._configured = Configured(api_version, request.host_id, state_dir, config, store)
+        self._active.reset(store)
+        self._changes.bump()
+        log.info("configured", state_dir=str(state_dir), environments=[e.id for e in config.environments])
+        return engine_pb2.ConfigureResponse()
+
+    @streaming
+    def WatchFingerprint(
+        self, request: engine_pb2.WatchFingerprintRequest, context: grpc.ServicerContext
+    ) -> Iterator[engine_pb2.WatchFingerprintResponse]:
+        self._ready()
+        seen: int | None = None
+        while context.is_active():
+            version = self._changes.version
+            if version != seen:
+                seen = version
+                yield engine_pb2.WatchFingerprintResponse(fingerprint=self._fingerprint())
+            self._changes.wait(seen, FINGERPRINT_WAKE_SECONDS)
+
+    def _fingerprint(self) -> engine_pb2.Fingerprint:
+        return fingerprint.build(self._ready().config, self._active.usage(), self._draining)
+
+    @unary
+    def Drain(self, request: engine_pb2.DrainRequest, context: grpc.ServicerContext) -> Any:
+        if not self._draining:
+            self._draining = True
+            self._changes.bump()
+            log.info("draining: no new jobs")
+        return engine_pb2.DrainResponse()
+
+    # Jobs --------------------------------------------------------------------------
+
+    @unary
+    def StartJob(self, request: engine_pb2.StartJobRequest, context: grpc.ServicerContext) -> Any:
+        ready = self._ready()
+        spec = request.spec
+        check_job_id(spec.job_id)
+        with self._start_lock:
+            found = ready.store.find(spec.job_id)
+            if found is not None:
+                return engine_pb2.StartJobResponse(handle=self._existing(ready, *found))
+            if self._draining:
+                raise EngineError(grpc.StatusCode.UNAVAILABLE, f"{NAME} is draining: it takes no new jobs")
+            record = build_spec(spec, ready.config, ready.host_id, ready.store.root / spec.job_id)
+            job = ready.store.create(record)
+            ready.store.launch(job)
+        self._active.add(job.job_id, record["environment_id"], Grant.from_json(record["grant"]))
+        return engine_pb2.StartJobResponse(handle=handle.encode(job, record))
+
+    def _existing(self, ready: Configured, job: JobDir, record: Record) -> engine_pb2.JobHandle:
+        """StartJob for a job id already here: its handle; nothing runs twice."""
+        if record.get("host_id") != ready.host_id:
+            raise EngineError(
+                grpc.StatusCode.ALREADY_EXISTS, f"job id {job.job_id!r} belongs to another node"
+            )
+        if ready.store.never_launched(job):
+            ready.store.launch(job)  # the first StartJob was cut short before the shim started
+            self._active.add(
+                job.job_id, str(record.get("environment_id")), Grant.from_json(record.get("grant"))
+            )
+        return handle.encode(job, record)
+
+    @unary
+    def RecoverJob(self, request: engine_pb2.RecoverJobRequest, context: grpc.ServicerContext) -> Any:
+        ready = self._ready()
+        job, record = ready.store.get(handle.decode(request.handle))
+        last = ready.store.refresh(job)
+        if last is None or not last.get("terminal"):
+            self._active.add(
+                job.job_id, str(record.get("environment_id")), Grant.from_json(record.get("grant"))
+            )
+        event = events.not_started(job.job_id) if last is None else events.to_proto(job.job_id, last)
+        return engine_pb2.RecoverJobResponse(handle=handle.encode(job, record), last_event=event)
+
+    @streaming
+    def WatchJob(
+        self, request: engine_pb2.WatchJobRequest, context: grpc.ServicerContext
+    ) -> Iterator[engine_pb2.WatchJobResponse]:
+        ready = self._ready()
+        job, _ = ready.store.get(request.job_id)
+        tail = EventTail(job.events_path)
+        polls = 0
+        while True:
+            for record in tail.read_new():
+                if record["sequence"] > request.after_sequence:
+                    yield engine_pb2.WatchJobResponse(event=events.to_proto(job.job_id, record))
+                if record.get("terminal"):
+                    return
+            if not context.is_active():
+                return
+            if not job.exists():
+                raise EngineError(grpc.StatusCode.NOT_FOUND, f"job {job.job_id!r} was destroyed")
+            polls += 1
+            if polls % LIVENESS_EVERY_POLLS == 0:
+                ready.store.refresh(job)  # a dead shim gets its LOST event, which the next read sends
+            time.sleep(WATCH_POLL_SECONDS)
+
+    @unary
+    def StopJob(self, request: engine_pb2.StopJobRequest, context: grpc.ServicerContext) -> Any:
+        ready = self._ready()
+        found = ready.store.lookup(request.job_id) if request.job_id else None
+        if found is not None:
+            job, _ = found
+            ready.store.stop(job, request.grace_seconds, request.reason)
+            wait = request.grace_seconds + STOP_SLACK_SECONDS
+            remaining = context.time_remaining()
+            if remaining is not None:
+                wait = min(wait, max(0.0, remaining - 0.5))
+            ready.store.wait_ended(job, wait)
+        return engine_pb2.StopJobResponse()
+
+    @unary
+    def DestroyJob(self, request: engine_pb2.DestroyJobRequest, context: grpc.ServicerContext) -> Any:
+        ready = self._ready()
+        if request.job_id:
+            with self._start_lock:
+                ready.store.destroy(request.job_id)
+            self._active.discard(request.job_id)
+        return engine_pb2.DestroyJobResponse()
+
+    @unary
+    def ListJobs(self, request: engine_pb2.ListJobsRequest, context: grpc.ServicerContext) -> Any:
+        ready = self._ready()
+        summaries = []
+        for job, record in ready.store.jobs():
+            last = ready.store.refresh(job) or {}
+            summaries.append(
+                engine_pb2.JobSummary(
+                    job_id=job.job_id,
+                    workflow_id=str(record.get("workflow_id", "")),
+                    terminal=bool(last.get("terminal", False)),
+                    status=events.status_of(last.get("status")),
+                )
+            )
+        return engine_pb2.ListJobsResponse(jobs=summaries)
+
+    @streaming
+    def StreamJobLogs(
+        self, request: engine_pb2.StreamJobLogsRequest, context: grpc.ServicerContext
+    ) -> Iterator[engine_pb2.StreamJobLogsResponse]:
+        ready = self._ready()
+        job, _ = ready.store.get(request.job_id)
+        offset = request.offset
+        while context.is_active():
+            ended = not request.follow or not job.exists() or ready.store.is_ended(job)
+            sent = False
+            for data in read_from(job.log_path, offset):
+                yield engine_pb2.StreamJobLogsResponse(data=data, offset=offset)
+                offset += len(data)
+                sent = True
+            if ended and not sent:
+                return
+            if not sent:
+                time.sleep(LOG_POLL_SECONDS)
+
+
+def read_from(path: Path, offset: int) -> Iterator[bytes]:
+    """The file's bytes from ``offset`` on, in chunks; nothing when it is missing or shorter."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            while chunk := f.read(LOG_CHUNK_BYTES):
+                yield chunk
+    except (FileNotFoundError, NotADirectoryError):
+        return

@@ -1,0 +1,250 @@
+"""The plugin's view of its jobs: the directories under ``<state_dir>/jobs/`` and their shims.
+
+Nothing here is kept in memory: every answer is read from the job directories,
+so a plugin that restarts (and is configured with the same state dir) knows
+every job the previous process started. A job belongs to the node whose
+``host_id`` its spec names; other nodes' jobs are invisible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import structlog
+
+from c2d_external_stub.errors import EngineError, not_found
+from c2d_external_stub.jobdir import ALGORITHM, SHIM, SHIM_LOG, JobDir, Record
+from c2d_external_stub.procinfo import ProcessRef
+
+# A job whose shim left no record this long after its spec was written never got a shim.
+START_GRACE_SECONDS = 30.0
+POLL_SECONDS = 0.05
+DESTROY_WAIT_SECONDS = 5.0
+STAGING_PREFIX = ".new-"
+TRASH_PREFIX = ".trash-"
+STALE_STAGING_SECONDS = 300.0
+# The plugin's handshake variables mean nothing to a shim; it must not look like a plugin.
+PLUGIN_ENV_PREFIXES = ("C2D_PLUGIN_", "PLUGIN_")
+
+log = structlog.get_logger("c2d_external_stub.jobs")
+
+
+class JobStore:
+    """Creates, finds, stops and removes the jobs of one node in one state dir."""
+
+    def __init__(self, root: Path, host_id: str) -> None:
+        self.root = root
+        self.host_id = host_id
+
+    # Finding jobs ------------------------------------------------------------------
+
+    def find(self, job_id: str) -> tuple[JobDir, Record] | None:
+        """The job with this id, whichever node it belongs to."""
+        job = JobDir(self.root / job_id)
+        spec = job.read_spec()
+        return None if spec is None else (job, spec)
+
+    def lookup(self, job_id: str) -> tuple[JobDir, Record] | None:
+        """This node's job with this id, or None."""
+        found = self.find(job_id)
+        if found is None or found[1].get("host_id") != self.host_id:
+            return None
+        return found
+
+    def get(self, job_id: str) -> tuple[JobDir, Record]:
+        """This node's job, or NOT_FOUND."""
+        found = self.lookup(job_id)
+        if found is None:
+            raise not_found(job_id)
+        return found
+
+    def jobs(self) -> Iterator[tuple[JobDir, Record]]:
+        """Every job of this node, ended ones included, in job id order."""
+        try:
+            names = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return
+        for name in names:
+            if not name.startswith("."):
+                found = self.lookup(name)
+                if found is not None:
+                    yield found
+
+    # Starting ----------------------------------------------------------------------
+
+    def create(self, spec: Record) -> JobDir:
+        """Lays out the job directory off to the side, then renames it into place in one step."""
+        job = JobDir(self.root / spec["job_id"])
+        staging = JobDir(Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{job.job_id[:60]}-", dir=self.root)))
+        try:
+            staging.create_layout()
+            staging.write_spec(spec)
+            os.rename(staging.path, job.path)
+        except BaseException:
+            shutil.rmtree(staging.path, ignore_errors=True)
+            raise
+        return job
+
+    def launch(self, job: JobDir) -> None:
+        """Starts the job's shim in a session of its own, so it outlives this process."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(PLUGIN_ENV_PREFIXES)}
+        with open(job.path / SHIM_LOG, "ab") as shim_log:
+            process = subprocess.Popen(
+                [sys.executable, "-P", "-m", "c2d_external_stub.shim", str(job.path)],
+                cwd=job.path,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=shim_log,
+                stderr=subprocess.STDOUT,
+                close_fds=True,
+                start_new_session=True,
+            )
+        ref = ProcessRef.of(process.pid)
+        if ref is not None:
+            job.write_process(SHIM, ref)
+        # Reap it when it ends, or it would linger as a zombie of this process.
+        threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
+        log.info("job started", job_id=job.job_id, shim_pid=process.pid)
+
+    def never_launched(self, job: JobDir) -> bool:
+        """A job whose StartJob was cut short between writing its directory and starting its shim."""
+        return job.read_process(SHIM) is None and not job.read_events()
+
+    # Following ---------------------------------------------------------------------
+
+    def refresh(self, job: JobDir) -> Record | None:
+        """The job's last event; writes the terminal LOST event first if its shim died without one."""
+        last = job.last_event()
+        if last is not None and last.get("terminal"):
+            return last
+        why = self._shim_gone(job)
+        if why is None:
+            return last
+        self._kill_algorithm(job)
+        record = job.append_event({"status": "LOST", "terminal": True, "message": why})
+        if record.get("status") == "LOST":
+            log.warning("job lost", job_id=job.job_id, reason=why)
+        return record
+
+    def is_ended(self, job: JobDir) -> bool:
+        last = self.refresh(job)
+        return last is not None and bool(last.get("terminal"))
+
+    def wait_ended(self, job: JobDir, timeout: float) -> Record | None:
+        """Polls until the job's terminal event exists or ``timeout`` passes; the last event."""
+        deadline = time.monotonic() + timeout
+        while True:
+            last = self.refresh(job)
+            if (
+                (last is not None and last.get("terminal"))
+                or time.monotonic() >= deadline
+                or not job.exists()
+            ):
+                return last
+            time.sleep(POLL_SECONDS)
+
+    def _shim_gone(self, job: JobDir) -> str | None:
+        """Why the job can no longer end by itself, or None while its shim runs (or may yet start)."""
+        shim = job.read_process(SHIM)
+        if shim is None:
+            try:
+                age = time.time() - job.spec_path.stat().st_mtime
+            except FileNotFoundError:
+                return None
+            return "the job's shim never started" if age > START_GRACE_SECONDS else None
+        if shim.alive():
+            return None
+        return f"the job's shim (pid {shim.pid}) ended without reporting how the algorithm ended"
+
+    def _kill_algorithm(self, job: JobDir) -> None:
+        """An algorithm nobody supervises any more must not run on unbounded."""
+        algorithm = job.read_process(ALGORITHM)
+        if algorithm is not None:
+            algorithm.signal_group(signal.SIGKILL)
+
+    # Stopping and removing ---------------------------------------------------------
+
+    def stop(self, job: JobDir, grace_seconds: float, reason: str) -> None:
+        """Asks the shim to stop the algorithm: the request file says how, SIGTERM says now."""
+        if self.is_ended(job):
+            return
+        job.request_stop(grace_seconds, reason or "stop requested")
+        shim = job.read_process(SHIM)
+        if shim is not None:
+            shim.signal(signal.SIGTERM)
+        log.info("job stop requested", job_id=job.job_id, grace_seconds=grace_seconds)
+
+    def destroy(self, job_id: str) -> bool:
+        """Kills what still runs and removes the directory; whether there was such a job."""
+        found = self.lookup(job_id)
+        if found is None:
+            return False
+        job, _ = found
+        if not self.is_ended(job):
+            self.stop(job, 0, "destroyed")
+            self.wait_ended(job, DESTROY_WAIT_SECONDS)
+        shim, algorithm = job.read_process(SHIM), job.read_process(ALGORITHM)
+        if shim is not None:
+            shim.signal(signal.SIGKILL)
+        if algorithm is not None:
+            algorithm.signal_group(signal.SIGKILL)
+        self._remove(job)
+        log.info("job destroyed", job_id=job_id)
+        return True
+
+    def _remove(self, job: JobDir) -> None:
+        """Renames the directory away first, so the job disappears at once and never half-way."""
+        trash = self.root / f"{TRASH_PREFIX}{job.job_id[:60]}-{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            os.rename(job.path, trash)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise EngineError(grpc.StatusCode.INTERNAL, f"cannot remove job {job.job_id!r}: {exc}") from None
+        remove_tree(trash)
+
+    def sweep(self) -> None:
+        """Removes what crashes left half-made or half-removed."""
+        now = time.time()
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(self.root):
+                path = self.root / name
+                stale = name.startswith(STAGING_PREFIX) and now - _mtime(path) > STALE_STAGING_SECONDS
+                if name.startswith(TRASH_PREFIX) or stale:
+                    remove_tree(path)
+
+
+def remove_tree(path: Path) -> None:
+    """rmtree that also removes what an algorithm made unwritable."""
+
+    def retry(function: object, failed: str, _: object) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(failed), 0o700)
+            os.chmod(failed, 0o700)
+            if os.path.isdir(failed) and not os.path.islink(failed):
+                shutil.rmtree(failed, ignore_errors=True)
+            else:
+                os.unlink(failed)
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=retry)
+    else:
+        shutil.rmtree(path, onerror=retry)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0

@@ -1,0 +1,91 @@
+"""What a job was granted (cpu, ram, disk) and the resource limits that enforce it.
+
+With no container there is no cgroup: the grant becomes POSIX resource limits
+on the algorithm's processes. RLIMIT_CPU caps CPU seconds at cores x time
+limit, RLIMIT_AS caps each process's address space at the granted RAM, and
+RLIMIT_FSIZE caps each file at the granted disk. These are per process and
+per file, not totals: the stub's limits are a courtesy, not a sandbox.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+from c2d.common.v1 import common_pb2
+
+from c2d_external_stub.config import EnvironmentConfig
+from c2d_external_stub.errors import invalid
+
+GIB = 1 << 30
+KIND_BY_TYPE = {
+    common_pb2.RESOURCE_TYPE_CPU: "cpu",
+    common_pb2.RESOURCE_TYPE_RAM: "ram",
+    common_pb2.RESOURCE_TYPE_DISK: "disk",
+}
+KINDS = frozenset(KIND_BY_TYPE.values())
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Amounts granted to one job; 0 means not granted, hence not limited."""
+
+    cpu: float = 0.0
+    ram_gib: float = 0.0
+    disk_gib: float = 0.0
+
+    def to_json(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: object) -> Grant:
+        if not isinstance(data, dict):
+            return cls()
+        values = {
+            k: float(data[k]) for k in ("cpu", "ram_gib", "disk_gib") if isinstance(data.get(k), int | float)
+        }
+        return cls(**values)
+
+
+def resource_kind(granted: common_pb2.GrantedResource) -> str | None:
+    """cpu, ram or disk: by the resource's id, else by its type."""
+    if granted.id in KINDS:
+        return granted.id
+    return KIND_BY_TYPE.get(granted.type)
+
+
+def grant_from(resources: Iterable[common_pb2.GrantedResource], env: EnvironmentConfig) -> Grant:
+    """The job's grant, checked against what the environment offers one job."""
+    amounts: dict[str, float] = {}
+    maxima = {"cpu": env.cpu, "ram": env.ram_gib, "disk": env.disk_gib}
+    for granted in resources:
+        kind = resource_kind(granted)
+        name = granted.id or common_pb2.ResourceType.Name(granted.type)
+        if kind is None:
+            raise invalid(f"environment {env.id!r} has no resource {name!r} (it offers cpu, ram and disk)")
+        if kind in amounts:
+            raise invalid(f"resource {kind!r} is granted twice")
+        if not math.isfinite(granted.amount) or granted.amount < 0:
+            raise invalid(f"resource {name!r}: amount must be a number >= 0, got {granted.amount!r}")
+        if granted.amount > maxima[kind]:
+            raise invalid(
+                f"resource {name!r}: {granted.amount:g} is more than environment {env.id!r} offers "
+                f"one job ({maxima[kind]:g})"
+            )
+        amounts[kind] = granted.amount
+    return Grant(
+        cpu=amounts.get("cpu", 0.0), ram_gib=amounts.get("ram", 0.0), disk_gib=amounts.get("disk", 0.0)
+    )
+
+
+def rlimits(grant: Grant, time_limit_seconds: int) -> dict[str, int]:
+    """setrlimit values by ``resource`` constant name, for the shim to apply to the algorithm."""
+    limits: dict[str, int] = {}
+    if grant.cpu > 0:
+        limits["RLIMIT_CPU"] = max(1, math.ceil(grant.cpu * time_limit_seconds))
+    if grant.ram_gib > 0:
+        limits["RLIMIT_AS"] = max(1, int(grant.ram_gib * GIB))
+    if grant.disk_gib > 0:
+        limits["RLIMIT_FSIZE"] = max(1, int(grant.disk_gib * GIB))
+    return limits
