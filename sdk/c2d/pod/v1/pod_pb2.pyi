@@ -52,7 +52,7 @@ class PodAuth(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., nonce: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class FileSource(_message.Message):
-    __slots__ = ("type", "url", "method", "headers", "data", "name", "checksum", "size")
+    __slots__ = ("type", "url", "method", "headers", "data", "name", "checksum", "size", "archive")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,7 @@ class FileSource(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVE_FIELD_NUMBER: _ClassVar[int]
     type: str
     url: str
     method: str
@@ -76,7 +77,8 @@ class FileSource(_message.Message):
     name: str
     checksum: str
     size: int
-    def __init__(self, type: _Optional[str] = ..., url: _Optional[str] = ..., method: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., data: _Optional[bytes] = ..., name: _Optional[str] = ..., checksum: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+    archive: bool
+    def __init__(self, type: _Optional[str] = ..., url: _Optional[str] = ..., method: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., data: _Optional[bytes] = ..., name: _Optional[str] = ..., checksum: _Optional[str] = ..., size: _Optional[int] = ..., archive: bool = ...) -> None: ...
 
 class ProvisionedInput(_message.Message):
     __slots__ = ("folder", "files")
@@ -123,20 +125,22 @@ class UpdateJobStatusResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[_common_pb2.JobStatus, str]] = ...) -> None: ...
 
 class UploadHeader(_message.Message):
-    __slots__ = ("auth", "name", "kind", "size", "sha256", "offset")
+    __slots__ = ("auth", "name", "kind", "size", "sha256", "offset", "archive")
     AUTH_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVE_FIELD_NUMBER: _ClassVar[int]
     auth: PodAuth
     name: str
     kind: UploadKind
     size: int
     sha256: str
     offset: int
-    def __init__(self, auth: _Optional[_Union[PodAuth, _Mapping]] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[UploadKind, str]] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
+    archive: bool
+    def __init__(self, auth: _Optional[_Union[PodAuth, _Mapping]] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[UploadKind, str]] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., offset: _Optional[int] = ..., archive: bool = ...) -> None: ...
 
 class PublishResultRequest(_message.Message):
     __slots__ = ("header", "data")
@@ -169,3 +173,21 @@ class GetUploadOffsetResponse(_message.Message):
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     offset: int
     def __init__(self, offset: _Optional[int] = ...) -> None: ...
+
+class FetchJobOutputRequest(_message.Message):
+    __slots__ = ("auth", "source", "offset")
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    auth: PodAuth
+    source: str
+    offset: int
+    def __init__(self, auth: _Optional[_Union[PodAuth, _Mapping]] = ..., source: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class FetchJobOutputResponse(_message.Message):
+    __slots__ = ("data", "offset")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    offset: int
+    def __init__(self, data: _Optional[bytes] = ..., offset: _Optional[int] = ...) -> None: ...

@@ -54,6 +54,11 @@ class PodServiceStub(object):
                 request_serializer=c2d_dot_pod_dot_v1_dot_pod__pb2.GetUploadOffsetRequest.SerializeToString,
                 response_deserializer=c2d_dot_pod_dot_v1_dot_pod__pb2.GetUploadOffsetResponse.FromString,
                 _registered_method=True)
+        self.FetchJobOutput = channel.unary_stream(
+                '/c2d.pod.v1.PodService/FetchJobOutput',
+                request_serializer=c2d_dot_pod_dot_v1_dot_pod__pb2.FetchJobOutputRequest.SerializeToString,
+                response_deserializer=c2d_dot_pod_dot_v1_dot_pod__pb2.FetchJobOutputResponse.FromString,
+                _registered_method=True)
 
 
 class PodServiceServicer(object):
@@ -86,6 +91,14 @@ class PodServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchJobOutput(self, request, context):
+        """Streams a result of a stage this one runs after (a FileSource of type
+        "job_output"), from an offset to resume.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PodServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +121,11 @@ def add_PodServiceServicer_to_server(servicer, server):
                     servicer.GetUploadOffset,
                     request_deserializer=c2d_dot_pod_dot_v1_dot_pod__pb2.GetUploadOffsetRequest.FromString,
                     response_serializer=c2d_dot_pod_dot_v1_dot_pod__pb2.GetUploadOffsetResponse.SerializeToString,
+            ),
+            'FetchJobOutput': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchJobOutput,
+                    request_deserializer=c2d_dot_pod_dot_v1_dot_pod__pb2.FetchJobOutputRequest.FromString,
+                    response_serializer=c2d_dot_pod_dot_v1_dot_pod__pb2.FetchJobOutputResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -218,6 +236,33 @@ class PodService(object):
             '/c2d.pod.v1.PodService/GetUploadOffset',
             c2d_dot_pod_dot_v1_dot_pod__pb2.GetUploadOffsetRequest.SerializeToString,
             c2d_dot_pod_dot_v1_dot_pod__pb2.GetUploadOffsetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchJobOutput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/c2d.pod.v1.PodService/FetchJobOutput',
+            c2d_dot_pod_dot_v1_dot_pod__pb2.FetchJobOutputRequest.SerializeToString,
+            c2d_dot_pod_dot_v1_dot_pod__pb2.FetchJobOutputResponse.FromString,
             options,
             channel_credentials,
             insecure,
