@@ -46,6 +46,32 @@ DEFAULTS: dict[str, Any] = {
     },
     # One table per engine name; given to the engine as is.
     "engines": {},
+    "storage": {
+        # peewee database URL (postgresql://...); unset: SQLite at <data_dir>/node.db
+        "database_url": "",
+    },
+    "pods": {
+        # PodService for pods calling back (a separate listener from the public API).
+        "listen": "127.0.0.1:8471",
+        # host:port pods are told to call; unset: the listen address.
+        "advertise": "",
+    },
+    "assets": {
+        # Directory that "local" files of registered assets are relative to; unset: none allowed.
+        "data_root": "",
+        "ipfs_gateway": "https://ipfs.io",
+        "arweave_gateway": "https://arweave.net",
+    },
+    "compute": {
+        # How long a stage may wait in the queue for capacity before it expires.
+        "max_queue_seconds": 3600.0,
+        # Results are kept this long when the environment does not say.
+        "default_storage_expiry_seconds": 7 * 24 * 3600,
+        "default_max_duration_seconds": 600,
+    },
+    # Per environment id: free tier, fees. Without a config file every environment
+    # gets a development free tier.
+    "environments": {},
 }
 
 

@@ -174,7 +174,7 @@ class GetUploadOffsetResponse(_message.Message):
     offset: int
     def __init__(self, offset: _Optional[int] = ...) -> None: ...
 
-class FetchJobOutputRequest(_message.Message):
+class FetchInputRequest(_message.Message):
     __slots__ = ("auth", "source", "offset")
     AUTH_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -184,7 +184,7 @@ class FetchJobOutputRequest(_message.Message):
     offset: int
     def __init__(self, auth: _Optional[_Union[PodAuth, _Mapping]] = ..., source: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
 
-class FetchJobOutputResponse(_message.Message):
+class FetchInputResponse(_message.Message):
     __slots__ = ("data", "offset")
     DATA_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]

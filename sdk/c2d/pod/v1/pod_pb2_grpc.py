@@ -54,10 +54,10 @@ class PodServiceStub(object):
                 request_serializer=c2d_dot_pod_dot_v1_dot_pod__pb2.GetUploadOffsetRequest.SerializeToString,
                 response_deserializer=c2d_dot_pod_dot_v1_dot_pod__pb2.GetUploadOffsetResponse.FromString,
                 _registered_method=True)
-        self.FetchJobOutput = channel.unary_stream(
-                '/c2d.pod.v1.PodService/FetchJobOutput',
-                request_serializer=c2d_dot_pod_dot_v1_dot_pod__pb2.FetchJobOutputRequest.SerializeToString,
-                response_deserializer=c2d_dot_pod_dot_v1_dot_pod__pb2.FetchJobOutputResponse.FromString,
+        self.FetchInput = channel.unary_stream(
+                '/c2d.pod.v1.PodService/FetchInput',
+                request_serializer=c2d_dot_pod_dot_v1_dot_pod__pb2.FetchInputRequest.SerializeToString,
+                response_deserializer=c2d_dot_pod_dot_v1_dot_pod__pb2.FetchInputResponse.FromString,
                 _registered_method=True)
 
 
@@ -91,9 +91,10 @@ class PodServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def FetchJobOutput(self, request, context):
-        """Streams a result of a stage this one runs after (a FileSource of type
-        "job_output"), from an offset to resume.
+    def FetchInput(self, request, context):
+        """Streams a file the node serves itself (a FileSource of type "node": an
+        operator-local dataset file, or a result of a stage this one runs after),
+        from an offset to resume.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,10 +123,10 @@ def add_PodServiceServicer_to_server(servicer, server):
                     request_deserializer=c2d_dot_pod_dot_v1_dot_pod__pb2.GetUploadOffsetRequest.FromString,
                     response_serializer=c2d_dot_pod_dot_v1_dot_pod__pb2.GetUploadOffsetResponse.SerializeToString,
             ),
-            'FetchJobOutput': grpc.unary_stream_rpc_method_handler(
-                    servicer.FetchJobOutput,
-                    request_deserializer=c2d_dot_pod_dot_v1_dot_pod__pb2.FetchJobOutputRequest.FromString,
-                    response_serializer=c2d_dot_pod_dot_v1_dot_pod__pb2.FetchJobOutputResponse.SerializeToString,
+            'FetchInput': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchInput,
+                    request_deserializer=c2d_dot_pod_dot_v1_dot_pod__pb2.FetchInputRequest.FromString,
+                    response_serializer=c2d_dot_pod_dot_v1_dot_pod__pb2.FetchInputResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -247,7 +248,7 @@ class PodService(object):
             _registered_method=True)
 
     @staticmethod
-    def FetchJobOutput(request,
+    def FetchInput(request,
             target,
             options=(),
             channel_credentials=None,
@@ -260,9 +261,9 @@ class PodService(object):
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/c2d.pod.v1.PodService/FetchJobOutput',
-            c2d_dot_pod_dot_v1_dot_pod__pb2.FetchJobOutputRequest.SerializeToString,
-            c2d_dot_pod_dot_v1_dot_pod__pb2.FetchJobOutputResponse.FromString,
+            '/c2d.pod.v1.PodService/FetchInput',
+            c2d_dot_pod_dot_v1_dot_pod__pb2.FetchInputRequest.SerializeToString,
+            c2d_dot_pod_dot_v1_dot_pod__pb2.FetchInputResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,1 @@
+"""The node's database: workflows, stages, status history, nonces, pod keys, assets, results."""

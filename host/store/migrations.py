@@ -1,0 +1,56 @@
+"""Versioned schema migrations, applied in order at start-up inside one transaction each.
+
+A release that changes the schema appends a function here; never edit one
+that has shipped. ``schema_migrations`` records what a database has.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import peewee as pw
+import structlog
+
+from host.store import models
+
+log = structlog.get_logger()
+
+
+class SchemaMigration(models.BaseModel):
+    version = pw.IntegerField(primary_key=True)
+    applied_at = pw.FloatField()
+
+
+def _v1_initial(db: pw.Database) -> None:
+    db.create_tables(models.ALL_MODELS)
+
+
+MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
+    (1, "initial schema", _v1_initial),
+]
+
+
+def current_version(db: pw.Database) -> int:
+    if not db.table_exists(SchemaMigration._meta.table_name):
+        return 0
+    return SchemaMigration.select(pw.fn.MAX(SchemaMigration.version)).scalar() or 0
+
+
+def migrate(db: pw.Database) -> int:
+    """Brings the schema up to date; returns the version reached."""
+    db.create_tables([SchemaMigration])
+    have = current_version(db)
+    latest = MIGRATIONS[-1][0]
+    if have > latest:
+        raise RuntimeError(
+            f"the database has schema version {have}, newer than this node knows ({latest}): upgrade the node"
+        )
+    for version, description, apply in MIGRATIONS:
+        if version <= have:
+            continue
+        with db.atomic():
+            apply(db)
+            SchemaMigration.create(version=version, applied_at=time.time())
+        log.info("database migrated", version=version, change=description)
+    return latest

@@ -1,0 +1,131 @@
+"""peewee models. Times are UNIX seconds (floats); JSON columns hold protobuf-as-JSON or plain data.
+
+The database is bound at run time (:func:`host.store.db.open_database`), so
+the same models serve SQLite (the default) and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import peewee as pw
+
+database_proxy = pw.DatabaseProxy()
+
+
+class JSONField(pw.TextField):
+    """JSON in a TEXT column: portable across SQLite and PostgreSQL."""
+
+    def db_value(self, value: Any) -> str | None:
+        return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+    def python_value(self, value: str | None) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+class Workflow(BaseModel):
+    id = pw.CharField(primary_key=True)
+    owner = pw.CharField(index=True)  # lower-case address
+    environment_id = pw.CharField()
+    free = pw.BooleanField()
+    viewers = JSONField(default=list)  # lower-case addresses that may also read results
+    request = JSONField()  # the c2d.compute.v1.Workflow as JSON, as accepted
+    created_at = pw.FloatField()
+    finished_at = pw.FloatField(null=True)
+    payment = JSONField(null=True)
+
+
+class Stage(BaseModel):
+    """One job: a stage of a workflow, and everything the node needs to see it through."""
+
+    job_id = pw.CharField(primary_key=True)
+    workflow = pw.ForeignKeyField(Workflow, backref="stages", on_delete="CASCADE")
+    index = pw.IntegerField()
+    owner = pw.CharField()
+    environment_id = pw.CharField()
+    engine = pw.CharField()
+    status = pw.IntegerField()
+    status_text = pw.TextField(default="")
+    terminal = pw.BooleanField(default=False)
+    spec = JSONField()  # the c2d.compute.v1.Stage as JSON
+    run_after = JSONField(default=list)  # job ids this stage waits for
+    resources = JSONField(default=list)  # requested: [{"id", "amount"}]
+    granted = JSONField(null=True)  # while it holds capacity: [{"id", "type", "amount", "device_ids"}]
+    max_duration_seconds = pw.IntegerField()
+    created_at = pw.FloatField()
+    queue_deadline = pw.FloatField(null=True)  # expires in the queue after this
+    started_at = pw.FloatField(null=True)  # handed to the engine
+    algorithm_started_at = pw.FloatField(null=True)
+    algorithm_finished_at = pw.FloatField(null=True)
+    finished_at = pw.FloatField(null=True)
+    exit_code = pw.IntegerField(null=True)
+    algorithm_image = pw.CharField(default="")
+    handle = pw.BlobField(null=True)  # the engine's JobHandle, serialized
+    last_sequence = pw.BigIntegerField(default=0)  # of the last engine event applied
+    pod_address = pw.CharField(null=True)
+    pod_key = pw.BlobField(null=True)  # encrypted with the node's storage key
+    pod_nonce = pw.BigIntegerField(default=0)
+    pod_report = pw.IntegerField(null=True)  # the last failure status a pod reported
+    stop_requested = pw.BooleanField(default=False)
+    destroyed = pw.BooleanField(default=False)  # the engine has cleaned up
+    results_expire_at = pw.FloatField(null=True)
+
+    class Meta:
+        indexes = (
+            (("workflow", "index"), True),
+            (("owner", "created_at"), False),
+            (("terminal", "environment_id"), False),
+        )
+
+
+class StatusEvent(BaseModel):
+    id = pw.AutoField()
+    stage = pw.ForeignKeyField(Stage, backref="events", on_delete="CASCADE", index=True)
+    status = pw.IntegerField()
+    message = pw.TextField(default="")
+    time = pw.FloatField()
+
+
+class Nonce(BaseModel):
+    """The last nonce accepted per signer (consumer address)."""
+
+    address = pw.CharField(primary_key=True)
+    value = pw.BigIntegerField()
+
+
+class Asset(BaseModel):
+    did = pw.CharField(primary_key=True)
+    name = pw.CharField(default="")
+    services = JSONField()  # [c2d.compute.v1.AssetService as JSON], files included: never sent out
+    created_at = pw.FloatField()
+
+
+class Result(BaseModel):
+    id = pw.AutoField()
+    stage = pw.ForeignKeyField(Stage, backref="results", on_delete="CASCADE")
+    index = pw.IntegerField()
+    name = pw.CharField()
+    kind = pw.IntegerField()  # c2d.compute.v1.ResultKind
+    size = pw.BigIntegerField()
+    sha256 = pw.CharField()
+    archive = pw.BooleanField(default=False)
+    path = pw.TextField()  # relative to the results directory
+    received = pw.BigIntegerField(default=0)
+    complete = pw.BooleanField(default=False)
+    created_at = pw.FloatField()
+
+    class Meta:
+        indexes = (
+            (("stage", "index"), True),
+            (("stage", "kind", "name"), True),
+        )
+
+
+ALL_MODELS: list[type[BaseModel]] = [Workflow, Stage, StatusEvent, Nonce, Asset, Result]
