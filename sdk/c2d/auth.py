@@ -12,19 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any, Protocol
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from google.protobuf.message import Message
 
 DOMAIN = "c2d-auth-v1"
-
-
-class SignedRequest(Protocol):
-    auth: Any
-
-    def ClearField(self, field_name: str) -> None: ...  # noqa: N802 (protobuf's name)
 
 
 def body_digest(request: Message) -> str:
