@@ -1,22 +1,34 @@
-"""The node process: engines, the public server, and an orderly shutdown."""
+"""The node process: store, engines, orchestrator, both servers, and an orderly shutdown."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import grpc
 import structlog
 
+from host.assets import AssetRegistry
 from host.config import Config
-from host.engines.recovery import JobHandles
 from host.engines.registry import EngineRegistry
-from host.server import start_server
+from host.environments import EnvironmentCatalog
+from host.identity import NodeIdentity, load_identity
+from host.orchestrator.orchestrator import Orchestrator
+from host.orchestrator.provisioning import Provisioner
+from host.results import ResultStore
+from host.server import start_pod_server, start_public_server
+from host.services.compute import ComputeServicer
+from host.services.pods import PodServicer
+from host.store.db import open_database
 
 log = structlog.get_logger()
+EXPIRY_INTERVAL_SECONDS = 60.0
 
 
 class DataDirLocked(RuntimeError):
@@ -46,30 +58,90 @@ def host_id(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-async def run_node(config: Config, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
+@dataclass
+class Servers:
+    public: grpc.aio.Server
+    pods: grpc.aio.Server
+
+
+async def run_node(config: Config, stop: asyncio.Event) -> None:
     data_dir = config.data_dir
     lock = lock_data_dir(data_dir)
     try:
-        handles = JobHandles()
-        engines = EngineRegistry.from_config(config, host_id(data_dir), on_ready=handles.recover)
-        server, port = await start_server(config.node["listen"], engines)
-        host = config.node["listen"].rpartition(":")[0]
-        log.info(
-            "node listening", address=f"{host}:{port}", data_dir=str(data_dir), development=config.development
-        )
-        try:
-            await engines.start(settle_timeout=config.plugins["handshake_timeout_seconds"] + 5)
-            _log_engines(engines)
-            if started is not None:
-                started.set()
-            await stop.wait()
-            log.info("node shutting down")
-        finally:
-            await server.stop(config.node["shutdown_grace_seconds"])
-            await engines.stop()
-        log.info("node stopped")
+        db = open_database(data_dir, config.raw["storage"]["database_url"] or None)
+        identity = load_identity(data_dir)
+        await _run(config, identity, stop)
+        db.close()
     finally:
         lock.close()
+
+
+async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event) -> None:
+    data_dir = config.data_dir
+    compute = config.raw["compute"]
+    results = ResultStore(data_dir / "results")
+    assets = AssetRegistry(data_root=config.raw["assets"]["data_root"] or None)
+    # The registry calls back once an engine is (re)started; the orchestrator then re-attaches its stages.
+    engines = EngineRegistry.from_config(
+        config, host_id(data_dir), on_ready=lambda supervisor: orchestrator.recover_engine(supervisor)
+    )
+    orchestrator = Orchestrator(
+        engines,
+        identity,
+        max_queue_seconds=compute["max_queue_seconds"],
+        default_storage_expiry_seconds=compute["default_storage_expiry_seconds"],
+    )
+    catalog = EnvironmentCatalog(engines, config)
+    provisioner = Provisioner(assets, results, config.raw["assets"])
+    pod_listen = config.raw["pods"]["listen"]
+    pod_server, pod_port = await start_pod_server(pod_listen, PodServicer(orchestrator, provisioner, results))
+    orchestrator.pod_endpoint = (
+        config.raw["pods"]["advertise"] or f"{pod_listen.rpartition(':')[0]}:{pod_port}"
+    )
+    servicer = ComputeServicer(
+        engines=engines,
+        catalog=catalog,
+        orchestrator=orchestrator,
+        assets=assets,
+        results=results,
+        identity=identity,
+        default_duration=int(compute["default_max_duration_seconds"]),
+    )
+    public, port = await start_public_server(config.node["listen"], servicer)
+    servers = Servers(public, pod_server)
+    host = config.node["listen"].rpartition(":")[0]
+    log.info(
+        "node listening",
+        address=f"{host}:{port}",
+        pods=orchestrator.pod_endpoint,
+        node_address=identity.address,
+        data_dir=str(data_dir),
+        development=config.development,
+    )
+    tasks = [asyncio.create_task(orchestrator.run()), asyncio.create_task(_expire_results(results))]
+    try:
+        await engines.start(settle_timeout=config.plugins["handshake_timeout_seconds"] + 5)
+        _log_engines(engines)
+        await stop.wait()
+        log.info("node shutting down")
+    finally:
+        grace = config.node["shutdown_grace_seconds"]
+        await asyncio.gather(servers.public.stop(grace), servers.pods.stop(grace))
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await orchestrator.close()
+        await engines.stop()
+    log.info("node stopped")
+
+
+async def _expire_results(results: ResultStore) -> None:
+    while True:
+        with contextlib.suppress(Exception):
+            removed = results.expire()
+            if removed:
+                log.info("expired results removed", count=removed)
+        await asyncio.sleep(EXPIRY_INTERVAL_SECONDS)
 
 
 def _log_engines(engines: EngineRegistry) -> None:

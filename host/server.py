@@ -1,53 +1,56 @@
-"""The node's public gRPC server: ComputeService, health and reflection."""
+"""gRPC servers: the public API (ComputeService) and the pods' callback API (PodService).
+
+Both have grpc.health.v1 and reflection, so any gRPC tool can find its way.
+They listen separately because pods reach the node from containers over a
+different network than consumers do.
+"""
 
 from __future__ import annotations
 
 import grpc
 from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
+from c2d.pod.v1 import pod_pb2, pod_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from host.engines.registry import EngineRegistry
-
 COMPUTE_SERVICE = compute_pb2.DESCRIPTOR.services_by_name["ComputeService"].full_name
+POD_SERVICE = pod_pb2.DESCRIPTOR.services_by_name["PodService"].full_name
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
-class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
-    """ComputeService; methods not overridden here answer UNIMPLEMENTED."""
-
-    def __init__(self, engines: EngineRegistry) -> None:
-        self.engines = engines
-
-    async def GetEnvironments(
-        self, request: compute_pb2.GetEnvironmentsRequest, context: grpc.aio.ServicerContext
-    ) -> compute_pb2.GetEnvironmentsResponse:
-        environments = self.engines.environments(engine=request.engine)
-        if request.chain_id:
-            for env in environments:
-                kept = [fees for fees in env.fees if fees.chain_id == request.chain_id]
-                del env.fees[:]
-                env.fees.extend(kept)
-        return compute_pb2.GetEnvironmentsResponse(environments=environments)
-
-
-async def start_server(listen: str, engines: EngineRegistry) -> tuple[grpc.aio.Server, int]:
-    """Binds and starts the server; returns it and the bound port (for port 0)."""
-    server = grpc.aio.server()
-    compute_pb2_grpc.add_ComputeServiceServicer_to_server(ComputeServicer(engines), server)
+async def _serve(listen: str, service_name: str, add: object) -> tuple[grpc.aio.Server, int]:
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+    )
+    add(server)  # type: ignore[operator]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            COMPUTE_SERVICE,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
+    reflection.enable_server_reflection((service_name, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()
-    for service in ("", COMPUTE_SERVICE):
+    for service in ("", service_name):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     return server, port
+
+
+async def start_public_server(
+    listen: str, servicer: compute_pb2_grpc.ComputeServiceServicer
+) -> tuple[grpc.aio.Server, int]:
+    """Binds and starts the public API; returns it and the bound port (for port 0)."""
+    return await _serve(
+        listen, COMPUTE_SERVICE, lambda s: compute_pb2_grpc.add_ComputeServiceServicer_to_server(servicer, s)
+    )
+
+
+async def start_pod_server(
+    listen: str, servicer: pod_pb2_grpc.PodServiceServicer
+) -> tuple[grpc.aio.Server, int]:
+    return await _serve(
+        listen, POD_SERVICE, lambda s: pod_pb2_grpc.add_PodServiceServicer_to_server(servicer, s)
+    )

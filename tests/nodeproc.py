@@ -64,6 +64,8 @@ class NodeProcess:
     ) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.pod_port = free_port()
+        self.data_dir = data_dir
         argv = [sys.executable, "-m", "host", "--data-dir", str(data_dir), "--listen", self.address]
         argv += ["--log-format", "json"]
         if config is not None:
@@ -75,7 +77,7 @@ class NodeProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "C2D_PODS__LISTEN": f"127.0.0.1:{self.pod_port}", **(env or {})},
             text=True,
         )
         self._reader = threading.Thread(target=self._read_logs, daemon=True)
@@ -91,6 +93,10 @@ class NodeProcess:
                 record = json.loads(line)
                 if isinstance(record, dict):
                     self.logs.append(record)
+
+    def node_key(self) -> str:
+        """The operator's key: the node creates it in its data dir on first start."""
+        return (self.data_dir / "node_key").read_text().strip()
 
     @property
     def pid(self) -> int:

@@ -1,15 +1,18 @@
 """The engine's config section (``[engines.external_stub]``), as Configure receives it.
 
 Keys: ``enabled`` (bool, default false: the engine refuses to run until an
-operator opts in, since it gives algorithms no isolation) and ``environments``
+operator opts in, since it gives algorithms no isolation), ``environments``
 (optional list; by default one environment, ``stub-local``, sized from this
-machine). Mistakes are reported with the key's name, so an operator can fix
+machine), ``pod_python`` (the interpreter that runs ``-m pods.configuration``
+and ``-m pods.publishing``; by default the plugin's own) and
+``pod_timeout_seconds`` (how long each pod may take, default 600). Mistakes are reported with the key's name, so an operator can fix
 the config from the message alone.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,11 +26,12 @@ from c2d_external_stub.machine import MachineSize
 DEFAULT_ENVIRONMENT_ID = "stub-local"
 DEFAULT_MAX_JOB_DURATION_SECONDS = 3600
 DEFAULT_STORAGE_EXPIRY_SECONDS = 7 * 24 * 3600
+DEFAULT_POD_TIMEOUT_SECONDS = 600
 DISABLED_MESSAGE = (
     "external_stub is disabled: it runs algorithms as plain processes with no container isolation; "
     "set enabled = true in [engines.external_stub] to use it (development only)"
 )
-TOP_LEVEL_KEYS = frozenset({"enabled", "environments"})
+TOP_LEVEL_KEYS = frozenset({"enabled", "environments", "pod_python", "pod_timeout_seconds"})
 ENVIRONMENT_KEYS = frozenset(
     {
         "id",
@@ -62,6 +66,9 @@ class EnvironmentConfig:
 class StubConfig:
     environments: tuple[EnvironmentConfig, ...]
     ignored_keys: tuple[str, ...] = ()
+    # The pods run as ``[pod_python, "-m", "pods.configuration"]``: an interpreter with c2d-node installed.
+    pod_python: str = sys.executable
+    pod_timeout_seconds: int = DEFAULT_POD_TIMEOUT_SECONDS
 
     def environment(self, environment_id: str) -> EnvironmentConfig | None:
         return next((e for e in self.environments if e.id == environment_id), None)
@@ -84,9 +91,21 @@ def parse_config(settings: Mapping[str, Any], machine: MachineSize) -> StubConfi
     """The whole section, checked; INVALID_ARGUMENT naming the first bad key."""
     require_enabled(settings)
     ignored = tuple(sorted(set(settings) - TOP_LEVEL_KEYS))
-    raw = settings.get("environments")
+    where = "[engines.external_stub]"
+    pod_python = settings.get("pod_python", sys.executable)
+    if not isinstance(pod_python, str) or not pod_python.strip():
+        raise invalid(f"{where} pod_python must be the path of a Python interpreter, got {pod_python!r}")
+    pod_timeout = _count(settings, "pod_timeout_seconds", DEFAULT_POD_TIMEOUT_SECONDS, where)
+    if pod_timeout <= 0:
+        raise invalid(f"{where}: pod_timeout_seconds must be at least 1")
+    return StubConfig(
+        parse_environments(settings.get("environments"), machine), ignored, pod_python, pod_timeout
+    )
+
+
+def parse_environments(raw: object, machine: MachineSize) -> tuple[EnvironmentConfig, ...]:
     if raw is None:
-        return StubConfig((default_environment(machine),), ignored)
+        return (default_environment(machine),)
     if not isinstance(raw, list) or not raw:
         raise invalid("[engines.external_stub] environments must be a non-empty list of tables")
     environments = tuple(parse_environment(entry, i, machine) for i, entry in enumerate(raw))
@@ -95,7 +114,7 @@ def parse_config(settings: Mapping[str, Any], machine: MachineSize) -> StubConfi
         if env.id in seen:
             raise invalid(f"[engines.external_stub] environment id {env.id!r} appears twice")
         seen.add(env.id)
-    return StubConfig(environments, ignored)
+    return environments
 
 
 def default_environment(machine: MachineSize) -> EnvironmentConfig:

@@ -23,7 +23,7 @@ import structlog
 from c2d.engine.v1 import engine_pb2, engine_pb2_grpc
 
 import c2d_external_stub
-from c2d_external_stub import events, fingerprint, handle
+from c2d_external_stub import events, fingerprint, handle, podsteps
 from c2d_external_stub.active import ActiveJobs
 from c2d_external_stub.changes import Changes
 from c2d_external_stub.config import StubConfig, parse_config, require_enabled, settings_from_struct
@@ -144,6 +144,9 @@ class EngineServicer(engine_pb2_grpc.ComputeEngineServiceServicer):
         config = parse_config(settings, measure(state_dir))
         if config.ignored_keys:
             log.warning("unknown config keys ignored", keys=list(config.ignored_keys))
+        missing = podsteps.pods_missing(config.pod_python)
+        if missing is not None:
+            log.warning("jobs with pods will fail until pod_python can run the pods", reason=missing)
         store = JobStore(state_dir / "jobs", request.host_id)
         store.sweep()
         self._configured = Configured(api_version, request.host_id, state_dir, config, store)

@@ -2,7 +2,8 @@
 
 The capabilities say plainly what the stub does not do (no container, no
 network isolation, disk limited per file only) so that the node and its
-operators never mistake it for a sandbox.
+operators never mistake it for a sandbox; it does run the pods (as local
+processes), so ``runs_pods`` is true.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ CAPABILITIES = engine_pb2.Capabilities(
     network_isolation=False,
     disk_quota="file-size-limit",
     log_streaming=True,
-    runs_pods=False,
+    runs_pods=True,
 )
 ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 # The smallest amount of each resource one job may ask for (less when the environment is smaller).

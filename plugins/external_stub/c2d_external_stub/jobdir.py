@@ -8,11 +8,12 @@ the old one left off by reading it.
 ```
 <job_dir>/inputs/ transformations/ outputs/ logs/   the contract; C2D_DATA = <job_dir>
 <job_dir>/logs/algorithm.log                          the algorithm's stdout and stderr
-<job_dir>/spec.json                                   what to run, written once by StartJob
+<job_dir>/logs/configuration.log, publishing.log      the pods' own logs (jobs with pods)
+<job_dir>/spec.json                                   what to run, written once by StartJob (0600)
 <job_dir>/events.jsonl                                the job's events, one JSON object a line
-<job_dir>/shim.json, algorithm.json                   pid + start time of the shim and the algorithm
+<job_dir>/shim.json, algorithm.json, pod.json         pid + start time of the shim, algorithm, running pod
 <job_dir>/stop.json                                   a stop request (grace seconds, reason)
-<job_dir>/shim.log                                    the shim's own messages
+<job_dir>/shim.log                                    the shim's own messages, and the pods' stderr
 ```
 
 Standard library only: the shim imports this module.
@@ -42,6 +43,9 @@ STOP_FILE = "stop.json"
 SHIM_LOG = "shim.log"
 SHIM = "shim"
 ALGORITHM = "algorithm"
+POD = "pod"
+# The process records whose process groups must not outlive the shim.
+CHILDREN = (ALGORITHM, POD)
 
 Record = dict[str, Any]
 
@@ -52,9 +56,13 @@ def utc_now() -> str:
 
 
 def write_json_atomic(path: Path, data: object) -> None:
-    """Writes through a temporary file and a rename, so a crash never leaves half a file."""
+    """Writes through a temporary file and a rename, so a crash never leaves half a file.
+
+    The file is readable by its owner only: a job's spec may hold the stage's pod key.
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=1, sort_keys=True)
             f.flush()

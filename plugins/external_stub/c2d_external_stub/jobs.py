@@ -24,7 +24,7 @@ import grpc
 import structlog
 
 from c2d_external_stub.errors import EngineError, not_found
-from c2d_external_stub.jobdir import ALGORITHM, SHIM, SHIM_LOG, JobDir, Record
+from c2d_external_stub.jobdir import CHILDREN, SHIM, SHIM_LOG, JobDir, Record
 from c2d_external_stub.procinfo import ProcessRef
 
 # A job whose shim left no record this long after its spec was written never got a shim.
@@ -131,7 +131,7 @@ class JobStore:
         why = self._shim_gone(job)
         if why is None:
             return last
-        self._kill_algorithm(job)
+        self._kill_children(job)
         record = job.append_event({"status": "LOST", "terminal": True, "message": why})
         if record.get("status") == "LOST":
             log.warning("job lost", job_id=job.job_id, reason=why)
@@ -167,11 +167,12 @@ class JobStore:
             return None
         return f"the job's shim (pid {shim.pid}) ended without reporting how the algorithm ended"
 
-    def _kill_algorithm(self, job: JobDir) -> None:
-        """An algorithm nobody supervises any more must not run on unbounded."""
-        algorithm = job.read_process(ALGORITHM)
-        if algorithm is not None:
-            algorithm.signal_group(signal.SIGKILL)
+    def _kill_children(self, job: JobDir) -> None:
+        """An algorithm or pod nobody supervises any more must not run on unbounded."""
+        for name in CHILDREN:
+            child = job.read_process(name)
+            if child is not None:
+                child.signal_group(signal.SIGKILL)
 
     # Stopping and removing ---------------------------------------------------------
 
@@ -194,11 +195,10 @@ class JobStore:
         if not self.is_ended(job):
             self.stop(job, 0, "destroyed")
             self.wait_ended(job, DESTROY_WAIT_SECONDS)
-        shim, algorithm = job.read_process(SHIM), job.read_process(ALGORITHM)
+        shim = job.read_process(SHIM)
         if shim is not None:
             shim.signal(signal.SIGKILL)
-        if algorithm is not None:
-            algorithm.signal_group(signal.SIGKILL)
+        self._kill_children(job)
         self._remove(job)
         log.info("job destroyed", job_id=job_id)
         return True

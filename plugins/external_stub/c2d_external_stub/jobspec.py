@@ -2,7 +2,10 @@
 
 The spec file is everything the shim needs and everything a restarted plugin
 needs to account for the job (its node, environment and grant), so the plugin
-holds no job state of its own that a crash could lose.
+holds no job state of its own that a crash could lose. With ``JobSpec.pod``
+set it also holds what the pods need to call the node back, the stage's pod
+key included, which is why the file is readable by its owner only (0600) and
+the key appears in no log and no handle.
 """
 
 from __future__ import annotations
@@ -43,10 +46,6 @@ def build_spec(spec: engine_pb2.JobSpec, config: StubConfig, host_id: str, job_p
     if "\x00" in command:
         raise invalid("container.command contains a NUL byte")
     env = environment_of(spec, config)
-    if spec.HasField("pod"):
-        raise invalid(
-            "external_stub does not run pod-configuration or pod-publishing (capabilities.runs_pods is false)"
-        )
     for name, value in spec.container.env.items():
         if not ENV_NAME.match(name) or "\x00" in value:
             raise invalid(f"container.env has an unusable variable name or value: {name[:80]!r}")
@@ -69,7 +68,33 @@ def build_spec(spec: engine_pb2.JobSpec, config: StubConfig, host_id: str, job_p
         "rlimits": rlimits(grant, time_limit),
         "labels": dict(spec.labels),
         "options": json_format.MessageToDict(spec.options),
+        "pod": pod_of(spec, config),
         "created": utc_now(),
+    }
+
+
+def pod_of(spec: engine_pb2.JobSpec, config: StubConfig) -> Record | None:
+    """What the shim needs to run the pods around the algorithm; None when the job runs without pods."""
+    if not spec.HasField("pod"):
+        return None
+    pod = spec.pod
+    if not pod.node_http_api.strip():
+        raise invalid("pod.node_http_api is empty: the pods could not reach the node")
+    if not pod.private_key.strip():
+        raise invalid("pod.private_key is empty: the pods could not sign their calls")
+    for name, value in (
+        ("node_peer_id", pod.node_peer_id),
+        ("node_http_api", pod.node_http_api),
+        ("private_key", pod.private_key),
+    ):
+        if "\x00" in value:
+            raise invalid(f"pod.{name} contains a NUL byte")
+    return {
+        "node_peer_id": pod.node_peer_id,
+        "node_http_api": pod.node_http_api,
+        "private_key": pod.private_key,
+        "python": config.pod_python,
+        "timeout_seconds": config.pod_timeout_seconds,
     }
 
 

@@ -2,10 +2,12 @@
 
 Like containerd-shim, it runs in its own session, so it outlives the plugin
 (a crash, a SIGKILL of the plugin's process group, an upgrade). It starts the
-algorithm, enforces its time limit, carries out stop requests and records what
+algorithm (between pod-configuration and pod-publishing when the job has
+pods), enforces the time limits, carries out stop requests and records what
 happened in the job directory, which is all a new plugin process needs to
-re-attach. The algorithm runs in a process group of its own, so stopping it
-reaches every process it started.
+re-attach. The shim owns the whole sequence, so a plugin restart at any step
+changes nothing. Every child runs in a process group of its own, so stopping
+it reaches every process it started.
 
 Standard library only (no gRPC), so it starts fast and depends on nothing
 that a plugin upgrade could change under a running job.
@@ -24,12 +26,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from c2d_external_stub.jobdir import ALGORITHM, SHIM, JobDir, Record, utc_now
+from c2d_external_stub import podsteps
+from c2d_external_stub.jobdir import ALGORITHM, POD, SHIM, SHIM_LOG, JobDir, Record, utc_now
 from c2d_external_stub.procinfo import ProcessRef, signal_group, signal_name
 
 POLL_SECONDS = 0.05
 TIMEOUT_GRACE_SECONDS = 2.0
 DEFAULT_STOP_GRACE_SECONDS = 10.0
+DEFAULT_POD_TIMEOUT_SECONDS = 600.0
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # A process that ignores SIGXCPU gets SIGKILL this many CPU seconds later.
 CPU_HARD_MARGIN_SECONDS = 1
@@ -56,7 +60,7 @@ class TerminateFlag:
 
 
 class Supervisor:
-    """Runs one job's algorithm to its end and writes the job's events."""
+    """Runs one job to its end (the pods around the algorithm, when it has them) and writes its events."""
 
     def __init__(self, job: JobDir, spec: Record, terminate: TerminateFlag) -> None:
         self.job = job
@@ -65,19 +69,39 @@ class Supervisor:
         self.terminate = terminate
 
     def run(self) -> int:
-        if self.terminate.requested or self.job.stop_requested():
+        if self.stopping():
             self.end(status="STOPPED", stopped=True, message="stopped before it started")
             return 0
+        pod = self.spec.get("pod")
+        outcome = self.run_with_pods(pod) if pod else self.run_algorithm()
+        self.end(**outcome)
+        return 1 if outcome["status"] == "CONTAINER_CREATION_FAILED" else 0
+
+    def stopping(self) -> bool:
+        return self.terminate.requested or self.job.stop_requested()
+
+    def end(self, **fields: Any) -> None:
+        """The job's one terminal event."""
+        self.job.append_event({**fields, "terminal": True})
+
+    # The algorithm -----------------------------------------------------------------
+
+    def run_algorithm(self) -> Record:
+        """Runs the algorithm to its end; the fields of the terminal event, not written yet."""
+        if self.stopping():
+            return self.stopped("before the algorithm started")
         started = utc_now()
         try:
             process = self.spawn()
         except (OSError, subprocess.SubprocessError) as exc:
-            self.end(status="CONTAINER_CREATION_FAILED", message=f"could not start the algorithm: {exc}")
-            return 1
+            return {"status": "CONTAINER_CREATION_FAILED", "message": f"could not start the algorithm: {exc}"}
         self.record_start(process, started)
-        returncode, reason = self.supervise(process)
-        self.end(**self.classify(returncode, reason), algorithm_started=started, algorithm_finished=utc_now())
-        return 0
+        returncode, reason = self.supervise(process, float(self.spec["time_limit_seconds"]))
+        return {
+            **self.classify(returncode, reason),
+            "algorithm_started": started,
+            "algorithm_finished": utc_now(),
+        }
 
     def record_start(self, process: subprocess.Popen[bytes], started: str) -> None:
         """The algorithm's identity first (so a new plugin can kill it), then the RUNNING event."""
@@ -93,18 +117,20 @@ class Supervisor:
             }
         )
 
-    def end(self, **fields: Any) -> None:
-        """The job's one terminal event."""
-        self.job.append_event({**fields, "terminal": True})
-
     def spawn(self) -> subprocess.Popen[bytes]:
         """Starts ``/bin/sh -c <command>`` in the job directory, limited, in a new session and group."""
         env = {"PATH": BASE_PATH, "HOME": str(self.job.path), "LANG": "C.UTF-8"}
         env.update(self.spec.get("env") or {})
         env["C2D_DATA"] = str(self.job.path)
-        with open(self.job.log_path, "ab") as log:
+        return self.start(["/bin/sh", "-c", self.spec["command"]], env, self.job.log_path, self.rlimits)
+
+    def start(
+        self, argv: list[str], env: dict[str, str], output: Path, rlimits: dict[str, int]
+    ) -> subprocess.Popen[bytes]:
+        """A child in the job directory, in a session and process group of its own, output to ``output``."""
+        with open(output, "ab") as log:
             return subprocess.Popen(
-                ["/bin/sh", "-c", self.spec["command"]],
+                argv,
                 cwd=self.job.path,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -112,23 +138,77 @@ class Supervisor:
                 stderr=subprocess.STDOUT,
                 close_fds=True,
                 start_new_session=True,
-                preexec_fn=limiter(self.rlimits),
+                preexec_fn=limiter(rlimits),
             )
 
-    def supervise(self, process: subprocess.Popen[bytes]) -> tuple[int, str | None]:
-        """Waits for the algorithm, ending it on a stop request or at its time limit.
+    # The pods ----------------------------------------------------------------------
+
+    def run_with_pods(self, pod: Record) -> Record:
+        """pod-configuration, the algorithm, pod-publishing; the terminal event's fields.
+
+        Publishing runs after a failed provisioning or algorithm too, so that the
+        logs reach the node; only a stop skips it. The first failure decides the
+        status, so a failed publishing turns FINISHED into RESULTS_UPLOAD_FAILED
+        but leaves an earlier failure standing (and says so in the message).
+        """
+        self.job.append_event({"status": "PROVISIONING", "message": "pod-configuration started"})
+        step = self.run_pod(pod, podsteps.CONFIGURATION)
+        if step.stopped:
+            return self.stopped("during provisioning")
+        if step.failure:
+            outcome: Record = {"status": "DATA_PROVISIONING_FAILED", "message": step.failure}
+        else:
+            outcome = self.run_algorithm()
+        if outcome.get("stopped"):
+            return outcome
+        self.job.append_event({"status": "PUBLISHING", "message": "pod-publishing started"})
+        step = self.run_pod(pod, podsteps.PUBLISHING)
+        if step.stopped:
+            return {**algorithm_times(outcome), **self.stopped("during publishing")}
+        if step.failure:
+            return publishing_failed(outcome, step.failure)
+        return outcome
+
+    def run_pod(self, pod: Record, step: str) -> podsteps.StepEnd:
+        """One pod process to its end, under the stop requests and the pod time limit."""
+        if self.stopping():
+            return podsteps.StepEnd(stopped=True)
+        env = {"PATH": BASE_PATH, "HOME": str(self.job.path), "LANG": "C.UTF-8"}
+        env.update(podsteps.environment(pod, self.job.job_id, self.job.path, os.environ))
+        try:
+            process = self.start(podsteps.argv(pod, step), env, self.job.path / SHIM_LOG, {})
+        except (OSError, subprocess.SubprocessError) as exc:
+            sys.stderr.write(f"{podsteps.name(step)} could not be started: {exc}\n")
+            return podsteps.StepEnd(failure=f"{podsteps.name(step)} could not be started")
+        ref = ProcessRef.of(process.pid)
+        if ref is not None:
+            self.job.write_process(POD, ref)
+        limit = float(pod.get("timeout_seconds") or DEFAULT_POD_TIMEOUT_SECONDS)
+        returncode, reason = self.supervise(process, limit)
+        return podsteps.ended(step, returncode, reason, limit)
+
+    def stopped(self, when: str) -> Record:
+        """A STOPPED outcome with the stop request's reason."""
+        request = self.job.stop_request() or {}
+        why = request.get("reason") or "stop requested"
+        return {"status": "STOPPED", "stopped": True, "message": f"stopped {when}: {why}"}
+
+    # Supervision -------------------------------------------------------------------
+
+    def supervise(self, process: subprocess.Popen[bytes], limit_seconds: float) -> tuple[int, str | None]:
+        """Waits for a child, ending it on a stop request or past ``limit_seconds``.
 
         The leader is only reaped after the whole group got SIGKILL: until
         then its pid (the group id) cannot be reused, so no stray process is
         ever signalled.
         """
         pgid = process.pid
-        deadline = time.monotonic() + float(self.spec["time_limit_seconds"])
+        deadline = time.monotonic() + limit_seconds
         reason: str | None = None
         kill_at = float("inf")
         while not _exited(process.pid):
             now = time.monotonic()
-            if reason is None and (self.terminate.requested or self.job.stop_requested()):
+            if reason is None and self.stopping():
                 reason, kill_at = "stopped", now + self.stop_grace()
                 signal_group(pgid, signal.SIGTERM)
             elif reason is None and now >= deadline:
@@ -138,7 +218,7 @@ class Supervisor:
                 signal_group(pgid, signal.SIGKILL)
                 kill_at = float("inf")
             time.sleep(POLL_SECONDS)
-        signal_group(pgid, signal.SIGKILL)  # whatever the algorithm left behind in its group
+        signal_group(pgid, signal.SIGKILL)  # whatever the child left behind in its group
         _, status = os.waitpid(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         return process.returncode, reason
@@ -154,9 +234,7 @@ class Supervisor:
         signum = -returncode if returncode < 0 else returncode - SHELL_SIGNAL_BASE
         outcome: Record = {"exit_code": exit_code}
         if reason == "stopped":
-            request = self.job.stop_request() or {}
-            why = request.get("reason") or "stop requested"
-            return {**outcome, "status": "STOPPED", "stopped": True, "message": f"stopped: {why}"}
+            return {**outcome, **self.stopped("while the algorithm ran")}
         if reason == "timed_out":
             limit = self.spec["time_limit_seconds"]
             return {
@@ -223,6 +301,19 @@ def limiter(rlimits: dict[str, int]) -> Callable[[], None]:
             resource.setrlimit(which, (soft, hard))
 
     return apply
+
+
+def algorithm_times(outcome: Record) -> Record:
+    """The billing timestamps of an outcome, when the algorithm ran."""
+    return {k: outcome[k] for k in ("algorithm_started", "algorithm_finished", "exit_code") if k in outcome}
+
+
+def publishing_failed(outcome: Record, failure: str) -> Record:
+    """The outcome once publishing failed: RESULTS_UPLOAD_FAILED, unless something failed before."""
+    if outcome["status"] == "FINISHED":
+        return {**outcome, "status": "RESULTS_UPLOAD_FAILED", "message": failure}
+    details = {**(outcome.get("details") or {}), "publishing": "failed"}
+    return {**outcome, "message": f"{outcome.get('message', '')}; then {failure}", "details": details}
 
 
 def take_job_lock(job: JobDir) -> int | None:

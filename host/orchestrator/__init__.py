@@ -1,0 +1,1 @@
+"""Workflows: validation, capacity, scheduling, and following each stage on its engine."""

@@ -1,0 +1,46 @@
+"""Asset and policy checks for one stage, before anything is stored.
+
+A stage may use registered datasets (by did) or consumer-supplied files,
+never the node's local files; a registered algorithm's own container is the
+one that runs, so trust by image digest means what it says.
+"""
+
+from __future__ import annotations
+
+from c2d.compute.v1 import compute_pb2
+from google.protobuf import json_format
+
+from host import assets as asset_rules
+from host.assets import AssetRegistry
+from host.errors import invalid
+from host.files import parse_files
+from host.orchestrator.validation import StagePlan, check_image
+
+DATASET = compute_pb2.AssetService.KIND_DATASET
+ALGORITHM = compute_pb2.AssetService.KIND_ALGORITHM
+
+
+def admit_stage(plan: StagePlan, registry: AssetRegistry, consumer: str) -> bool:
+    """Checks the stage's inputs and algorithm against the registry; True if it may use the network."""
+    stage, where = plan.stage, f"stage {plan.index}"
+    algorithm = stage.algorithm
+    algorithm_service = None
+    if algorithm.did:
+        _, algorithm_service = registry.service(algorithm.did, algorithm.service_id, ALGORITHM)
+        container = asset_rules.algorithm_container(algorithm, algorithm_service)
+        check_image(container, where)
+        algorithm.container.CopyFrom(container)
+    elif algorithm.files.ByteSize():
+        parse_files(json_format.MessageToDict(algorithm.files), allow_local=False, label=f"{where} algorithm")
+    dataset_services = []
+    for item in stage.input:
+        label = f"{where} input {item.index}"
+        if item.did:
+            asset, service = registry.service(item.did, item.service_id, DATASET)
+            asset_rules.check_compute(asset, service, algorithm, algorithm_service, consumer)
+            dataset_services.append(service)
+        elif item.files.ByteSize():
+            parse_files(json_format.MessageToDict(item.files), allow_local=False, label=label)
+        else:
+            raise invalid(f"{label} has neither a did nor files")
+    return plan.environment.network.allow_network and asset_rules.network_allowed(dataset_services)

@@ -1,0 +1,229 @@
+"""Checks a workflow completely before anything is stored, and plans its stages.
+
+Every problem raises INVALID_ARGUMENT (or PERMISSION_DENIED for policy
+refusals) with a message naming the stage and the field, so a consumer can
+fix the request; a refused workflow leaves no trace in the database.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from c2d.common.v1 import common_pb2
+from c2d.compute.v1 import compute_pb2
+from google.protobuf import json_format
+
+from host import statuses
+from host.errors import invalid
+from host.store.models import Stage
+
+MAX_STAGES = 64
+ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+@dataclass
+class StagePlan:
+    """A stage as it will be stored: its job id, where it runs, what it asks for."""
+
+    index: int
+    job_id: str
+    environment: common_pb2.Environment
+    engine: str
+    stage: compute_pb2.Stage
+    resources: list[dict[str, Any]]
+    max_duration_seconds: int
+    run_after_indices: list[int] = field(default_factory=list)
+    run_after_jobs: list[str] = field(default_factory=list)
+    allow_network: bool = False
+
+    @property
+    def run_after(self) -> list[str]:
+        return self.run_after_jobs
+
+
+class EnvironmentLookup:
+    """What validation needs from the engines: the environment by id, and its engine."""
+
+    def __init__(self, environments: list[common_pb2.Environment]) -> None:
+        self.by_id = {env.id: env for env in environments}
+
+    def get(self, env_id: str, where: str) -> common_pb2.Environment:
+        if not env_id:
+            raise invalid(f"{where}: no environment: set environment_id (see GetEnvironments)")
+        env = self.by_id.get(env_id)
+        if env is None:
+            known = ", ".join(sorted(self.by_id)) or "none available now"
+            raise invalid(f"{where}: unknown environment {env_id!r} (available: {known})")
+        return env
+
+
+def plan_workflow(
+    workflow: compute_pb2.Workflow,
+    owner: str,
+    environments: EnvironmentLookup,
+    check_stage: Any,
+    default_duration: int,
+) -> list[StagePlan]:
+    """Validates ``workflow`` for ``owner`` and returns one plan per stage, in index order.
+
+    ``check_stage(plan)`` applies asset and policy checks to one stage and
+    returns whether its algorithm may use the network.
+    """
+    stages = list(workflow.stages)
+    if not stages:
+        raise invalid("the workflow has no stages")
+    if len(stages) > MAX_STAGES:
+        raise invalid(f"the workflow has {len(stages)} stages; at most {MAX_STAGES} are allowed")
+    indices = [s.index for s in stages]
+    if len(set(indices)) != len(indices):
+        raise invalid(f"stage indices must be unique, got {sorted(indices)}")
+    _check_viewers(workflow.viewers)
+    plans = []
+    for stage in sorted(stages, key=lambda s: s.index):
+        where = f"stage {stage.index}"
+        env = environments.get(stage.environment_id or workflow.environment_id, where)
+        requested = list(stage.resources) or list(workflow.resources)
+        duration = stage.max_duration_seconds or workflow.max_duration_seconds or default_duration
+        plan = StagePlan(
+            index=stage.index,
+            job_id=uuid.uuid4().hex,
+            environment=env,
+            engine=env.engine,
+            stage=stage,
+            resources=grant_request(env, requested, where),
+            max_duration_seconds=_check_duration(env, duration, default_duration, where),
+        )
+        _check_algorithm(stage.algorithm, where)
+        _resolve_dependencies(plan, set(indices), owner)
+        plans.append(plan)
+    _check_acyclic(plans)
+    by_index = {p.index: p for p in plans}
+    for plan in plans:
+        plan.run_after_jobs = [by_index[i].job_id for i in plan.run_after_indices] + plan.run_after_jobs
+        plan.allow_network = check_stage(plan)
+    return plans
+
+
+def grant_request(
+    env: common_pb2.Environment, requested: list[common_pb2.ResourceRequest], where: str
+) -> list[dict[str, Any]]:
+    """What the stage asks for, every resource of the environment included (at its minimum if unasked)."""
+    by_id = {r.id: r for r in env.resources}
+    asked: dict[str, float] = {}
+    for request in requested:
+        if request.id not in by_id:
+            raise invalid(
+                f"{where}: environment {env.id!r} has no resource {request.id!r} (has {sorted(by_id)})"
+            )
+        if request.id in asked:
+            raise invalid(f"{where}: resource {request.id!r} is requested twice")
+        asked[request.id] = request.amount
+    plan = []
+    for resource in env.resources:
+        amount = asked.get(resource.id, resource.min)
+        _check_amount(resource, amount, where)
+        if amount > 0:
+            plan.append({"id": resource.id, "type": int(resource.type), "amount": amount})
+    return plan
+
+
+def _check_amount(resource: common_pb2.Resource, amount: float, where: str) -> None:
+    ceiling = resource.max or resource.total
+    if amount < 0 or amount < resource.min:
+        raise invalid(f"{where}: {resource.id} = {amount:g} is below the minimum {resource.min:g}")
+    if ceiling and amount > ceiling:
+        raise invalid(f"{where}: {resource.id} = {amount:g} is above the maximum {ceiling:g}")
+    if resource.type == common_pb2.RESOURCE_TYPE_GPU and amount != int(amount):
+        raise invalid(f"{where}: {resource.id} counts whole devices, got {amount:g}")
+
+
+def _check_duration(env: common_pb2.Environment, duration: int, default: int, where: str) -> int:
+    if duration == default and env.max_job_duration_seconds and default > env.max_job_duration_seconds:
+        duration = env.max_job_duration_seconds  # the node's default, fitted to the environment
+    if duration < max(env.min_job_duration_seconds, 1):
+        raise invalid(f"{where}: max duration {duration}s is below the environment's minimum")
+    if env.max_job_duration_seconds and duration > env.max_job_duration_seconds:
+        raise invalid(
+            f"{where}: max duration {duration}s is above the environment's maximum "
+            f"{env.max_job_duration_seconds}s"
+        )
+    return duration
+
+
+def _check_algorithm(algorithm: compute_pb2.Algorithm, where: str) -> None:
+    if not (algorithm.rawcode or algorithm.did or _struct(algorithm.files)):
+        raise invalid(
+            f"{where}: the algorithm is empty: give rawcode, files, or the did of a registered algorithm"
+        )
+    if algorithm.did:
+        return  # the registered algorithm's container applies unless overridden; checked with the asset
+    container = algorithm.container
+    if not container.image:
+        raise invalid(f"{where}: the algorithm has no container image")
+    check_image(container, where)
+
+
+def check_image(container: compute_pb2.AlgorithmContainer, where: str) -> None:
+    if not container.entrypoint.strip():
+        raise invalid(f'{where}: the algorithm container has no entrypoint (e.g. "python $ALGO")')
+    if container.checksum and not DIGEST.match(container.checksum):
+        raise invalid(f"{where}: image checksum must be sha256:<64 hex digits>, got {container.checksum!r}")
+    if not container.tag and not container.checksum:
+        raise invalid(
+            f"{where}: image {container.image!r} needs a tag or a digest (checksum); 'latest' is not implied"
+        )
+
+
+def _resolve_dependencies(plan: StagePlan, indices: set[int], owner: str) -> None:
+    where = f"stage {plan.index}"
+    for dependency in plan.stage.run_after:
+        target = dependency.WhichOneof("target")
+        if target == "stage_index":
+            index = dependency.stage_index
+            if index == plan.index:
+                raise invalid(f"{where}: a stage cannot run after itself")
+            if index not in indices:
+                raise invalid(f"{where}: runAfter names stage {index}, which is not in this workflow")
+            plan.run_after_indices.append(index)
+        elif target == "job_id":
+            previous = Stage.get_or_none(Stage.job_id == dependency.job_id)
+            if previous is None or previous.owner != owner:
+                raise invalid(f"{where}: runAfter names unknown job {dependency.job_id!r}")
+            if previous.status != statuses.S.JOB_STATUS_FINISHED:
+                raise invalid(f"{where}: runAfter job {dependency.job_id!r} has not finished successfully")
+            plan.run_after_jobs.append(previous.job_id)
+        else:
+            raise invalid(f"{where}: an empty runAfter entry")
+
+
+def _check_acyclic(plans: list[StagePlan]) -> None:
+    edges = {p.index: p.run_after_indices for p in plans}
+    state: dict[int, str] = {}
+
+    def visit(node: int, path: list[int]) -> None:
+        if state.get(node) == "done":
+            return
+        if state.get(node) == "active":
+            cycle = " -> ".join(str(i) for i in [*path[path.index(node) :], node])
+            raise invalid(f"the stages' runAfter form a cycle: {cycle}")
+        state[node] = "active"
+        for nxt in edges[node]:
+            visit(nxt, [*path, node])
+        state[node] = "done"
+
+    for node in edges:
+        visit(node, [])
+
+
+def _check_viewers(viewers: list[str]) -> None:
+    for viewer in viewers:
+        if not ADDRESS.match(viewer):
+            raise invalid(f"viewer {viewer!r} is not an Ethereum address")
+
+
+def _struct(value: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(value) if value.ByteSize() else {}

@@ -1,0 +1,1 @@
+"""The node's gRPC services: ComputeService (public) and PodService (pods calling back)."""

@@ -1,0 +1,90 @@
+"""PodService: the calls a stage's pods make back to the node, each signed with the stage's pod key."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from c2d.common.v1 import common_pb2
+from c2d.pod.v1 import pod_pb2, pod_pb2_grpc
+
+from host.auth import verify_pod
+from host.errors import grpc_errors, invalid
+from host.orchestrator.orchestrator import Orchestrator
+from host.orchestrator.provisioning import Provisioner
+from host.results import ResultStore
+
+SERVICE = pod_pb2.DESCRIPTOR.services_by_name["PodService"].full_name
+CHUNK = 256 * 1024
+S = common_pb2.JobStatus
+P = pod_pb2.PodPhase
+
+# phase -> (status to record, failure that refines the engine's terminal status)
+PHASES: dict[int, tuple[int | None, int | None]] = {
+    P.POD_PHASE_PROVISIONING_STARTED: (S.JOB_STATUS_PROVISIONING, None),
+    P.POD_PHASE_PROVISIONING_FINISHED: (None, None),
+    P.POD_PHASE_DATA_PROVISIONING_FAILED: (None, S.JOB_STATUS_DATA_PROVISIONING_FAILED),
+    P.POD_PHASE_ALGORITHM_PROVISIONING_FAILED: (None, S.JOB_STATUS_ALGORITHM_PROVISIONING_FAILED),
+    P.POD_PHASE_PUBLISHING_STARTED: (S.JOB_STATUS_PUBLISHING, None),
+    P.POD_PHASE_PUBLISHING_FINISHED: (None, None),
+    P.POD_PHASE_PUBLISHING_FAILED: (None, S.JOB_STATUS_RESULTS_UPLOAD_FAILED),
+}
+
+
+def method(name: str) -> str:
+    return f"/{SERVICE}/{name}"
+
+
+class PodServicer(pod_pb2_grpc.PodServiceServicer):
+    def __init__(self, orchestrator: Orchestrator, provisioner: Provisioner, results: ResultStore) -> None:
+        self.orchestrator = orchestrator
+        self.provisioner = provisioner
+        self.results = results
+
+    @grpc_errors
+    async def GetProvisioning(self, request: Any, context: Any) -> pod_pb2.GetProvisioningResponse:
+        stage = verify_pod(method("GetProvisioning"), request)
+        return self.provisioner.provisioning(stage)
+
+    @grpc_errors
+    async def UpdateJobStatus(self, request: Any, context: Any) -> pod_pb2.UpdateJobStatusResponse:
+        stage = verify_pod(method("UpdateJobStatus"), request)
+        if request.phase not in PHASES:
+            raise invalid(f"unknown pod phase {request.phase}")
+        status, failure = PHASES[request.phase]
+        self.orchestrator.pod_phase(stage, status, failure, request.message[:2000])
+        return pod_pb2.UpdateJobStatusResponse(status=status or stage.status)
+
+    @grpc_errors
+    async def GetUploadOffset(self, request: Any, context: Any) -> pod_pb2.GetUploadOffsetResponse:
+        stage = verify_pod(method("GetUploadOffset"), request)
+        return pod_pb2.GetUploadOffsetResponse(offset=self.results.offset(stage, request.name, request.kind))
+
+    @grpc_errors
+    async def PublishResult(self, request_iterator: Any, context: Any) -> pod_pb2.PublishResultResponse:
+        first = await anext(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise invalid("the first message of an upload must be its header")
+        stage = verify_pod(method("PublishResult"), first.header)
+        result = self.results.begin(stage, first.header)
+        async for message in request_iterator:
+            if message.WhichOneof("part") != "data":
+                raise invalid("only data may follow the header")
+            self.results.write(result, message.data)
+        complete = result.received == result.size
+        if complete and not result.complete:
+            result = self.results.finish(result)
+        return pod_pb2.PublishResultResponse(received=result.received, complete=result.complete)
+
+    @grpc_errors
+    async def FetchInput(self, request: Any, context: Any) -> AsyncIterator[pod_pb2.FetchInputResponse]:
+        stage = verify_pod(method("FetchInput"), request)
+        path, size = self.provisioner.open_token(stage, request.source)
+        if request.offset > size:
+            raise invalid(f"offset {request.offset} is past the end ({size} bytes)")
+        offset = request.offset
+        with path.open("rb") as f:
+            f.seek(offset)
+            while chunk := f.read(CHUNK):
+                yield pod_pb2.FetchInputResponse(data=chunk, offset=offset)
+                offset += len(chunk)

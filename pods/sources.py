@@ -1,0 +1,198 @@
+"""Fetching one FileSource to a file: inline ``data``, an http(s) ``url``, or a ``node`` file.
+
+Downloads go to a hidden part file next to the target and are renamed into
+place only once complete and, when the source names one, checked against its
+``sha256:`` checksum, so a failed or tampered download never looks like an
+input. Failures are SourceFailures whose public text says what went wrong but
+never where: no URL, header or path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import os
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urlsplit
+
+import grpc
+from c2d.pod.v1 import pod_pb2
+
+from pods.client import PodClient
+from pods.failures import SourceFailure, describe_rpc_error
+from pods.retry import Backoff, TransientError
+
+CHUNK_BYTES = 1 << 20
+URL_TIMEOUT_SECONDS = 60.0
+URL_SCHEMES = ("http", "https")
+# HTTP statuses worth another try: the server is busy or restarting.
+RETRY_HTTP_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+URL_BACKOFF = Backoff(budget=20.0, first=1.0, longest=5.0)
+
+
+def fetch(source: pod_pb2.FileSource, target: Path, client: PodClient, label: str) -> None:
+    """Writes ``source`` to ``target`` (checked, atomically); SourceFailure naming ``label`` only."""
+    part = target.with_name(f".{target.name}.part")
+    try:
+        write_source(source, part, client, label)
+        verify_checksum(part, source.checksum, label)
+        os.replace(part, target)
+    except OSError as exc:
+        raise SourceFailure(
+            f"{label}: could not be written ({exc.strerror or 'I/O error'})", str(exc)
+        ) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            part.unlink()
+
+
+def write_source(source: pod_pb2.FileSource, part: Path, client: PodClient, label: str) -> None:
+    kind = source.type or ("data" if source.data else "url")
+    if kind == "data":
+        part.write_bytes(source.data)
+    elif kind == "url":
+        fetch_url(source, part, label)
+    elif kind == "node":
+        fetch_node(source.url, part, client, label)
+    else:
+        raise SourceFailure(f"{label}: unsupported source type {kind[:20]!r}")
+
+
+def verify_checksum(path: Path, checksum: str, label: str) -> None:
+    """Checks a ``sha256:<hex>`` checksum; other algorithms are refused rather than silently skipped."""
+    if not checksum:
+        return
+    algorithm, _, expected = checksum.partition(":")
+    if algorithm.lower() != "sha256" or not expected:
+        raise SourceFailure(f"{label}: unsupported checksum (only sha256:<hex> is)")
+    if file_sha256(path) != expected.strip().lower():
+        raise SourceFailure(f"{label}: checksum mismatch: the file is not the one the asset describes")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# url ------------------------------------------------------------------------------------
+
+
+class SameOriginHeaders(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, but sends the source's headers (credentials, often) to its own origin only."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and origin(newurl) != origin(req.full_url):
+            new.headers = {}
+            new.unredirected_hdrs = {}
+        return new
+
+
+def origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
+
+
+def url_opener() -> urllib.request.OpenerDirector:
+    """http and https only, redirects included: no file:, ftp: or data: URLs, even via a redirect."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        urllib.request.ProxyHandler(),
+        urllib.request.HTTPHandler(),
+        urllib.request.HTTPSHandler(),
+        SameOriginHeaders(),
+        urllib.request.HTTPDefaultErrorHandler(),
+        urllib.request.HTTPErrorProcessor(),
+        urllib.request.UnknownHandler(),
+    ):
+        opener.add_handler(handler)
+    return opener
+
+
+def fetch_url(source: pod_pb2.FileSource, part: Path, label: str) -> None:
+    scheme = source.url.partition(":")[0].lower()
+    if scheme not in URL_SCHEMES:
+        raise SourceFailure(
+            f"{label}: only http and https URLs can be downloaded", f"{label}: scheme {scheme!r}"
+        )
+    try:
+        URL_BACKOFF.run(lambda: download_once(source, part, label))
+    except TransientError as exc:
+        raise SourceFailure(f"{label}: download failed ({exc})", f"{label}: {source.url}: {exc}") from None
+
+
+def download_once(source: pod_pb2.FileSource, part: Path, label: str) -> None:
+    """One GET (or the source's method), streamed to ``part``; TransientError for what may pass."""
+    request = urllib.request.Request(source.url, method=(source.method or "GET").upper())
+    for name, value in source.headers.items():
+        request.add_header(name, value)
+    try:
+        with url_opener().open(request, timeout=URL_TIMEOUT_SECONDS) as response, open(part, "wb") as sink:
+            copy(response, sink)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code in RETRY_HTTP_STATUSES:
+            raise TransientError(f"HTTP status {exc.code}") from None
+        raise SourceFailure(f"{label}: download failed (HTTP status {exc.code})", f"{label}: {exc}") from None
+    except TimeoutError:
+        raise TransientError("timed out") from None
+    except urllib.error.URLError as exc:
+        if str(exc.reason).startswith("unknown url type"):
+            raise SourceFailure(f"{label}: redirected to a URL that is neither http nor https") from None
+        raise TransientError(connection_problem(exc)) from None
+    except (http.client.HTTPException, ConnectionError) as exc:
+        raise TransientError(connection_problem(exc)) from None
+
+
+def connection_problem(exc: BaseException) -> str:
+    """A few words on a failed connection, without the host name the error text may hold."""
+    reason = getattr(exc, "reason", exc)
+    if isinstance(reason, TimeoutError):
+        return "timed out"
+    if isinstance(reason, socket.gaierror):
+        return "host name not resolved"
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, http.client.HTTPException | ConnectionError):
+        return "connection dropped"
+    return "connection failed"
+
+
+def copy(source: BinaryIO, sink: BinaryIO) -> int:
+    total = 0
+    while chunk := source.read(CHUNK_BYTES):
+        sink.write(chunk)
+        total += len(chunk)
+    return total
+
+
+# node -----------------------------------------------------------------------------------
+
+
+def fetch_node(token: str, part: Path, client: PodClient, label: str) -> None:
+    """Streams a file the node serves, resuming from what is on disk after a transient error."""
+    part.write_bytes(b"")
+    size = [0]
+
+    def attempt() -> None:
+        with open(part, "r+b") as sink:
+            sink.truncate(size[0])
+            sink.seek(size[0])
+            for reply in client.fetch(token, size[0]):
+                if reply.offset != size[0]:
+                    raise SourceFailure(f"{label}: the node sent data out of order")
+                sink.write(reply.data)
+                size[0] += len(reply.data)
+
+    try:
+        client.backoff.run(attempt, progress=lambda: size[0], on_retry=client.on_retry)
+    except grpc.RpcError as exc:
+        raise SourceFailure(f"{label}: {describe_rpc_error(exc)} while downloading it") from None

@@ -1,0 +1,279 @@
+"""Consumer commands: environments, starting and following workflows, logs, results, payment proofs."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from c2d.cli.context import Context
+from c2d.cli.errors import UsageError
+from c2d.cli.progress import DownloadWatch, StageWatch
+from c2d.cli.render import (
+    ENV_COLUMNS,
+    JOB_COLUMNS,
+    env_json,
+    env_row,
+    job_json,
+    job_row,
+    result_json,
+    stage_status_json,
+    status_name,
+    to_dict,
+    when,
+)
+from c2d.client import C2DError, StartResult, is_success, result_file_name
+from c2d.compute.v1 import compute_pb2
+from c2d.workflow import load_workflow
+
+# Codes that mean "not a job id" when an id might name a job or a workflow.
+NOT_THIS_KIND = frozenset({"NOT_FOUND", "INVALID_ARGUMENT"})
+
+
+def cmd_envs(ctx: Context) -> int:
+    envs = ctx.client(signed=False).environments(engine=ctx.args.engine or "")
+    if ctx.out.json_mode:
+        ctx.out.json([env_json(env) for env in envs])
+    else:
+        ctx.out.table(ENV_COLUMNS, [env_row(env) for env in envs])
+    return 0
+
+
+def cmd_init(ctx: Context) -> int:
+    reply = ctx.client(signed=False, identify=True).initialize(_workflow(ctx), _payment(ctx))
+    if ctx.out.json_mode:
+        ctx.out.json(to_dict(reply))
+        return 0
+    ctx.out.line(f"free tier: {'yes' if reply.free_eligible else 'no'}")
+    quote = reply.quote
+    if quote.amount:
+        rows = [
+            [
+                line.stage_index,
+                line.resource_id,
+                f"{line.amount:g}",
+                line.minutes,
+                line.price_per_unit_minute,
+                line.cost,
+            ]
+            for line in quote.breakdown
+        ]
+        ctx.out.table(("stage", "resource", "amount", "minutes", "price/unit/min", "cost"), rows)
+        ctx.out.line(f"total: {quote.amount} of token {quote.token_address} on chain {quote.chain_id}")
+        ctx.out.line(
+            f"escrow: {quote.escrow_address}, payee {quote.payee}, lock >= {quote.min_lock_seconds}s"
+        )
+    return 0
+
+
+def cmd_start(ctx: Context) -> int:
+    args = ctx.args
+    workflow = _workflow(ctx)
+    payment = _payment(ctx)
+    if args.free and payment is not None:
+        raise UsageError("--free takes no --chain-id or --token")
+    client = ctx.client()
+    started = client.start(workflow, free=args.free, payment=payment)
+    doc: dict[str, Any] = {
+        "workflow_id": started.workflow_id,
+        "stages": [{"index": stage.index, "job_id": stage.job_id} for stage in started.stages],
+    }
+    if not args.free:
+        doc["payment"] = to_dict(started.payment) if started.payment is not None else None
+    if not ctx.out.json_mode:
+        _print_started(ctx, started)
+    if not args.wait:
+        if ctx.out.json_mode:
+            ctx.out.json(doc)
+        return 0
+    return _wait_and_report(ctx, started, doc)
+
+
+def _wait_and_report(ctx: Context, started: StartResult, doc: dict[str, Any]) -> int:
+    """Follows the workflow to its end; exit 1 unless every stage finished."""
+    args = ctx.args
+    with StageWatch(ctx.out, f"workflow {started.workflow_id}") as watch:
+        jobs = ctx.client().wait(
+            started.workflow_id, poll=args.poll, timeout=args.wait_timeout, on_update=watch.update
+        )
+    jobs.sort(key=lambda job: job.stage_index)
+    failed = [job for job in jobs if not is_success(job)]
+    if ctx.out.json_mode:
+        doc["stages"] = [stage_status_json(job) for job in jobs]
+        ctx.out.json(doc)
+    elif failed:
+        ctx.out.line(f"workflow {started.workflow_id}: {len(failed)} of {len(jobs)} stages did not finish")
+    else:
+        ctx.out.line(f"workflow {started.workflow_id}: finished")
+    return 1 if failed else 0
+
+
+def _print_started(ctx: Context, started: StartResult) -> None:
+    ctx.out.line(f"workflow {started.workflow_id}")
+    for stage in started.stages:
+        ctx.out.line(f"stage {stage.index}: job {stage.job_id}")
+
+
+def cmd_status(ctx: Context) -> int:
+    args = ctx.args
+    client = ctx.client()
+    if args.all and args.id:
+        raise UsageError("give a job id or workflow id, or --all, not both")
+    if args.all:
+        jobs = client.status(all=True)
+    elif args.id:
+        jobs = _by_job_or_workflow(
+            args.id, lambda: client.status(job_id=args.id), lambda: client.status(workflow_id=args.id)
+        )
+    else:
+        raise UsageError("give a job id or workflow id, or --all")
+    _print_jobs(ctx, jobs, details=bool(args.id) and len(jobs) == 1, history=args.history)
+    return 0
+
+
+def cmd_stop(ctx: Context) -> int:
+    client = ctx.client()
+    target = ctx.args.id
+    jobs = _by_job_or_workflow(
+        target, lambda: client.stop(job_id=target), lambda: client.stop(workflow_id=target)
+    )
+    _print_jobs(ctx, jobs, details=False, history=False)
+    return 0
+
+
+def _by_job_or_workflow(
+    target: str,
+    as_job: Callable[[], list[compute_pb2.JobInfo]],
+    as_workflow: Callable[[], list[compute_pb2.JobInfo]],
+) -> list[compute_pb2.JobInfo]:
+    """An id may name a job or a workflow: ask for the job, then for the workflow."""
+    try:
+        jobs = as_job()
+    except C2DError as exc:
+        if exc.code not in NOT_THIS_KIND:
+            raise
+        jobs = []
+    if jobs:
+        return jobs
+    try:
+        jobs = as_workflow()
+    except C2DError as exc:
+        if exc.code != "NOT_FOUND":
+            raise
+        jobs = []
+    if not jobs:
+        raise C2DError("NOT_FOUND", f"no job or workflow {target}")
+    return jobs
+
+
+def _print_jobs(ctx: Context, jobs: list[compute_pb2.JobInfo], *, details: bool, history: bool) -> None:
+    if ctx.out.json_mode:
+        ctx.out.json([job_json(job) for job in jobs])
+        return
+    ctx.out.table(JOB_COLUMNS, [job_row(job) for job in jobs])
+    for job in jobs:
+        if details and job.results:
+            rows = [
+                [f["index"], f["name"], f["kind"], f["size"], f["sha256"]]
+                for f in map(result_json, job.results)
+            ]
+            ctx.out.line()
+            ctx.out.table(("index", "name", "kind", "size", "sha256"), rows, title=f"results of {job.job_id}")
+        if history and job.history:
+            rows = [[when(event.time), status_name(event.status), event.message] for event in job.history]
+            ctx.out.line()
+            ctx.out.table(("time", "status", "message"), rows, title=f"history of {job.job_id}")
+
+
+def cmd_logs(ctx: Context) -> int:
+    args = ctx.args
+    for chunk in ctx.client().logs(args.job_id, follow=args.follow, offset=args.offset):
+        ctx.out.write_bytes(chunk)
+    return 0
+
+
+def cmd_result(ctx: Context) -> int:
+    args = ctx.args
+    client = ctx.client()
+    jobs = client.status(job_id=args.job_id)
+    if not jobs:
+        raise C2DError("NOT_FOUND", f"no job {args.job_id}")
+    job = jobs[0]
+    files = [file for file in job.results if args.index is None or file.index == args.index]
+    if not files:
+        which = f"no result {args.index}" if args.index is not None else "no results"
+        raise C2DError("NOT_FOUND", f"job {args.job_id} has {which} (status: {status_name(job.status)})")
+    out_dir = Path(args.output)
+    saved = []
+    names: set[str] = set()
+    with DownloadWatch(ctx.out) as watch:
+        for file in files:
+            name = result_file_name(file, names)
+            names.add(name)
+            path = client.result(
+                args.job_id,
+                file.index,
+                out_dir / name,
+                expected=file,
+                on_progress=lambda done, total, file=file: watch.update(file, done, total),
+            )
+            saved.append({**result_json(file), "path": str(path)})
+            if not ctx.out.json_mode:
+                ctx.out.line(f"saved {path} ({file.size} bytes)")
+    if ctx.out.json_mode:
+        ctx.out.json(saved)
+    return 0
+
+
+def cmd_proof(ctx: Context) -> int:
+    args = ctx.args
+    proof = ctx.client().payment_proof(args.workflow_id)
+    if args.output:
+        Path(args.output).write_bytes(proof.records)
+    if ctx.out.json_mode:
+        ctx.out.json(
+            {
+                "digest": proof.digest,
+                "node_signature": "0x" + proof.node_signature.hex(),
+                "records": _records(proof.records),
+                "payment": to_dict(proof.payment),
+            }
+        )
+        return 0
+    payment = proof.payment
+    ctx.out.line(f"digest: {proof.digest}")
+    ctx.out.line(f"node signature: 0x{proof.node_signature.hex()}")
+    status = compute_pb2.PaymentStatus.Name(payment.status).removeprefix("PAYMENT_STATUS_").lower()
+    ctx.out.line(
+        f"payment: {status}, locked {payment.locked_amount or 0}, claimed {payment.claimed_amount or 0}"
+    )
+    if payment.claim_transaction:
+        ctx.out.line(f"claim transaction: {payment.claim_transaction}")
+    if args.output:
+        ctx.out.line(f"records saved to {args.output}")
+    return 0
+
+
+def _records(records: bytes) -> Any:
+    try:
+        return json.loads(records)
+    except ValueError:
+        return base64.b64encode(records).decode()
+
+
+def _workflow(ctx: Context) -> compute_pb2.Workflow:
+    workflow = load_workflow(ctx.args.workflow, ctx.args.env)
+    if not workflow.environment_id and not all(stage.environment_id for stage in workflow.stages):
+        raise UsageError(
+            'no environment: pass --env ID or set "environment" in the workflow (c2d envs lists them)'
+        )
+    return workflow
+
+
+def _payment(ctx: Context) -> compute_pb2.Payment | None:
+    args = ctx.args
+    if not args.chain_id and not args.token:
+        return None
+    return compute_pb2.Payment(chain_id=args.chain_id or 0, token_address=args.token or "")

@@ -1,0 +1,5 @@
+"""Failures the CLI reports itself (the node's failures are c2d.client.C2DError)."""
+
+
+class UsageError(Exception):
+    """The command line or an input file is wrong (exit 2)."""

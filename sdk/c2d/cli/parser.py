@@ -1,0 +1,117 @@
+"""The command line's grammar: global options, then one command (some with sub-commands)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any
+
+from c2d.cli import admin, compute, keys
+from c2d.cli.context import DEFAULT_NODE, NODE_ENV
+from c2d.client import DEFAULT_TIMEOUT
+
+Handler = Callable[..., int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="c2d",
+        description="Run algorithms on a Compute-to-Data node and fetch their results.",
+        epilog="Exit codes: 0 ok, 1 a stage failed (--wait), 2 usage or input error, 3 node error.",
+    )
+    parser.add_argument("--node", help=f"node address host:port (default: ${NODE_ENV} or {DEFAULT_NODE})")
+    parser.add_argument(
+        "--key-file", help=f"file holding your hex private key (default: ${keys.KEY_FILE_ENV})"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per call")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_compute(commands)
+    _add_admin(commands)
+    _add_key(commands)
+    return parser
+
+
+def _leaf(commands: Any, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+    """A runnable command; it also takes --json after its name (`c2d start wf.json --json`)."""
+    command = commands.add_parser(name, help=help_text, description=help_text)
+    command.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    command.set_defaults(handler=handler)
+    return command
+
+
+def _add_workflow_args(command: argparse.ArgumentParser) -> None:
+    command.add_argument("workflow", metavar="WORKFLOW.json", help="the workflow (the seed's JSON format)")
+    command.add_argument("--env", help="environment id for every stage (see c2d envs)")
+    command.add_argument("--chain-id", type=int, help="pay on this chain")
+    command.add_argument("--token", help="pay with this token (address)")
+
+
+def _add_compute(commands: Any) -> None:
+    envs = _leaf(commands, "envs", compute.cmd_envs, "list the node's environments")
+    envs.add_argument("--engine", help="only this engine's environments")
+
+    init = _leaf(commands, "init", compute.cmd_init, "validate and price a workflow without starting it")
+    _add_workflow_args(init)
+
+    start = _leaf(commands, "start", compute.cmd_start, "start a workflow")
+    _add_workflow_args(start)
+    start.add_argument("--free", action="store_true", help="use the free tier (otherwise paid via escrow)")
+    start.add_argument("--wait", action="store_true", help="wait until every stage has ended")
+    start.add_argument("--poll", type=float, default=1.0, help="seconds between status checks (--wait)")
+    start.add_argument("--wait-timeout", type=float, help="give up waiting after this many seconds")
+
+    status = _leaf(commands, "status", compute.cmd_status, "status of a job, a workflow, or all your jobs")
+    status.add_argument("id", nargs="?", metavar="ID", help="a job id or workflow id")
+    status.add_argument("--all", action="store_true", help="all of your jobs")
+    status.add_argument("--history", action="store_true", help="also every status change")
+
+    logs = _leaf(commands, "logs", compute.cmd_logs, "print a stage's algorithm log")
+    logs.add_argument("job_id", metavar="JOB")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing while the stage runs")
+    logs.add_argument("--offset", type=int, default=0, help="start at this byte")
+
+    result = _leaf(commands, "result", compute.cmd_result, "download every result file of a job")
+    result.add_argument("job_id", metavar="JOB")
+    result.add_argument("-o", "--output", metavar="DIR", default=".", help="folder to save to (default: .)")
+    result.add_argument("--index", type=int, help="only the result with this index")
+
+    stop = _leaf(commands, "stop", compute.cmd_stop, "stop a workflow or one stage")
+    stop.add_argument("id", metavar="ID", help="a job id or workflow id")
+
+    proof = _leaf(commands, "proof", compute.cmd_proof, "the payment proof of a workflow")
+    proof.add_argument("workflow_id", metavar="WORKFLOW")
+    proof.add_argument("-o", "--output", metavar="FILE", help="save the signed records here")
+
+
+def _add_admin(commands: Any) -> None:
+    admin_parser = commands.add_parser("admin", help="operator commands (node key)")
+    topics = admin_parser.add_subparsers(dest="topic", metavar="TOPIC", required=True)
+    assets = topics.add_parser("assets", help="registered datasets and algorithms")
+    actions = assets.add_subparsers(dest="action", metavar="ACTION", required=True)
+    register = _leaf(actions, "register", admin.cmd_assets_register, "register assets from a JSON file")
+    register.add_argument("file", metavar="FILE.json", help="an asset object or a list of them")
+    register.add_argument("--replace", action="store_true", help="replace an asset with the same did")
+    _leaf(actions, "list", admin.cmd_assets_list, "list registered assets")
+    remove = _leaf(actions, "remove", admin.cmd_assets_remove, "remove an asset")
+    remove.add_argument("did", metavar="DID")
+    _leaf(topics, "engines", admin.cmd_engines, "engine plugins and their health")
+
+
+def _add_key(commands: Any) -> None:
+    key_parser = commands.add_parser("key", help="create or inspect a key file")
+    actions = key_parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    new = _leaf(actions, "new", keys.cmd_key_new, "create a new private key file (mode 0600)")
+    new.add_argument("-o", "--output", metavar="FILE", required=True, help="where to write the key")
+    new.add_argument("--force", action="store_true", help="replace an existing file")
+    address = _leaf(actions, "address", keys.cmd_key_address, "print the address of a key file")
+    address.add_argument("file", nargs="?", metavar="FILE", help="the key file (default: --key-file)")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("c2d-sdk")
+    except metadata.PackageNotFoundError:
+        return "unknown"

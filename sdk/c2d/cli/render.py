@@ -1,0 +1,157 @@
+"""How node data reads to a person and to a script: status names, times, rows and JSON documents."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from google.protobuf import json_format, timestamp_pb2
+from google.protobuf.message import Message
+
+from c2d.common.v1 import common_pb2
+from c2d.compute.v1 import compute_pb2
+
+JOB_COLUMNS = ("stage", "job id", "status", "exit", "started", "finished", "results", "message")
+WATCH_COLUMNS = ("stage", "job id", "status", "exit", "message")
+ENV_COLUMNS = ("id", "engine", "health", "resources", "free", "running", "queued", "duration")
+
+
+def status_name(code: int) -> str:
+    """``JOB_STATUS_RUNNING`` -> ``running``; a number this SDK does not know stays readable."""
+    return _enum_name(common_pb2.JobStatus, code, "JOB_STATUS_") or f"status {code}"
+
+
+def health_name(code: int) -> str:
+    return _enum_name(common_pb2.EngineHealth, code, "ENGINE_HEALTH_") or f"health {code}"
+
+
+def _enum_name(enum: Any, code: int, prefix: str) -> str | None:
+    try:
+        name: str = enum.Name(code)
+    except ValueError:
+        return None
+    return name.removeprefix(prefix).lower().replace("_", " ")
+
+
+def when(stamp: timestamp_pb2.Timestamp) -> str | None:
+    """Local time to the second; None for an unset timestamp."""
+    if not stamp.seconds and not stamp.nanos:
+        return None
+    return stamp.ToDatetime(tzinfo=dt.UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def duration(seconds: int) -> str:
+    if not seconds:
+        return "-"
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def to_dict(message: Message) -> dict[str, Any]:
+    """The message as JSON-ready data, snake_case field names, every field present."""
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+# ------------------------------------------------------------ jobs
+
+
+def job_row(job: compute_pb2.JobInfo) -> list[Any]:
+    exit_code = job.exit_code if job.HasField("exit_code") else None
+    return [
+        job.stage_index,
+        job.job_id,
+        status_name(job.status),
+        exit_code,
+        when(job.started),
+        when(job.finished),
+        len(job.results) or None,
+        message(job),
+    ]
+
+
+def watch_row(job: compute_pb2.JobInfo) -> list[Any]:
+    """The narrower row of the live display while waiting."""
+    exit_code = job.exit_code if job.HasField("exit_code") else None
+    return [job.stage_index, job.job_id, status_name(job.status), exit_code, message(job)]
+
+
+def message(job: compute_pb2.JobInfo) -> str:
+    """The node's words on the status, unless they only repeat its name."""
+    text = job.status_text.strip()
+    return "" if text.lower() == status_name(job.status) else text
+
+
+def job_json(job: compute_pb2.JobInfo) -> dict[str, Any]:
+    """Every field of the job; status as a name plus its number, sizes as numbers."""
+    doc = to_dict(job)
+    doc["status"] = status_name(job.status)
+    doc["status_code"] = int(job.status)
+    doc["results"] = [result_json(file) for file in job.results]
+    doc["history"] = [
+        {
+            "status": status_name(event.status),
+            "status_code": int(event.status),
+            "message": event.message,
+            "time": doc_time(event.time),
+        }
+        for event in job.history
+    ]
+    return doc
+
+
+def doc_time(stamp: timestamp_pb2.Timestamp) -> str | None:
+    if not stamp.seconds and not stamp.nanos:
+        return None
+    return stamp.ToJsonString()
+
+
+def result_json(file: compute_pb2.ResultFile) -> dict[str, Any]:
+    kind = compute_pb2.ResultKind.Name(file.kind).removeprefix("RESULT_KIND_").lower()
+    return {"index": file.index, "name": file.name, "kind": kind, "size": file.size, "sha256": file.sha256}
+
+
+def stage_status_json(job: compute_pb2.JobInfo) -> dict[str, Any]:
+    """The short form `start --wait --json` gives per stage."""
+    doc: dict[str, Any] = {
+        "index": job.stage_index,
+        "job_id": job.job_id,
+        "status": status_name(job.status),
+        "status_code": int(job.status),
+        "status_text": job.status_text,
+    }
+    if job.HasField("exit_code"):
+        doc["exit_code"] = job.exit_code
+    return doc
+
+
+# ------------------------------------------------------------ environments
+
+
+def env_row(env: common_pb2.Environment) -> list[Any]:
+    free = f"yes, {duration(env.free.max_job_duration_seconds)}" if env.free.enabled else "no"
+    span = f"{duration(env.min_job_duration_seconds)}..{duration(env.max_job_duration_seconds)}"
+    return [
+        env.id,
+        env.engine,
+        health_name(env.engine_health),
+        ", ".join(_resource(resource) for resource in env.resources),
+        free,
+        env.running_jobs,
+        env.queued_jobs,
+        span,
+    ]
+
+
+def _resource(resource: common_pb2.Resource) -> str:
+    unit = f" {resource.unit}" if resource.unit else ""
+    return f"{resource.id} {resource.available:g}/{resource.total:g}{unit}"
+
+
+def env_json(env: common_pb2.Environment) -> dict[str, Any]:
+    doc = to_dict(env)
+    doc["engine_health"] = health_name(env.engine_health)
+    return doc
