@@ -60,11 +60,17 @@ class NodeProcess:
     """A node subprocess with JSON logs collected for assertions."""
 
     def __init__(
-        self, data_dir: Path, *, config: Path | None = None, env: dict[str, str] | None = None
+        self,
+        data_dir: Path,
+        *,
+        config: Path | None = None,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        pod_port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.pod_port = free_port()
+        self.pod_port = pod_port or free_port()
         self.data_dir = data_dir
         argv = [sys.executable, "-m", "host", "--data-dir", str(data_dir), "--listen", self.address]
         argv += ["--log-format", "json"]

@@ -1,0 +1,70 @@
+"""The store: schema migrations, indexed status queries, the node key and sealed pod keys."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import peewee as pw
+import pytest
+from cryptography.exceptions import InvalidTag
+
+from host.identity import load_identity
+from host.store import migrations
+from host.store.db import open_database
+from host.store.models import Stage, StatusEvent
+
+
+def test_migrations_apply_once_and_refuse_a_newer_database(tmp_path: Path) -> None:
+    db = open_database(tmp_path)
+    assert migrations.current_version(db) == migrations.MIGRATIONS[-1][0]
+    assert db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+    db = open_database(tmp_path)  # a second start changes nothing
+    assert migrations.SchemaMigration.select().count() == len(migrations.MIGRATIONS)
+    migrations.SchemaMigration.create(version=999, applied_at=0)
+    db.close()
+    with pytest.raises(RuntimeError, match="newer than this node knows"):
+        open_database(tmp_path)
+
+
+def query_plan(db: pw.Database, query: pw.Query) -> str:
+    sql, params = query.sql()
+    return " ".join(str(row) for row in db.execute_sql(f"EXPLAIN QUERY PLAN {sql}", params).fetchall())
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Stage.select().where(Stage.owner == "0xabc").order_by(Stage.created_at.desc()),
+        lambda: Stage.select().where(Stage.workflow == "w"),
+        lambda: Stage.select().where((Stage.terminal == False) & (Stage.environment_id == "e")),
+        lambda: StatusEvent.select().where(StatusEvent.stage == "j").order_by(StatusEvent.id),
+    ],
+    ids=["by owner", "by workflow", "active per environment", "history"],
+)
+def test_status_queries_use_an_index(tmp_path: Path, build: object) -> None:
+    db = open_database(tmp_path)
+    plan = query_plan(db, build())  # type: ignore[operator]
+    assert "SEARCH" in plan and "USING INDEX" in plan, plan  # never a full scan of the table
+
+
+def test_node_key_is_created_once_with_owner_only_rights(tmp_path: Path) -> None:
+    first = load_identity(tmp_path)
+    assert stat.S_IMODE((tmp_path / "node_key").stat().st_mode) == 0o600
+    assert load_identity(tmp_path) == first
+    (tmp_path / "node_key").chmod(0o644)
+    with pytest.raises(PermissionError, match="chmod 600"):
+        load_identity(tmp_path)
+
+
+def test_pod_keys_are_sealed_to_their_job(tmp_path: Path) -> None:
+    identity = load_identity(tmp_path)
+    sealed = identity.seal(b"0xsecretpodkey", b"job-1")
+    assert b"secretpodkey" not in sealed
+    assert identity.unseal(sealed, b"job-1") == b"0xsecretpodkey"
+    with pytest.raises(InvalidTag):
+        identity.unseal(sealed, b"job-2")  # a sealed key cannot be moved to another stage
+    other = load_identity(tmp_path / "other")
+    with pytest.raises(InvalidTag):
+        other.unseal(sealed, b"job-1")
