@@ -52,7 +52,9 @@ DEFAULTS: dict[str, Any] = {
     },
     "pods": {
         # PodService for pods calling back (a separate listener from the public API).
-        "listen": "127.0.0.1:8471",
+        # "auto": the Docker bridge gateway (172.17.0.1) when docker0 exists, so containers
+        # reach it; else loopback. Never all interfaces by default.
+        "listen": "auto:8471",
         # host:port pods are told to call; unset: the listen address.
         "advertise": "",
     },

@@ -19,6 +19,7 @@ from host.config import Config
 from host.engines.registry import EngineRegistry
 from host.environments import EnvironmentCatalog
 from host.identity import NodeIdentity, load_identity
+from host.netaddr import resolve_listen
 from host.orchestrator.orchestrator import Orchestrator
 from host.orchestrator.provisioning import Provisioner
 from host.results import ResultStore
@@ -93,7 +94,7 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event) -> N
     )
     catalog = EnvironmentCatalog(engines, config)
     provisioner = Provisioner(assets, results, config.raw["assets"])
-    pod_listen = config.raw["pods"]["listen"]
+    pod_listen = resolve_listen(config.raw["pods"]["listen"])
     pod_server, pod_port = await start_pod_server(pod_listen, PodServicer(orchestrator, provisioner, results))
     orchestrator.pod_endpoint = (
         config.raw["pods"]["advertise"] or f"{pod_listen.rpartition(':')[0]}:{pod_port}"
