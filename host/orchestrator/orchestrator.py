@@ -27,7 +27,7 @@ from host import statuses
 from host.engines.registry import EngineRegistry
 from host.engines.supervisor import EngineSupervisor, SupervisorState
 from host.identity import NodeIdentity
-from host.orchestrator import capacity
+from host.orchestrator import capacity, stagespec
 from host.orchestrator.validation import StagePlan
 from host.store.models import Stage, StatusEvent, Workflow, database_proxy
 
@@ -89,7 +89,7 @@ class Orchestrator:
                     engine=plan.engine,
                     status=status,
                     status_text=statuses.name(status),
-                    spec={**json_format.MessageToDict(plan.stage), "allowNetwork": plan.allow_network},
+                    spec=stagespec.encode(plan.stage, plan.allow_network),
                     run_after=plan.run_after,
                     resources=plan.resources,
                     max_duration_seconds=plan.max_duration_seconds,
@@ -194,9 +194,7 @@ class Orchestrator:
         self._follow(stage.job_id, supervisor)
 
     def _job_spec(self, stage: Stage, supervisor: EngineSupervisor) -> engine_pb2.JobSpec:
-        stage_pb = json_format.ParseDict(
-            {k: v for k, v in stage.spec.items() if k != "allowNetwork"}, compute_pb2.Stage()
-        )
+        stage_pb = stagespec.decode(stage.spec)
         container = stage_pb.algorithm.container
         spec = engine_pb2.JobSpec(
             job_id=stage.job_id,
@@ -211,7 +209,7 @@ class Orchestrator:
             ),
             resources=capacity.granted_resources(stage.granted),
             max_duration_seconds=stage.max_duration_seconds,
-            network=common_pb2.NetworkPolicy(allow_network=bool(stage.spec.get("allowNetwork"))),
+            network=common_pb2.NetworkPolicy(allow_network=stagespec.allows_network(stage.spec)),
             labels={"c2d.workflow": stage.workflow_id, "c2d.stage": str(stage.index)},
         )
         if supervisor.fingerprint is not None and supervisor.fingerprint.capabilities.runs_pods:

@@ -17,6 +17,7 @@ from google.protobuf import json_format
 from host.assets import AssetRegistry, service_files
 from host.errors import denied, invalid
 from host.files import FileRef, parse_files, resolve_local, to_file_source
+from host.orchestrator import stagespec
 from host.results import ResultStore
 from host.store.models import Stage
 
@@ -130,5 +131,4 @@ def _kind_of(stage: Stage, did: str) -> int:
 
 
 def _stage_pb(stage: Stage) -> compute_pb2.Stage:
-    spec = {k: v for k, v in stage.spec.items() if k != "allowNetwork"}
-    return json_format.ParseDict(spec, compute_pb2.Stage())
+    return stagespec.decode(stage.spec)
