@@ -81,3 +81,33 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     # A test marked docker that does not take docker_client gets the same skip-or-fail.
     if item.get_closest_marker("docker") and "docker_client" not in getattr(item, "fixturenames", ()):
         _skip_or_fail_without_docker()
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker_client: Any) -> str:
+    """c2d-test-busybox:1: static busybox, root by default, user c2d = uid 1000 in /etc/passwd."""
+    import docker_images
+
+    return docker_images.busybox_image(docker_client)
+
+
+@pytest.fixture(scope="session")
+def pod_image(docker_client: Any) -> str:
+    """c2d-pod:<content tag>, built offline when missing (~50 s cold, ~2 s after a pods change)."""
+    import docker_images
+
+    return docker_images.pod_image(docker_client)
+
+
+@pytest.fixture(scope="session")
+def python_image(pod_image: str) -> str:
+    """An image with python3 3.11 for Python algorithms (the pod image; default user 1000)."""
+    return pod_image
+
+
+@pytest.fixture(scope="session")
+def bridge_gateway(docker_client: Any) -> str:
+    """Where a test server must listen for containers to reach it (172.17.0.1 here)."""
+    import docker_images
+
+    return docker_images.bridge_gateway(docker_client)

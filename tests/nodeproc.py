@@ -83,7 +83,12 @@ class NodeProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env={**os.environ, "C2D_PODS__LISTEN": f"127.0.0.1:{self.pod_port}", **(env or {})},
+            env={
+                **os.environ,
+                "C2D_PODS__LISTEN": f"127.0.0.1:{self.pod_port}",
+                "C2D_LOAD_PLUGINS": "external_stub",  # tests name other engines explicitly
+                **(env or {}),
+            },
             text=True,
         )
         self._reader = threading.Thread(target=self._read_logs, daemon=True)
