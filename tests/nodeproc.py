@@ -120,7 +120,29 @@ class NodeProcess:
             return []
         return list(reply.environments)
 
+    def wait_listening(self, timeout: float = 30) -> None:
+        """Waits until the node accepts connections: a first gRPC call that finds nothing listening
+        puts the channel into reconnect backoff, which would add seconds to every start."""
+
+        def listening() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return True
+            except OSError:
+                return self.process.poll() is not None  # exited: let the caller report it
+
+        wait_for(listening, timeout, f"the node to listen on {self.address}", interval=0.05)
+
+    def settle(self, engine: str = "external_stub", timeout: float = 15) -> None:
+        """Waits (within reason) until the engine has destroyed every job, so no job outlives the node."""
+        jobs = self.data_dir / "engines" / engine / "jobs"
+        with contextlib.suppress(AssertionError):
+            wait_for(
+                lambda: not jobs.exists() or not any(jobs.iterdir()), timeout, "every job destroyed", 0.2
+            )
+
     def wait_environment(self, env_id: str, timeout: float = 30) -> Any:
+        self.wait_listening(timeout)
         return wait_for(
             lambda: next((e for e in self.environments() if e.id == env_id), None),
             timeout,

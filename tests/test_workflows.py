@@ -323,3 +323,15 @@ def test_private_locations_appear_in_no_consumer_visible_output(
     visible += [b"".join(consumer.logs(jobs[0].job_id)).decode(errors="replace")]
     for text in visible:
         assert SECRET_DIR not in text
+
+
+def test_stopping_right_after_starting_stops_every_stage(consumer: Client) -> None:
+    """A stop that races the engine's StartJob must still stop the stage, and say so."""
+    started = [
+        consumer.start({"environment": ENV, "stages": [stage(0, "sleep 20")]}, free=True) for _ in range(6)
+    ]
+    for workflow in started:
+        consumer.stop(workflow_id=workflow.workflow_id)
+    for workflow in started:
+        (job,) = consumer.wait(workflow.workflow_id, timeout=60)
+        assert job.status == S.JOB_STATUS_STOPPED, [(e.status, e.message) for e in job.history]

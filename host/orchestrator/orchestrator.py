@@ -43,6 +43,15 @@ UNRECOVERABLE = {
 }
 
 
+def terminal_status(stage: Stage, proposed: int) -> int:
+    """The status a stage ends with: the engine proposes, the owner's stop and the pods' reports refine."""
+    if stage.stop_requested and proposed != S.JOB_STATUS_FINISHED:
+        return S.JOB_STATUS_STOPPED  # whatever the stop looked like on the engine (even a lost start)
+    if stage.pod_report is not None and proposed in statuses.POD_REFINED | {S.JOB_STATUS_ALGORITHM_FAILED}:
+        return stage.pod_report
+    return proposed or S.JOB_STATUS_LOST
+
+
 class Orchestrator:
     def __init__(
         self,
@@ -192,6 +201,8 @@ class Orchestrator:
         Stage.update(handle=reply.handle.SerializeToString()).where(Stage.job_id == stage.job_id).execute()
         bound.info("stage started on engine")
         self._follow(stage.job_id, supervisor)
+        if Stage.get_by_id(stage.job_id).stop_requested:  # stopped while StartJob was in flight
+            await self._request_stop(stage.job_id, supervisor, "stopped by its owner")
 
     def _job_spec(self, stage: Stage, supervisor: EngineSupervisor) -> engine_pb2.JobSpec:
         stage_pb = stagespec.decode(stage.spec)
@@ -286,12 +297,7 @@ class Orchestrator:
             stage = Stage.get_by_id(job_id)
             now = event.time.ToDatetime().timestamp() if event.HasField("time") else time.time()
             if event.terminal:
-                status = event.status
-                if stage.pod_report is not None and status in statuses.POD_REFINED | {
-                    S.JOB_STATUS_ALGORITHM_FAILED
-                }:
-                    status = stage.pod_report
-                self._finish(stage, status or S.JOB_STATUS_LOST, event.message, now)
+                self._finish(stage, terminal_status(stage, event.status), event.message, now)
                 return True
             if event.status and event.status != stage.status:
                 self._record(stage, event.status, event.message, now)

@@ -79,7 +79,9 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
         plans = self._plan(request.workflow, owner)
         if request.HasField("payment"):
             raise precondition(_NO_PAYMENTS)
-        return compute_pb2.InitializeComputeResponse(free_eligible=self._free_problem(plans, owner) is None)
+        return compute_pb2.InitializeComputeResponse(
+            free_eligible=self._free_problem(plans, owner, request.workflow) is None
+        )
 
     @grpc_errors
     async def StartCompute(self, request: Any, context: Any) -> compute_pb2.StartComputeResponse:
@@ -90,46 +92,63 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
     async def FreeStartCompute(self, request: Any, context: Any) -> compute_pb2.FreeStartComputeResponse:
         owner = verify_consumer(method("FreeStartCompute"), request)
         plans = self._plan(request.workflow, owner)
-        problem = self._free_problem(plans, owner)
+        problem = self._free_problem(plans, owner, request.workflow)
         if problem is not None:
             raise denied(problem)
         workflow_id = self.orchestrator.submit(owner, request.workflow, plans, free=True)
         refs = [compute_pb2.StageRef(index=p.index, job_id=p.job_id) for p in plans]
         return compute_pb2.FreeStartComputeResponse(workflow_id=workflow_id, stages=refs)
 
-    def _free_problem(self, plans: list[StagePlan], owner: str) -> str | None:
-        """Why the workflow is outside the free tier, or None when it fits."""
+    def _free_problem(self, plans: list[StagePlan], owner: str, workflow: compute_pb2.Workflow) -> str | None:
+        """Why the workflow is outside the free tier, or None when it fits.
+
+        A stage that names no duration gets the free tier's maximum rather than a refusal.
+        """
         for plan in plans:
-            free = self.catalog.get(plan.environment.id)
-            tier = free.free if free is not None else common_pb2.FreeTier()
+            env = self.catalog.get(plan.environment.id)
+            tier = env.free if env is not None else common_pb2.FreeTier()
             where = f"stage {plan.index}"
             if not tier.enabled:
                 return f"{where}: environment {plan.environment.id!r} has no free tier"
-            if tier.max_job_duration_seconds and plan.max_duration_seconds > tier.max_job_duration_seconds:
-                return (
-                    f"{where}: max duration {plan.max_duration_seconds}s exceeds the free tier's "
-                    f"{tier.max_job_duration_seconds}s"
-                )
+            asked = plan.stage.max_duration_seconds or workflow.max_duration_seconds
+            cap = tier.max_job_duration_seconds
+            if cap and plan.max_duration_seconds > cap:
+                if asked:
+                    return f"{where}: max duration {asked}s exceeds the free tier's {cap}s"
+                plan.max_duration_seconds = cap
             limits = {r.id: r.max for r in tier.resources}
             for grant in plan.resources:
                 if grant["id"] in limits and grant["amount"] > limits[grant["id"]]:
                     return f"{where}: {grant['id']} = {grant['amount']:g} exceeds the free tier's {limits[grant['id']]:g}"
-            if tier.max_jobs_per_consumer:
-                active = (
-                    Stage.select()
-                    .where(
-                        (Stage.owner == owner)
-                        & (Stage.terminal == False)
-                        & (Stage.environment_id == plan.environment.id)
-                    )
-                    .count()
+        for env_id in sorted({plan.environment.id for plan in plans}):
+            problem = self._free_capacity_problem(env_id, plans, owner)
+            if problem:
+                return problem
+        return None
+
+    def _free_capacity_problem(self, env_id: str, plans: list[StagePlan], owner: str) -> str | None:
+        env = self.catalog.get(env_id)
+        tier = env.free if env is not None else common_pb2.FreeTier()
+        wanted = sum(1 for p in plans if p.environment.id == env_id)
+        active = (
+            Stage.select()
+            .join(Workflow)
+            .where((Stage.terminal == False) & (Stage.environment_id == env_id) & (Workflow.free == True))
+        )
+        if tier.max_jobs_per_consumer:
+            mine = active.where(Stage.owner == owner).count()
+            if mine + wanted > tier.max_jobs_per_consumer:
+                return (
+                    f"the free tier of {env_id!r} allows {tier.max_jobs_per_consumer} jobs per consumer at once; "
+                    f"this workflow has {wanted} and you have {mine} running or queued"
                 )
-                mine = sum(1 for p in plans if p.environment.id == plan.environment.id)
-                if active + mine > tier.max_jobs_per_consumer:
-                    return (
-                        f"the free tier of {plan.environment.id!r} allows {tier.max_jobs_per_consumer} jobs per "
-                        f"consumer at once; you have {active} running or queued"
-                    )
+        if tier.max_concurrent_jobs:
+            everyone = active.count()
+            if everyone + wanted > tier.max_concurrent_jobs:
+                return (
+                    f"the free tier of {env_id!r} is full: {everyone} of {tier.max_concurrent_jobs} free jobs "
+                    "are running or queued; try again later"
+                )
         return None
 
     # -- status, stop --------------------------------------------------------------
@@ -324,6 +343,3 @@ async def _tolerant(call: Any) -> AsyncIterator[Any]:
             yield reply
     except grpc.aio.AioRpcError:
         return
-
-
-__all__ = ["ComputeServicer", "Workflow"]
