@@ -94,6 +94,6 @@ def test_example_config_documents_every_default(repo_root: Path) -> None:
 
     example = tomllib.loads((repo_root / "docs" / "config.example.toml").read_text())
     load_config(repo_root / "docs" / "config.example.toml", environ={})
-    for section in ("node", "plugins"):
+    for section in ("node", "plugins", "storage", "pods", "assets", "compute"):
         documented = set(example[section]) | ({"load"} if section == "plugins" else set())
         assert documented == set(DEFAULTS[section]), f"[{section}] in the example differs from the defaults"
