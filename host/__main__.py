@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import structlog
-from c2d.plugin.discovery import discover_engines
 
+from c2d.plugin.discovery import discover_engines
 from host.config import Config, ConfigError, load_config
 from host.engines.registry import engine_config, engines_to_load
 from host.logs import configure_logging

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
-from c2d.compute.v1 import compute_pb2
 from google.protobuf import json_format
 
+from c2d.compute.v1 import compute_pb2
 from host.errors import RequestError, denied, invalid, not_found
 from host.files import FileRef, parse_files, resolve_local
 from host.store import models

@@ -11,9 +11,9 @@ import re
 
 import grpc
 import peewee as pw
-from c2d import auth
 from google.protobuf.message import Message
 
+from c2d import auth
 from host.errors import RequestError
 from host.store.models import Nonce, Stage
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import peewee as pw
-from c2d.common.v1 import common_pb2
 from google.protobuf import json_format
 
+from c2d.common.v1 import common_pb2
 from host.config import Config
 from host.engines.registry import EngineRegistry
 from host.errors import invalid

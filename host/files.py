@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from c2d.pod.v1 import pod_pb2
 from google.protobuf import json_format, struct_pb2
 
+from c2d.pod.v1 import pod_pb2
 from host.errors import invalid, not_found, precondition
 
 FILE_TYPES = ("url", "data", "local", "ipfs", "arweave")

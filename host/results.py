@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import peewee as pw
+
 from c2d.compute.v1 import compute_pb2
 from c2d.pod.v1 import pod_pb2
-
 from host.errors import invalid, not_found, precondition
 from host.store import models
 

@@ -8,10 +8,11 @@ different network than consumers do.
 from __future__ import annotations
 
 import grpc
-from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
-from c2d.pod.v1 import pod_pb2, pod_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
+from c2d.pod.v1 import pod_pb2, pod_pb2_grpc
 
 COMPUTE_SERVICE = compute_pb2.DESCRIPTOR.services_by_name["ComputeService"].full_name
 POD_SERVICE = pod_pb2.DESCRIPTOR.services_by_name["PodService"].full_name

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 import grpc
-from c2d.auth import new_nonce, sign_pod_request
-from c2d.pod.v1 import pod_pb2, pod_pb2_grpc
 from google.protobuf.message import Message
 
+from c2d.auth import new_nonce, sign_pod_request
+from c2d.pod.v1 import pod_pb2, pod_pb2_grpc
 from pods.retry import Backoff
 
 T = TypeVar("T")

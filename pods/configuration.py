@@ -25,9 +25,9 @@ import sys
 from pathlib import Path
 
 import grpc
-from c2d.pod.v1 import pod_pb2
 from google.protobuf import json_format
 
+from c2d.pod.v1 import pod_pb2
 from pods.client import PodClient
 from pods.entry import run_pod
 from pods.env import PodEnv

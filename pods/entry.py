@@ -13,8 +13,8 @@ import traceback
 from collections.abc import Callable
 
 import grpc
-from c2d.pod.v1 import pod_pb2
 
+from c2d.pod.v1 import pod_pb2
 from pods.client import PodClient
 from pods.env import PodEnv, PodEnvError
 from pods.failures import describe_rpc_error

@@ -18,8 +18,8 @@ import shutil
 import sys
 
 import grpc
-from c2d.pod.v1 import pod_pb2
 
+from c2d.pod.v1 import pod_pb2
 from pods.client import PodClient
 from pods.entry import run_pod
 from pods.env import PodEnv

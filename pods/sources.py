@@ -21,8 +21,8 @@ from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import grpc
-from c2d.pod.v1 import pod_pb2
 
+from c2d.pod.v1 import pod_pb2
 from pods.client import PodClient
 from pods.failures import SourceFailure, describe_rpc_error
 from pods.retry import Backoff, TransientError

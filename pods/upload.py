@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from c2d.pod.v1 import pod_pb2
-
 from pods.client import PodClient
 from pods.failures import PodFailure
 

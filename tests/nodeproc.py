@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+
 from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+
 from c2d import auth
 from c2d.pod.v1 import pod_pb2, pod_pb2_grpc
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import grpc
 import pytest
-from c2d.compute.v1 import compute_pb2
 from google.protobuf import json_format
 
+from c2d.compute.v1 import compute_pb2
 from host import assets as rules
 from host.assets import AssetRegistry, service_files
 from host.errors import RequestError

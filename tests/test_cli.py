@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from c2d import auth
 from c2d.cli import main
 from c2d.cli import output as cli_output

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from c2d import auth
 from c2d.cli.keys import read_key
 from c2d.client import Client

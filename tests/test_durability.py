@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from c2d import auth
 from c2d.client import Client
 from c2d.common.v1 import common_pb2

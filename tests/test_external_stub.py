@@ -18,10 +18,11 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
+
 from c2d.common.v1 import common_pb2
 from c2d.engine.v1 import engine_pb2, engine_pb2_grpc
 from c2d.plugin import launcher
-from google.protobuf import struct_pb2
 
 PLUGIN_ARGV = [sys.executable, "-m", "c2d_external_stub"]
 HOST_ID = "test-node"

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+
 from c2d import auth
 from c2d.client import C2DError, Client
 from c2d.common.v1 import common_pb2

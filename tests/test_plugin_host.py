@@ -10,8 +10,9 @@ import os
 import signal
 from pathlib import Path
 
-from c2d.common.v1 import common_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from c2d.common.v1 import common_pb2
 from nodeproc import process_alive, running_node, wait_for
 
 STUB_ENV = "stub-local"

@@ -15,11 +15,12 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.message import Message
+
 from c2d import auth
 from c2d.client import Client
 from c2d.common.v1 import common_pb2
 from c2d.pod.v1 import pod_pb2, pod_pb2_grpc
-from google.protobuf.message import Message
 from nodeproc import NodeProcess, running_node, wait_for
 
 S = common_pb2.JobStatus

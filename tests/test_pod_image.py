@@ -19,15 +19,15 @@ from concurrent import futures
 from pathlib import Path
 from typing import Any
 
-import docker_images
 import grpc
 import pytest
+
+import docker_images
+import pods.image
 from c2d.pod.v1 import pod_pb2, pod_pb2_grpc
 from docker_images import TEST_UID, TEST_USER, bridge_gateway
-from podservice import FakePodService, Kind, Stage, pod_environment, sha256, zip_bytes
-
-import pods.image
 from pods.image import builder, content, offline
+from podservice import FakePodService, Kind, Stage, pod_environment, sha256, zip_bytes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIG_NODE_FILE = os.urandom(200 * 1024)  # several FetchInput chunks

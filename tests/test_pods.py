@@ -14,7 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from c2d.pod.v1 import pod_pb2
+from pods.failures import SourceFailure
+from pods.unzip import unpack
 from podservice import (
     FakePodService,
     FileServer,
@@ -26,9 +29,6 @@ from podservice import (
     sha256,
     zip_bytes,
 )
-
-from pods.failures import SourceFailure
-from pods.unzip import unpack
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import grpc
 import pytest
+
 from c2d.compute.v1 import compute_pb2
 from c2d.pod.v1 import pod_pb2
-
 from host.errors import RequestError
 from host.results import ResultStore
 from host.store import models

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from c2d.client import as_workflow
 from c2d.compute.v1 import compute_pb2
 from c2d.workflow import WorkflowFormatError, load_workflow, parse_workflow, workflow_to_json

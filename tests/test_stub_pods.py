@@ -15,11 +15,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
+
 from c2d.common.v1 import common_pb2
 from c2d.engine.v1 import engine_pb2, engine_pb2_grpc
 from c2d.plugin import launcher
 from c2d.pod.v1 import pod_pb2
-from google.protobuf import struct_pb2
 from podservice import FakePodService, Kind, Stage, sha256
 
 PLUGIN_ARGV = [sys.executable, "-m", "c2d_external_stub"]

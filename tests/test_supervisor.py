@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from c2d.plugin import EngineSpec, HandshakeError, launcher
 from c2d.plugin.discovery import DiscoveredEngine, find_engine
-
 from host.engines.supervisor import EngineSupervisor, PluginSettings, SupervisorState
 
 PLUGINS = Path(__file__).parent / "plugins"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from c2d import auth
 from c2d.client import C2DError, Client
 from c2d.common.v1 import common_pb2

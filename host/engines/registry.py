@@ -6,10 +6,10 @@ import asyncio
 from typing import Any
 
 import structlog
+
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
 from c2d.plugin.discovery import DiscoveredEngine, allowlist_from_env, discover_engines
-
 from host.config import Config
 from host.engines.supervisor import EngineSupervisor, PluginSettings, ReadyCallback
 

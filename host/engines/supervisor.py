@@ -19,13 +19,13 @@ from typing import Any
 
 import grpc
 import structlog
+from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from c2d.common.v1 import common_pb2
 from c2d.engine.v1 import engine_pb2, engine_pb2_grpc
 from c2d.plugin import handshake, launcher
 from c2d.plugin.discovery import DiscoveredEngine
-from google.protobuf import struct_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from host.engines.plugin_logs import emit_plugin_line
 from host.engines.restart import RestartPolicy
 

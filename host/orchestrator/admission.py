@@ -7,9 +7,9 @@ one that runs, so trust by image digest means what it says.
 
 from __future__ import annotations
 
-from c2d.compute.v1 import compute_pb2
 from google.protobuf import json_format
 
+from c2d.compute.v1 import compute_pb2
 from host import assets as asset_rules
 from host.assets import AssetRegistry
 from host.errors import invalid

@@ -12,7 +12,6 @@ from collections import defaultdict
 from typing import Any
 
 from c2d.common.v1 import common_pb2
-
 from host.store.models import Stage, database_proxy
 
 

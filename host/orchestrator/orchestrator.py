@@ -17,12 +17,12 @@ from typing import Any
 
 import grpc
 import structlog
+from google.protobuf import json_format
+
 from c2d import auth
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
 from c2d.engine.v1 import engine_pb2
-from google.protobuf import json_format
-
 from host import statuses
 from host.engines.registry import EngineRegistry
 from host.engines.supervisor import EngineSupervisor, SupervisorState
@@ -50,6 +50,11 @@ def terminal_status(stage: Stage, proposed: int) -> int:
     if stage.pod_report is not None and proposed in statuses.POD_REFINED | {S.JOB_STATUS_ALGORITHM_FAILED}:
         return stage.pod_report
     return proposed or S.JOB_STATUS_LOST
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background step failed", exc_info=task.exception())
 
 
 class Orchestrator:
@@ -139,13 +144,25 @@ class Orchestrator:
             )
             .order_by(Stage.created_at, Stage.index)
         )
+        full: set[str] = set()  # environments where the oldest waiting stage did not fit
         for stage in queued:
+            if stage.environment_id in full:
+                continue  # first come, first served: nothing overtakes the stage that waits
             supervisor = self._ready_engine(stage.engine)
             env = self._environment(supervisor, stage.environment_id) if supervisor else None
             if supervisor is None or env is None or stage.stop_requested:
                 continue
-            if capacity.try_grant(stage, env, now):
-                await self._launch(Stage.get_by_id(stage.job_id), supervisor)
+            if not capacity.try_grant(stage, env, now):
+                full.add(stage.environment_id)
+                continue
+            # StartJob runs beside the scheduler: one slow engine call must not hold up the others.
+            self._spawn(self._launch(Stage.get_by_id(stage.job_id), supervisor))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
 
     def _promote_waiting(self, now: float) -> None:
         waiting = Stage.select().where(
@@ -377,9 +394,7 @@ class Orchestrator:
         return float((env.storage_expiry_seconds if env else 0) or self.default_storage_expiry_seconds)
 
     def _notify(self) -> None:
-        task = asyncio.ensure_future(self._notify_waiters())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._spawn(self._notify_waiters())
 
     async def _notify_waiters(self) -> None:
         async with self.changed:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from c2d.compute.v1 import compute_pb2
-from c2d.pod.v1 import pod_pb2
 from google.protobuf import json_format
 
+from c2d.compute.v1 import compute_pb2
+from c2d.pod.v1 import pod_pb2
 from host.assets import AssetRegistry, service_files
 from host.errors import denied, invalid
 from host.files import FileRef, parse_files, resolve_local, to_file_source

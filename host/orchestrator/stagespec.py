@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from c2d.compute.v1 import compute_pb2
 from google.protobuf import json_format
+
+from c2d.compute.v1 import compute_pb2
 
 NODE_KEYS = ("allowNetwork",)  # added by the node at admission; not part of the consumer's Stage
 

@@ -12,10 +12,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from c2d.common.v1 import common_pb2
-from c2d.compute.v1 import compute_pb2
 from google.protobuf import json_format
 
+from c2d.common.v1 import common_pb2
+from c2d.compute.v1 import compute_pb2
 from host import statuses
 from host.errors import invalid
 from host.store.models import Stage

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.protobuf import timestamp_pb2
+
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
 from c2d.engine.v1 import engine_pb2
-from google.protobuf import timestamp_pb2
-
 from host.assets import AssetRegistry
 from host.auth import verify_consumer
 from host.engines.registry import EngineRegistry

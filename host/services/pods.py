@@ -7,7 +7,6 @@ from typing import Any
 
 from c2d.common.v1 import common_pb2
 from c2d.pod.v1 import pod_pb2, pod_pb2_grpc
-
 from host.auth import verify_pod
 from host.errors import grpc_errors, invalid
 from host.orchestrator.orchestrator import Orchestrator

@@ -392,7 +392,7 @@ def _install_wheels(root: Path, wheel_dir: Path) -> None:
         root,
         "python3",
         "-c",
-        "import grpc, google.protobuf, eth_account, structlog, pluggy",
+        "import grpc, google.protobuf, eth_keys, coincurve, structlog, pluggy",
         what="importing the dependencies in the chroot",
     )
 

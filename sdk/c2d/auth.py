@@ -11,10 +11,12 @@ produce it from the same text.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 
-from eth_account import Account
-from eth_account.messages import encode_defunct
+from eth_hash.auto import keccak
+from eth_keys import keys
+from eth_keys.exceptions import BadSignature, ValidationError
 from google.protobuf.message import Message
 
 DOMAIN = "c2d-auth-v1"
@@ -33,16 +35,33 @@ def signing_text(signer: str, nonce: int, method: str, digest: str) -> str:
     return f"{DOMAIN}\nsigner:{signer}\nnonce:{nonce}\nmethod:{method}\nbody:{digest}"
 
 
+def _eip191_hash(text: str) -> bytes:
+    """keccak256 of the personal_sign envelope; eth-account's encode_defunct, without its import cost."""
+    data = text.encode()
+    return keccak(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode() + data)
+
+
+def _private_key(private_key: str | bytes) -> keys.PrivateKey:
+    raw = bytes.fromhex(private_key.removeprefix("0x")) if isinstance(private_key, str) else private_key
+    return keys.PrivateKey(raw)
+
+
 def sign_text(private_key: str | bytes, text: str) -> bytes:
-    return bytes(Account.sign_message(encode_defunct(text=text), private_key).signature)
+    """65 bytes r||s||v with v = 27 or 28, as wallets produce."""
+    signature = _private_key(private_key).sign_msg_hash(_eip191_hash(text)).to_bytes()
+    return signature[:64] + bytes([signature[64] + 27])
 
 
 def recover_signer(text: str, signature: bytes) -> str:
     """The lower-case address that signed ``text``; ValueError when the signature is malformed."""
+    if len(signature) != 65 or signature[64] not in (0, 1, 27, 28):
+        raise ValueError("malformed signature: want 65 bytes r||s||v")
+    normalized = signature[:64] + bytes([signature[64] % 27])
     try:
-        return Account.recover_message(encode_defunct(text=text), signature=signature).lower()
-    except Exception as exc:  # eth-keys raises several unrelated types for bad bytes
+        public_key = keys.Signature(normalized).recover_public_key_from_msg_hash(_eip191_hash(text))
+    except (BadSignature, ValidationError) as exc:
         raise ValueError(f"malformed signature: {exc}") from None
+    return public_key.to_checksum_address().lower()
 
 
 def new_nonce() -> int:
@@ -51,12 +70,17 @@ def new_nonce() -> int:
 
 
 def address_of(private_key: str | bytes) -> str:
-    return Account.from_key(private_key).address.lower()
+    return _private_key(private_key).public_key.to_checksum_address().lower()
 
 
 def new_private_key() -> str:
     """A fresh random key, hex with 0x."""
-    return "0x" + bytes(Account.create().key).hex()
+    while True:
+        raw = os.urandom(32)
+        try:
+            return "0x" + keys.PrivateKey(raw).to_bytes().hex()
+        except ValidationError:  # outside the curve's order: astronomically rare
+            continue
 
 
 def sign_request(private_key: str | bytes, method: str, request: Message, nonce: int | None = None) -> None:
