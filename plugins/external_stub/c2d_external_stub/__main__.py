@@ -1,7 +1,6 @@
 """``python -m c2d_external_stub``: the plugin process the node starts (never run by hand)."""
 
 from c2d.plugin import serve
-
 from c2d_external_stub.engine import EngineServicer
 
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import grpc
 import structlog
-from c2d.engine.v1 import engine_pb2, engine_pb2_grpc
 
 import c2d_external_stub
+from c2d.engine.v1 import engine_pb2, engine_pb2_grpc
 from c2d_external_stub import events, fingerprint, handle, podsteps
 from c2d_external_stub.active import ActiveJobs
 from c2d_external_stub.changes import Changes

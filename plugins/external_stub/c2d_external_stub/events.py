@@ -6,10 +6,10 @@ The shim writes plain JSON (it does not import protobuf); statuses are
 
 from __future__ import annotations
 
-from c2d.common.v1 import common_pb2
-from c2d.engine.v1 import engine_pb2
 from google.protobuf import timestamp_pb2
 
+from c2d.common.v1 import common_pb2
+from c2d.engine.v1 import engine_pb2
 from c2d_external_stub.jobdir import Record
 
 FLAGS = ("oom_killed", "timed_out", "disk_quota_exceeded", "stopped")

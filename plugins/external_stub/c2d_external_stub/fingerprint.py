@@ -12,10 +12,10 @@ import platform
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from c2d.common.v1 import common_pb2
-from c2d.engine.v1 import engine_pb2
 from google.protobuf import struct_pb2
 
+from c2d.common.v1 import common_pb2
+from c2d.engine.v1 import engine_pb2
 from c2d_external_stub.config import EnvironmentConfig, StubConfig
 from c2d_external_stub.limits import Grant
 

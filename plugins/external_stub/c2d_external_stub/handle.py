@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 
 from c2d.engine.v1 import engine_pb2
-
 from c2d_external_stub.errors import invalid
 from c2d_external_stub.jobdir import JobDir, Record
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 from c2d.plugin import EngineSpec, hookimpl
-
 from c2d_external_stub import __version__
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from c2d.engine.v1 import engine_pb2
 from google.protobuf import json_format
 
+from c2d.engine.v1 import engine_pb2
 from c2d_external_stub.config import EnvironmentConfig, StubConfig
 from c2d_external_stub.errors import invalid
 from c2d_external_stub.jobdir import ALGORITHM_PATH, Record, utc_now

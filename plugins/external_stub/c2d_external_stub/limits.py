@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 from c2d.common.v1 import common_pb2
-
 from c2d_external_stub.config import EnvironmentConfig
 from c2d_external_stub.errors import invalid
 
