@@ -1,0 +1,494 @@
+"""The job driver: one thread per job that carries it through its steps and writes its events.
+
+Steps, in order (the pods only when the job has them):
+
+1. the images: found locally or pulled (PULLING_IMAGE with progress);
+2. the job's disk (CONFIGURING_VOLUMES): a loop-mounted ext4 filesystem or a plain folder;
+3. pod-configuration (PROVISIONING);
+4. the algorithm (RUNNING), with its time limit, then its log;
+5. pod-publishing (PUBLISHING), after a failed or timed-out algorithm too, never after a stop;
+6. the containers removed, then one terminal event.
+
+Every step can be resumed: containers have fixed names, and each step's end
+is written to ``steps.json`` before anything depends on it, so a driver
+started by a restarted plugin (or after a daemon hiccup) runs from the top,
+skips what ended, re-attaches to the container that runs, and starts what
+never started. A step that had started but whose container is gone is not
+run twice: the job is LOST.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import structlog
+from docker.models.containers import Container
+
+from c2d_docker_engine import images, logs, volumes
+from c2d_docker_engine.config import DockerSettings
+from c2d_docker_engine.containers import (
+    ALGORITHM,
+    CONFIGURATION,
+    PUBLISHING,
+    ROLES,
+    HostPaths,
+    algorithm_kwargs,
+    container_name,
+    pod_kwargs,
+)
+from c2d_docker_engine.daemon import Daemon, describe, is_connection_error
+from c2d_docker_engine.grant import Grant
+from c2d_docker_engine.jobdir import JobDir, Record, utc_now
+from c2d_docker_engine.jobspec import ImageRef
+from c2d_docker_engine.outcome import (
+    STOPPED,
+    TIMED_OUT,
+    Ending,
+    algorithm_times,
+    classify,
+    publishing_failed,
+)
+from c2d_docker_engine.steps import ContainerStep, ContainerVanished, CreationFailed, StepEnd
+
+DEFAULT_STOP_GRACE_SECONDS = 10.0
+# How many times a driver starts over after the daemon went away and came back.
+MAX_DAEMON_RETRIES = 5
+NEVER_FINISHED = "0001-01-01T00:00:00Z"
+CONFLICT = 409
+STARTED = "started"
+# Docker's init (tini) exits 127 with this prefix when it cannot exec the entrypoint.
+INIT_EXEC_FAILED = 127
+INIT_FATAL = "[FATAL tini"
+ENDED = "ended"
+OUTCOME = "outcome"
+
+
+@dataclass(frozen=True)
+class Ran:
+    """A container step that ran: how it ended, when (RFC 3339), and the container (for its logs)."""
+
+    end: StepEnd
+    finished: str
+    container: Container
+
+
+class JobGone(Exception):
+    """The job was destroyed under its driver: nobody is left to report to."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What every driver shares: the daemon, the config, the node, and whom to tell about new events."""
+
+    daemon: Daemon
+    settings: DockerSettings
+    host_id: str
+    changed: Callable[[], None]
+
+
+class JobDriver:
+    """Drives one job from wherever it is to its terminal event."""
+
+    def __init__(self, runtime: Runtime, job: JobDir, record: Record) -> None:
+        self.runtime = runtime
+        self.job = job
+        self.record = record
+        self.limits: Record = record["limits"]
+        self.grant = Grant.from_json(record["grant"])
+        self.paths = HostPaths(data=job.data, scratch=job.scratch)
+        self.cancelled = threading.Event()
+        # Set once the terminal event is written: the job no longer holds its grant.
+        self.ended = False
+        self.client: docker.DockerClient | None = None
+        self.log = structlog.get_logger("c2d_docker_engine.driver").bind(job_id=job.job_id)
+
+    # Events ------------------------------------------------------------------------
+
+    def emit(self, fields: Record) -> Record:
+        if self.cancelled.is_set() or not self.job.exists():
+            raise JobGone
+        record = self.job.append_event(fields)
+        self.runtime.changed()
+        return record
+
+    def emit_once(self, status: str, message: str, **fields: Any) -> None:
+        """An event for a step that a resumed driver must not report twice."""
+        if not self.job.has_status(status):
+            self.emit({"status": status, "message": message, **fields})
+
+    def end(self, **fields: Any) -> None:
+        self.ended = True
+        record = self.emit({**fields, "terminal": True})
+        self.log.info("job ended", status=record.get("status"), detail=record.get("message"))
+
+    # The thread --------------------------------------------------------------------
+
+    def run(self) -> None:
+        """The thread's body: drive, start over after a daemon hiccup, never die silently."""
+        self.client = self.runtime.daemon.new_client()
+        try:
+            self._run_with_retries()
+        except JobGone:
+            self.log.info("job destroyed while its driver ran")
+        except Exception as exc:
+            self.log.exception("job driver failed")
+            with contextlib.suppress(JobGone, OSError):
+                self.end(
+                    status="LOST",
+                    message=f"internal error in the docker engine plugin ({type(exc).__name__}); see its log",
+                )
+        finally:
+            self.client.close()
+
+    def _run_with_retries(self) -> None:
+        for attempt in range(MAX_DAEMON_RETRIES + 1):
+            try:
+                self.drive()
+                return
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                self.log.warning("the Docker engine went away", reason=describe(exc), attempt=attempt)
+                wait = float(self.limits.get("daemon_wait_seconds", 120))
+                if attempt == MAX_DAEMON_RETRIES or not self.runtime.daemon.wait_until_up(
+                    wait, self.cancelled
+                ):
+                    if self.cancelled.is_set():
+                        raise JobGone from None
+                    self.end(
+                        status="LOST",
+                        message=f"the Docker engine at {self.runtime.daemon.address} stopped answering "
+                        f"({describe(exc)}) and the job could not be carried on",
+                    )
+                    return
+
+    def drive(self) -> None:
+        if self.job.is_ended():
+            return
+        steps = self.job.steps()
+        if self.stopping() and not steps:
+            self.finish(
+                {
+                    "status": "STOPPED",
+                    "stopped": True,
+                    "message": f"stopped before it started: {self.stop_reason()}",
+                }
+            )
+            return
+        pod = self.record.get("pod")
+        outcome: Record | None = steps.get(OUTCOME)
+        try:
+            algorithm_image = (
+                self.image(ImageRef.from_json(self.record["image"])) if outcome is None else None
+            )
+            pod_image = (
+                self.image(ImageRef.from_json(pod["image"]), pod=True)
+                if pod and steps.get(PUBLISHING, {}).get("state") != ENDED
+                else None
+            )
+        except images.PullFailed as exc:
+            self.finish({"status": "PULL_IMAGE_FAILED", "message": str(exc)})
+            return
+        try:
+            self.prepare_volume()
+        except (volumes.VolumeError, OSError) as exc:
+            self.finish(
+                {"status": "VOLUME_CREATION_FAILED", "message": f"the job's disk could not be made: {exc}"}
+            )
+            return
+        try:
+            if outcome is None and pod:
+                outcome = self.configure(pod_image)
+            if outcome is None:
+                assert algorithm_image is not None
+                outcome = self.algorithm(algorithm_image)
+            if pod and not outcome.get("stopped"):
+                outcome = self.publish(pod_image, outcome)
+        except ContainerVanished as exc:
+            outcome = {**algorithm_times(outcome or {}), "status": "LOST", "message": str(exc)}
+        self.finish(outcome)
+
+    def finish(self, outcome: Record) -> None:
+        """Removes the job's containers (DestroyJob retries when the daemon is away), then writes the terminal event."""
+        try:
+            self.remove_containers()
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            self.log.warning("could not remove the job's containers", reason=describe(exc))
+        self.end(**outcome)
+
+    # Stop requests -----------------------------------------------------------------
+
+    def stopping(self) -> bool:
+        """Whether StopJob (or DestroyJob) asked the job to stop; a plugin shutting down is no such request."""
+        return self.job.stop_requested()
+
+    def stop_grace(self) -> float:
+        request = self.job.stop_request() or {}
+        grace = request.get("grace_seconds", DEFAULT_STOP_GRACE_SECONDS)
+        return float(grace) if isinstance(grace, int | float) and grace >= 0 else DEFAULT_STOP_GRACE_SECONDS
+
+    def stop_reason(self) -> str:
+        return str((self.job.stop_request() or {}).get("reason") or "stop requested")
+
+    def stopped(self, when: str) -> Record:
+        return {"status": "STOPPED", "stopped": True, "message": f"stopped {when}: {self.stop_reason()}"}
+
+    # Steps -------------------------------------------------------------------------
+
+    def image(self, ref: ImageRef, *, pod: bool = False) -> images.ImageInfo:
+        assert self.client is not None
+        found = images.find(self.client, ref)
+        if found is not None:
+            return found
+        what = "the pod image" if pod else "the algorithm's image"
+        self.emit({"status": "PULLING_IMAGE", "message": f"pulling {what} {ref.reference}"})
+        try:
+            return images.pull(
+                self.runtime.daemon,
+                ref,
+                self.runtime.settings.registry_auth,
+                self.runtime.settings.pull_timeout_seconds,
+                lambda progress: self.emit(
+                    {
+                        "status": "PULLING_IMAGE",
+                        "message": f"pulling {ref.reference}",
+                        "details": {"progress": progress},
+                    }
+                ),
+            )
+        except images.PullFailed as exc:
+            if pod:
+                raise images.PullFailed(f"{exc} (the node builds the pod image when it starts)") from None
+            raise
+
+    def prepare_volume(self) -> None:
+        mode = self.limits["disk_quota"]
+        quota = f"a {self.grant.disk_gib:g} GiB filesystem" if mode == volumes.LOOP_EXT4 else "a folder"
+        self.emit_once("CONFIGURING_VOLUMES", f"making the job's disk: {quota}")
+        volumes.prepare(self.job, mode, self.grant.disk_bytes, self.limits["uid"], self.limits["gid"])
+
+    def configure(self, image: images.ImageInfo | None) -> Record | None:
+        """pod-configuration; the job's outcome when it failed (the algorithm is then skipped), else None."""
+        state = self.job.steps().get(CONFIGURATION, {})
+        if state.get("state") == ENDED:
+            return None
+        assert image is not None
+        self.emit_once("PROVISIONING", "pod-configuration started: fetching the inputs and the algorithm")
+        try:
+            ran = self.run_container(
+                CONFIGURATION,
+                lambda: pod_kwargs(self.record, CONFIGURATION, self.paths, image.id),
+                float(self.record["pod"]["timeout_seconds"]),
+            )
+        except CreationFailed as exc:
+            return self.settle(
+                CONFIGURATION, {"status": "DATA_PROVISIONING_FAILED", "message": f"pod-configuration: {exc}"}
+            )
+        if ran is None:
+            return self.settle(CONFIGURATION, self.stopped("during provisioning"))
+        end = ran.end
+        if end.reason == STOPPED:
+            return self.settle(CONFIGURATION, self.stopped("during provisioning"))
+        if end.exit_code == 0 and end.reason is None:
+            self.job.record_step(CONFIGURATION, {"state": ENDED, "exit_code": 0})
+            return None
+        if volumes.is_full(self.job):
+            return self.settle(
+                CONFIGURATION,
+                {
+                    "status": "DISK_QUOTA_EXCEEDED",
+                    "disk_quota_exceeded": True,
+                    "message": f"the inputs do not fit in the job's disk of {self.grant.disk_gib:g} GiB",
+                },
+            )
+        return self.settle(
+            CONFIGURATION,
+            {"status": "DATA_PROVISIONING_FAILED", "message": pod_failure(CONFIGURATION, end, self.record)},
+        )
+
+    def algorithm(self, image: images.ImageInfo) -> Record:
+        """The algorithm to its end; the job's outcome so far (recorded before anything else happens)."""
+        times: Record = {"image_digest": image.digest}
+
+        def on_started(started: str) -> None:
+            times["algorithm_started"] = started
+            self.emit_once(
+                "RUNNING",
+                "the algorithm is running",
+                algorithm_started=started,
+                image_digest=image.digest,
+            )
+
+        try:
+            ran = self.run_container(
+                ALGORITHM,
+                lambda: algorithm_kwargs(self.record, self.paths, image.id),
+                float(self.record["time_limit_seconds"]),
+                on_started,
+            )
+        except CreationFailed as exc:
+            return self.settle(
+                ALGORITHM, {"status": "CONTAINER_CREATION_FAILED", "message": str(exc), **times}
+            )
+        if ran is None:
+            return self.settle(ALGORITHM, self.stopped("before the algorithm started"))
+        end, finished = ran.end, ran.finished
+        self.collect_log(ran.container)
+        unstartable = self.init_failure(end)
+        if unstartable is not None:
+            return self.settle(
+                ALGORITHM, {"status": "CONTAINER_CREATION_FAILED", "message": unstartable, **times}
+            )
+        ending = Ending(
+            exit_code=end.exit_code,
+            oom_killed=end.oom_killed,
+            reason=end.reason,
+            disk_full=volumes.is_full(self.job),
+            file_size_limited=self.limits["disk_quota"] != volumes.LOOP_EXT4,
+        )
+        outcome = classify(
+            ending, self.record["grant"], int(self.record["time_limit_seconds"]), self.stop_reason()
+        )
+        return self.settle(ALGORITHM, {**outcome, **times, "algorithm_finished": finished})
+
+    def publish(self, image: images.ImageInfo | None, outcome: Record) -> Record:
+        """pod-publishing; the outcome, changed only when publishing failed or was stopped."""
+        state = self.job.steps().get(PUBLISHING, {})
+        if state.get("state") == ENDED:
+            return dict(state.get(OUTCOME) or outcome)
+        assert image is not None
+        self.emit_once("PUBLISHING", "pod-publishing started: uploading the results and the logs")
+        try:
+            ran = self.run_container(
+                PUBLISHING,
+                lambda: pod_kwargs(self.record, PUBLISHING, self.paths, image.id),
+                float(self.record["pod"]["timeout_seconds"]),
+            )
+        except CreationFailed as exc:
+            result = publishing_failed(outcome, f"pod-publishing: {exc}")
+        else:
+            if ran is None or ran.end.reason == STOPPED:
+                result = {**algorithm_times(outcome), **self.stopped("during publishing")}
+            elif ran.end.exit_code != 0 or ran.end.reason is not None:
+                result = publishing_failed(outcome, pod_failure(PUBLISHING, ran.end, self.record))
+            else:
+                result = outcome
+        self.job.record_step(PUBLISHING, {"state": ENDED, OUTCOME: result})
+        return result
+
+    def settle(self, step: str, outcome: Record) -> Record:
+        """Records a step's end and the job's outcome, before anything depends on them."""
+        self.job.record_step(step, {"state": ENDED, "status": outcome.get("status")})
+        self.job.record_step(OUTCOME, outcome)
+        return outcome
+
+    # Containers --------------------------------------------------------------------
+
+    def run_container(
+        self,
+        role: str,
+        make_kwargs: Callable[[], dict[str, Any]],
+        limit_seconds: float,
+        on_started: Callable[[str], None] | None = None,
+    ) -> Ran | None:
+        """Runs (or re-attaches to) the role's container to its end: how it ended and when; None if stopped first."""
+        assert self.client is not None
+        step = self.container_step(role)
+        state = self.job.steps().get(role, {})
+        container = step.find()
+        if container is None:
+            if state.get("state") == STARTED:
+                raise ContainerVanished(f"the {role} container disappeared while it ran")
+            if self.stopping():
+                return None
+            container = step.create(make_kwargs())
+        if container.status == "created":
+            state = {"state": STARTED, "started": utc_now(), "started_epoch": time.time()}
+            self.job.record_step(role, state)
+            step.start(container)
+        elif not state:
+            state = {"state": STARTED, "started": utc_now(), "started_epoch": time.time()}
+        if on_started is not None:
+            on_started(str(state["started"]))
+        end = step.watch(container, float(state["started_epoch"]) + limit_seconds)
+        if role != ALGORITHM:
+            with contextlib.suppress(OSError, docker.errors.APIError):
+                logs.append_pod_log(container, self.job.pods_log_path, f"pod-{role}")
+        finished = str(container.attrs.get("State", {}).get("FinishedAt") or "")
+        if not finished or finished.startswith(NEVER_FINISHED[:4]):
+            finished = utc_now()
+        return Ran(end, finished, container)
+
+    def container_step(self, role: str) -> ContainerStep:
+        assert self.client is not None
+        return ContainerStep(
+            daemon=self.runtime.daemon,
+            client=self.client,
+            name=container_name(self.job.job_id, role),
+            host_id=self.runtime.host_id,
+            stopping=self.stopping,
+            stop_grace=self.stop_grace,
+            timeout_grace=float(self.limits.get("timeout_grace_seconds", 2)),
+            daemon_wait_seconds=float(self.limits.get("daemon_wait_seconds", 120)),
+            log=self.log,
+        )
+
+    def collect_log(self, container: Container) -> None:
+        """The algorithm's output, demultiplexed, into the job's log and the copy pod-publishing uploads."""
+        try:
+            size = logs.collect(container, self.job.log_path)
+        except (OSError, docker.errors.APIError) as exc:
+            self.log.warning("could not collect the algorithm's log", reason=str(exc))
+            return
+        logs.publish_copy(self.job, self.limits["uid"], self.limits["gid"])
+        self.log.info("algorithm log collected", bytes=size)
+
+    def init_failure(self, end: StepEnd) -> str | None:
+        """Docker's init (tini) could not start ``/bin/sh``: the image cannot run commands at all."""
+        if end.exit_code != INIT_EXEC_FAILED or end.reason is not None:
+            return None
+        try:
+            with open(self.job.log_path, "rb") as f:
+                head = f.read(512).decode(errors="replace")
+        except OSError:
+            return None
+        if not head.startswith(INIT_FATAL):
+            return None
+        reason = head.splitlines()[0].split("]", 1)[-1].strip()
+        return f"the image cannot run the command: {reason}"
+
+    def remove_containers(self) -> None:
+        assert self.client is not None
+        remove_job_containers(self.client, self.job.job_id)
+
+
+def remove_job_containers(client: docker.DockerClient, job_id: str) -> None:
+    """Removes the job's containers by their names (running ones are killed); missing ones are fine."""
+    for role in ROLES:
+        try:
+            client.containers.get(container_name(job_id, role)).remove(force=True)
+        except docker.errors.NotFound:
+            continue
+        except docker.errors.APIError as exc:
+            if exc.status_code != CONFLICT:  # 409: a removal (DestroyJob's or the driver's) is under way
+                raise
+
+
+def pod_failure(role: str, end: StepEnd, record: Record) -> str:
+    """What went wrong with a pod, in a few words."""
+    name = f"pod-{role}"
+    if end.reason == TIMED_OUT:
+        return f"{name} ran past its time limit of {record['pod']['timeout_seconds']} s"
+    if end.oom_killed:
+        return f"{name} ran out of memory"
+    if end.reason is not None:
+        return f"{name} was ended: the Docker engine restarted"
+    return f"{name} exited with code {end.exit_code}"

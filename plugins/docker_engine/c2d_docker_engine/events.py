@@ -1,0 +1,65 @@
+"""Job events: the JSON lines of ``events.jsonl`` as the protocol's JobEvent.
+
+Statuses are ``c2d.common.v1.JobStatus`` names without their ``JOB_STATUS_``
+prefix, so the file stays readable and independent of enum numbers.
+"""
+
+from __future__ import annotations
+
+from google.protobuf import timestamp_pb2
+
+from c2d.common.v1 import common_pb2
+from c2d.engine.v1 import engine_pb2
+from c2d_docker_engine.jobdir import Record
+
+FLAGS = ("oom_killed", "timed_out", "disk_quota_exceeded", "stopped")
+TIMES = ("time", "algorithm_started", "algorithm_finished")
+
+
+def status_of(name: object) -> int:
+    """The JobStatus number of a status name, UNSPECIFIED for a name this version does not know."""
+    try:
+        return common_pb2.JobStatus.Value(f"JOB_STATUS_{name}")
+    except ValueError:
+        return common_pb2.JOB_STATUS_UNSPECIFIED
+
+
+def to_proto(job_id: str, record: Record) -> engine_pb2.JobEvent:
+    event = engine_pb2.JobEvent(
+        job_id=job_id,
+        sequence=int(record.get("sequence", 0)),
+        status=status_of(record.get("status")),
+        message=str(record.get("message", "")),
+        terminal=bool(record.get("terminal", False)),
+        image_digest=str(record.get("image_digest", "")),
+    )
+    if isinstance(record.get("exit_code"), int):
+        event.exit_code = record["exit_code"]
+    for flag in FLAGS:
+        setattr(event, flag, bool(record.get(flag, False)))
+    for name in TIMES:
+        stamp = _timestamp(record.get(name))
+        if stamp is not None:
+            getattr(event, name).CopyFrom(stamp)
+    details = record.get("details")
+    if isinstance(details, dict):
+        event.details.update({str(k): str(v) for k, v in details.items()})
+    return event
+
+
+def not_started(job_id: str) -> engine_pb2.JobEvent:
+    """What RecoverJob answers for a job that has reported nothing yet: sequence 0, no status."""
+    return engine_pb2.JobEvent(
+        job_id=job_id, sequence=0, message="starting: the job has reported nothing yet"
+    )
+
+
+def _timestamp(value: object) -> timestamp_pb2.Timestamp | None:
+    if not isinstance(value, str):
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    try:
+        stamp.FromJsonString(value)
+    except ValueError:
+        return None
+    return stamp
