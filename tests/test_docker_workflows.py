@@ -130,3 +130,19 @@ def test_node_sigkilled_while_a_container_runs_finishes_the_workflow(
             assert [p.read_text().strip() for p in paths if p.name == "done.txt"] == ["done"]
     finally:
         node.kill()
+
+
+def test_readme_hello_example_runs_on_docker(
+    node: NodeProcess, busybox_image: str, docker_client: object
+) -> None:
+    """README: the quick-start workflow on docker-local, with busybox:1.36 tagged locally (no registry)."""
+    import json
+
+    docker_client.images.get(busybox_image).tag("busybox", "1.36")  # type: ignore[attr-defined]
+    workflow = json.loads((Path(__file__).parent.parent / "examples" / "hello.json").read_text())
+    workflow["environment"] = ENV
+    with Client(node.address, auth.new_private_key()) as consumer:
+        jobs = consumer.wait(consumer.start(workflow, free=True).workflow_id, timeout=120)
+        assert [j.status for j in jobs] == [S.JOB_STATUS_FINISHED] * 2, [
+            [e.message for e in j.history] for j in jobs
+        ]
