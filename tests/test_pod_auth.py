@@ -166,14 +166,18 @@ def test_pod_calls_need_the_stage_own_live_key_and_a_fresh_nonce(
     keys = {job_id: pod_key(node, job_id) for job_id in (one, two)}
     assert keys[one] != keys[two]
 
-    # Each stage's own key works (positive controls for every refusal below).
+    # Each stage's own key works (positive control for every refusal below) ...
     own = {job_id: Pod(pod_service, job_id, keys[job_id]) for job_id in (one, two)}
     assert own[two].upload_offset() == 0
-    tokens = [f.url for item in own[one].provisioning().inputs for f in item.files if f.type == "node"]
-    assert any(token.startswith(f"job:{zero}:") for token in tokens), tokens
-    asset_tokens = [token for token in tokens if not token.startswith("job:")]
-    assert len(asset_tokens) == 1, tokens
-    assert own[one].fetch(asset_tokens[0]) == NUMBERS
+    # ... but once its algorithm runs, inputs are no longer handed out, even to its own key.
+    (zero_job,) = consumer.status(job_id=zero)
+    output = next(r for r in zero_job.results if r.name == "zero.txt")
+    tokens = [f"job:{zero}:{output.index}", f"asset:{DID}:compute:0"]
+    asset_tokens = tokens[1:]
+    for call in (own[one].provisioning, lambda: own[one].fetch(asset_tokens[0])):
+        error = refused(call)
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error.details()
+        assert "provisioning is over" in error.details()
 
     # A random key, signing for a real job: UNAUTHENTICATED.
     error = refused(lambda: Pod(pod_service, two, auth.new_private_key()).upload_offset())

@@ -8,10 +8,11 @@ from typing import Any
 from c2d.common.v1 import common_pb2
 from c2d.pod.v1 import pod_pb2, pod_pb2_grpc
 from host.auth import verify_pod
-from host.errors import grpc_errors, invalid
+from host.errors import grpc_errors, invalid, precondition
 from host.orchestrator.orchestrator import Orchestrator
 from host.orchestrator.provisioning import Provisioner
 from host.results import ResultStore
+from host.store.models import Stage
 
 SERVICE = pod_pb2.DESCRIPTOR.services_by_name["PodService"].full_name
 CHUNK = 256 * 1024
@@ -30,6 +31,20 @@ PHASES: dict[int, tuple[int | None, int | None]] = {
 }
 
 
+PROVISIONING_PHASES = {
+    P.POD_PHASE_PROVISIONING_STARTED,
+    P.POD_PHASE_PROVISIONING_FINISHED,
+    P.POD_PHASE_DATA_PROVISIONING_FAILED,
+    P.POD_PHASE_ALGORITHM_PROVISIONING_FAILED,
+}
+
+
+def _still_provisioning(stage: Stage) -> None:
+    """Inputs are handed out only before the algorithm starts: a pod key leaked to it gets nothing more."""
+    if stage.granted is None or stage.algorithm_started_at is not None:
+        raise precondition("provisioning is over for this stage: its algorithm has started")
+
+
 def method(name: str) -> str:
     return f"/{SERVICE}/{name}"
 
@@ -43,6 +58,7 @@ class PodServicer(pod_pb2_grpc.PodServiceServicer):
     @grpc_errors
     async def GetProvisioning(self, request: Any, context: Any) -> pod_pb2.GetProvisioningResponse:
         stage = verify_pod(method("GetProvisioning"), request)
+        _still_provisioning(stage)
         return self.provisioner.provisioning(stage)
 
     @grpc_errors
@@ -51,6 +67,8 @@ class PodServicer(pod_pb2_grpc.PodServiceServicer):
         if request.phase not in PHASES:
             raise invalid(f"unknown pod phase {request.phase}")
         status, failure = PHASES[request.phase]
+        if request.phase in PROVISIONING_PHASES:
+            _still_provisioning(stage)
         self.orchestrator.pod_phase(stage, status, failure, request.message[:2000])
         return pod_pb2.UpdateJobStatusResponse(status=status or stage.status)
 
@@ -78,7 +96,10 @@ class PodServicer(pod_pb2_grpc.PodServiceServicer):
     @grpc_errors
     async def FetchInput(self, request: Any, context: Any) -> AsyncIterator[pod_pb2.FetchInputResponse]:
         stage = verify_pod(method("FetchInput"), request)
-        path, size = self.provisioner.open_token(stage, request.source)
+        path, size = self.provisioner.open_token(
+            stage, request.source
+        )  # another stage's token: refused first
+        _still_provisioning(stage)
         if request.offset > size:
             raise invalid(f"offset {request.offset} is past the end ({size} bytes)")
         offset = request.offset
