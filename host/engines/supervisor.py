@@ -98,7 +98,6 @@ class EngineSupervisor:
         self.info = engine_pb2.GetPluginInfoResponse()
         self.fingerprint: engine_pb2.Fingerprint | None = None
         self.stub: engine_pb2_grpc.ComputeEngineServiceStub | None = None
-        self.ready = asyncio.Event()
         self.changed = asyncio.Condition()
         self._plugin: launcher.PluginProcess | None = None
         self._channel: grpc.aio.Channel | None = None
@@ -321,7 +320,6 @@ class EngineSupervisor:
         )
 
     async def _close(self) -> None:
-        self.ready.clear()
         self.stub = None
         self.fingerprint = None
         if self._channel is not None:
@@ -333,8 +331,6 @@ class EngineSupervisor:
     async def _set_state(self, state: SupervisorState, message: str) -> None:
         async with self.changed:
             self.state, self.state_message = state, message
-            if state is SupervisorState.READY:
-                self.ready.set()
             self.changed.notify_all()
 
 

@@ -74,7 +74,6 @@ class Orchestrator:
         self._wake = asyncio.Event()
         self._followers: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
-        self.changed = asyncio.Condition()
 
     # -- submission --------------------------------------------------------------
 
@@ -340,7 +339,6 @@ class Orchestrator:
         log.info(
             "stage status", job_id=stage.job_id, workflow_id=stage.workflow_id, status=statuses.name(status)
         )
-        self._notify()
 
     def _finish(self, stage: Stage, status: int, message: str, now: float) -> None:
         """Ends a stage: records the status, frees its capacity, and skips what runs after a failure."""
@@ -371,7 +369,6 @@ class Orchestrator:
             status=statuses.name(status),
             message=message,
         )
-        self._notify()
         self._wake.set()
 
     def _skip_dependents(self, stage: Stage, now: float) -> None:
@@ -392,13 +389,6 @@ class Orchestrator:
         supervisor = self.engines.supervisors.get(stage.engine)
         env = self._environment(supervisor, stage.environment_id) if supervisor else None
         return float((env.storage_expiry_seconds if env else 0) or self.default_storage_expiry_seconds)
-
-    def _notify(self) -> None:
-        self._spawn(self._notify_waiters())
-
-    async def _notify_waiters(self) -> None:
-        async with self.changed:
-            self.changed.notify_all()
 
     # -- pods --------------------------------------------------------------------
 
