@@ -16,11 +16,14 @@ import pytest
 from c2d import auth
 from c2d.client import C2DError, Client
 from c2d.common.v1 import common_pb2
+from c2d.compute.v1 import compute_pb2
 from nodeproc import NodeProcess, running_node, wait_for
 
 FREE_ENV = "stub-local"
 PAID_ENV = "stub-paid"
 SHARED_ENV = "stub-shared"
+TOKEN = "0x" + "ab" * 20
+PAYMENT = compute_pb2.Payment(chain_id=31337, token_address=TOKEN)
 S = common_pb2.JobStatus
 CONFIG = f"""
 [engines.external_stub]
@@ -47,6 +50,12 @@ disk_gib = 1
 [environments."{FREE_ENV}".free]
 max_jobs_per_consumer = 1
 max_job_duration_seconds = 60
+
+[[environments."{PAID_ENV}".fees]]
+chain_id = 31337
+token_address = "{TOKEN}"
+token_symbol = "TST"
+prices = [{{ resource_id = "cpu", price_per_unit_minute = "1000" }}]
 
 [environments."{SHARED_ENV}".free]
 max_concurrent_jobs = 1
@@ -225,3 +234,14 @@ def test_the_free_tier_caps_jobs_of_all_consumers_together(
     assert f"the free tier of {SHARED_ENV!r} is full: 1 of 1" in error.message
     stop(node, heidi, first.workflow_id)
     ivan.start(workflow(env=SHARED_ENV, script="true"), free=True)
+
+
+def test_initialize_quotes_a_paid_environment_in_its_token(new_consumer: Callable[[], Client]) -> None:
+    judy = new_consumer()
+    quote = judy.initialize(workflow(env=PAID_ENV, duration=120), payment=PAYMENT).quote
+    assert quote.amount == "2000"  # 1 cpu x 1000 per minute x 2 minutes
+    assert quote.token_address == TOKEN and quote.chain_id == 31337
+    with pytest.raises(C2DError) as caught:
+        judy.initialize(workflow(env=PAID_ENV), payment=compute_pb2.Payment(chain_id=1, token_address=TOKEN))
+    error = caught.value
+    assert error.code == "FAILED_PRECONDITION" and "accepts TST on chain 31337" in error.message

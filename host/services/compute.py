@@ -12,6 +12,7 @@ from google.protobuf import timestamp_pb2
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
 from c2d.engine.v1 import engine_pb2
+from host import pricing
 from host.assets import AssetRegistry
 from host.auth import verify_consumer
 from host.engines.registry import EngineRegistry
@@ -77,10 +78,13 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
     async def InitializeCompute(self, request: Any, context: Any) -> compute_pb2.InitializeComputeResponse:
         owner = request.consumer_address.lower()
         plans = self._plan(request.workflow, owner)
-        if request.HasField("payment"):
-            raise precondition(_NO_PAYMENTS)
+        quote = (
+            pricing.quote(plans, request.payment, self.identity.address)
+            if request.HasField("payment")
+            else None
+        )
         return compute_pb2.InitializeComputeResponse(
-            free_eligible=self._free_problem(plans, owner, request.workflow) is None
+            quote=quote, free_eligible=self._free_problem(plans, owner, request.workflow) is None
         )
 
     @grpc_errors

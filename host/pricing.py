@@ -1,0 +1,88 @@
+"""What a workflow costs: the sum over stages of granted amount * price per unit-minute * minutes.
+
+Prices are per resource unit per minute in the token's smallest unit; a
+stage is priced on its maximum duration (what the escrow must lock), rounded
+up to whole minutes, and every cost is rounded up to a whole base unit so the
+node never locks less than it may claim.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
+
+from c2d.common.v1 import common_pb2
+from c2d.compute.v1 import compute_pb2
+from host.errors import invalid, precondition
+from host.orchestrator.validation import StagePlan
+
+# Time the escrow lock must outlive the work: claims are made after every stage has ended.
+CLAIM_MARGIN_SECONDS = 3600
+
+
+def chain_fees(env: common_pb2.Environment, payment: compute_pb2.Payment) -> common_pb2.ChainFees:
+    """The environment's fees in the consumer's chain and token, or a refusal listing what it accepts."""
+    for fees in env.fees:
+        if fees.chain_id == payment.chain_id and fees.token_address.lower() == payment.token_address.lower():
+            return fees
+    accepted = (
+        ", ".join(f"{f.token_symbol or f.token_address} on chain {f.chain_id}" for f in env.fees) or "nothing"
+    )
+    raise precondition(
+        f"environment {env.id!r} takes no payment in {payment.token_address or '(no token)'} on chain "
+        f"{payment.chain_id}; it accepts {accepted}"
+    )
+
+
+def price(value: str, where: str) -> Decimal:
+    try:
+        amount = Decimal(value or "0")
+    except InvalidOperation:
+        raise invalid(f"{where}: price {value!r} is not a number") from None
+    if amount < 0 or not amount.is_finite():
+        raise invalid(f"{where}: price {value!r} must be a non-negative number")
+    return amount
+
+
+def quote_stage(plan: StagePlan, fees: common_pb2.ChainFees) -> list[compute_pb2.PriceLine]:
+    minutes = max(1, math.ceil(plan.max_duration_seconds / 60))
+    prices = {p.resource_id: p.price_per_unit_minute for p in fees.prices}
+    lines = []
+    for grant in plan.resources:
+        unit_price = price(prices.get(grant["id"], "0"), f"fees of {plan.environment.id!r} for {grant['id']}")
+        cost = (Decimal(str(grant["amount"])) * unit_price * minutes).to_integral_value(
+            rounding=ROUND_CEILING
+        )
+        lines.append(
+            compute_pb2.PriceLine(
+                stage_index=plan.index,
+                resource_id=grant["id"],
+                amount=grant["amount"],
+                minutes=minutes,
+                price_per_unit_minute=str(unit_price),
+                cost=str(cost),
+            )
+        )
+    return lines
+
+
+def quote(plans: list[StagePlan], payment: compute_pb2.Payment, payee: str) -> compute_pb2.EscrowQuote:
+    """The amount to lock for the whole workflow, with one price line per stage and resource."""
+    if not payment.chain_id or not payment.token_address:
+        raise invalid("payment needs chain_id and token_address")
+    breakdown: list[compute_pb2.PriceLine] = []
+    escrow = ""
+    for plan in plans:
+        fees = chain_fees(plan.environment, payment)
+        escrow = escrow or fees.escrow_address
+        breakdown += quote_stage(plan, fees)
+    total = sum((Decimal(line.cost) for line in breakdown), Decimal(0))
+    return compute_pb2.EscrowQuote(
+        chain_id=payment.chain_id,
+        escrow_address=escrow,
+        payee=payee,
+        token_address=payment.token_address,
+        amount=str(total),
+        min_lock_seconds=sum(p.max_duration_seconds for p in plans) + CLAIM_MARGIN_SECONDS,
+        breakdown=breakdown,
+    )
