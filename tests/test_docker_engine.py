@@ -447,6 +447,18 @@ def test_without_a_daemon_the_engine_is_undetected(loop: EventLoopThread, tmp_pa
         factory.close()
 
 
+def test_a_missing_pod_image_is_named_with_how_to_build_it(loop: EventLoopThread, tmp_path: Path) -> None:
+    config = {**CONFIG, "pod_image": "c2d-pod:not-built-here"}
+    factory = EngineFactory(docker_target(config), loop, tmp_path)
+    try:
+        fingerprint = factory.start().fingerprint()
+        assert fingerprint.health == common_pb2.ENGINE_HEALTH_HEALTHY  # pod-less jobs still run
+        assert "pod image c2d-pod:not-built-here is missing" in fingerprint.health_description
+        assert "python -m pods.image build" in fingerprint.health_description
+    finally:
+        factory.close()
+
+
 class SocketProxy:
     """A Unix socket in front of the Docker daemon's: stopping it is the daemon going away, for the plugin.
 

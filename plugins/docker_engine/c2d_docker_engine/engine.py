@@ -23,7 +23,7 @@ import structlog
 import c2d_docker_engine
 from c2d.common.v1 import common_pb2
 from c2d.engine.v1 import engine_pb2, engine_pb2_grpc
-from c2d_docker_engine import detect, events, fingerprint, gpus, handle, logs, volumes
+from c2d_docker_engine import detect, events, fingerprint, gpus, handle, logs, podimage, volumes
 from c2d_docker_engine.changes import Changes
 from c2d_docker_engine.config import (
     DockerSettings,
@@ -128,6 +128,8 @@ class EngineServicer(engine_pb2_grpc.ComputeEngineServiceServicer):
         self._changes = Changes()
         self._drivers = Drivers()
         self._gpus: tuple[gpus.Gpu, ...] | None = None
+        self._pod_image = podimage.PodImageCheck()
+        self._pod_image_warned: str | None = None
 
     def _ready(self) -> Configured:
         configured = self._configured
@@ -266,9 +268,17 @@ class EngineServicer(engine_pb2_grpc.ComputeEngineServiceServicer):
             detect.advertised_quota(ready.disk_quota), ready.environments, ready.pod_image is not None
         )
         extra = {"docker": ready.daemon.address, "pod_image": ready.pod_image or ""}
-        return fingerprint.build(
+        built = fingerprint.build(
             ready.daemon.state, ready.environments, self._drivers.usage(), caps, self._draining, extra
         )
+        if built.health == common_pb2.ENGINE_HEALTH_HEALTHY:
+            note = self._pod_image.missing_note(ready.daemon.client, ready.pod_image)
+            if note:
+                if note != self._pod_image_warned:
+                    log.warning("pod image missing", image=ready.pod_image, hint=podimage.BUILD_HINT)
+                    self._pod_image_warned = note
+                built.health_description = f"{built.health_description}; {note}"
+        return built
 
     @unary
     def Drain(self, request: engine_pb2.DrainRequest, context: grpc.ServicerContext) -> Any:
