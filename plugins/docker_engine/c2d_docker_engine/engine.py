@@ -23,8 +23,9 @@ import structlog
 import c2d_docker_engine
 from c2d.common.v1 import common_pb2
 from c2d.engine.v1 import engine_pb2, engine_pb2_grpc
-from c2d_docker_engine import detect, events, fingerprint, gpus, handle, logs, podimage, volumes
-from c2d_docker_engine.changes import Changes
+from c2d.plugin.kit import events
+from c2d.plugin.kit.changes import Changes
+from c2d_docker_engine import detect, fingerprint, gpus, handle, logs, podimage, volumes
 from c2d_docker_engine.config import (
     DockerSettings,
     EnvironmentConfig,

@@ -23,9 +23,10 @@ import structlog
 
 import c2d_external_stub
 from c2d.engine.v1 import engine_pb2, engine_pb2_grpc
-from c2d_external_stub import events, fingerprint, handle, podsteps
+from c2d.plugin.kit import events
+from c2d.plugin.kit.changes import Changes
+from c2d_external_stub import fingerprint, handle, podsteps
 from c2d_external_stub.active import ActiveJobs
-from c2d_external_stub.changes import Changes
 from c2d_external_stub.config import StubConfig, parse_config, require_enabled, settings_from_struct
 from c2d_external_stub.errors import EngineError, invalid
 from c2d_external_stub.jobdir import EventTail, JobDir, Record

@@ -1,7 +1,8 @@
 """A version number that rises on every change, and a way to wait for the next one.
 
-WatchFingerprint streams sleep on it and send a fresh fingerprint whenever a
-job starts or ends, instead of polling the job directories themselves.
+WatchFingerprint and WatchJob streams sleep on it instead of polling: an
+engine bumps it when a job writes an event, starts or ends, or its backend's
+health changes.
 """
 
 from __future__ import annotations

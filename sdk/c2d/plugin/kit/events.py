@@ -1,16 +1,20 @@
 """Job events: the JSON lines of ``events.jsonl`` as the protocol's JobEvent.
 
-The shim writes plain JSON (it does not import protobuf); statuses are
-``c2d.common.v1.JobStatus`` names without their ``JOB_STATUS_`` prefix.
+Job drivers write plain JSON (a process shim need not import protobuf);
+statuses are ``c2d.common.v1.JobStatus`` names without their ``JOB_STATUS_``
+prefix, so the file stays readable and independent of enum numbers.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 
 from c2d.common.v1 import common_pb2
 from c2d.engine.v1 import engine_pb2
-from c2d_external_stub.jobdir import Record
+
+Record = dict[str, Any]
 
 FLAGS = ("oom_killed", "timed_out", "disk_quota_exceeded", "stopped")
 TIMES = ("time", "algorithm_started", "algorithm_finished")
@@ -31,6 +35,7 @@ def to_proto(job_id: str, record: Record) -> engine_pb2.JobEvent:
         status=status_of(record.get("status")),
         message=str(record.get("message", "")),
         terminal=bool(record.get("terminal", False)),
+        image_digest=str(record.get("image_digest", "")),
     )
     if isinstance(record.get("exit_code"), int):
         event.exit_code = record["exit_code"]
@@ -47,7 +52,7 @@ def to_proto(job_id: str, record: Record) -> engine_pb2.JobEvent:
 
 
 def not_started(job_id: str) -> engine_pb2.JobEvent:
-    """What RecoverJob answers for a job whose shim has not reported yet: sequence 0, no status."""
+    """What RecoverJob answers for a job that has reported nothing yet: sequence 0, no status."""
     return engine_pb2.JobEvent(
         job_id=job_id, sequence=0, message="starting: the job has reported nothing yet"
     )
