@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Compile contracts/*.sol with solc-js (node_modules/solc) into host/chain/artifacts/*.json.
+"""Compile contracts/*.sol with solc-js (node_modules/solc) into sdk/c2d/chain/artifacts/*.json.
 
     python scripts/compile_contracts.py          # write the artifacts
     python scripts/compile_contracts.py --check  # exit 1 when the committed artifacts are stale
@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACTS_DIR = ROOT / "contracts"
-ARTIFACTS_DIR = ROOT / "host" / "chain" / "artifacts"
+ARTIFACTS_DIR = ROOT / "sdk" / "c2d" / "chain" / "artifacts"
 CONTRACTS = {"Escrow": "Escrow.sol", "TestToken": "TestToken.sol"}
 EVM_VERSION = "paris"  # py-evm and every chain we target run it
 

@@ -7,11 +7,11 @@ import os
 
 import pytest
 
-import host.chain as hc
-from host.chain import errors as E
-from host.chain.client import ChainClient, EscrowClient, connect, job_id_to_uint
+import c2d.chain as hc
+from c2d.chain import errors as E
+from c2d.chain.client import ChainClient, EscrowClient, connect, job_id_to_uint
+from c2d.chain.errors import ChainError, classify
 from host.chain.devchain import ETHER, DevAccount, find_anvil, free_port, start_dev_chain
-from host.chain.errors import ChainError, classify
 
 IN_CI = bool(os.environ.get("CI"))
 
@@ -19,7 +19,7 @@ IN_CI = bool(os.environ.get("CI"))
 def _require_artifacts() -> None:
     if not (hc.ARTIFACTS_DIR / "Escrow.json").exists():
         if IN_CI:
-            pytest.fail("host/chain/artifacts/Escrow.json is missing")
+            pytest.fail("sdk/c2d/chain/artifacts/Escrow.json is missing")
         pytest.skip("escrow artifacts not built yet")
 
 

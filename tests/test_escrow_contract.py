@@ -1,6 +1,6 @@
 """The escrow contract (contracts/Escrow.sol) on an in-process py-evm chain.
 
-Deploys the committed artifacts (host/chain/artifacts), so these tests need no Node; the
+Deploys the committed artifacts (sdk/c2d/chain/artifacts), so these tests need no Node; the
 staleness test recompiles with solc-js and fails when the artifacts do not match the sources.
 """
 
@@ -22,7 +22,7 @@ from web3 import Web3  # noqa: E402
 from web3.exceptions import ContractLogicError  # noqa: E402
 from web3.logs import DISCARD  # noqa: E402
 
-from host.chain import load_artifact  # noqa: E402
+from c2d.chain import load_artifact  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ZERO = "0x0000000000000000000000000000000000000000"

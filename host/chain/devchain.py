@@ -20,8 +20,8 @@ from eth_account import Account
 from eth_utils import keccak
 from web3 import Web3
 
-from host.chain.client import ChainClient, EscrowClient
-from host.chain.errors import ChainError
+from c2d.chain.client import ChainClient, EscrowClient
+from c2d.chain.errors import ChainError
 
 ANVIL_CHAIN_ID = 31337
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -84,7 +84,7 @@ class DevChain:
         if wei:
             chain.transfer_eth(address, wei)
         if tokens:
-            from host.chain import test_token_abi
+            from c2d.chain import test_token_abi
 
             token = chain.contract(self.token_address, test_token_abi())
             chain.transact(token.functions.mint(Web3.to_checksum_address(address), tokens))
@@ -169,7 +169,7 @@ def start_dev_chain(prefer: str = "anvil", *, consumer_tokens: int = CONSUMER_TO
     ``prefer="anvil"`` uses anvil when its binary is found, else py-evm; ``"py-evm"`` always
     runs in process. Stop it with ``.stop()`` (or use it as a context manager).
     """
-    from host.chain import load_artifact
+    from c2d.chain import load_artifact
 
     if prefer not in ("anvil", "py-evm"):
         raise ValueError(f"prefer must be 'anvil' or 'py-evm', not {prefer!r}")

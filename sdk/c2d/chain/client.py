@@ -6,7 +6,7 @@ keeps the account's nonce under a lock (starting from the pending count and reco
 otherwise, waits for receipts with a timeout and raises :class:`ChainError` on a reverted one.
 
 ``EscrowClient`` wraps the escrow contract (Ocean's Escrow interface) with typed methods.
-Every failure surfaces as :class:`host.chain.errors.ChainError` (see ``classify``).
+Every failure surfaces as :class:`c2d.chain.errors.ChainError` (see ``classify``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from eth_account import Account
 from eth_utils import keccak, to_checksum_address
 from web3 import Web3
 
-from host.chain import errors as E
-from host.chain.errors import ChainError, classify
+from c2d.chain import errors as E
+from c2d.chain.errors import ChainError, classify
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 DEFAULT_PRIORITY_FEE = 1_000_000_000  # 1 gwei, when the node has no eth_maxPriorityFeePerGas
@@ -332,7 +332,7 @@ class EscrowClient:
 
     def __init__(self, chain: ChainClient, escrow_address: str, abi: list[dict[str, Any]] | None = None):
         if abi is None:
-            from host.chain import escrow_abi
+            from c2d.chain import escrow_abi
 
             abi = escrow_abi()
         self.chain = chain
