@@ -71,6 +71,25 @@ DEFAULTS: dict[str, Any] = {
         "default_storage_expiry_seconds": 7 * 24 * 3600,
         "default_max_duration_seconds": 600,
     },
+    # The EVM chain paid compute settles on (escrow locks and claims).
+    "chain": {
+        # JSON-RPC endpoint; unset: no chain, unless a dev chain runs (see "dev").
+        "rpc_url": "",
+        "chain_id": 0,
+        "escrow_address": "",
+        # Token addresses this node takes; empty: those the environments' fees name.
+        "tokens": [],
+        # Without rpc_url: "auto" starts a local dev chain (anvil when installed, else py-evm
+        # in process) on a development node only; "anvil" or "py-evm" always; "off" never.
+        "dev": "auto",
+        "dev_port": 8545,  # anvil's port when free
+        "receipt_timeout_seconds": 120.0,
+        # A lock outlives the workflow's queue and run time by this much, for the claim.
+        "claim_margin_seconds": 3600,
+        "retry_max_seconds": 30.0,  # backoff cap while the chain is unreachable
+        "withdraw_earnings": True,  # claim with claimLockAndWithdraw
+        "sweep_interval_seconds": 300.0,  # releasing locks that no workflow honours
+    },
     # Per environment id: free tier, fees. Without a config file every environment
     # gets a development free tier.
     "environments": {},
@@ -102,6 +121,14 @@ class Config:
     @property
     def data_dir(self) -> Path:
         return Path(self.node["data_dir"]).expanduser().resolve()
+
+    def dev_chain(self) -> str | None:
+        """The dev chain to start ("anvil" preferred, or "py-evm"), or None: a chain is configured,
+        or none is wanted."""
+        chain = self.raw["chain"]
+        if chain["rpc_url"] or chain["dev"] == "off" or (chain["dev"] == "auto" and not self.development):
+            return None
+        return "py-evm" if chain["dev"] == "py-evm" else "anvil"
 
     def engine_section(self, name: str) -> dict[str, Any] | None:
         """The engine's table, or None when the config does not mention it."""
@@ -194,3 +221,16 @@ def _validate(raw: dict[str, Any]) -> None:
         raise ConfigError(f"plugins.load must be a list of entry-point names, got {load!r}")
     if not isinstance(raw.get("engines", {}), dict):
         raise ConfigError("[engines] must be a table of engine tables")
+    _validate_chain(raw["chain"])
+
+
+def _validate_chain(chain: dict[str, Any]) -> None:
+    if chain["dev"] not in ("auto", "anvil", "py-evm", "off"):
+        raise ConfigError(f"chain.dev must be auto, anvil, py-evm or off, got {chain['dev']!r}")
+    if chain["rpc_url"] and (not isinstance(chain["chain_id"], int) or chain["chain_id"] <= 0):
+        raise ConfigError("chain.chain_id must be set (a positive integer) with chain.rpc_url")
+    if chain["rpc_url"] and not chain["escrow_address"]:
+        raise ConfigError("chain.escrow_address must be set with chain.rpc_url")
+    tokens = chain["tokens"]
+    if not (isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)):
+        raise ConfigError(f"chain.tokens must be a list of token addresses, got {tokens!r}")

@@ -6,6 +6,7 @@ is free; the database says how busy it is.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import peewee as pw
@@ -17,11 +18,22 @@ from host.engines.registry import EngineRegistry
 from host.errors import invalid
 from host.store.models import Stage
 
+FeesFor = Callable[[common_pb2.Environment], list[common_pb2.ChainFees]]
+
 
 class EnvironmentCatalog:
-    def __init__(self, engines: EngineRegistry, config: Config) -> None:
+    def __init__(
+        self,
+        engines: EngineRegistry,
+        config: Config,
+        *,
+        escrow_address: str = "",
+        default_fees: FeesFor | None = None,
+    ) -> None:
         self.engines = engines
         self.config = config
+        self.escrow_address = escrow_address  # for fees that name none
+        self.default_fees = default_fees  # for environments the config prices not at all
 
     def list(self, engine: str = "") -> list[common_pb2.Environment]:
         environments = self.engines.environments(engine=engine)
@@ -42,7 +54,11 @@ class EnvironmentCatalog:
         if free is not None:
             env.free.CopyFrom(_free_tier(env, free))
         for fees in terms.get("fees", []):
-            env.fees.append(json_format.ParseDict(fees, common_pb2.ChainFees()))
+            parsed = json_format.ParseDict(fees, common_pb2.ChainFees())
+            parsed.escrow_address = parsed.escrow_address or self.escrow_address
+            env.fees.append(parsed)
+        if not env.fees and self.default_fees is not None:
+            env.fees.extend(self.default_fees(env))
         if "storage_expiry_seconds" in terms:
             env.storage_expiry_seconds = int(terms["storage_expiry_seconds"])
 

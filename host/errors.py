@@ -41,6 +41,11 @@ def precondition(message: str) -> RequestError:
     return RequestError(grpc.StatusCode.FAILED_PRECONDITION, message)
 
 
+def unavailable(message: str) -> RequestError:
+    """Something the node depends on (its chain) cannot be reached now; trying later may work."""
+    return RequestError(grpc.StatusCode.UNAVAILABLE, message)
+
+
 def grpc_errors(method: Callable[..., Any]) -> Callable[..., Any]:
     """Wraps an async unary or server-streaming grpc.aio servicer method."""
     name = method.__name__

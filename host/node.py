@@ -9,7 +9,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 import grpc
 import structlog
@@ -27,6 +27,10 @@ from host.server import start_pod_server, start_public_server
 from host.services.compute import ComputeServicer
 from host.services.pods import PodServicer
 from host.store.db import open_database
+
+if TYPE_CHECKING:
+    from host.payments.service import Payments
+    from host.payments.setup import ChainSetup
 
 log = structlog.get_logger()
 EXPIRY_INTERVAL_SECONDS = 60.0
@@ -65,19 +69,25 @@ class Servers:
     pods: grpc.aio.Server
 
 
-async def run_node(config: Config, stop: asyncio.Event) -> None:
+async def run_node(config: Config, stop: asyncio.Event, *, web3: Any = None) -> None:
+    """Runs the node until ``stop`` is set. ``web3``: settle payments on this chain (tests, embedding)."""
     data_dir = config.data_dir
     lock = lock_data_dir(data_dir)
     try:
         db = open_database(data_dir, config.raw["storage"]["database_url"] or None)
         identity = load_identity(data_dir)
-        await _run(config, identity, stop)
+        chain = await asyncio.to_thread(_open_chain, config, identity, web3)
+        try:
+            await _run(config, identity, stop, chain)
+        finally:
+            if chain is not None:
+                chain.close()
         db.close()
     finally:
         lock.close()
 
 
-async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event) -> None:
+async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chain: ChainSetup | None) -> None:
     data_dir = config.data_dir
     compute = config.raw["compute"]
     results = ResultStore(data_dir / "results")
@@ -92,7 +102,13 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event) -> N
         max_queue_seconds=compute["max_queue_seconds"],
         default_storage_expiry_seconds=compute["default_storage_expiry_seconds"],
     )
-    catalog = EnvironmentCatalog(engines, config)
+    payments = _payments(chain, identity, orchestrator)
+    catalog = EnvironmentCatalog(
+        engines,
+        config,
+        escrow_address=chain.escrow.address if chain else "",
+        default_fees=chain.default_fees if chain else None,
+    )
     provisioner = Provisioner(assets, results, config.raw["assets"])
     pod_listen = resolve_listen(config.raw["pods"]["listen"])
     pod_server, pod_port = await start_pod_server(pod_listen, PodServicer(orchestrator, provisioner, results))
@@ -107,6 +123,7 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event) -> N
         results=results,
         identity=identity,
         default_duration=int(compute["default_max_duration_seconds"]),
+        payments=payments,
     )
     public, port = await start_public_server(config.node["listen"], servicer)
     servers = Servers(public, pod_server)
@@ -120,6 +137,8 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event) -> N
         development=config.development,
     )
     tasks = [asyncio.create_task(orchestrator.run()), asyncio.create_task(_expire_results(results))]
+    if payments is not None:
+        tasks.append(asyncio.create_task(payments.run()))
     try:
         await engines.start(settle_timeout=config.plugins["handshake_timeout_seconds"] + 5)
         _log_engines(engines)
@@ -133,7 +152,37 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event) -> N
         await asyncio.gather(*tasks, return_exceptions=True)
         await orchestrator.close()
         await engines.stop()
+        if payments is not None:
+            payments.close()
     log.info("node stopped")
+
+
+def _open_chain(config: Config, identity: NodeIdentity, web3: Any) -> ChainSetup | None:
+    """The chain payments settle on; web3 is imported only when there may be one (it is slow to load)."""
+    if web3 is None and not config.raw["chain"]["rpc_url"] and config.dev_chain() is None:
+        return None
+    from host.payments.setup import open_chain
+
+    return open_chain(config, identity, web3)
+
+
+def _payments(
+    chain: ChainSetup | None, identity: NodeIdentity, orchestrator: Orchestrator
+) -> Payments | None:
+    if chain is None:
+        log.info("no chain configured: this node computes in the free tier only")
+        return None
+    from host.payments.service import Payments
+
+    payments = Payments(
+        chain.escrow,
+        chain.settings,
+        signing_key=identity.private_key,
+        stop_workflow=orchestrator.stop_workflow,
+    )
+    orchestrator.on_workflow_closed = lambda _workflow_id: payments.wake()
+    log.info("payments settle on chain", chain_id=chain.settings.chain_id, escrow=chain.escrow.address)
+    return payments
 
 
 async def _expire_results(results: ResultStore) -> None:

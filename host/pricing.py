@@ -9,8 +9,9 @@ node never locks less than it may claim.
 from __future__ import annotations
 
 import math
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 
+from c2d.billing import line_cost
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
 from host.errors import invalid, precondition
@@ -50,9 +51,7 @@ def quote_stage(plan: StagePlan, fees: common_pb2.ChainFees) -> list[compute_pb2
     lines = []
     for grant in plan.resources:
         unit_price = price(prices.get(grant["id"], "0"), f"fees of {plan.environment.id!r} for {grant['id']}")
-        cost = (Decimal(str(grant["amount"])) * unit_price * minutes).to_integral_value(
-            rounding=ROUND_CEILING
-        )
+        cost = line_cost(grant["amount"], str(unit_price), minutes)
         lines.append(
             compute_pb2.PriceLine(
                 stage_index=plan.index,
@@ -66,8 +65,17 @@ def quote_stage(plan: StagePlan, fees: common_pb2.ChainFees) -> list[compute_pb2
     return lines
 
 
-def quote(plans: list[StagePlan], payment: compute_pb2.Payment, payee: str) -> compute_pb2.EscrowQuote:
-    """The amount to lock for the whole workflow, with one price line per stage and resource."""
+def quote(
+    plans: list[StagePlan],
+    payment: compute_pb2.Payment,
+    payee: str,
+    margin_seconds: int = CLAIM_MARGIN_SECONDS,
+) -> compute_pb2.EscrowQuote:
+    """The amount to lock for the whole workflow, with one price line per stage and resource.
+
+    The lock must outlive the run by ``margin_seconds``: the time stages may queue plus the
+    time to claim.
+    """
     if not payment.chain_id or not payment.token_address:
         raise invalid("payment needs chain_id and token_address")
     breakdown: list[compute_pb2.PriceLine] = []
@@ -83,6 +91,6 @@ def quote(plans: list[StagePlan], payment: compute_pb2.Payment, payee: str) -> c
         payee=payee,
         token_address=payment.token_address,
         amount=str(total),
-        min_lock_seconds=sum(p.max_duration_seconds for p in plans) + CLAIM_MARGIN_SECONDS,
+        min_lock_seconds=sum(p.max_duration_seconds for p in plans) + margin_seconds,
         breakdown=breakdown,
     )

@@ -88,6 +88,7 @@ class NodeProcess:
                 **os.environ,
                 "C2D_PODS__LISTEN": f"127.0.0.1:{self.pod_port}",
                 "C2D_LOAD_PLUGINS": "external_stub",  # tests name other engines explicitly
+                "C2D_CHAIN__DEV": "off",  # tests of payments give their chain explicitly
                 **(env or {}),
             },
             text=True,

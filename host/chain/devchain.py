@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,10 +122,21 @@ class DevChain:
         self.stop()
 
 
-def _start_anvil(binary: str, timeout: float = 10.0) -> tuple[Web3, str, subprocess.Popen]:
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _start_anvil(
+    binary: str, timeout: float = 10.0, port: int | None = None
+) -> tuple[Web3, str, subprocess.Popen]:
     last: Exception | None = None
-    for _ in range(3):  # the free port can be taken between probing and binding
-        port = free_port()
+    for attempt in range(3):  # the free port can be taken between probing and binding
+        port = port if attempt == 0 and port and port_is_free(port) else free_port()
         proc = subprocess.Popen(
             [
                 binary,
@@ -160,14 +172,26 @@ def _start_anvil(binary: str, timeout: float = 10.0) -> tuple[Web3, str, subproc
 def _start_py_evm() -> Web3:
     from web3 import EthereumTesterProvider
 
-    return Web3(EthereumTesterProvider())
+    class SerializedTesterProvider(EthereumTesterProvider):
+        """py-evm is not thread-safe: the node's chain thread and a test's may call it at once."""
+
+        _lock = threading.RLock()
+
+        def make_request(self, method: Any, params: Any) -> Any:
+            with self._lock:
+                return super().make_request(method, params)
+
+    return Web3(SerializedTesterProvider())
 
 
-def start_dev_chain(prefer: str = "anvil", *, consumer_tokens: int = CONSUMER_TOKENS) -> DevChain:
+def start_dev_chain(
+    prefer: str = "anvil", *, consumer_tokens: int = CONSUMER_TOKENS, port: int | None = None
+) -> DevChain:
     """Starts a dev chain and deploys TestToken and Escrow; the consumer gets ETH and tokens.
 
     ``prefer="anvil"`` uses anvil when its binary is found, else py-evm; ``"py-evm"`` always
-    runs in process. Stop it with ``.stop()`` (or use it as a context manager).
+    runs in process. anvil listens on ``port`` when it is free, else on any free port.
+    Stop it with ``.stop()`` (or use it as a context manager).
     """
     from c2d.chain import load_artifact
 
@@ -176,7 +200,7 @@ def start_dev_chain(prefer: str = "anvil", *, consumer_tokens: int = CONSUMER_TO
     binary = find_anvil() if prefer == "anvil" else None
     proc = None
     if binary:
-        w3, rpc_url, proc = _start_anvil(binary)
+        w3, rpc_url, proc = _start_anvil(binary, port=port)
         backend = "anvil"
     else:
         w3, rpc_url, backend = _start_py_evm(), None, "py-evm"

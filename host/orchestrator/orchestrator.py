@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -52,6 +53,10 @@ def terminal_status(stage: Stage, proposed: int) -> int:
     return proposed or S.JOB_STATUS_LOST
 
 
+def new_workflow_id() -> str:
+    return uuid.uuid4().hex
+
+
 def _log_failure(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("background step failed", exc_info=task.exception())
@@ -74,13 +79,25 @@ class Orchestrator:
         self._wake = asyncio.Event()
         self._followers: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        # Called with a workflow id once its last stage has ended (payments settle then).
+        self.on_workflow_closed: Callable[[str], None] | None = None
 
     # -- submission --------------------------------------------------------------
 
-    def submit(self, owner: str, workflow: compute_pb2.Workflow, plans: list[StagePlan], free: bool) -> str:
-        """Stores the workflow and its stages in one transaction and wakes the scheduler."""
+    def submit(
+        self,
+        owner: str,
+        workflow: compute_pb2.Workflow,
+        plans: list[StagePlan],
+        free: bool,
+        workflow_id: str | None = None,
+    ) -> str:
+        """Stores the workflow and its stages in one transaction and wakes the scheduler.
+
+        A paid workflow's id is chosen before its escrow lock is made, and passed here.
+        """
         now = time.time()
-        workflow_id = uuid.uuid4().hex
+        workflow_id = workflow_id or new_workflow_id()
         with database_proxy.atomic():
             Workflow.create(
                 id=workflow_id,
@@ -377,13 +394,14 @@ class Orchestrator:
             if stage.job_id in dependent.run_after:
                 self._finish(dependent, S.JOB_STATUS_SKIPPED, f"stage {stage.index} did not finish", now)
 
-    @staticmethod
-    def _close_workflow(workflow_id: str, now: float) -> None:
+    def _close_workflow(self, workflow_id: str, now: float) -> None:
         open_stages = (
             Stage.select().where((Stage.workflow == workflow_id) & (Stage.terminal == False)).count()
         )
         if not open_stages:
             Workflow.update(finished_at=now).where(Workflow.id == workflow_id).execute()
+            if self.on_workflow_closed is not None:
+                self.on_workflow_closed(workflow_id)
 
     def _storage_expiry(self, stage: Stage) -> float:
         supervisor = self.engines.supervisors.get(stage.engine)
@@ -402,6 +420,9 @@ class Orchestrator:
             self._record(stage, status, message, time.time())
 
     # -- stopping ----------------------------------------------------------------
+
+    async def stop_workflow(self, workflow_id: str, reason: str) -> None:
+        await self.stop(list(Stage.select().where(Stage.workflow == workflow_id)), reason)
 
     async def stop(self, stages: list[Stage], reason: str) -> None:
         """Stops the stages; one that runs after another being stopped is skipped when that one ends."""

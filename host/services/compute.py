@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -21,11 +21,15 @@ from host.errors import denied, grpc_errors, invalid, precondition
 from host.identity import NodeIdentity
 from host.orchestrator import capacity
 from host.orchestrator.admission import admit_stage
-from host.orchestrator.orchestrator import Orchestrator
+from host.orchestrator.orchestrator import Orchestrator, new_workflow_id
 from host.orchestrator.validation import EnvironmentLookup, StagePlan, plan_workflow
+from host.payments.states import payment_state
 from host.results import ResultStore
 from host.services.access import owned_stages, visible_stage, visible_workflow
-from host.store.models import Stage, StatusEvent, Workflow
+from host.store.models import Payment, Stage, StatusEvent, Workflow
+
+if TYPE_CHECKING:
+    from host.payments.service import Payments
 
 SERVICE = compute_pb2.DESCRIPTOR.services_by_name["ComputeService"].full_name
 MAX_STATUS_JOBS = 1000
@@ -47,6 +51,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
         results: ResultStore,
         identity: NodeIdentity,
         default_duration: int,
+        payments: Payments | None = None,
     ) -> None:
         self.engines = engines
         self.catalog = catalog
@@ -55,6 +60,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
         self.results = results
         self.identity = identity
         self.default_duration = default_duration
+        self.payments = payments
 
     # -- environments and admission ---------------------------------------------
 
@@ -78,19 +84,38 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
     async def InitializeCompute(self, request: Any, context: Any) -> compute_pb2.InitializeComputeResponse:
         owner = request.consumer_address.lower()
         plans = self._plan(request.workflow, owner)
-        quote = (
-            pricing.quote(plans, request.payment, self.identity.address)
-            if request.HasField("payment")
-            else None
-        )
+        quote = self._quote(plans, request.payment) if request.HasField("payment") else None
         return compute_pb2.InitializeComputeResponse(
             quote=quote, free_eligible=self._free_problem(plans, owner, request.workflow) is None
         )
 
+    def _quote(self, plans: list[StagePlan], payment: compute_pb2.Payment) -> compute_pb2.EscrowQuote:
+        if self.payments is not None:
+            return self.payments.quote(plans, payment)
+        return pricing.quote(plans, payment, self.identity.address)
+
     @grpc_errors
     async def StartCompute(self, request: Any, context: Any) -> compute_pb2.StartComputeResponse:
-        verify_consumer(method("StartCompute"), request)
-        raise precondition(_NO_PAYMENTS)
+        owner = verify_consumer(method("StartCompute"), request)
+        if self.payments is None:
+            raise precondition(_NO_PAYMENTS)
+        if not request.HasField("payment"):
+            raise invalid(
+                "a paid start names its payment (chain_id, token_address); free compute is FreeStartCompute"
+            )
+        plans = self._plan(request.workflow, owner)
+        quote = self.payments.quote(plans, request.payment)
+        workflow_id = new_workflow_id()
+        row = await self.payments.start(
+            owner,
+            quote,
+            lambda wid: self.orchestrator.submit(owner, request.workflow, plans, free=False, workflow_id=wid),
+            workflow_id,
+        )
+        refs = [compute_pb2.StageRef(index=p.index, job_id=p.job_id) for p in plans]
+        return compute_pb2.StartComputeResponse(
+            workflow_id=workflow_id, stages=refs, quote=quote, payment=payment_state(row)
+        )
 
     @grpc_errors
     async def FreeStartCompute(self, request: Any, context: Any) -> compute_pb2.FreeStartComputeResponse:
@@ -202,7 +227,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
             results=self.results.list(stage),
             algorithm_image=stage.algorithm_image,
             terminal=stage.terminal,
-            payment=compute_pb2.PaymentState(status=compute_pb2.PAYMENT_STATUS_FREE),
+            payment=payment_state(Payment.get_or_none(Payment.workflow_id == stage.workflow_id)),
         )
         for field, value in (
             ("created", stage.created_at),
@@ -295,9 +320,16 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
     async def GetPaymentProof(self, request: Any, context: Any) -> compute_pb2.GetPaymentProofResponse:
         caller = verify_consumer(method("GetPaymentProof"), request)
         workflow = visible_workflow(request.workflow_id, caller)
-        if workflow.free:
+        row = Payment.get_or_none(Payment.workflow_id == workflow.id)
+        if workflow.free or row is None:
             raise precondition("this workflow ran in the free tier: there is no payment to prove")
-        raise precondition(_NO_PAYMENTS)
+        if row.records is None:
+            raise precondition(
+                f"the payment is {row.status}: its proof is made once every stage of the workflow has ended"
+            )
+        return compute_pb2.GetPaymentProofResponse(
+            records=row.records, node_signature=row.signature, digest=row.digest, payment=payment_state(row)
+        )
 
     # -- operator ---------------------------------------------------------------------
 
@@ -329,7 +361,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
 
 
 _NO_PAYMENTS = (
-    "paid compute is not available on this node yet (escrow payments are not configured); "
+    "this node takes no payments (no chain is configured: see [chain] in the node's config); "
     "use FreeStartCompute within an environment's free tier"
 )
 

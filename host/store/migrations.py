@@ -23,11 +23,16 @@ class SchemaMigration(models.BaseModel):
 
 
 def _v1_initial(db: pw.Database) -> None:
-    db.create_tables(models.ALL_MODELS)
+    db.create_tables([m for m in models.ALL_MODELS if m is not models.Payment])
+
+
+def _v2_payments(db: pw.Database) -> None:
+    db.create_tables([models.Payment])
 
 
 MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (1, "initial schema", _v1_initial),
+    (2, "escrow payments", _v2_payments),
 ]
 
 

@@ -128,4 +128,37 @@ class Result(BaseModel):
         )
 
 
-ALL_MODELS: list[type[BaseModel]] = [Workflow, Stage, StatusEvent, Nonce, Asset, Result]
+class Payment(BaseModel):
+    """The escrow lock paying for one workflow, from the intent to lock to the claim.
+
+    The row is written before the lock is sent and before the workflow exists,
+    so a node killed in between finds the lock again and releases it; hence no
+    foreign key. Amounts are decimal strings of the token's smallest unit.
+    """
+
+    workflow_id = pw.CharField(primary_key=True)
+    status = pw.CharField(index=True)  # host.payments.states
+    chain_id = pw.BigIntegerField()
+    escrow = pw.CharField()
+    token = pw.CharField()
+    payer = pw.CharField()  # lower-case
+    payee = pw.CharField()  # the node, lower-case
+    lock_id = pw.CharField(index=True)  # the escrow's uint256 jobId, decimal
+    amount = pw.CharField()  # locked
+    quote = JSONField()  # the c2d.compute.v1.EscrowQuote as JSON: prices fixed at start
+    expiry = pw.FloatField(null=True)  # when the lock expires, by the chain's clock
+    lock_block = pw.BigIntegerField(null=True)
+    lock_tx = pw.CharField(default="")
+    claim_amount = pw.CharField(default="")
+    claim_tx = pw.CharField(default="")
+    records = pw.BlobField(null=True)  # the signed payment records (c2d.billing)
+    signature = pw.BlobField(null=True)
+    digest = pw.CharField(default="")
+    attempts = pw.IntegerField(default=0)
+    next_attempt_at = pw.FloatField(default=0.0)
+    last_error = pw.TextField(default="")
+    created_at = pw.FloatField()
+    updated_at = pw.FloatField()
+
+
+ALL_MODELS: list[type[BaseModel]] = [Workflow, Stage, StatusEvent, Nonce, Asset, Result, Payment]

@@ -1,0 +1,410 @@
+"""Paying for workflows through the escrow: lock before anything runs, claim once everything has ended.
+
+Every step is written down before it is sent, and every send is preceded by
+a look at the chain, so a node killed at any moment settles each lock exactly
+once on restart:
+
+- **lock**: a ``locking`` row is stored, then the lock is sent and its receipt
+  awaited; only then are the workflow and its stages stored, in the same
+  transaction that marks the row ``locked``. A refused lock stores nothing
+  billable. A row left ``locking`` (node killed, chain silent) is resolved by the
+  loop: a lock that exists is released whole, none means ``lock_failed``.
+- **claim**: when the workflow has ended, its records (:mod:`host.payments.records`)
+  are signed and stored with status ``claiming`` before the claim is sent. A
+  claim is only sent while the lock still exists; a lock that is gone was
+  claimed (the ``Claimed`` event says by which transaction) or cancelled.
+  The escrow deletes a lock when it is claimed, so a claim can never be paid twice.
+- **unreachable chain**: the step is retried with backoff; a workflow still running
+  close to its lock's expiry is stopped so that what ran can be claimed in time.
+- **sweep**: live locks naming this node that no open payment owns are released.
+
+Chain calls block, so they run on one worker thread (which also keeps an
+in-process py-evm chain single-threaded); the database is only touched on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import structlog
+from google.protobuf import json_format
+from web3.logs import DISCARD
+
+from c2d import billing
+from c2d.chain import errors as E
+from c2d.chain.client import EscrowClient, job_id_to_uint
+from c2d.chain.errors import ChainError
+from c2d.compute.v1 import compute_pb2
+from host import pricing
+from host.errors import precondition, unavailable
+from host.orchestrator.validation import StagePlan
+from host.payments import states
+from host.payments.gate import lock_refusal, payment_problem
+from host.payments.records import build_records
+from host.store.models import Payment, Stage, Workflow, database_proxy
+
+log = structlog.get_logger()
+T = TypeVar("T")
+
+POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class PaymentSettings:
+    """The ``[chain]`` settings the payment loop needs (see host.config)."""
+
+    chain_id: int
+    tokens: tuple[str, ...]
+    claim_margin_seconds: int
+    queue_seconds: int
+    retry_max_seconds: float
+    withdraw_earnings: bool
+    sweep_interval_seconds: float
+    receipt_timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class ClaimOutcome:
+    status: str  # CLAIMED or RELEASED
+    tx_hash: str
+    amount: int
+    note: str = ""
+
+
+class Payments:
+    def __init__(
+        self,
+        escrow: EscrowClient,
+        settings: PaymentSettings,
+        *,
+        signing_key: str,
+        stop_workflow: Callable[[str, str], Awaitable[Any]],
+    ) -> None:
+        self.escrow = escrow
+        self._signing_key = signing_key
+        self.settings = settings
+        self.node = escrow.chain.address.lower()
+        self._stop_workflow = stop_workflow
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chain")
+        self._locking: set[str] = set()  # workflows whose StartCompute is locking right now
+        self._stopping: set[str] = set()
+        self._wake = asyncio.Event()
+        self._next_sweep = 0.0
+        self._chain_checked = False
+
+    async def _chain(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- quoting and locking -----------------------------------------------------
+
+    def quote(self, plans: list[StagePlan], payment: compute_pb2.Payment) -> compute_pb2.EscrowQuote:
+        """The workflow's price in the consumer's token, if this node takes it on this chain."""
+        if payment.chain_id and payment.chain_id != self.settings.chain_id:
+            raise precondition(
+                f"this node settles payments on chain {self.settings.chain_id}, not {payment.chain_id}"
+            )
+        token = payment.token_address.lower()
+        if self.settings.tokens and token not in self.settings.tokens:
+            raise precondition(
+                f"this node takes no payment in token {payment.token_address}; it takes "
+                + ", ".join(self.settings.tokens)
+            )
+        margin = self.settings.queue_seconds + self.settings.claim_margin_seconds
+        return pricing.quote(plans, payment, self.node, margin)
+
+    async def start(
+        self, owner: str, quote: compute_pb2.EscrowQuote, submit: Callable[[str], str], workflow_id: str
+    ) -> Payment:
+        """Checks the payer, locks ``quote`` and only then stores the workflow (``submit``)."""
+        if int(quote.amount) <= 0:
+            raise precondition("this workflow costs nothing here: start it with FreeStartCompute")
+        problem = await self._guarded(lambda: payment_problem(self.escrow, quote, owner))
+        if problem:
+            raise precondition(problem)
+        row = self._store_intent(owner, quote, workflow_id)
+        bound = log.bind(workflow_id=workflow_id, payer=owner)
+        self._locking.add(workflow_id)
+        try:
+            lock = await self._lock(row, bound)
+            with database_proxy.atomic():
+                submit(workflow_id)
+                self._update(row, status=states.LOCKED, **lock)
+        finally:
+            self._locking.discard(workflow_id)
+        bound.info("escrow locked", amount=row.amount, tx=lock["lock_tx"])
+        return Payment.get_by_id(workflow_id)
+
+    async def _guarded(self, fn: Callable[[], T]) -> T:
+        """A chain read for a consumer's request: an unreachable chain is UNAVAILABLE, not INTERNAL."""
+        try:
+            return await self._chain(lambda: (self._check_chain(), fn())[1])
+        except ChainError as exc:
+            raise unavailable(
+                f"the node cannot reach its chain right now ({exc.message}); try again"
+            ) from None
+
+    def _store_intent(self, owner: str, quote: compute_pb2.EscrowQuote, workflow_id: str) -> Payment:
+        now = time.time()
+        return Payment.create(
+            workflow_id=workflow_id,
+            status=states.LOCKING,
+            chain_id=quote.chain_id,
+            escrow=self.escrow.address,
+            token=quote.token_address.lower(),
+            payer=owner,
+            payee=self.node,
+            lock_id=str(job_id_to_uint(workflow_id)),
+            amount=quote.amount,
+            quote=json_format.MessageToDict(
+                quote, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            ),
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def _lock(self, row: Payment, bound: Any) -> dict[str, Any]:
+        seconds = int(row.quote["min_lock_seconds"])
+        try:
+            return await self._chain(
+                self._lock_sync, row.lock_id, row.token, row.payer, int(row.amount), seconds
+            )
+        except ChainError as exc:
+            if exc.kind == E.REVERT:  # refused: nothing is locked
+                self._update(row, status=states.LOCK_FAILED, last_error=exc.message)
+                bound.info("escrow refused the lock", reason=exc.reason)
+                raise lock_refusal(exc.reason) from None
+            # Sent or not, we cannot tell: the loop looks for the lock and gives it back.
+            self._update(row, last_error=exc.message)
+            bound.warning("escrow lock unconfirmed", error=exc.message)
+            raise unavailable(
+                "the chain did not confirm the escrow lock; nothing will run, and a lock made anyway "
+                f"is released to you ({exc.message})"
+            ) from None
+
+    def _lock_sync(self, lock_id: str, token: str, payer: str, amount: int, seconds: int) -> dict[str, Any]:
+        receipt = self.escrow.create_lock(int(lock_id), token, payer, amount, seconds)
+        lock = self.escrow.lock_exists(int(lock_id), token, payer)
+        return {
+            "lock_tx": _hex(receipt["transactionHash"]),
+            "lock_block": int(receipt["blockNumber"]),
+            "expiry": float(lock.expiry) if lock else time.time() + seconds,
+        }
+
+    def _check_chain(self) -> None:
+        if self._chain_checked:
+            return
+        actual = self.escrow.chain.chain_id
+        if actual != self.settings.chain_id:
+            raise ChainError(
+                E.CHAIN_MISMATCH,
+                f"the RPC serves chain {actual}, the node's config says {self.settings.chain_id}",
+                retryable=False,
+            )
+        self._chain_checked = True
+
+    @staticmethod
+    def _update(row: Payment, **fields: Any) -> None:
+        fields["updated_at"] = time.time()
+        Payment.update(**fields).where(Payment.workflow_id == row.workflow_id).execute()
+        for name, value in fields.items():
+            setattr(row, name, value)
+
+    # -- the loop ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Settles payments until cancelled: on every wake-up, and at least once a second."""
+        while True:
+            try:
+                await self._pass()
+            except Exception:
+                log.exception("payment pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+            self._wake.clear()
+
+    async def _pass(self) -> None:
+        now = time.time()
+        due = Payment.select().where(Payment.status.in_(states.OPEN) & (Payment.next_attempt_at <= now))
+        for row in list(due):
+            if row.workflow_id in self._locking:
+                continue
+            try:
+                await self._step(row, now)
+            except ChainError as exc:
+                self._retry_later(row, exc)
+        if now >= self._next_sweep:
+            try:
+                await self._sweep()
+                self._next_sweep = now + self.settings.sweep_interval_seconds
+            except ChainError as exc:
+                log.warning("could not look for abandoned escrow locks", error=exc.message)
+                self._next_sweep = now + self.settings.retry_max_seconds
+
+    async def _step(self, row: Payment, now: float) -> None:
+        if row.status == states.LOCKING:
+            await self._resolve_cut_off_lock(row, now)
+        elif row.status == states.LOCKED:
+            await self._settle_when_ended(row, now)
+        elif row.status == states.CLAIMING:
+            await self._claim(row)
+
+    def _retry_later(self, row: Payment, exc: ChainError) -> None:
+        delay = min(self.settings.retry_max_seconds, 0.5 * 2 ** min(row.attempts, 10))
+        self._update(
+            row, attempts=row.attempts + 1, next_attempt_at=time.time() + delay, last_error=exc.message
+        )
+        log.warning(
+            "payment step failed; retrying",
+            workflow_id=row.workflow_id,
+            status=row.status,
+            error=exc.message,
+            retry_in=round(delay, 1),
+        )
+
+    async def _resolve_cut_off_lock(self, row: Payment, now: float) -> None:
+        """A lock whose StartCompute never completed: no workflow runs on it, so it goes back."""
+        lock = await self._chain(self._live_lock, row)
+        if lock is not None:
+            outcome = await self._chain(self._release_sync, row)
+            self._finish(row, outcome, note="its start was cut off before the workflow was stored")
+        elif now - row.created_at > self.settings.receipt_timeout_seconds:
+            self._update(row, status=states.LOCK_FAILED)
+            log.info("escrow lock never made", workflow_id=row.workflow_id)
+        else:  # the lock may still be in flight: look again later
+            self._update(row, next_attempt_at=now + POLL_SECONDS)
+
+    async def _settle_when_ended(self, row: Payment, now: float) -> None:
+        workflow = Workflow.get_or_none(Workflow.id == row.workflow_id)
+        if workflow is not None and workflow.finished_at is None:
+            await self._stop_before_expiry(row, now)
+            return
+        stages = list(Stage.select().where(Stage.workflow == row.workflow_id))
+        data = build_records(row, stages, now)
+        records = billing.canonical(data)
+        self._update(
+            row,
+            status=states.CLAIMING,
+            records=records,
+            signature=billing.sign_records(self._signing_key, records),
+            digest=billing.digest(records),
+            claim_amount=data["claimed_amount"],
+            attempts=0,
+        )
+        log.info("claiming", workflow_id=row.workflow_id, amount=data["claimed_amount"], locked=row.amount)
+        await self._claim(row)
+
+    async def _stop_before_expiry(self, row: Payment, now: float) -> None:
+        deadline = (row.expiry or float("inf")) - self.settings.claim_margin_seconds / 2
+        if now < deadline or row.workflow_id in self._stopping:
+            return
+        self._stopping.add(row.workflow_id)
+        log.warning("stopping a workflow whose escrow lock expires soon", workflow_id=row.workflow_id)
+        await self._stop_workflow(row.workflow_id, "its escrow lock expires soon")
+
+    async def _claim(self, row: Payment) -> None:
+        outcome = await self._chain(self._claim_sync, row)
+        self._finish(row, outcome)
+
+    def _finish(self, row: Payment, outcome: ClaimOutcome, note: str = "") -> None:
+        self._update(
+            row,
+            status=outcome.status,
+            claim_tx=outcome.tx_hash,
+            claim_amount=str(outcome.amount),
+            last_error=note or outcome.note,
+        )
+        log.info(
+            "escrow settled",
+            workflow_id=row.workflow_id,
+            status=outcome.status,
+            claimed=outcome.amount,
+            locked=row.amount,
+            tx=outcome.tx_hash,
+            note=note or outcome.note,
+        )
+
+    # -- on the chain thread -----------------------------------------------------
+
+    def _live_lock(self, row: Payment) -> Any:
+        self._check_chain()
+        return self.escrow.lock_exists(int(row.lock_id), row.token, row.payer)
+
+    def _claim_sync(self, row: Payment) -> ClaimOutcome:
+        """Claims the stored amount unless the lock is gone already (then learns how it went)."""
+        if self._live_lock(row) is None:
+            return self._settled_elsewhere(row)
+        amount = int(row.claim_amount or 0)
+        proof = bytes.fromhex(row.digest.removeprefix("0x"))
+        if amount > 0 and self.settings.withdraw_earnings:
+            receipt = self.escrow.claim_lock_and_withdraw(
+                int(row.lock_id), row.token, row.payer, amount, proof
+            )
+        else:
+            receipt = self.escrow.claim_lock(int(row.lock_id), row.token, row.payer, amount, proof)
+        return self._outcome(receipt, amount)
+
+    def _release_sync(self, row: Payment) -> ClaimOutcome:
+        receipt = self.escrow.claim_lock(int(row.lock_id), row.token, row.payer, 0, b"")
+        return self._outcome(receipt, 0)
+
+    def _outcome(self, receipt: Any, amount: int) -> ClaimOutcome:
+        tx = _hex(receipt["transactionHash"])
+        claimed = self.escrow.contract.events.Claimed().process_receipt(receipt, errors=DISCARD)
+        if not claimed:  # the lock had expired: the escrow cancelled it instead
+            return ClaimOutcome(states.RELEASED, tx, 0, "the lock had expired; the escrow gave it back")
+        return ClaimOutcome(states.CLAIMED if amount > 0 else states.RELEASED, tx, amount)
+
+    def _settled_elsewhere(self, row: Payment) -> ClaimOutcome:
+        event = self._claimed_event(row)
+        if event is not None:
+            amount = int(event["args"]["amount"])
+            status = states.CLAIMED if amount > 0 else states.RELEASED
+            return ClaimOutcome(status, _hex(event["transactionHash"]), amount, "claimed before a restart")
+        return ClaimOutcome(states.RELEASED, "", 0, "the lock was gone: expired and cancelled")
+
+    def _claimed_event(self, row: Payment) -> Any:
+        events = self.escrow.contract.events.Claimed.get_logs(
+            from_block=row.lock_block or 0,
+            argument_filters={"payee": self.escrow.chain.address, "payer": _checksum(row.payer)},
+        )
+        return next((e for e in events if int(e["args"]["jobId"]) == int(row.lock_id)), None)
+
+    # -- abandoned locks -----------------------------------------------------------
+
+    async def _sweep(self) -> None:
+        """Gives back live locks naming this node that no open payment owns (e.g. a lost database)."""
+        locks = await self._chain(lambda: (self._check_chain(), self.escrow.get_locks(payee=self.node))[1])
+        for lock in locks:
+            row = Payment.get_or_none(Payment.lock_id == str(lock.job_id))
+            if row is not None and row.status not in states.SETTLED:
+                continue
+            log.warning(
+                "releasing an escrow lock no workflow owns", lock_id=str(lock.job_id), payer=lock.payer
+            )
+            await self._chain(
+                lambda lk=lock: self.escrow.claim_lock(lk.job_id, lk.token, lk.payer, 0, b"")  # type: ignore[misc]
+            )
+
+
+def _hex(value: Any) -> str:
+    if isinstance(value, str):
+        return value if value.startswith("0x") else "0x" + value
+    return "0x" + bytes(value).hex()
+
+
+def _checksum(address: str) -> str:
+    from eth_utils import to_checksum_address
+
+    return to_checksum_address(address)

@@ -1,0 +1,146 @@
+"""Which chain the node settles on: the configured RPC, an injected Web3, or a local dev chain.
+
+A development node (no config file) with no chain configured starts a dev
+chain with the escrow and a test token deployed, gives the node's key gas
+money, prices every environment in the test token (:func:`dev_fees`), and
+writes what a consumer needs to pay (RPC URL, addresses, the funded
+consumer's key) to ``<data_dir>/devchain.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from web3 import Web3
+
+from c2d.chain.client import ChainClient, EscrowClient, connect
+from c2d.chain.errors import ChainError
+from c2d.common.v1 import common_pb2
+from host.chain.devchain import DevChain, start_dev_chain
+from host.config import Config
+from host.identity import NodeIdentity
+from host.payments.service import PaymentSettings
+
+log = structlog.get_logger()
+
+DEV_CHAIN_FILE = "devchain.json"
+# Dev prices per unit-minute, in the test token's smallest unit (18 decimals).
+DEV_PRICES = {"cpu": 10**15, "ram": 10**14, "disk": 10**13, "gpu": 10**16}
+DEV_DEFAULT_PRICE = 10**14
+
+
+@dataclass
+class ChainSetup:
+    escrow: EscrowClient
+    settings: PaymentSettings
+    dev: DevChain | None = None
+
+    def default_fees(self, env: common_pb2.Environment) -> list[common_pb2.ChainFees]:
+        """Prices for an environment the config prices not at all: only on a dev chain."""
+        if self.dev is None:
+            return []
+        return [dev_fees(env, self.dev.chain_id, self.dev.token_address, self.dev.escrow_address)]
+
+    def close(self) -> None:
+        if self.dev is not None:
+            self.dev.stop()
+
+
+def open_chain(config: Config, identity: NodeIdentity, web3: Web3 | None = None) -> ChainSetup | None:
+    """The node's chain, or None when it settles no payments."""
+    chain = config.raw["chain"]
+    if web3 is not None:
+        return _setup(config, identity, web3, int(web3.eth.chain_id), chain["escrow_address"])
+    if chain["rpc_url"]:
+        try:
+            w3 = connect(chain["rpc_url"], chain["chain_id"])
+        except ChainError as exc:
+            if exc.retryable:  # the payment loop keeps trying; free compute works meanwhile
+                log.warning("chain unreachable at start", rpc=chain["rpc_url"], error=exc.message)
+                w3 = Web3(Web3.HTTPProvider(chain["rpc_url"], request_kwargs={"timeout": 10}))
+            else:
+                raise
+        return _setup(config, identity, w3, int(chain["chain_id"]), chain["escrow_address"])
+    dev = config.dev_chain()
+    return _dev_setup(config, identity, dev) if dev else None
+
+
+def _setup(
+    config: Config, identity: NodeIdentity, w3: Web3, chain_id: int, escrow_address: str
+) -> ChainSetup:
+    chain = config.raw["chain"]
+    client = ChainClient(w3, identity.private_key, receipt_timeout=chain["receipt_timeout_seconds"])
+    settings = PaymentSettings(
+        chain_id=chain_id,
+        tokens=tuple(t.lower() for t in chain["tokens"]),
+        claim_margin_seconds=int(chain["claim_margin_seconds"]),
+        queue_seconds=int(config.raw["compute"]["max_queue_seconds"]),
+        retry_max_seconds=float(chain["retry_max_seconds"]),
+        withdraw_earnings=bool(chain["withdraw_earnings"]),
+        sweep_interval_seconds=float(chain["sweep_interval_seconds"]),
+        receipt_timeout_seconds=float(chain["receipt_timeout_seconds"]),
+    )
+    return ChainSetup(EscrowClient(client, escrow_address), settings)
+
+
+def _dev_setup(config: Config, identity: NodeIdentity, prefer: str) -> ChainSetup:
+    dev = start_dev_chain(prefer, port=int(config.raw["chain"]["dev_port"]))
+    try:
+        dev.fund(identity.address)
+        setup = _setup(config, identity, dev.w3, dev.chain_id, dev.escrow_address)
+    except BaseException:
+        dev.stop()
+        raise
+    setup.dev = dev
+    info = write_dev_chain_file(config.data_dir, dev)
+    log.info(
+        "dev chain started (test tokens only)",
+        backend=dev.backend,
+        rpc=dev.rpc_url or "in process only",
+        chain_id=dev.chain_id,
+        escrow=dev.escrow_address,
+        token=dev.token_address,
+        consumer=dev.consumer.address,
+        details=str(info),
+    )
+    return setup
+
+
+def write_dev_chain_file(data_dir: Path, dev: DevChain) -> Path:
+    """What a newcomer needs to pay on the dev chain; 0600: it holds the dev consumer's key."""
+    path = data_dir / DEV_CHAIN_FILE
+    doc = {
+        "backend": dev.backend,
+        "rpc_url": dev.rpc_url,
+        "chain_id": dev.chain_id,
+        "escrow_address": dev.escrow_address,
+        "token_address": dev.token_address,
+        "consumer_address": dev.consumer.address,
+        "consumer_private_key": dev.consumer.private_key,
+        "note": "a local development chain: its tokens are worthless and it is gone when the node stops",
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=2)
+    return path
+
+
+def dev_fees(env: common_pb2.Environment, chain_id: int, token: str, escrow: str) -> common_pb2.ChainFees:
+    """A dev chain's prices for an environment that has none configured."""
+    return common_pb2.ChainFees(
+        chain_id=chain_id,
+        token_address=token,
+        token_symbol="C2DT",
+        token_decimals=18,
+        escrow_address=escrow,
+        prices=[
+            common_pb2.ResourcePrice(
+                resource_id=r.id, price_per_unit_minute=str(DEV_PRICES.get(r.id, DEV_DEFAULT_PRICE))
+            )
+            for r in env.resources
+        ],
+    )

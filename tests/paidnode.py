@@ -1,0 +1,176 @@
+"""Helpers for paid-compute tests: a dev chain, consumers with escrow funds, nodes pricing the stub.
+
+The chain outlives the nodes (so a node can be SIGKILLed and restarted against
+the same escrow). Nodes run as subprocesses over anvil's JSON-RPC, or in this
+process on py-evm (:class:`InProcessNode`), the chain object shared with the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from c2d import auth, billing
+from c2d.chain.client import EscrowClient, job_id_to_uint
+from c2d.client import Client
+from c2d.compute.v1 import compute_pb2
+from host.chain.devchain import ETHER, DevChain
+from host.config import load_config
+from host.node import run_node
+from nodeproc import free_port, wait_for
+
+ENV = "stub-paid"
+PRICES = {"cpu": "1000", "ram": "100", "disk": "10"}  # token base units per unit-minute
+DEPOSIT = 10**9
+
+
+def stub_env(chain: DevChain, *, pod_port: int | None = None, rpc_url: str | None = None) -> dict[str, str]:
+    """C2D_* variables for a node on ``chain`` whose stub environment is priced in its test token."""
+    prices = ", ".join(f'{{resource_id = "{r}", price_per_unit_minute = "{p}"}}' for r, p in PRICES.items())
+    fees = f'[{{chain_id = {chain.chain_id}, token_address = "{chain.token_address}", prices = [{prices}]}}]'
+    env = {
+        "C2D_ENGINES__EXTERNAL_STUB__ENVIRONMENTS": f'[{{id = "{ENV}", cpu = 2, ram_gib = 4, disk_gib = 2}}]',
+        f"C2D_ENVIRONMENTS__{ENV.upper()}__FEES": fees,
+        f"C2D_ENVIRONMENTS__{ENV.upper()}__FREE": "{enabled = false}",
+        "C2D_CHAIN__ESCROW_ADDRESS": chain.escrow_address,
+        "C2D_CHAIN__CHAIN_ID": str(chain.chain_id),
+        "C2D_CHAIN__RETRY_MAX_SECONDS": "1",
+        "C2D_CHAIN__DEV": "off",
+    }
+    if rpc_url or chain.rpc_url:
+        env["C2D_CHAIN__RPC_URL"] = rpc_url or chain.rpc_url  # type: ignore[assignment]
+    if pod_port:
+        env["C2D_PODS__LISTEN"] = f"127.0.0.1:{pod_port}"
+    return env
+
+
+@dataclass
+class Consumer:
+    key: str
+    address: str
+    escrow: EscrowClient
+
+    def funds(self, chain: DevChain) -> tuple[int, int]:
+        f = self.escrow.get_user_funds(self.address, chain.token_address)
+        return f.available, f.locked
+
+
+def new_consumer(
+    chain: DevChain,
+    payee: str | None,
+    *,
+    deposit: int = DEPOSIT,
+    max_amount: int = DEPOSIT,
+    max_seconds: int = 100_000,
+    max_locks: int = 10,
+) -> Consumer:
+    """A consumer with gas, test tokens, ``deposit`` in the escrow and (with a payee) an authorization."""
+    key = auth.new_private_key()
+    address = auth.address_of(key)
+    chain.fund(address, tokens=deposit or 1)
+    escrow = chain.escrow(key)
+    if deposit:
+        escrow.deposit(chain.token_address, deposit)
+    if payee:
+        escrow.authorize(chain.token_address, payee, max_amount, max_seconds, max_locks)
+    return Consumer(key, address, escrow)
+
+
+def fund_node(chain: DevChain, node_key: str) -> str:
+    """Gives the node's key gas money; returns its address."""
+    address = auth.address_of(node_key)
+    chain.fund(address, wei=ETHER)
+    return address
+
+
+def payment(chain: DevChain) -> compute_pb2.Payment:
+    return compute_pb2.Payment(chain_id=chain.chain_id, token_address=chain.token_address)
+
+
+def stage(index: int, script: str, *, after: list[int] | None = None, minutes: int = 3) -> dict[str, Any]:
+    return {
+        "index": index,
+        "runAfter": after,
+        "maxJobDuration": minutes * 60,
+        "algorithm": {
+            "rawcode": script,
+            "container": {"entrypoint": "sh $ALGO", "image": "busybox", "tag": "1"},
+        },
+    }
+
+
+def two_stages(first: str = "echo one", second: str = "echo two") -> dict[str, Any]:
+    return {"environment": ENV, "stages": [stage(0, first), stage(1, second, after=[0])]}
+
+
+def per_minute(quote: compute_pb2.EscrowQuote, stage_index: int) -> int:
+    """What one minute of a stage costs at the quote's prices."""
+    return sum(
+        billing.line_cost(line.amount, line.price_per_unit_minute, 1)
+        for line in quote.breakdown
+        if line.stage_index == stage_index
+    )
+
+
+def claimed_events(chain: DevChain, workflow_id: str) -> list[Any]:
+    """Every Claimed event of the escrow for this workflow's lock: a claim made twice shows here."""
+    contract = chain.escrow(chain.deployer_key).contract
+    lock_id = job_id_to_uint(workflow_id)
+    return [e for e in contract.events.Claimed.get_logs(from_block=0) if int(e["args"]["jobId"]) == lock_id]
+
+
+def wait_payment(client: Client, workflow_id: str, statuses: set[int], timeout: float = 60) -> Any:
+    def settled() -> Any:
+        job = client.status(workflow_id=workflow_id)[0]
+        return job.payment if job.payment.status in statuses else None
+
+    return wait_for(settled, timeout, f"payment of {workflow_id} in {statuses}")
+
+
+class InProcessNode:
+    """``run_node`` on a thread of this process, settling on an in-process chain (py-evm)."""
+
+    def __init__(self, data_dir: Path, chain: DevChain, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        environ = {**env, "C2D_PODS__LISTEN": f"127.0.0.1:{free_port()}"}
+        self.config = load_config(
+            environ=environ, overrides={"node.data_dir": str(data_dir), "node.listen": self.address}
+        )
+        self._loop = asyncio.new_event_loop()
+        self._stop = asyncio.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, args=(chain,), daemon=True)
+        self._thread.start()
+
+    def _main(self, chain: DevChain) -> None:
+        try:
+            self._loop.run_until_complete(run_node(self.config, self._stop, web3=chain.w3))
+        except BaseException as exc:
+            self._error = exc
+
+    def node_key(self) -> str:
+        path = self.data_dir / "node_key"
+        wait_for(path.exists, 30, "the node key")
+        return path.read_text().strip()
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=60)
+        if self._error is not None:
+            raise self._error
+
+
+@contextmanager
+def in_process_node(data_dir: Path, chain: DevChain, env: dict[str, str]) -> Iterator[InProcessNode]:
+    node = InProcessNode(data_dir, chain, env)
+    try:
+        yield node
+    finally:
+        node.stop()

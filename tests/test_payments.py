@@ -1,0 +1,367 @@
+"""Paid compute end to end: escrow lock before the stages, claim of the actual cost after them.
+
+Real parts throughout: anvil over JSON-RPC (a separate process that outlives
+the node, so the node can be SIGKILLed) or py-evm in process, the escrow
+contract as committed, the node and the stub engine as processes, the SDK.
+Balances are checked to the base unit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from paidnode import (
+    DEPOSIT,
+    ENV,
+    Consumer,
+    claimed_events,
+    fund_node,
+    in_process_node,
+    new_consumer,
+    payment,
+    per_minute,
+    stage,
+    stub_env,
+    two_stages,
+    wait_payment,
+)
+from tcpproxy import TcpProxy
+
+from c2d import auth, billing
+from c2d.client import C2DError, Client
+from c2d.common.v1 import common_pb2
+from c2d.compute.v1 import compute_pb2
+from host.chain.devchain import DevChain, find_anvil, start_dev_chain
+from nodeproc import NodeProcess, running_node, wait_for
+
+S = common_pb2.JobStatus
+P = compute_pb2
+SETTLED = {P.PAYMENT_STATUS_CLAIMED, P.PAYMENT_STATUS_RELEASED}
+
+
+@pytest.fixture(scope="module")
+def anvil() -> Iterator[DevChain]:
+    if find_anvil() is None:
+        if os.environ.get("CI"):
+            pytest.fail("anvil is missing: scripts/setup-dev installs it with npm ci")
+        pytest.skip("anvil is not installed (npm ci)")
+    with start_dev_chain("anvil") as chain:
+        yield chain
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory, anvil: DevChain) -> Iterator[NodeProcess]:
+    with running_node(tmp_path_factory.mktemp("paid"), env=stub_env(anvil)) as node:
+        node.wait_environment(ENV)
+        fund_node(anvil, node.node_key())
+        yield node
+
+
+def node_address(node: NodeProcess) -> str:
+    return auth.address_of(node.node_key())
+
+
+def assert_settled_once(chain: DevChain, client: Client, workflow_id: str, consumer: Consumer) -> int:
+    """Exactly one Claimed event, for what the records say; the consumer has exactly the rest."""
+    paid = wait_payment(client, workflow_id, SETTLED)
+    events = claimed_events(chain, workflow_id)
+    assert len(events) == 1, f"claimed {len(events)} times"
+    claimed = int(events[0]["args"]["amount"])
+    assert claimed == int(paid.claimed_amount)
+    assert consumer.funds(chain) == (DEPOSIT - claimed, 0)
+    return claimed
+
+
+# -- the whole flow -----------------------------------------------------------------
+
+
+def test_paid_two_stage_workflow_claims_the_actual_cost(node: NodeProcess, anvil: DevChain) -> None:
+    payee = node_address(node)
+    consumer = new_consumer(anvil, payee)
+    with Client(node.address, consumer.key) as client:
+        started = client.start(two_stages(), payment=payment(anvil))
+        quote = started.quote
+        assert int(quote.amount) == 3 * (per_minute(quote, 0) + per_minute(quote, 1))  # 3 minutes each
+        assert started.payment.status == P.PAYMENT_STATUS_LOCKED
+        assert started.payment.lock_transaction.startswith("0x")
+        assert consumer.funds(anvil) == (DEPOSIT - int(quote.amount), int(quote.amount))
+        jobs = client.wait(started.workflow_id, timeout=60)
+        assert [j.status for j in jobs] == [S.JOB_STATUS_FINISHED] * 2
+        paid = wait_payment(client, started.workflow_id, {P.PAYMENT_STATUS_CLAIMED})
+        # each stage ran well under a minute: one minute each, the rest goes back
+        expected = per_minute(quote, 0) + per_minute(quote, 1)
+        assert int(paid.claimed_amount) == expected
+        assert consumer.funds(anvil) == (DEPOSIT - expected, 0)
+        assert (
+            anvil.escrow(anvil.deployer_key).balance_of(anvil.token_address, payee) == expected
+        )  # withdrawn
+        assert len(claimed_events(anvil, started.workflow_id)) == 1
+
+        proof = client.payment_proof(started.workflow_id)
+    check = billing.check_proof(proof.records, proof.node_signature, proof.digest, payee)
+    assert check.ok, check.problems
+    (event,) = claimed_events(anvil, started.workflow_id)
+    assert "0x" + bytes(event["args"]["proof"]).hex() == proof.digest
+    assert [s["billed_minutes"] for s in check.records["stages"]] == [1, 1]
+
+
+def test_a_failed_workflow_pays_only_for_what_ran(node: NodeProcess, anvil: DevChain) -> None:
+    consumer = new_consumer(anvil, node_address(node))
+    with Client(node.address, consumer.key) as client:
+        started = client.start(two_stages(first="exit 3"), payment=payment(anvil))
+        jobs = client.wait(started.workflow_id, timeout=60)
+        assert [j.status for j in jobs] == [S.JOB_STATUS_ALGORITHM_FAILED, S.JOB_STATUS_SKIPPED]
+        claimed = assert_settled_once(anvil, client, started.workflow_id, consumer)
+    assert claimed == per_minute(started.quote, 0)  # the skipped stage costs nothing
+
+
+def test_a_stopped_workflow_pays_only_for_what_ran(node: NodeProcess, anvil: DevChain) -> None:
+    consumer = new_consumer(anvil, node_address(node))
+    with Client(node.address, consumer.key) as client:
+        started = client.start(two_stages(first="sleep 60"), payment=payment(anvil))
+        first = started.stages[0].job_id
+        wait_for(
+            lambda: client.status(job_id=first)[0].status == S.JOB_STATUS_RUNNING,
+            30,
+            "the first stage running",
+        )
+        client.stop(workflow_id=started.workflow_id)
+        jobs = client.wait(started.workflow_id, timeout=60)
+        assert [j.status for j in jobs] == [S.JOB_STATUS_STOPPED, S.JOB_STATUS_SKIPPED]
+        claimed = assert_settled_once(anvil, client, started.workflow_id, consumer)
+    assert claimed == per_minute(started.quote, 0)
+
+
+# -- refusals: nothing locked, nothing stored -----------------------------------------------
+
+
+def refused(node: NodeProcess, anvil: DevChain, key: str, pay: compute_pb2.Payment | None = None) -> C2DError:
+    with Client(node.address, key) as client:
+        with pytest.raises(C2DError) as err:
+            client.start(two_stages(), payment=pay or payment(anvil))
+        assert client.status(all=True) == [], "a refused start stored a workflow"
+    return err.value
+
+
+@pytest.mark.parametrize(
+    ("setup", "words"),
+    [
+        ({"deposit": 10}, "deposit at least"),
+        ({"authorize": False}, "you have not authorized node"),
+        ({"max_amount": 10}, "allows 10 locked at once"),
+        ({"max_seconds": 60}, "allows locks of at most 60s"),
+        ({"max_locks": 0}, "allows 0 locks at once"),
+    ],
+    ids=["not-enough-funds", "no-authorization", "max-amount", "max-seconds", "max-locks"],
+)
+def test_a_start_the_consumer_cannot_pay_is_refused(
+    node: NodeProcess, anvil: DevChain, setup: dict, words: str
+) -> None:
+    payee = node_address(node) if setup.pop("authorize", True) else None
+    consumer = new_consumer(anvil, payee, **setup)
+    before = consumer.funds(anvil)
+    err = refused(node, anvil, consumer.key)
+    assert err.code == "FAILED_PRECONDITION", err
+    assert words in err.message, err.message
+    assert consumer.funds(anvil) == before
+    assert consumer.escrow.get_locks(anvil.token_address, consumer.address) == []
+
+
+def test_a_token_the_node_does_not_take_is_refused(node: NodeProcess, anvil: DevChain) -> None:
+    consumer = new_consumer(anvil, node_address(node))
+    wrong = compute_pb2.Payment(chain_id=anvil.chain_id, token_address="0x" + "42" * 20)
+    err = refused(node, anvil, consumer.key, wrong)
+    assert err.code == "FAILED_PRECONDITION"
+    assert "takes no payment in" in err.message and anvil.token_address in err.message, err.message
+    wrong_chain = compute_pb2.Payment(chain_id=anvil.chain_id + 1, token_address=anvil.token_address)
+    err = refused(node, anvil, consumer.key, wrong_chain)
+    assert err.code == "FAILED_PRECONDITION" and f"on chain {anvil.chain_id}" in err.message, err.message
+    assert consumer.funds(anvil) == (DEPOSIT, 0)
+
+
+def test_the_proof_waits_for_the_end_and_is_the_owners(node: NodeProcess, anvil: DevChain) -> None:
+    consumer = new_consumer(anvil, node_address(node))
+    stranger = new_consumer(anvil, None, deposit=0)
+    with Client(node.address, consumer.key) as client:
+        started = client.start(two_stages(first="sleep 30"), payment=payment(anvil))
+        with pytest.raises(C2DError) as err:
+            client.payment_proof(started.workflow_id)
+        assert err.value.code == "FAILED_PRECONDITION" and "once every stage" in err.value.message
+        with Client(node.address, stranger.key) as other, pytest.raises(C2DError) as err:
+            other.payment_proof(started.workflow_id)
+        assert err.value.code in ("NOT_FOUND", "PERMISSION_DENIED")
+        client.stop(workflow_id=started.workflow_id)
+        wait_payment(client, started.workflow_id, SETTLED)
+
+
+# -- durability: SIGKILL around the lock and the claim --------------------------------------
+
+
+def restart(node: NodeProcess, anvil: DevChain) -> NodeProcess:
+    node.process.send_signal(signal.SIGKILL)
+    node.process.wait(timeout=10)
+    again = NodeProcess(node.data_dir, env=stub_env(anvil), port=node.port, pod_port=node.pod_port)
+    again.wait_listening()
+    return again
+
+
+@pytest.fixture
+def own_node(tmp_path: Path, anvil: DevChain) -> Iterator[list[NodeProcess]]:
+    """A node of the test's own, to kill; the list holds its current incarnation."""
+    node = NodeProcess(tmp_path / "node", env=stub_env(anvil))
+    node.wait_environment(ENV)
+    fund_node(anvil, node.node_key())
+    holder = [node]
+    try:
+        yield holder
+    finally:
+        holder[-1].kill()
+
+
+def test_sigkill_after_the_lock_claims_once(own_node: list[NodeProcess], anvil: DevChain) -> None:
+    node = own_node[0]
+    consumer = new_consumer(anvil, node_address(node))
+    with Client(node.address, consumer.key) as client:
+        started = client.start(two_stages(), payment=payment(anvil))
+    own_node.append(restart(node, anvil))
+    with Client(own_node[-1].address, consumer.key) as client:
+        jobs = client.wait(started.workflow_id, timeout=60)
+        assert [j.status for j in jobs] == [S.JOB_STATUS_FINISHED] * 2
+        claimed = assert_settled_once(anvil, client, started.workflow_id, consumer)
+    assert claimed == per_minute(started.quote, 0) + per_minute(started.quote, 1)
+
+
+def test_sigkill_during_the_stages_claims_once(own_node: list[NodeProcess], anvil: DevChain) -> None:
+    node = own_node[0]
+    consumer = new_consumer(anvil, node_address(node))
+    with Client(node.address, consumer.key) as client:
+        started = client.start(two_stages(first="sleep 2"), payment=payment(anvil))
+        first = started.stages[0].job_id
+        wait_for(lambda: client.status(job_id=first)[0].status == S.JOB_STATUS_RUNNING, 30, "stage 0 running")
+    own_node.append(restart(node, anvil))
+    with Client(own_node[-1].address, consumer.key) as client:
+        jobs = client.wait(started.workflow_id, timeout=60)
+        assert [j.status for j in jobs] == [S.JOB_STATUS_FINISHED] * 2
+        assert_settled_once(anvil, client, started.workflow_id, consumer)
+
+
+def pending_from(anvil: DevChain, address: str) -> list[dict]:
+    content = anvil.w3.provider.make_request("txpool_content", [])["result"]["pending"]
+    for sender, txs in content.items():
+        if sender.lower() == address.lower():
+            return list(txs.values())
+    return []
+
+
+@pytest.mark.parametrize("mined", [True, False], ids=["claim-mined-while-down", "claim-dropped"])
+def test_sigkill_between_claim_sent_and_receipt_claims_once(
+    own_node: list[NodeProcess], anvil: DevChain, mined: bool
+) -> None:
+    node = own_node[0]
+    payee = node_address(node)
+    consumer = new_consumer(anvil, payee)
+    with Client(node.address, consumer.key) as client:
+        started = client.start(two_stages(), payment=payment(anvil))
+        anvil.w3.provider.make_request("evm_setAutomine", [False])
+        try:
+            client.wait(started.workflow_id, timeout=60)
+            (claim,) = wait_for(lambda: pending_from(anvil, payee), 30, "the claim in the mempool")
+            node.process.send_signal(signal.SIGKILL)
+            node.process.wait(timeout=10)
+            if mined:
+                anvil.w3.provider.make_request("evm_mine", [])
+            else:
+                anvil.w3.provider.make_request("anvil_dropTransaction", [claim["hash"]])
+        finally:
+            anvil.w3.provider.make_request("evm_setAutomine", [True])
+    again = NodeProcess(node.data_dir, env=stub_env(anvil), port=node.port, pod_port=node.pod_port)
+    own_node.append(again)
+    again.wait_listening()
+    with Client(again.address, consumer.key) as client:
+        paid = wait_payment(client, started.workflow_id, SETTLED)
+        assert_settled_once(anvil, client, started.workflow_id, consumer)
+        settled = again.log_events("escrow settled")
+    assert paid.status == P.PAYMENT_STATUS_CLAIMED
+    # mined while the node was down: found on chain; dropped: sent again after the restart
+    assert [e["note"] == "claimed before a restart" for e in settled] == [mined]
+
+
+def test_an_unreachable_chain_at_claim_time_is_retried(tmp_path: Path, anvil: DevChain) -> None:
+    assert anvil.rpc_url is not None
+    with TcpProxy(anvil.rpc_url.rpartition(":")[2]) as proxy:
+        env = stub_env(anvil, rpc_url=f"http://127.0.0.1:{proxy.port}")
+        with running_node(tmp_path / "node", env=env) as node:
+            node.wait_environment(ENV)
+            consumer = new_consumer(anvil, fund_node(anvil, node.node_key()))
+            with Client(node.address, consumer.key) as client:
+                started = client.start(two_stages(first="sleep 1"), payment=payment(anvil))
+                proxy.cut()
+                client.wait(started.workflow_id, timeout=60)
+                wait_for(lambda: node.log_events("payment step failed; retrying"), 30, "a failed claim")
+                assert (
+                    client.status(workflow_id=started.workflow_id)[0].payment.status
+                    == P.PAYMENT_STATUS_CLAIMING
+                )
+                assert consumer.funds(anvil)[1] == int(started.quote.amount), "claimed while cut off"
+                proxy.restore()
+                assert_settled_once(anvil, client, started.workflow_id, consumer)
+            attempts = node.log_events("payment step failed; retrying")
+    assert attempts and all(e["status"] == "claiming" for e in attempts)
+
+
+def test_a_lock_no_workflow_owns_is_released(node: NodeProcess, anvil: DevChain, tmp_path: Path) -> None:
+    """A lock naming the node with no workflow behind it (a lost database, a start cut off) goes back."""
+    consumer = new_consumer(anvil, node_address(node))
+    node_escrow = anvil.escrow(node.node_key())
+    node_escrow.create_lock(12345, anvil.token_address, consumer.address, 1000, 10_000)
+    assert consumer.funds(anvil) == (DEPOSIT - 1000, 1000)
+    again = restart(node, anvil)  # the sweep runs at start
+    try:
+        wait_for(lambda: consumer.funds(anvil) == (DEPOSIT, 0), 30, "the lock released")
+    finally:
+        again.kill()
+
+
+# -- py-evm in process ------------------------------------------------------------------
+
+
+def test_paid_workflow_on_py_evm_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("C2D_LOAD_PLUGINS", "external_stub")
+    with (
+        start_dev_chain("py-evm") as chain,
+        in_process_node(tmp_path / "node", chain, stub_env(chain)) as node,
+    ):
+        consumer = new_consumer(chain, fund_node(chain, node.node_key()))
+        wait_for(lambda: _has_env(node.address), 30, "the stub environment")
+        with Client(node.address, consumer.key) as client:
+            started = client.start(two_stages(), payment=payment(chain))
+            assert consumer.funds(chain) == (DEPOSIT - int(started.quote.amount), int(started.quote.amount))
+            client.wait(started.workflow_id, timeout=60)
+            paid = wait_payment(client, started.workflow_id, {P.PAYMENT_STATUS_CLAIMED})
+        expected = per_minute(started.quote, 0) + per_minute(started.quote, 1)
+        assert int(paid.claimed_amount) == expected
+        assert consumer.funds(chain) == (DEPOSIT - expected, 0)
+        assert len(claimed_events(chain, started.workflow_id)) == 1
+
+
+def _has_env(address: str) -> bool:
+    with Client(address) as client:
+        try:
+            return any(env.id == ENV for env in client.environments())
+        except C2DError:
+            return False
+
+
+def test_no_chain_means_no_paid_start(tmp_path: Path) -> None:
+    with running_node(tmp_path / "node") as node:
+        node.wait_listening()
+        with Client(node.address, auth.new_private_key()) as client, pytest.raises(C2DError) as err:
+            client.start(
+                {"environment": "x", "stages": [stage(0, "true")]},
+                payment=compute_pb2.Payment(chain_id=1, token_address="0x" + "11" * 20),
+            )
+    assert err.value.code == "FAILED_PRECONDITION" and "takes no payments" in err.value.message
