@@ -8,6 +8,7 @@ Balances are checked to the base unit.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -36,7 +37,7 @@ from c2d.client import C2DError, Client
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
 from host.chain.devchain import DevChain, find_anvil, start_dev_chain
-from nodeproc import NodeProcess, running_node, wait_for
+from nodeproc import NodeProcess, free_port, running_node, wait_for
 
 S = common_pb2.JobStatus
 P = compute_pb2
@@ -298,6 +299,12 @@ def test_an_unreachable_chain_at_claim_time_is_retried(tmp_path: Path, anvil: De
             node.wait_environment(ENV)
             consumer = new_consumer(anvil, fund_node(anvil, node.node_key()))
             with Client(node.address, consumer.key) as client:
+                proxy.cut()
+                with pytest.raises(C2DError) as err:
+                    client.start(two_stages(), payment=payment(anvil))
+                assert err.value.code == "UNAVAILABLE" and "cannot reach its chain" in err.value.message
+                assert client.status(all=True) == []
+                proxy.restore()
                 started = client.start(two_stages(first="sleep 1"), payment=payment(anvil))
                 proxy.cut()
                 client.wait(started.workflow_id, timeout=60)
@@ -365,3 +372,33 @@ def test_no_chain_means_no_paid_start(tmp_path: Path) -> None:
                 payment=compute_pb2.Payment(chain_id=1, token_address="0x" + "11" * 20),
             )
     assert err.value.code == "FAILED_PRECONDITION" and "takes no payments" in err.value.message
+
+
+def test_a_development_node_offers_a_dev_chain_to_pay_on(tmp_path: Path) -> None:
+    """``python -m host`` with no config: a dev chain, priced environments, a funded consumer."""
+    from c2d.chain.client import ChainClient, EscrowClient, connect
+
+    env = {"C2D_CHAIN__DEV": "auto", "C2D_CHAIN__DEV_PORT": str(free_port())}
+    with running_node(tmp_path / "node", env=env) as node:
+        (env_pb,) = wait_for(node.environments, 30, "environments")
+        info = json.loads((node.data_dir / "devchain.json").read_text())
+        assert (node.data_dir / "devchain.json").stat().st_mode & 0o077 == 0, (
+            "the dev consumer's key is private"
+        )
+        (fees,) = env_pb.fees
+        assert (fees.chain_id, fees.token_address, fees.escrow_address) == (
+            info["chain_id"],
+            info["token_address"],
+            info["escrow_address"],
+        )
+        w3 = connect(info["rpc_url"], info["chain_id"])
+        escrow = EscrowClient(ChainClient(w3, info["consumer_private_key"]), info["escrow_address"])
+        escrow.deposit(info["token_address"], 10**18)
+        escrow.authorize(info["token_address"], node_address(node), 10**18, 86_400, 5)
+        pay = compute_pb2.Payment(chain_id=fees.chain_id, token_address=fees.token_address)
+        with Client(node.address, info["consumer_private_key"]) as client:
+            workflow = {"environment": env_pb.id, "stages": [stage(0, "echo paid")]}
+            started = client.start(workflow, payment=pay)
+            client.wait(started.workflow_id, timeout=60)
+            paid = wait_payment(client, started.workflow_id, {P.PAYMENT_STATUS_CLAIMED})
+        assert 0 < int(paid.claimed_amount) < int(started.quote.amount)

@@ -105,7 +105,7 @@ def _dev_setup(config: Config, identity: NodeIdentity, prefer: str) -> ChainSetu
         escrow=dev.escrow_address,
         token=dev.token_address,
         consumer=dev.consumer.address,
-        details=str(info),
+        file=str(info),
     )
     return setup
 
