@@ -28,11 +28,13 @@ class EnvironmentCatalog:
         config: Config,
         *,
         escrow_address: str = "",
+        payee_address: str = "",
         default_fees: FeesFor | None = None,
     ) -> None:
         self.engines = engines
         self.config = config
         self.escrow_address = escrow_address  # for fees that name none
+        self.payee_address = payee_address  # the node's own address, which consumers authorize
         self.default_fees = default_fees  # for environments the config prices not at all
 
     def list(self, engine: str = "") -> list[common_pb2.Environment]:
@@ -59,6 +61,8 @@ class EnvironmentCatalog:
             env.fees.append(parsed)
         if not env.fees and self.default_fees is not None:
             env.fees.extend(self.default_fees(env))
+        for fees in env.fees:
+            fees.payee_address = self.payee_address
         if "storage_expiry_seconds" in terms:
             env.storage_expiry_seconds = int(terms["storage_expiry_seconds"])
 

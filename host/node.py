@@ -107,6 +107,7 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
         engines,
         config,
         escrow_address=chain.escrow.address if chain else "",
+        payee_address=identity.address,
         default_fees=chain.default_fees if chain else None,
     )
     provisioner = Provisioner(assets, results, config.raw["assets"])

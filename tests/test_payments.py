@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from paidnode import (
 from tcpproxy import TcpProxy
 
 from c2d import auth, billing
+from c2d.chain.client import job_id_to_uint
 from c2d.client import C2DError, Client
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
@@ -402,3 +404,45 @@ def test_a_development_node_offers_a_dev_chain_to_pay_on(tmp_path: Path) -> None
             client.wait(started.workflow_id, timeout=60)
             paid = wait_payment(client, started.workflow_id, {P.PAYMENT_STATUS_CLAIMED})
         assert 0 < int(paid.claimed_amount) < int(started.quote.amount)
+
+
+def test_a_lock_whose_start_was_cut_off_is_released(own_node: list[NodeProcess], anvil: DevChain) -> None:
+    """Killed between the lock and storing the workflow: the consumer got no answer, so no work runs
+    on that lock and it goes back whole."""
+    import peewee
+
+    from host.store import models
+
+    node = own_node[0]
+    consumer = new_consumer(anvil, node_address(node))
+    node.process.send_signal(signal.SIGKILL)
+    node.process.wait(timeout=10)
+    workflow_id = "cut-off-start"
+    anvil.escrow(node.node_key()).create_lock(
+        workflow_id, anvil.token_address, consumer.address, 5000, 10_000
+    )
+    db = peewee.SqliteDatabase(str(node.data_dir / "node.db"))
+    with db.bind_ctx([models.Payment]):
+        now = time.time()
+        models.Payment.create(
+            workflow_id=workflow_id,
+            status="locking",
+            chain_id=anvil.chain_id,
+            escrow=anvil.escrow_address,
+            token=anvil.token_address.lower(),
+            payer=consumer.address,
+            payee=node_address(node),
+            lock_id=str(job_id_to_uint(workflow_id)),
+            amount="5000",
+            quote={"min_lock_seconds": 10_000, "breakdown": []},
+            created_at=now,
+            updated_at=now,
+        )
+    db.close()
+    assert consumer.funds(anvil) == (DEPOSIT - 5000, 5000)
+    again = NodeProcess(node.data_dir, env=stub_env(anvil), port=node.port, pod_port=node.pod_port)
+    own_node.append(again)
+    wait_for(lambda: consumer.funds(anvil) == (DEPOSIT, 0), 30, "the lock given back")
+    (settled,) = wait_for(lambda: again.log_events("escrow settled"), 10, "the settlement logged")
+    assert settled["status"] == "released" and "cut off" in settled["note"]
+    assert claimed_events(anvil, workflow_id)[0]["args"]["amount"] == 0

@@ -28,6 +28,7 @@ from host.payments.service import PaymentSettings
 log = structlog.get_logger()
 
 DEV_CHAIN_FILE = "devchain.json"
+DEV_CONSUMER_KEY_FILE = "dev-consumer.key"  # in the format of `c2d key new`
 # Dev prices per unit-minute, in the test token's smallest unit (18 decimals).
 DEV_PRICES = {"cpu": 10**15, "ram": 10**14, "disk": 10**13, "gpu": 10**16}
 DEV_DEFAULT_PRICE = 10**14
@@ -111,7 +112,7 @@ def _dev_setup(config: Config, identity: NodeIdentity, prefer: str) -> ChainSetu
 
 
 def write_dev_chain_file(data_dir: Path, dev: DevChain) -> Path:
-    """What a newcomer needs to pay on the dev chain; 0600: it holds the dev consumer's key."""
+    """What a newcomer needs to pay on the dev chain, and the funded consumer's key file (both 0600)."""
     path = data_dir / DEV_CHAIN_FILE
     doc = {
         "backend": dev.backend,
@@ -123,10 +124,15 @@ def write_dev_chain_file(data_dir: Path, dev: DevChain) -> Path:
         "consumer_private_key": dev.consumer.private_key,
         "note": "a local development chain: its tokens are worthless and it is gone when the node stops",
     }
+    _write_private(path, json.dumps(doc, indent=2) + "\n")
+    _write_private(data_dir / DEV_CONSUMER_KEY_FILE, dev.consumer.private_key + "\n")
+    return path
+
+
+def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=2)
-    return path
+        f.write(text)
 
 
 def dev_fees(env: common_pb2.Environment, chain_id: int, token: str, escrow: str) -> common_pb2.ChainFees:

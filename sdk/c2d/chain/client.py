@@ -58,6 +58,25 @@ ERC20_ABI: list[dict[str, Any]] = [
 ]
 
 
+# Optional ERC20 metadata: not every token has it, so it is asked for separately.
+ERC20_METADATA_ABI: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "name": "decimals",
+        "stateMutability": "view",
+        "inputs": [],
+        "outputs": [{"name": "", "type": "uint8"}],
+    },
+    {
+        "type": "function",
+        "name": "symbol",
+        "stateMutability": "view",
+        "inputs": [],
+        "outputs": [{"name": "", "type": "string"}],
+    },
+]
+
+
 def _hex(b: Any) -> str:
     if isinstance(b, str):
         return b if b.startswith("0x") else "0x" + b
@@ -452,6 +471,33 @@ class EscrowClient:
                 return lock
         return None
 
+    def get_authorizations(self, token: str, payer: str, payee: str | None = None) -> list[Authorization]:
+        """Every payee the payer authorized in ``token`` (or only ``payee``): what a consumer reviews."""
+        rows = self.chain.call(
+            self.contract.functions.getAuthorizations(_addr(token), _addr(payer), _addr(payee))
+        )
+        return [Authorization(to_checksum_address(r[0]), *(int(x) for x in r[1:])) for r in rows]
+
+    def token_decimals(self, token: str) -> int | None:
+        """The token's ERC20 ``decimals()``, or None when it has none (the function is optional)."""
+        value = self._token_metadata(token, "decimals")
+        return None if value is None else int(value)
+
+    def token_symbol(self, token: str) -> str | None:
+        """The token's ERC20 ``symbol()``, or None when it has none."""
+        value = self._token_metadata(token, "symbol")
+        return None if value is None else str(value)
+
+    def _token_metadata(self, token: str, name: str) -> Any:
+        erc20 = self.chain.contract(token, ERC20_METADATA_ABI)
+        try:
+            return self.chain.call(getattr(erc20.functions, name)())
+        except ChainError as err:
+            # a missing function reverts or returns nothing; a chain that is down is a real error
+            if err.kind in (E.UNREACHABLE, E.RATE_LIMITED, E.CHAIN_MISMATCH):
+                raise
+            return None
+
     def balance_of(self, token: str, owner: str) -> int:
         """ERC20 balance of ``owner`` in ``token``."""
         erc20 = self.chain.contract(token, ERC20_ABI)
@@ -460,6 +506,7 @@ class EscrowClient:
 
 __all__ = [
     "ERC20_ABI",
+    "ERC20_METADATA_ABI",
     "ZERO_ADDRESS",
     "Authorization",
     "ChainClient",

@@ -1,15 +1,14 @@
-"""Consumer commands: environments, starting and following workflows, logs, results, payment proofs."""
+"""Consumer commands: environments, pricing, starting and following workflows, logs, results."""
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from c2d.cli.context import Context
 from c2d.cli.errors import UsageError
+from c2d.cli.payment import accepted, choose, offers, print_lock, print_quote, workflow_env_ids
 from c2d.cli.progress import DownloadWatch, StageWatch
 from c2d.cli.render import (
     ENV_COLUMNS,
@@ -42,45 +41,39 @@ def cmd_envs(ctx: Context) -> int:
 
 
 def cmd_init(ctx: Context) -> int:
-    reply = ctx.client(signed=False, identify=True).initialize(_workflow(ctx), _payment(ctx))
+    workflow = _workflow(ctx)
+    client = ctx.client(signed=False, identify=True)
+    payment = _payment(ctx, workflow, required=False)
+    reply = client.initialize(workflow, payment)
     if ctx.out.json_mode:
         ctx.out.json(to_dict(reply))
         return 0
     ctx.out.line(f"free tier: {'yes' if reply.free_eligible else 'no'}")
-    quote = reply.quote
-    if quote.amount:
-        rows = [
-            [
-                line.stage_index,
-                line.resource_id,
-                f"{line.amount:g}",
-                line.minutes,
-                line.price_per_unit_minute,
-                line.cost,
-            ]
-            for line in quote.breakdown
-        ]
-        ctx.out.table(("stage", "resource", "amount", "minutes", "price/unit/min", "cost"), rows)
-        ctx.out.line(f"total: {quote.amount} of token {quote.token_address} on chain {quote.chain_id}")
-        ctx.out.line(
-            f"escrow: {quote.escrow_address}, payee {quote.payee}, lock >= {quote.min_lock_seconds}s"
-        )
+    if reply.quote.amount:
+        print_quote(ctx.out, reply.quote)
     return 0
 
 
 def cmd_start(ctx: Context) -> int:
+    """Starts a workflow; a paid one shows its quote first and the escrow lock it got after."""
     args = ctx.args
     workflow = _workflow(ctx)
-    payment = _payment(ctx)
-    if args.free and payment is not None:
+    if args.free and (args.chain_id or args.token):
         raise UsageError("--free takes no --chain-id or --token")
     client = ctx.client()
+    payment = None if args.free else _payment(ctx, workflow, required=True)
+    if payment is not None and not ctx.out.json_mode:
+        # Shown before the start, which waits for the lock transaction to be mined.
+        quote = client.initialize(workflow, payment).quote
+        if quote.amount:
+            print_quote(ctx.out, quote)
     started = client.start(workflow, free=args.free, payment=payment)
     doc: dict[str, Any] = {
         "workflow_id": started.workflow_id,
         "stages": [{"index": stage.index, "job_id": stage.job_id} for stage in started.stages],
     }
     if not args.free:
+        doc["quote"] = to_dict(started.quote) if started.quote is not None else None
         doc["payment"] = to_dict(started.payment) if started.payment is not None else None
     if not ctx.out.json_mode:
         _print_started(ctx, started)
@@ -114,6 +107,8 @@ def _print_started(ctx: Context, started: StartResult) -> None:
     ctx.out.line(f"workflow {started.workflow_id}")
     for stage in started.stages:
         ctx.out.line(f"stage {stage.index}: job {stage.job_id}")
+    if started.payment is not None and started.payment.status:
+        print_lock(ctx.out, started.payment)
 
 
 def cmd_status(ctx: Context) -> int:
@@ -227,42 +222,6 @@ def cmd_result(ctx: Context) -> int:
     return 0
 
 
-def cmd_proof(ctx: Context) -> int:
-    args = ctx.args
-    proof = ctx.client().payment_proof(args.workflow_id)
-    if args.output:
-        Path(args.output).write_bytes(proof.records)
-    if ctx.out.json_mode:
-        ctx.out.json(
-            {
-                "digest": proof.digest,
-                "node_signature": "0x" + proof.node_signature.hex(),
-                "records": _records(proof.records),
-                "payment": to_dict(proof.payment),
-            }
-        )
-        return 0
-    payment = proof.payment
-    ctx.out.line(f"digest: {proof.digest}")
-    ctx.out.line(f"node signature: 0x{proof.node_signature.hex()}")
-    status = compute_pb2.PaymentStatus.Name(payment.status).removeprefix("PAYMENT_STATUS_").lower()
-    ctx.out.line(
-        f"payment: {status}, locked {payment.locked_amount or 0}, claimed {payment.claimed_amount or 0}"
-    )
-    if payment.claim_transaction:
-        ctx.out.line(f"claim transaction: {payment.claim_transaction}")
-    if args.output:
-        ctx.out.line(f"records saved to {args.output}")
-    return 0
-
-
-def _records(records: bytes) -> Any:
-    try:
-        return json.loads(records)
-    except ValueError:
-        return base64.b64encode(records).decode()
-
-
 def _workflow(ctx: Context) -> compute_pb2.Workflow:
     workflow = load_workflow(ctx.args.workflow, ctx.args.env)
     if not workflow.environment_id and not all(stage.environment_id for stage in workflow.stages):
@@ -272,8 +231,30 @@ def _workflow(ctx: Context) -> compute_pb2.Workflow:
     return workflow
 
 
-def _payment(ctx: Context) -> compute_pb2.Payment | None:
+def _payment(ctx: Context, workflow: compute_pb2.Workflow, *, required: bool) -> compute_pb2.Payment | None:
+    """The chain and token to pay with: as given, else the one the workflow's environments accept.
+
+    None when the environments take no payment (the node then says why it cannot start), or when
+    several fit and ``required`` is false (``init`` then only validates).
+    """
     args = ctx.args
-    if not args.chain_id and not args.token:
+    if args.chain_id and args.token:
+        return compute_pb2.Payment(chain_id=args.chain_id, token_address=args.token)
+    envs = ctx.client(signed=False).environments()
+    available = offers(envs, workflow_env_ids(workflow))
+    fitting = {offer.key: offer for offer in choose(available, args.chain_id, args.token)}
+    if len(fitting) == 1:
+        chain_id, token = next(iter(fitting))
+        return compute_pb2.Payment(chain_id=chain_id, token_address=token)
+    if not available and not (args.chain_id or args.token):
         return None
-    return compute_pb2.Payment(chain_id=args.chain_id or 0, token_address=args.token or "")
+    if not fitting:
+        raise UsageError(
+            f"the workflow's environments accept none of that; they accept: {accepted(available)}"
+        )
+    if not required:
+        return None
+    raise UsageError(
+        f"the workflow's environments accept several payments; choose with --chain-id and --token: "
+        f"{accepted(list(fitting.values()))}"
+    )

@@ -3,3 +3,7 @@
 
 class UsageError(Exception):
     """The command line or an input file is wrong (exit 2)."""
+
+
+class ChainFailure(Exception):
+    """The chain refused or could not be reached (exit 4); the text is the whole explanation."""

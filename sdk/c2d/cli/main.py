@@ -1,7 +1,8 @@
 """Entry point: parses the command line, runs one command, maps failures to exit codes.
 
-Exit codes: 0 ok, 1 a workflow ended with a failed stage, 2 usage or input
-errors, 3 the node refused or could not be reached, 130 interrupted. Errors
+Exit codes: 0 ok, 1 a workflow ended with a failed stage or a payment proof
+failed its checks, 2 usage or input errors, 3 the node refused or could not be
+reached, 4 the chain refused or could not be reached, 130 interrupted. Errors
 are one ``error: ...`` line on stderr, never a traceback: a consumer needs the
 node's words, not our stack.
 """
@@ -13,13 +14,14 @@ import os
 import sys
 
 from c2d.cli.context import Context
-from c2d.cli.errors import UsageError
+from c2d.cli.errors import ChainFailure, UsageError
 from c2d.cli.parser import build_parser
 from c2d.client import C2DError
 from c2d.workflow import WorkflowFormatError
 
 EXIT_USAGE = 2
 EXIT_NODE = 3
+EXIT_CHAIN = 4
 EXIT_INTERRUPTED = 130
 
 
@@ -37,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), EXIT_USAGE)
     except C2DError as exc:
         return _fail(f"{exc.code}: {exc.message}{_hint(exc, context)}", EXIT_NODE)
+    except ChainFailure as exc:
+        return _fail(str(exc), EXIT_CHAIN)
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED)
     except BrokenPipeError:  # `c2d logs JOB | head`: the reader has what it wanted

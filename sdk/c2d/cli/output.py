@@ -51,6 +51,11 @@ class Output:
         else:
             self.line(text)
 
+    def warn(self, text: str) -> None:
+        """A note for the person on stderr, so stdout stays the command's output (and valid JSON)."""
+        sys.stderr.write(f"warning: {text}\n")
+        sys.stderr.flush()
+
     def line(self, text: str = "") -> None:
         self.stream.write(text + "\n")
         self.stream.flush()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
-from c2d.cli import admin, compute, keys
+from c2d.cli import admin, compute, escrow, keys, proof
 from c2d.cli.context import DEFAULT_NODE, NODE_ENV
 from c2d.client import DEFAULT_TIMEOUT
 
@@ -18,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="c2d",
         description="Run algorithms on a Compute-to-Data node and fetch their results.",
-        epilog="Exit codes: 0 ok, 1 a stage failed (--wait), 2 usage or input error, 3 node error.",
+        epilog="Exit codes: 0 ok, 1 a stage failed (--wait) or a proof check failed, 2 usage or input error, "
+        "3 node error, 4 chain error.",
     )
     parser.add_argument("--node", help=f"node address host:port (default: ${NODE_ENV} or {DEFAULT_NODE})")
     parser.add_argument(
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_compute(commands)
+    _add_escrow(commands)
     _add_admin(commands)
     _add_key(commands)
     return parser
@@ -81,9 +83,66 @@ def _add_compute(commands: Any) -> None:
     stop = _leaf(commands, "stop", compute.cmd_stop, "stop a workflow or one stage")
     stop.add_argument("id", metavar="ID", help="a job id or workflow id")
 
-    proof = _leaf(commands, "proof", compute.cmd_proof, "the payment proof of a workflow")
-    proof.add_argument("workflow_id", metavar="WORKFLOW")
-    proof.add_argument("-o", "--output", metavar="FILE", help="save the signed records here")
+    check = _leaf(commands, "proof", proof.cmd_proof, "fetch and check the payment proof of a workflow")
+    check.add_argument("id", metavar="ID", help="a workflow id or the job id of one of its stages")
+    check.add_argument("-o", "--output", metavar="FILE", help="save the signed records here")
+    check.add_argument(
+        "--rpc", help=f"also check the claim on chain through this RPC (default: ${escrow.RPC_ENV})"
+    )
+    check.add_argument("--payee", help="the node address you expect to have signed and claimed")
+
+
+def _add_chain_args(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--rpc", help=f"the chain's JSON-RPC URL (default: ${escrow.RPC_ENV})")
+    command.add_argument("--chain-id", type=int, help="the chain (default: the one the node accepts)")
+    command.add_argument("--token", help="the token's address (default: the one the node accepts)")
+    command.add_argument("--escrow", help="the escrow's address (default: the node's)")
+
+
+def _add_amount(command: argparse.ArgumentParser, name: str, help_text: str) -> None:
+    extra = {"required": True} if name.startswith("-") else {}
+    command.add_argument(name, help=help_text, **extra)
+    command.add_argument(
+        "--base-units", action="store_true", help="amounts are whole base units, not token units"
+    )
+
+
+def _add_escrow(commands: Any) -> None:
+    escrow_parser = commands.add_parser(
+        "escrow", help="your funds in the node's escrow (needs c2d-sdk[chain])"
+    )
+    actions = escrow_parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    deposit = _leaf(actions, "deposit", escrow.cmd_deposit, "move tokens from your wallet into the escrow")
+    _add_amount(deposit, "amount", "how much, in token units (1.5) unless --base-units")
+    _add_chain_args(deposit)
+    authorize = _leaf(
+        actions, "authorize", escrow.cmd_authorize, "allow the node to lock your escrow funds for workflows"
+    )
+    _add_amount(authorize, "--max-amount", "the most it may hold locked at once (token units)")
+    authorize.add_argument(
+        "--max-seconds",
+        type=int,
+        default=escrow.DEFAULT_MAX_SECONDS,
+        help=f"the longest a lock may last (default: {escrow.DEFAULT_MAX_SECONDS})",
+    )
+    authorize.add_argument(
+        "--max-locks",
+        type=int,
+        default=escrow.DEFAULT_MAX_LOCKS,
+        help=f"how many locks at once (default: {escrow.DEFAULT_MAX_LOCKS})",
+    )
+    authorize.add_argument("--payee", help="whom to authorize (default: the node's address, from a quote)")
+    _add_chain_args(authorize)
+    balance = _leaf(
+        actions, "balance", escrow.cmd_balance, "your wallet, escrow funds, authorizations and live locks"
+    )
+    balance.add_argument("--payee", help="only this payee's authorization and locks")
+    _add_chain_args(balance)
+    withdraw = _leaf(
+        actions, "withdraw", escrow.cmd_withdraw, "move available escrow funds back to your wallet"
+    )
+    _add_amount(withdraw, "amount", 'how much, in token units (1.5) unless --base-units, or "all"')
+    _add_chain_args(withdraw)
 
 
 def _add_admin(commands: Any) -> None:

@@ -155,20 +155,22 @@ class ResourcePrice(_message.Message):
     def __init__(self, resource_id: _Optional[str] = ..., price_per_unit_minute: _Optional[str] = ...) -> None: ...
 
 class ChainFees(_message.Message):
-    __slots__ = ("chain_id", "token_address", "token_symbol", "token_decimals", "escrow_address", "prices")
+    __slots__ = ("chain_id", "token_address", "token_symbol", "token_decimals", "escrow_address", "prices", "payee_address")
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     TOKEN_SYMBOL_FIELD_NUMBER: _ClassVar[int]
     TOKEN_DECIMALS_FIELD_NUMBER: _ClassVar[int]
     ESCROW_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PRICES_FIELD_NUMBER: _ClassVar[int]
+    PAYEE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     chain_id: int
     token_address: str
     token_symbol: str
     token_decimals: int
     escrow_address: str
     prices: _containers.RepeatedCompositeFieldContainer[ResourcePrice]
-    def __init__(self, chain_id: _Optional[int] = ..., token_address: _Optional[str] = ..., token_symbol: _Optional[str] = ..., token_decimals: _Optional[int] = ..., escrow_address: _Optional[str] = ..., prices: _Optional[_Iterable[_Union[ResourcePrice, _Mapping]]] = ...) -> None: ...
+    payee_address: str
+    def __init__(self, chain_id: _Optional[int] = ..., token_address: _Optional[str] = ..., token_symbol: _Optional[str] = ..., token_decimals: _Optional[int] = ..., escrow_address: _Optional[str] = ..., prices: _Optional[_Iterable[_Union[ResourcePrice, _Mapping]]] = ..., payee_address: _Optional[str] = ...) -> None: ...
 
 class FreeTier(_message.Message):
     __slots__ = ("enabled", "resources", "max_job_duration_seconds", "max_jobs_per_consumer", "max_concurrent_jobs")
