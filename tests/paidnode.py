@@ -29,9 +29,13 @@ PRICES = {"cpu": "1000", "ram": "100", "disk": "10"}  # token base units per uni
 DEPOSIT = 10**9
 
 
-def stub_env(chain: DevChain, *, pod_port: int | None = None, rpc_url: str | None = None) -> dict[str, str]:
+def stub_env(
+    chain: DevChain, *, rpc_url: str | None = None, prices: dict[str, str] | None = None
+) -> dict[str, str]:
     """C2D_* variables for a node on ``chain`` whose stub environment is priced in its test token."""
-    prices = ", ".join(f'{{resource_id = "{r}", price_per_unit_minute = "{p}"}}' for r, p in PRICES.items())
+    prices = ", ".join(
+        f'{{resource_id = "{r}", price_per_unit_minute = "{p}"}}' for r, p in (prices or PRICES).items()
+    )
     fees = f'[{{chain_id = {chain.chain_id}, token_address = "{chain.token_address}", prices = [{prices}]}}]'
     env = {
         "C2D_ENGINES__EXTERNAL_STUB__ENVIRONMENTS": f'[{{id = "{ENV}", cpu = 2, ram_gib = 4, disk_gib = 2}}]',
@@ -44,8 +48,6 @@ def stub_env(chain: DevChain, *, pod_port: int | None = None, rpc_url: str | Non
     }
     if rpc_url or chain.rpc_url:
         env["C2D_CHAIN__RPC_URL"] = rpc_url or chain.rpc_url  # type: ignore[assignment]
-    if pod_port:
-        env["C2D_PODS__LISTEN"] = f"127.0.0.1:{pod_port}"
     return env
 
 

@@ -19,6 +19,7 @@ import pytest
 from paidnode import (
     DEPOSIT,
     ENV,
+    PRICES,
     Consumer,
     claimed_events,
     fund_node,
@@ -204,10 +205,10 @@ def test_the_proof_waits_for_the_end_and_is_the_owners(node: NodeProcess, anvil:
 # -- durability: SIGKILL around the lock and the claim --------------------------------------
 
 
-def restart(node: NodeProcess, anvil: DevChain) -> NodeProcess:
+def restart(node: NodeProcess, anvil: DevChain, **env: object) -> NodeProcess:
     node.process.send_signal(signal.SIGKILL)
     node.process.wait(timeout=10)
-    again = NodeProcess(node.data_dir, env=stub_env(anvil), port=node.port, pod_port=node.pod_port)
+    again = NodeProcess(node.data_dir, env=stub_env(anvil, **env), port=node.port, pod_port=node.pod_port)
     again.wait_listening()
     return again
 
@@ -245,11 +246,13 @@ def test_sigkill_during_the_stages_claims_once(own_node: list[NodeProcess], anvi
         started = client.start(two_stages(first="sleep 2"), payment=payment(anvil))
         first = started.stages[0].job_id
         wait_for(lambda: client.status(job_id=first)[0].status == S.JOB_STATUS_RUNNING, 30, "stage 0 running")
-    own_node.append(restart(node, anvil))
+    # the operator raises prices meanwhile: the running workflow pays what it was quoted
+    own_node.append(restart(node, anvil, prices={r: str(int(p) * 7) for r, p in PRICES.items()}))
     with Client(own_node[-1].address, consumer.key) as client:
         jobs = client.wait(started.workflow_id, timeout=60)
         assert [j.status for j in jobs] == [S.JOB_STATUS_FINISHED] * 2
-        assert_settled_once(anvil, client, started.workflow_id, consumer)
+        claimed = assert_settled_once(anvil, client, started.workflow_id, consumer)
+    assert claimed == per_minute(started.quote, 0) + per_minute(started.quote, 1)
 
 
 def pending_from(anvil: DevChain, address: str) -> list[dict]:
