@@ -111,3 +111,38 @@ def bridge_gateway(docker_client: Any) -> str:
     import docker_images
 
     return docker_images.bridge_gateway(docker_client)
+
+
+# Kubernetes: the API server double (tests/k8s_double) ----------------------------------------
+
+K8S_NODE_ALLOCATABLE = {
+    "cpu": "4",
+    "memory": "8Gi",
+    "ephemeral-storage": "20Gi",
+    "pods": "110",
+    "nvidia.com/gpu": "2",
+}
+
+
+@pytest.fixture
+def k8s_api(docker_client: Any) -> Iterator[Any]:
+    """A started ``k8s_double.ApiServerDouble`` whose node runs pods in Docker, closed after the test.
+
+    Its node has ``K8S_NODE_ALLOCATABLE`` (4 CPUs, 8Gi, 2 ``nvidia.com/gpu``); ``.url`` is the base
+    URL, ``.write_kubeconfig(path)`` a kubeconfig for another process. Closing removes every
+    container, volume and directory it created. Needs Docker (skips, or fails in CI, without it).
+    """
+    from k8s_double import ApiServerDouble
+
+    double = ApiServerDouble(docker_client, node_allocatable=K8S_NODE_ALLOCATABLE)
+    double.start()
+    try:
+        yield double
+    finally:
+        double.close()
+
+
+@pytest.fixture
+def k8s_kubeconfig(k8s_api: Any, tmp_path: Path) -> Path:
+    """A kubeconfig file (context ``c2d-double``) pointing at the ``k8s_api`` double."""
+    return k8s_api.write_kubeconfig(tmp_path / "kubeconfig", context="c2d-double")
