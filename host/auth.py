@@ -92,6 +92,9 @@ def _consume_nonce(address: str, nonce: int) -> None:
     if Nonce.update(value=nonce).where(Nonce.address == address, Nonce.value < nonce).execute():
         return
     last = Nonce.get(Nonce.address == address).value
-    raise unauthenticated(
-        f"nonce {nonce} was already used: it must be greater than {last}, the last one accepted (replayed request?)"
+    raise RequestError(
+        grpc.StatusCode.UNAUTHENTICATED,
+        f"nonce {nonce} was already used: it must be greater than {last}, the last one accepted (replayed request?)",
+        reason=auth.STALE_NONCE,
+        metadata={"last_nonce": str(last)},
     )

@@ -14,15 +14,42 @@ from typing import Any
 
 import grpc
 import structlog
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 log = structlog.get_logger()
 
 
+ERROR_DOMAIN = "c2d"
+
+
 class RequestError(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    """A refusal for the caller. ``reason`` (with ``metadata``) is for programs: it travels as a
+    google.rpc.ErrorInfo in the status details, so clients need not parse the message."""
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        *,
+        reason: str = "",
+        metadata: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.reason = reason
+        self.metadata = metadata or {}
+
+    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
+        if not self.reason:
+            return ()
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata)
+        detail = any_pb2.Any()
+        detail.Pack(info)
+        status = status_pb2.Status(code=self.code.value[0], message=self.message, details=[detail])
+        return rpc_status.to_status(status).trailing_metadata
 
 
 def invalid(message: str) -> RequestError:
@@ -52,7 +79,7 @@ def grpc_errors(method: Callable[..., Any]) -> Callable[..., Any]:
 
     async def _fail(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
         if isinstance(exc, RequestError):
-            await context.abort(exc.code, exc.message)
+            await context.abort(exc.code, exc.message, exc.trailing_metadata())
         log.exception("request failed", rpc=name)
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {name}; the node's log has details")
 

@@ -30,6 +30,7 @@ from c2d.cli import output as cli_output
 from c2d.client import C2DError, Client, StartResult
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
+from host.errors import RequestError
 
 SERVICE = "/c2d.compute.v1.ComputeService/"
 KEY = "0x" + "11" * 32
@@ -76,12 +77,15 @@ class FakeNode(compute_pb2_grpc.ComputeServiceServicer):
             if signer != request.auth.address.lower():
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad signature")
             last = self.last_nonce.get(signer, 0)
-            if request.auth.nonce <= last:  # worded as host/auth.py words it
-                context.abort(
+            if request.auth.nonce <= last:  # refused as host/auth.py refuses it
+                refusal = RequestError(
                     grpc.StatusCode.UNAUTHENTICATED,
-                    f"nonce {request.auth.nonce} was already used: it must be greater than {last}, "
-                    "the last one accepted (replayed request?)",
+                    f"nonce {request.auth.nonce} was already used",
+                    reason=auth.STALE_NONCE,
+                    metadata={"last_nonce": str(last)},
                 )
+                context.set_trailing_metadata(refusal.trailing_metadata())
+                context.abort(refusal.code, refusal.message)
             self.last_nonce[signer] = request.auth.nonce
             self.calls.append((method, request))
 

@@ -260,6 +260,8 @@ def test_bad_signature_replayed_nonce_and_other_consumers_jobs_are_refused(
         stub.GetComputeStatus(request)  # the same signed request again
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "already used" in caught.value.details()
+    # ... and said for programs too: the last nonce accepted, as a google.rpc.ErrorInfo
+    assert C2DError.from_rpc_error(caught.value).stale_nonce == request.auth.nonce
 
     tampered = compute_pb2.GetComputeStatusRequest(all=True)
     auth.sign_request(owner_key, METHOD, tampered)

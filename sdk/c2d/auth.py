@@ -22,6 +22,10 @@ from google.protobuf.message import Message
 DOMAIN = "c2d-auth-v1"
 
 
+# The ErrorInfo reason of a refused nonce; metadata "last_nonce" is the last one the node accepted.
+STALE_NONCE = "STALE_NONCE"
+
+
 def body_digest(request: Message) -> str:
     """SHA-256 (hex) of the request without its auth, in deterministic wire form."""
     copy = type(request)()

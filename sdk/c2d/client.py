@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -24,6 +23,7 @@ from typing import Any, NamedTuple
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
 
 from c2d import auth
 from c2d.common.v1 import common_pb2
@@ -35,8 +35,7 @@ DEFAULT_TIMEOUT = 30.0
 START_TIMEOUT = 300.0
 SERVICE = compute_pb2.DESCRIPTOR.services_by_name["ComputeService"].full_name
 TRANSIENT = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
-# How the node says a nonce did not rise (host/auth.py); the number is the last one it accepted.
-STALE_NONCE = re.compile(r"nonce \d+ .*greater than (\d+)")
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
 # How a node answers a resume offset past the end of the file.
 BAD_OFFSET = frozenset({"OUT_OF_RANGE", "INVALID_ARGUMENT"})
 STREAM_RETRIES = 5
@@ -51,22 +50,29 @@ ProgressCallback = Callable[[int, int | None], None]
 class C2DError(Exception):
     """A call that failed: ``code`` is a gRPC status name (``NOT_FOUND``), ``message`` the node's words."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(
+        self, code: str, message: str, reason: str = "", metadata: dict[str, str] | None = None
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.reason = reason  # the node's ErrorInfo reason, for programs (e.g. auth.STALE_NONCE)
+        self.metadata = metadata or {}
 
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> C2DError:
-        code = error.code() if isinstance(error, grpc.Call) else None
-        details = error.details() if isinstance(error, grpc.Call) else None
-        return cls(code.name if code else "UNKNOWN", details or str(error) or "no details")
+        if not isinstance(error, grpc.Call):
+            return cls("UNKNOWN", str(error) or "no details")
+        code = error.code()
+        reason, metadata = _error_info(error.trailing_metadata())
+        return cls(code.name if code else "UNKNOWN", error.details() or "no details", reason, metadata)
 
     @property
     def stale_nonce(self) -> int | None:
         """The node's last accepted nonce, when it refused ours for not rising above it."""
-        match = STALE_NONCE.search(self.message) if self.code == "UNAUTHENTICATED" else None
-        return int(match.group(1)) if match else None
+        if self.reason != auth.STALE_NONCE or not self.metadata.get("last_nonce", "").isdigit():
+            return None
+        return int(self.metadata["last_nonce"])
 
     @property
     def transient(self) -> bool:
@@ -399,6 +405,19 @@ class Client:
             raise C2DError.from_rpc_error(exc) from None
         finally:
             call.cancel()
+
+
+def _error_info(trailing: Any) -> tuple[str, dict[str, str]]:
+    """The ErrorInfo a node puts in the status details, if any: (reason, metadata)."""
+    for key, value in trailing or ():
+        if key != STATUS_DETAILS_KEY:
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info):
+                return info.reason, dict(info.metadata)
+    return "", {}
 
 
 def _call(method: Any, request: Message, timeout: float) -> Any:
