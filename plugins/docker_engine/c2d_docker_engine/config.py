@@ -12,20 +12,20 @@ message alone.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2
-
+from c2d.plugin.kit import environments
+from c2d.plugin.kit.values import count as _count
+from c2d.plugin.kit.values import flag as _flag
+from c2d.plugin.kit.values import optional_text as _optional_text
+from c2d.plugin.kit.values import positive as _positive
 from c2d_docker_engine.errors import invalid
 from c2d_docker_engine.gpus import Gpu
 
 WHERE = "[engines.docker]"
 DEFAULT_ENVIRONMENT_ID = "docker-local"
-DEFAULT_MAX_JOB_DURATION_SECONDS = 3600
-DEFAULT_STORAGE_EXPIRY_SECONDS = 7 * 24 * 3600
 DISK_QUOTA_MODES = ("auto", "loop-ext4", "none")
 GPUS_AUTO = "auto"
 
@@ -53,26 +53,7 @@ TOP_LEVEL_KEYS = frozenset(
         "init",
     }
 )
-ENVIRONMENT_KEYS = frozenset(
-    {
-        "id",
-        "description",
-        "cpu",
-        "ram_gib",
-        "disk_gib",
-        "gpus",
-        "min_cpu",
-        "min_ram_gib",
-        "min_disk_gib",
-        "min_job_duration_seconds",
-        "max_job_duration_seconds",
-        "storage_expiry_seconds",
-        "allow_network",
-        "cpu_pinning",
-        "cpus",
-        "max_jobs",
-    }
-)
+ENVIRONMENT_KEYS = environments.COMMON_KEYS | {"gpus", "cpu_pinning", "cpus"}
 REGISTRY_AUTH_KEYS = frozenset({"username", "password", "serveraddress", "email"})
 
 
@@ -87,50 +68,28 @@ class MachineSize:
 
 
 @dataclass(frozen=True)
-class EnvironmentSettings:
+class EnvironmentSettings(environments.EnvironmentSettings):
     """One environment as configured; None means "measure it"."""
 
-    id: str
-    description: str | None = None
-    cpu: float | None = None
-    ram_gib: float | None = None
-    disk_gib: float | None = None
     gpus: tuple[str, ...] | None = None  # None: none; ("auto",): detected
-    min_cpu: float | None = None
-    min_ram_gib: float | None = None
-    min_disk_gib: float | None = None
-    min_job_duration_seconds: int = 0
-    max_job_duration_seconds: int = DEFAULT_MAX_JOB_DURATION_SECONDS
-    storage_expiry_seconds: int = DEFAULT_STORAGE_EXPIRY_SECONDS
-    allow_network: bool = False
     cpu_pinning: bool = False
     cpus: tuple[int, ...] | None = None
-    max_jobs: int = 0
 
 
 @dataclass(frozen=True)
-class EnvironmentConfig:
+class EnvironmentConfig(environments.EnvironmentConfig):
     """One environment, every size known: the capacity jobs share and what one job may get."""
 
-    id: str
-    description: str
-    cpu: float
-    ram_gib: float
-    disk_gib: float
-    min_cpu: float
-    min_ram_gib: float
-    min_disk_gib: float
     gpus: tuple[Gpu, ...] = ()
-    min_job_duration_seconds: int = 0
-    max_job_duration_seconds: int = DEFAULT_MAX_JOB_DURATION_SECONDS
-    storage_expiry_seconds: int = DEFAULT_STORAGE_EXPIRY_SECONDS
-    allow_network: bool = False
     cpu_pinning: bool = False
     cpus: tuple[int, ...] = ()
-    max_jobs: int = 0
 
     def gpu(self, device_id: str) -> Gpu | None:
         return next((g for g in self.gpus if g.id == device_id), None)
+
+    @property
+    def gpu_ids(self) -> tuple[str, ...]:
+        return tuple(g.id for g in self.gpus)
 
 
 @dataclass(frozen=True)
@@ -173,10 +132,6 @@ class DockerSettings:
     ignored_keys: tuple[str, ...] = field(default=())
 
 
-def settings_from_struct(config: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(config)
-
-
 def parse_settings(raw: Mapping[str, Any]) -> DockerSettings:
     """The section checked; INVALID_ARGUMENT naming the first bad key."""
     disk_quota = raw.get("disk_quota", "auto")
@@ -210,55 +165,17 @@ def parse_settings(raw: Mapping[str, Any]) -> DockerSettings:
 
 
 def _environments(raw: object) -> tuple[EnvironmentSettings, ...] | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, list) or not raw:
-        raise invalid(f"{WHERE} environments must be a non-empty list of tables")
-    environments = tuple(_environment(entry, i) for i, entry in enumerate(raw))
-    seen: set[str] = set()
-    for env in environments:
-        if env.id in seen:
-            raise invalid(f"{WHERE} environment id {env.id!r} appears twice")
-        seen.add(env.id)
-    return environments
+    return environments.parse_list(raw, WHERE, _environment, lambda env: env.id)
 
 
-def _environment(entry: object, index: int) -> EnvironmentSettings:
-    where = f"{WHERE} environments[{index}]"
-    if not isinstance(entry, dict):
-        raise invalid(f"{where} must be a table, got {entry!r}")
-    unknown = sorted(set(entry) - ENVIRONMENT_KEYS)
-    if unknown:
-        raise invalid(f"{where} has unknown keys {unknown}; known keys: {sorted(ENVIRONMENT_KEYS)}")
-    env_id = entry.get("id")
-    if not isinstance(env_id, str) or not env_id.strip():
-        raise invalid(f"{where}.id must be a non-empty string")
-    where = f"{WHERE} environment {env_id!r}"
-    env = EnvironmentSettings(
-        id=env_id,
-        description=_optional_text(entry, "description", where),
-        cpu=_optional_positive(entry, "cpu", where),
-        ram_gib=_optional_positive(entry, "ram_gib", where),
-        disk_gib=_optional_positive(entry, "disk_gib", where),
+def _environment(raw: object, index: int) -> EnvironmentSettings:
+    entry, where = environments.open_entry(raw, index, WHERE, ENVIRONMENT_KEYS)
+    return EnvironmentSettings(
+        **environments.parse_common(entry, where),
         gpus=_gpu_ids(entry.get("gpus"), where),
-        min_cpu=_optional_positive(entry, "min_cpu", where),
-        min_ram_gib=_optional_positive(entry, "min_ram_gib", where),
-        min_disk_gib=_optional_positive(entry, "min_disk_gib", where),
-        min_job_duration_seconds=_count(entry, "min_job_duration_seconds", 0, where),
-        max_job_duration_seconds=_count(
-            entry, "max_job_duration_seconds", DEFAULT_MAX_JOB_DURATION_SECONDS, where
-        ),
-        storage_expiry_seconds=_count(entry, "storage_expiry_seconds", DEFAULT_STORAGE_EXPIRY_SECONDS, where),
-        allow_network=_flag(entry, "allow_network", False, where),
         cpu_pinning=_flag(entry, "cpu_pinning", False, where),
         cpus=_core_ids(entry.get("cpus"), where),
-        max_jobs=_count(entry, "max_jobs", 0, where),
     )
-    if env.max_job_duration_seconds <= 0:
-        raise invalid(f"{where}: max_job_duration_seconds must be at least 1")
-    if env.min_job_duration_seconds > env.max_job_duration_seconds:
-        raise invalid(f"{where}: min_job_duration_seconds is above max_job_duration_seconds")
-    return env
 
 
 def resolve(settings: DockerSettings, machine: MachineSize) -> tuple[EnvironmentConfig, ...]:
@@ -274,27 +191,15 @@ def resolve(settings: DockerSettings, machine: MachineSize) -> tuple[Environment
 
 
 def resolve_environment(env: EnvironmentSettings, machine: MachineSize) -> EnvironmentConfig:
-    cpu = env.cpu if env.cpu is not None else machine.cpu
-    ram = env.ram_gib if env.ram_gib is not None else machine.ram_gib
-    disk = env.disk_gib if env.disk_gib is not None else machine.disk_gib
     cores = env.cpus if env.cpus is not None else tuple(range(max(1, int(machine.cpu))))
+    common = environments.resolved_common(
+        env, machine.cpu, machine.ram_gib, machine.disk_gib, f"Docker containers ({env.id})"
+    )
     return EnvironmentConfig(
-        id=env.id,
-        description=env.description or f"Docker containers ({env.id})",
-        cpu=cpu,
-        ram_gib=ram,
-        disk_gib=disk,
-        min_cpu=min(env.min_cpu if env.min_cpu is not None else 1.0, cpu),
-        min_ram_gib=min(env.min_ram_gib if env.min_ram_gib is not None else 1.0, ram),
-        min_disk_gib=min(env.min_disk_gib if env.min_disk_gib is not None else 1.0, disk),
+        **common,
         gpus=_resolve_gpus(env.gpus, machine.gpus),
-        min_job_duration_seconds=env.min_job_duration_seconds,
-        max_job_duration_seconds=env.max_job_duration_seconds,
-        storage_expiry_seconds=env.storage_expiry_seconds,
-        allow_network=env.allow_network,
         cpu_pinning=env.cpu_pinning,
         cpus=cores,
-        max_jobs=env.max_jobs,
     )
 
 
@@ -351,51 +256,3 @@ def _registry_auth(raw: object) -> RegistryAuth | None:
     if not all(isinstance(v, str) for v in values.values()) or not values["username"]:
         raise invalid(f"{where} needs a username and a password (strings)")
     return RegistryAuth(**values)
-
-
-def _optional_text(entry: Mapping[str, Any], key: str, where: str) -> str | None:
-    value = entry.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise invalid(f"{where}: {key} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _flag(entry: Mapping[str, Any], key: str, default: bool, where: str) -> bool:
-    value = entry.get(key, default)
-    if not isinstance(value, bool):
-        raise invalid(f"{where}: {key} must be true or false, got {value!r}")
-    return value
-
-
-def _optional_positive(entry: Mapping[str, Any], key: str, where: str) -> float | None:
-    return None if entry.get(key) is None else _positive(entry, key, 0.0, where)
-
-
-def _positive(entry: Mapping[str, Any], key: str, default: float, where: str) -> float:
-    value = entry.get(key, default)
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise invalid(f"{where}: {key} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def _count(entry: Mapping[str, Any], key: str, default: int, where: str) -> int:
-    """A whole number >= 0 (Struct numbers arrive as floats, so 3600.0 is fine)."""
-    value = entry.get(key, default)
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-        or value != int(value)
-    ):
-        raise invalid(f"{where}: {key} must be a whole number >= 0, got {value!r}")
-    if value > 0xFFFFFFFF:
-        raise invalid(f"{where}: {key} is too large ({value!r})")
-    return int(value)

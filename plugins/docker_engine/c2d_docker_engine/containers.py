@@ -21,6 +21,7 @@ from typing import Any
 
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
+from c2d.plugin.kit.podenv import pod_command, pod_environment
 from c2d_docker_engine.grant import Grant
 from c2d_docker_engine.jobdir import Record
 from c2d_docker_engine.jobspec import DATA_ROOT
@@ -34,7 +35,6 @@ LABEL_WORKFLOW = "c2d.workflow"
 LABEL_JOB = "c2d.job"
 LABEL_ROLE = "c2d.role"
 OUR_LABELS = (LABEL_HOST, LABEL_WORKFLOW, LABEL_JOB, LABEL_ROLE)
-POD_MODULES = {CONFIGURATION: "pods.configuration", PUBLISHING: "pods.publishing"}
 NANO = 1_000_000_000
 MIB = 1 << 20
 POD_TMP_BYTES = 256 * MIB
@@ -154,18 +154,9 @@ def pod_kwargs(record: Record, role: str, paths: HostPaths, image_id: str) -> di
     return {
         "image": image_id,
         "name": container_name(record["job_id"], role),
-        "entrypoint": ["python3"],
-        "command": ["-m", POD_MODULES[role]],
-        "environment": {
-            "nodePeerId": str(pod.get("node_peer_id", "")),
-            "nodeHttpApi": str(pod["node_http_api"]),
-            "privateKey": str(pod["private_key"]),
-            "jobId": str(record["job_id"]),
-            "C2D_DATA": DATA_ROOT,
-            "HOME": "/tmp",
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONDONTWRITEBYTECODE": "1",
-        },
+        "entrypoint": pod_command(role)[:1],
+        "command": pod_command(role)[1:],
+        "environment": pod_environment(record),
         "labels": labels(record, role),
         "mounts": mounts,
         "network_mode": pod.get("network_name") or "bridge",

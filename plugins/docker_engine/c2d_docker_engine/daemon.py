@@ -13,9 +13,6 @@ import math
 import os
 import shutil
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,8 @@ import structlog
 import urllib3
 
 from c2d.common.v1 import common_pb2
+from c2d.plugin.kit import health
+from c2d.plugin.kit.health import HealthState, HealthTracker
 from c2d_docker_engine.config import MachineSize
 from c2d_docker_engine.gpus import Gpu
 
@@ -40,11 +39,7 @@ GIB = 1 << 30
 log = structlog.get_logger("c2d_docker_engine.daemon")
 Health = common_pb2.EngineHealth
 
-
-@dataclass(frozen=True)
-class HealthState:
-    health: int
-    description: str
+__all__ = ["Daemon", "HealthState", "describe", "is_connection_error", "is_read_timeout"]
 
 
 def is_read_timeout(exc: BaseException) -> bool:
@@ -78,20 +73,20 @@ def is_connection_error(exc: BaseException) -> bool:
     )
 
 
-class Daemon:
+class Daemon(HealthTracker):
     """The connection settings of one daemon, its health, and clients to talk to it."""
 
     def __init__(self, docker_host: str | None) -> None:
         self.docker_host = docker_host
         self.address = docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+        super().__init__(
+            "docker engine",
+            HealthState(Health.ENGINE_HEALTH_UNDETECTED, f"no Docker engine at {self.address} yet"),
+        )
         self._client: docker.DockerClient | None = None
         self._ping_client: docker.DockerClient | None = None
-        self._lock = threading.Lock()
-        self._state = HealthState(Health.ENGINE_HEALTH_UNDETECTED, f"no Docker engine at {self.address} yet")
+        self._clients_lock = threading.Lock()
         self._seen = False
-        self._listeners: list[Callable[[], None]] = []
-        self._stop = threading.Event()
-        self._monitor: threading.Thread | None = None
 
     # Clients -----------------------------------------------------------------------
 
@@ -105,36 +100,19 @@ class Daemon:
     @property
     def client(self) -> docker.DockerClient:
         """The shared client for short calls."""
-        with self._lock:
+        with self._clients_lock:
             if self._client is None:
                 self._client = self.new_client()
             return self._client
 
     def _pinger(self) -> docker.DockerClient:
         """A client with a short timeout: a hung daemon must not hang the health check."""
-        with self._lock:
+        with self._clients_lock:
             if self._ping_client is None:
                 self._ping_client = self.new_client(timeout=PING_TIMEOUT_SECONDS)
             return self._ping_client
 
     # Health ------------------------------------------------------------------------
-
-    @property
-    def state(self) -> HealthState:
-        with self._lock:
-            return self._state
-
-    @property
-    def healthy(self) -> bool:
-        return self.state.health == Health.ENGINE_HEALTH_HEALTHY
-
-    def problem(self) -> str | None:
-        """Why no job can run now, or None."""
-        state = self.state
-        return None if state.health == Health.ENGINE_HEALTH_HEALTHY else state.description
-
-    def on_change(self, listener: Callable[[], None]) -> None:
-        self._listeners.append(listener)
 
     def check(self) -> bool:
         """Pings the daemon now and records the answer; whether it is healthy."""
@@ -144,48 +122,19 @@ class Daemon:
             reason = describe(exc)
             health = Health.ENGINE_HEALTH_UNHEALTHY if self._seen else Health.ENGINE_HEALTH_UNDETECTED
             verb = "stopped answering" if self._seen else "answers"
-            self._set(HealthState(health, f"no Docker engine {verb} at {self.address}: {reason}"))
+            self.set_state(HealthState(health, f"no Docker engine {verb} at {self.address}: {reason}"))
             return False
         self._seen = True
-        self._set(HealthState(Health.ENGINE_HEALTH_HEALTHY, f"Docker engine at {self.address}"))
+        self.set_state(HealthState(Health.ENGINE_HEALTH_HEALTHY, f"Docker engine at {self.address}"))
         return True
-
-    def _set(self, state: HealthState) -> None:
-        with self._lock:
-            changed = state.health != self._state.health
-            self._state = state
-        if changed:
-            log.info("docker engine health", health=Health.Name(state.health), detail=state.description)
-            for listener in self._listeners:
-                listener()
 
     def start_monitor(self) -> None:
         """Pings the daemon every few seconds from a thread of its own, so health changes are noticed."""
-        with self._lock:
-            if self._monitor is not None:
-                return
-            self._monitor = threading.Thread(target=self._watch, name="docker-health", daemon=True)
-        self._monitor.start()
-
-    def stop_monitor(self) -> None:
-        self._stop.set()
-
-    def _watch(self) -> None:
-        while not self._stop.wait(MONITOR_INTERVAL_SECONDS):
-            self.check()
+        self.start_ticking(lambda _: self.check(), MONITOR_INTERVAL_SECONDS, "docker-health")
 
     def wait_until_up(self, timeout: float, stop: threading.Event | None = None) -> bool:
         """Waits (bounded) for the daemon to answer again; whether it did."""
-        deadline = time.monotonic() + timeout
-        delay = 0.2
-        while True:
-            if self.check():
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or (stop is not None and stop.is_set()):
-                return False
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, 5.0)
+        return health.wait_until_up(self.check, timeout, stop)
 
     # Size --------------------------------------------------------------------------
 

@@ -20,16 +20,15 @@ run twice: the job is LOST.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import docker
-import structlog
 from docker.models.containers import Container
 
+from c2d.plugin.kit.driver import ENDED, OUTCOME, JobDriverBase
 from c2d_docker_engine import images, logs, volumes
 from c2d_docker_engine.config import DockerSettings
 from c2d_docker_engine.containers import (
@@ -43,7 +42,6 @@ from c2d_docker_engine.containers import (
     pod_kwargs,
 )
 from c2d_docker_engine.daemon import Daemon, describe, is_connection_error
-from c2d_docker_engine.grant import Grant
 from c2d_docker_engine.jobdir import JobDir, Record, utc_now
 from c2d_docker_engine.jobspec import ImageRef
 from c2d_docker_engine.outcome import (
@@ -56,17 +54,12 @@ from c2d_docker_engine.outcome import (
 )
 from c2d_docker_engine.steps import ContainerStep, ContainerVanished, CreationFailed, StepEnd
 
-DEFAULT_STOP_GRACE_SECONDS = 10.0
-# How many times a driver starts over after the daemon went away and came back.
-MAX_DAEMON_RETRIES = 5
 NEVER_FINISHED = "0001-01-01T00:00:00Z"
 CONFLICT = 409
 STARTED = "started"
 # Docker's init (tini) exits 127 with this prefix when it cannot exec the entrypoint.
 INIT_EXEC_FAILED = 127
 INIT_FATAL = "[FATAL tini"
-ENDED = "ended"
-OUTCOME = "outcome"
 
 
 @dataclass(frozen=True)
@@ -76,10 +69,6 @@ class Ran:
     end: StepEnd
     finished: str
     container: Container
-
-
-class JobGone(Exception):
-    """The job was destroyed under its driver: nobody is left to report to."""
 
 
 @dataclass(frozen=True)
@@ -92,94 +81,51 @@ class Runtime:
     changed: Callable[[], None]
 
 
-class JobDriver:
+class JobDriver(JobDriverBase):
     """Drives one job from wherever it is to its terminal event."""
 
+    engine = "the docker engine plugin"
+    backend_wait_key = "daemon_wait_seconds"
+
     def __init__(self, runtime: Runtime, job: JobDir, record: Record) -> None:
+        super().__init__(job, record, runtime.changed, "c2d_docker_engine.driver")
         self.runtime = runtime
-        self.job = job
-        self.record = record
-        self.limits: Record = record["limits"]
-        self.grant = Grant.from_json(record["grant"])
+        self.job: JobDir = job
         self.paths = HostPaths(data=job.data, scratch=job.scratch)
-        self.cancelled = threading.Event()
-        # Set once the terminal event is written: the job no longer holds its grant.
-        self.ended = False
         self.client: docker.DockerClient | None = None
-        self.log = structlog.get_logger("c2d_docker_engine.driver").bind(job_id=job.job_id)
-
-    # Events ------------------------------------------------------------------------
-
-    def emit(self, fields: Record) -> Record:
-        if self.cancelled.is_set() or not self.job.exists():
-            raise JobGone
-        record = self.job.append_event(fields)
-        self.runtime.changed()
-        return record
-
-    def emit_once(self, status: str, message: str, **fields: Any) -> None:
-        """An event for a step that a resumed driver must not report twice."""
-        if not self.job.has_status(status):
-            self.emit({"status": status, "message": message, **fields})
-
-    def end(self, **fields: Any) -> None:
-        self.ended = True
-        record = self.emit({**fields, "terminal": True})
-        self.log.info("job ended", status=record.get("status"), detail=record.get("message"))
 
     # The thread --------------------------------------------------------------------
 
     def run(self) -> None:
-        """The thread's body: drive, start over after a daemon hiccup, never die silently."""
+        """The thread's body, with a Docker client of its own for the long calls (wait, pull)."""
         self.client = self.runtime.daemon.new_client()
         try:
-            self._run_with_retries()
-        except JobGone:
-            self.log.info("job destroyed while its driver ran")
-        except Exception as exc:
-            self.log.exception("job driver failed")
-            with contextlib.suppress(JobGone, OSError):
-                self.end(
-                    status="LOST",
-                    message=f"internal error in the docker engine plugin ({type(exc).__name__}); see its log",
-                )
+            super().run()
         finally:
             self.client.close()
 
-    def _run_with_retries(self) -> None:
-        for attempt in range(MAX_DAEMON_RETRIES + 1):
-            try:
-                self.drive()
-                return
-            except Exception as exc:
-                if not is_connection_error(exc):
-                    raise
-                self.log.warning("the Docker engine went away", reason=describe(exc), attempt=attempt)
-                wait = float(self.limits.get("daemon_wait_seconds", 120))
-                if attempt == MAX_DAEMON_RETRIES or not self.runtime.daemon.wait_until_up(
-                    wait, self.cancelled
-                ):
-                    if self.cancelled.is_set():
-                        raise JobGone from None
-                    self.end(
-                        status="LOST",
-                        message=f"the Docker engine at {self.runtime.daemon.address} stopped answering "
-                        f"({describe(exc)}) and the job could not be carried on",
-                    )
-                    return
+    def unreachable(self, exc: Exception) -> bool:
+        return is_connection_error(exc)
+
+    def describe(self, exc: Exception) -> str:
+        return describe(exc)
+
+    def wait_for_backend(self, timeout: float) -> bool:
+        return self.runtime.daemon.wait_until_up(timeout, self.cancelled)
+
+    def lost_message(self, exc: Exception) -> str:
+        return (
+            f"the Docker engine at {self.runtime.daemon.address} stopped answering ({describe(exc)}) "
+            "and the job could not be carried on"
+        )
 
     def drive(self) -> None:
         if self.job.is_ended():
             return
         steps = self.job.steps()
-        if self.stopping() and not steps:
-            self.finish(
-                {
-                    "status": "STOPPED",
-                    "stopped": True,
-                    "message": f"stopped before it started: {self.stop_reason()}",
-                }
-            )
+        early = self.stopped_before_start()
+        if early is not None:
+            self.finish(early)
             return
         pod = self.record.get("pod")
         outcome: Record | None = steps.get(OUTCOME)
@@ -223,23 +169,6 @@ class JobDriver:
                 raise
             self.log.warning("could not remove the job's containers", reason=describe(exc))
         self.end(**outcome)
-
-    # Stop requests -----------------------------------------------------------------
-
-    def stopping(self) -> bool:
-        """Whether StopJob (or DestroyJob) asked the job to stop; a plugin shutting down is no such request."""
-        return self.job.stop_requested()
-
-    def stop_grace(self) -> float:
-        request = self.job.stop_request() or {}
-        grace = request.get("grace_seconds", DEFAULT_STOP_GRACE_SECONDS)
-        return float(grace) if isinstance(grace, int | float) and grace >= 0 else DEFAULT_STOP_GRACE_SECONDS
-
-    def stop_reason(self) -> str:
-        return str((self.job.stop_request() or {}).get("reason") or "stop requested")
-
-    def stopped(self, when: str) -> Record:
-        return {"status": "STOPPED", "stopped": True, "message": f"stopped {when}: {self.stop_reason()}"}
 
     # Steps -------------------------------------------------------------------------
 
@@ -383,12 +312,6 @@ class JobDriver:
                 result = outcome
         self.job.record_step(PUBLISHING, {"state": ENDED, OUTCOME: result})
         return result
-
-    def settle(self, step: str, outcome: Record) -> Record:
-        """Records a step's end and the job's outcome, before anything depends on them."""
-        self.job.record_step(step, {"state": ENDED, "status": outcome.get("status")})
-        self.job.record_step(OUTCOME, outcome)
-        return outcome
 
     # Containers --------------------------------------------------------------------
 

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from docker.models.containers import Container
 
+from c2d.plugin.kit.logs import read_from, skip
 from c2d_docker_engine.jobdir import JobDir
 
-CHUNK_BYTES = 64 * 1024
+__all__ = ["append_pod_log", "collect", "follow", "publish_copy", "read_from"]
 
 
 def collect(container: Container, target: Path) -> int:
@@ -53,22 +54,6 @@ def publish_copy(job: JobDir, uid: int, gid: int) -> None:
         os.chown(target, uid, gid)
 
 
-def read_from(path: Path, offset: int) -> Iterator[bytes]:
-    """The file's bytes from ``offset`` on, in chunks; nothing when it is missing or shorter."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            while chunk := f.read(CHUNK_BYTES):
-                yield chunk
-    except (FileNotFoundError, NotADirectoryError):
-        return
-
-
-def follow(container: Container, skip: int, follow_on: bool) -> Iterator[bytes]:
-    """The running container's output past its first ``skip`` bytes; with ``follow_on`` until it ends."""
-    for chunk in container.logs(stdout=True, stderr=True, stream=True, follow=follow_on):
-        if skip >= len(chunk):
-            skip -= len(chunk)
-            continue
-        yield chunk[skip:]
-        skip = 0
+def follow(container: Container, count: int, follow_on: bool) -> Iterator[bytes]:
+    """The running container's output past its first ``count`` bytes; with ``follow_on`` until it ends."""
+    yield from skip(container.logs(stdout=True, stderr=True, stream=True, follow=follow_on), count)

@@ -1,4 +1,4 @@
-"""How a job ended, as the fields of its terminal event, with a message a consumer understands.
+"""How a job ended: the SDK kit's rules, with the Docker engine named when it took the job with it.
 
 The first cause wins: a stop, then the time limit, then a lost Docker
 engine, then the memory limit, then the disk quota, then the exit code. A
@@ -8,118 +8,36 @@ earlier failure (it is added to its message instead).
 
 from __future__ import annotations
 
-import signal
-from dataclasses import dataclass
-
+from c2d.plugin.kit import outcome as kit
+from c2d.plugin.kit.outcome import (
+    SHELL_SIGNAL_BASE,
+    STOPPED,
+    TIMED_OUT,
+    Ending,
+    algorithm_times,
+    exit_text,
+    publishing_failed,
+)
 from c2d_docker_engine.jobdir import Record
 
-SHELL_SIGNAL_BASE = 128
-STOPPED = "stopped"
-TIMED_OUT = "timed_out"
-DAEMON_LOST = "daemon_lost"  # the daemon came back, the container had ended with it
-DAEMON_GONE = "daemon_gone"  # the daemon did not come back in time
+DAEMON_LOST = kit.BACKEND_LOST  # the daemon came back, the container had ended with it
+DAEMON_GONE = kit.BACKEND_GONE  # the daemon did not come back in time
+BACKEND = "the Docker engine"
 
-
-@dataclass(frozen=True)
-class Ending:
-    """What the container's end looked like, from Docker and from the job driver."""
-
-    exit_code: int
-    oom_killed: bool = False
-    reason: str | None = None  # STOPPED, TIMED_OUT, DAEMON_LOST
-    disk_full: bool = False
-    file_size_limited: bool = False  # no filesystem quota: ulimit fsize stood in
+__all__ = [
+    "DAEMON_GONE",
+    "DAEMON_LOST",
+    "SHELL_SIGNAL_BASE",
+    "STOPPED",
+    "TIMED_OUT",
+    "Ending",
+    "algorithm_times",
+    "classify",
+    "exit_text",
+    "publishing_failed",
+]
 
 
 def classify(ending: Ending, grant: Record, time_limit: int, stop_reason: str = "") -> Record:
     """The terminal event's fields for the algorithm's ending (not yet its times)."""
-    outcome: Record = {"exit_code": ending.exit_code}
-    ram = _gib(grant.get("ram_gib"))
-    disk = _gib(grant.get("disk_gib"))
-    if ending.reason == STOPPED:
-        return {
-            **outcome,
-            "status": "STOPPED",
-            "stopped": True,
-            "message": f"stopped: {stop_reason or 'stop requested'}",
-        }
-    if ending.reason == TIMED_OUT:
-        return {
-            **outcome,
-            "status": "TIMED_OUT",
-            "timed_out": True,
-            "message": f"the algorithm ran past its time limit of {time_limit} s and was stopped",
-        }
-    if ending.reason == DAEMON_LOST:
-        return {
-            **outcome,
-            "status": "LOST",
-            "message": "the Docker engine restarted while the algorithm ran, which ended it; run the job again",
-        }
-    if ending.reason == DAEMON_GONE:
-        return {
-            **outcome,
-            "status": "LOST",
-            "message": "the Docker engine stopped answering while the algorithm ran and did not come back in time",
-        }
-    if ending.oom_killed and ending.exit_code != 0:
-        return {
-            **outcome,
-            "status": "OUT_OF_MEMORY",
-            "oom_killed": True,
-            "message": f"the algorithm used more than its {ram} of memory and was killed",
-        }
-    if ending.disk_full or (
-        ending.file_size_limited and ending.exit_code == SHELL_SIGNAL_BASE + signal.SIGXFSZ
-    ):
-        what = "filled its disk quota" if ending.disk_full else "wrote a file larger than its disk quota"
-        return {
-            **outcome,
-            "status": "DISK_QUOTA_EXCEEDED",
-            "disk_quota_exceeded": True,
-            "message": f"the algorithm {what} of {disk}",
-        }
-    if ending.exit_code == 0:
-        return {**outcome, "status": "FINISHED", "message": "the algorithm exited with code 0"}
-    return {
-        **outcome,
-        "status": "ALGORITHM_FAILED",
-        "message": f"the algorithm {exit_text(ending.exit_code)}",
-    }
-
-
-def exit_text(exit_code: int) -> str:
-    if exit_code > SHELL_SIGNAL_BASE:
-        try:
-            name = signal.Signals(exit_code - SHELL_SIGNAL_BASE).name
-        except ValueError:
-            name = None
-        if name:
-            return f"exited with code {exit_code} (killed by {name})"
-    return f"exited with code {exit_code}"
-
-
-def algorithm_times(outcome: Record) -> Record:
-    """The billing fields of an outcome, when the algorithm ran."""
-    return {
-        k: outcome[k]
-        for k in ("algorithm_started", "algorithm_finished", "exit_code", "image_digest")
-        if k in outcome
-    }
-
-
-def publishing_failed(outcome: Record, failure: str) -> Record:
-    """The outcome once publishing failed: RESULTS_UPLOAD_FAILED, unless something failed before."""
-    if outcome["status"] == "FINISHED":
-        return {
-            **outcome,
-            "status": "RESULTS_UPLOAD_FAILED",
-            "message": f"publishing the results failed: {failure}",
-        }
-    details = {**(outcome.get("details") or {}), "publishing": "failed"}
-    return {**outcome, "message": f"{outcome.get('message', '')}; then {failure}", "details": details}
-
-
-def _gib(value: object) -> str:
-    amount = float(value) if isinstance(value, int | float) else 0.0
-    return f"{amount:g} GiB"
+    return kit.classify(ending, grant, time_limit, stop_reason, backend=BACKEND)

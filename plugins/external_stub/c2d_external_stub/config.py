@@ -11,15 +11,15 @@ the config from the message alone.
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import json_format, struct_pb2
 
+from c2d.plugin.kit.values import count as _count
+from c2d.plugin.kit.values import positive as _positive
 from c2d_external_stub.errors import EngineError, invalid
 from c2d_external_stub.machine import MachineSize
 
@@ -72,10 +72,6 @@ class StubConfig:
 
     def environment(self, environment_id: str) -> EnvironmentConfig | None:
         return next((e for e in self.environments if e.id == environment_id), None)
-
-
-def settings_from_struct(config: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(config)
 
 
 def require_enabled(settings: Mapping[str, Any]) -> None:
@@ -159,31 +155,3 @@ def parse_environment(entry: object, index: int, machine: MachineSize) -> Enviro
     if env.min_job_duration_seconds > env.max_job_duration_seconds:
         raise invalid(f"{where}: min_job_duration_seconds is above max_job_duration_seconds")
     return env
-
-
-def _positive(entry: Mapping[str, Any], key: str, default: float, where: str) -> float:
-    value = entry.get(key, default)
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise invalid(f"{where}: {key} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def _count(entry: Mapping[str, Any], key: str, default: int, where: str) -> int:
-    """A whole number >= 0 (Struct numbers arrive as floats, so 3600.0 is fine)."""
-    value = entry.get(key, default)
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-        or value != int(value)
-    ):
-        raise invalid(f"{where}: {key} must be a whole number >= 0, got {value!r}")
-    if value > 0xFFFFFFFF:
-        raise invalid(f"{where}: {key} is too large ({value!r})")
-    return int(value)

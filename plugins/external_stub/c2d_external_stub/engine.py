@@ -8,12 +8,11 @@ no Python traceback ever crosses the wire.
 
 from __future__ import annotations
 
-import functools
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,17 @@ import grpc
 import structlog
 
 import c2d_external_stub
-from c2d.engine.v1 import engine_pb2, engine_pb2_grpc
-from c2d.plugin.kit import events
-from c2d.plugin.kit.changes import Changes
+from c2d.engine.v1 import engine_pb2
+from c2d.plugin.kit import events, streams
+from c2d.plugin.kit.logs import read_from
+from c2d.plugin.kit.rpc import streaming, unary
+from c2d.plugin.kit.servicer import EngineBase
+from c2d.plugin.kit.values import settings_from_struct
 from c2d_external_stub import fingerprint, handle, podsteps
 from c2d_external_stub.active import ActiveJobs
-from c2d_external_stub.config import StubConfig, parse_config, require_enabled, settings_from_struct
-from c2d_external_stub.errors import EngineError, invalid
-from c2d_external_stub.jobdir import EventTail, JobDir, Record
+from c2d_external_stub.config import StubConfig, parse_config, require_enabled
+from c2d_external_stub.errors import EngineError
+from c2d_external_stub.jobdir import JobDir, Record
 from c2d_external_stub.jobs import JobStore
 from c2d_external_stub.jobspec import build_spec, check_job_id
 from c2d_external_stub.limits import Grant
@@ -39,50 +41,12 @@ NAME = "external_stub"
 API_VERSIONS = (1,)
 WATCH_POLL_SECONDS = 0.05
 LOG_POLL_SECONDS = 0.1
-LOG_CHUNK_BYTES = 64 * 1024
-FINGERPRINT_WAKE_SECONDS = 1.0
 # StopJob waits this long past the grace period for the shim to report STOPPED.
 STOP_SLACK_SECONDS = 5.0
 # How many polls a WatchJob stream makes between checks that the shim still lives.
 LIVENESS_EVERY_POLLS = 20
 
 log = structlog.get_logger("c2d_external_stub.engine")
-
-
-def unary(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Maps EngineError (and any bug) of a unary RPC to a status code and a message."""
-
-    @functools.wraps(method)
-    def wrapper(self: EngineServicer, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return method(self, request, context)
-        except EngineError as exc:
-            context.abort(exc.code, exc.message)
-        except Exception:
-            log.exception("rpc failed", rpc=method.__name__)
-            context.abort(
-                grpc.StatusCode.INTERNAL, f"{NAME}: internal error in {method.__name__}; see its log"
-            )
-
-    return wrapper
-
-
-def streaming(method: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
-    """The same for server-streaming RPCs, whose errors surface while iterating."""
-
-    @functools.wraps(method)
-    def wrapper(self: EngineServicer, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        try:
-            yield from method(self, request, context)
-        except EngineError as exc:
-            context.abort(exc.code, exc.message)
-        except Exception:
-            log.exception("rpc failed", rpc=method.__name__)
-            context.abort(
-                grpc.StatusCode.INTERNAL, f"{NAME}: internal error in {method.__name__}; see its log"
-            )
-
-    return wrapper
 
 
 @dataclass(frozen=True)
@@ -101,47 +65,26 @@ def default_state_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"c2d-external-stub-{os.getuid()}"
 
 
-class EngineServicer(engine_pb2_grpc.ComputeEngineServiceServicer):
-    def __init__(self) -> None:
-        self._configured: Configured | None = None
-        self._draining = False
-        self._start_lock = threading.Lock()
-        self._changes = Changes()
-        self._active = ActiveJobs(self._changes.bump)
+class EngineServicer(EngineBase):
+    engine_name = NAME
+    plugin_version = c2d_external_stub.__version__
+    description = (c2d_external_stub.__doc__ or "").strip().splitlines()[0]
+    api_versions = API_VERSIONS
 
-    def _ready(self) -> Configured:
-        configured = self._configured
-        if configured is None:
-            raise EngineError(
-                grpc.StatusCode.FAILED_PRECONDITION, f"{NAME} is not configured yet: call Configure"
-            )
-        return configured
+    def __init__(self) -> None:
+        super().__init__()
+        self._configured: Configured | None = None
+        self._start_lock = threading.Lock()
+        self._active = ActiveJobs(self._changes.bump)
 
     # Plugin ------------------------------------------------------------------------
 
     @unary
-    def GetPluginInfo(self, request: engine_pb2.GetPluginInfoRequest, context: grpc.ServicerContext) -> Any:
-        return engine_pb2.GetPluginInfoResponse(
-            name=NAME,
-            plugin_version=c2d_external_stub.__version__,
-            api_versions=list(API_VERSIONS),
-            description=(c2d_external_stub.__doc__ or "").strip().splitlines()[0],
-        )
-
-    @unary
     def Configure(self, request: engine_pb2.ConfigureRequest, context: grpc.ServicerContext) -> Any:
-        api_version = request.api_version or max(API_VERSIONS)
-        if api_version not in API_VERSIONS:
-            raise invalid(f"engine API version {api_version} is not one {NAME} speaks ({list(API_VERSIONS)})")
+        api_version = self.negotiate(request)
         settings = settings_from_struct(request.config)
         require_enabled(settings)
-        state_dir = Path(request.state_dir or default_state_dir()).resolve()
-        try:
-            (state_dir / "jobs").mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise EngineError(
-                grpc.StatusCode.FAILED_PRECONDITION, f"cannot use state dir {str(state_dir)!r}: {exc}"
-            ) from None
+        state_dir = self.state_dir(request, default_state_dir())
         config = parse_config(settings, measure(state_dir))
         if config.ignored_keys:
             log.warning("unknown config keys ignored", keys=list(config.ignored_keys))
@@ -156,29 +99,8 @@ class EngineServicer(engine_pb2_grpc.ComputeEngineServiceServicer):
         log.info("configured", state_dir=str(state_dir), environments=[e.id for e in config.environments])
         return engine_pb2.ConfigureResponse()
 
-    @streaming
-    def WatchFingerprint(
-        self, request: engine_pb2.WatchFingerprintRequest, context: grpc.ServicerContext
-    ) -> Iterator[engine_pb2.WatchFingerprintResponse]:
-        self._ready()
-        seen: int | None = None
-        while context.is_active():
-            version = self._changes.version
-            if version != seen:
-                seen = version
-                yield engine_pb2.WatchFingerprintResponse(fingerprint=self._fingerprint())
-            self._changes.wait(seen, FINGERPRINT_WAKE_SECONDS)
-
-    def _fingerprint(self) -> engine_pb2.Fingerprint:
+    def fingerprint(self) -> engine_pb2.Fingerprint:
         return fingerprint.build(self._ready().config, self._active.usage(), self._draining)
-
-    @unary
-    def Drain(self, request: engine_pb2.DrainRequest, context: grpc.ServicerContext) -> Any:
-        if not self._draining:
-            self._draining = True
-            self._changes.bump()
-            log.info("draining: no new jobs")
-        return engine_pb2.DrainResponse()
 
     # Jobs --------------------------------------------------------------------------
 
@@ -230,22 +152,18 @@ class EngineServicer(engine_pb2_grpc.ComputeEngineServiceServicer):
     ) -> Iterator[engine_pb2.WatchJobResponse]:
         ready = self._ready()
         job, _ = ready.store.get(request.job_id)
-        tail = EventTail(job.events_path)
         polls = 0
-        while True:
-            for record in tail.read_new():
-                if record["sequence"] > request.after_sequence:
-                    yield engine_pb2.WatchJobResponse(event=events.to_proto(job.job_id, record))
-                if record.get("terminal"):
-                    return
-            if not context.is_active():
-                return
-            if not job.exists():
-                raise EngineError(grpc.StatusCode.NOT_FOUND, f"job {job.job_id!r} was destroyed")
+
+        def check_shim() -> None:
+            nonlocal polls
             polls += 1
             if polls % LIVENESS_EVERY_POLLS == 0:
                 ready.store.refresh(job)  # a dead shim gets its LOST event, which the next read sends
-            time.sleep(WATCH_POLL_SECONDS)
+
+        # The shim writes the events from another process: the stream looks every WATCH_POLL_SECONDS.
+        yield from streams.job_events(
+            job, request.after_sequence, self._changes, context, WATCH_POLL_SECONDS, check_shim
+        )
 
     @unary
     def StopJob(self, request: engine_pb2.StopJobRequest, context: grpc.ServicerContext) -> Any:
@@ -254,11 +172,7 @@ class EngineServicer(engine_pb2_grpc.ComputeEngineServiceServicer):
         if found is not None:
             job, _ = found
             ready.store.stop(job, request.grace_seconds, request.reason)
-            wait = request.grace_seconds + STOP_SLACK_SECONDS
-            remaining = context.time_remaining()
-            if remaining is not None:
-                wait = min(wait, max(0.0, remaining - 0.5))
-            ready.store.wait_ended(job, wait)
+            ready.store.wait_ended(job, streams.stop_wait(request.grace_seconds, STOP_SLACK_SECONDS, context))
         return engine_pb2.StopJobResponse()
 
     @unary
@@ -304,14 +218,3 @@ class EngineServicer(engine_pb2_grpc.ComputeEngineServiceServicer):
                 return
             if not sent:
                 time.sleep(LOG_POLL_SECONDS)
-
-
-def read_from(path: Path, offset: int) -> Iterator[bytes]:
-    """The file's bytes from ``offset`` on, in chunks; nothing when it is missing or shorter."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            while chunk := f.read(LOG_CHUNK_BYTES):
-                yield chunk
-    except (FileNotFoundError, NotADirectoryError):
-        return

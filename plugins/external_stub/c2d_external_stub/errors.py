@@ -1,26 +1,7 @@
-"""The one exception the engine's code raises for a failed call: a gRPC status and a message.
-
-The servicer turns it into ``context.abort``; anything else is a bug, logged
-here and answered with a short INTERNAL, never a traceback on the wire.
-"""
+"""The engine's failed calls: the SDK kit's :class:`EngineError` (a gRPC status and a message)."""
 
 from __future__ import annotations
 
-import grpc
+from c2d.plugin.kit.errors import EngineError, invalid, not_found
 
-
-class EngineError(Exception):
-    """A call that fails with ``code`` and a message meant for the node's operator."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def invalid(message: str) -> EngineError:
-    return EngineError(grpc.StatusCode.INVALID_ARGUMENT, message)
-
-
-def not_found(job_id: str) -> EngineError:
-    return EngineError(grpc.StatusCode.NOT_FOUND, f"no job {job_id!r} on this engine for this node")
+__all__ = ["EngineError", "invalid", "not_found"]

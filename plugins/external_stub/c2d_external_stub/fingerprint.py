@@ -8,16 +8,15 @@ processes), so ``runs_pods`` is true.
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from google.protobuf import struct_pb2
 
 from c2d.common.v1 import common_pb2
 from c2d.engine.v1 import engine_pb2
+from c2d.plugin.kit import fingerprint as kit
+from c2d.plugin.kit.fingerprint import Usage, platform_name
 from c2d_external_stub.config import EnvironmentConfig, StubConfig
-from c2d_external_stub.limits import Grant
 
 ENGINE_NAME = "external_stub"
 CAPABILITIES = engine_pb2.Capabilities(
@@ -27,25 +26,8 @@ CAPABILITIES = engine_pb2.Capabilities(
     log_streaming=True,
     runs_pods=True,
 )
-ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 # The smallest amount of each resource one job may ask for (less when the environment is smaller).
 MIN_PER_JOB = {"cpu": 1.0, "ram": 1.0, "disk": 1.0}
-
-
-@dataclass
-class Usage:
-    """What the running jobs of one environment hold."""
-
-    jobs: int = 0
-    cpu: float = 0.0
-    ram_gib: float = 0.0
-    disk_gib: float = 0.0
-
-    def add(self, grant: Grant) -> None:
-        self.jobs += 1
-        self.cpu += grant.cpu
-        self.ram_gib += grant.ram_gib
-        self.disk_gib += grant.disk_gib
 
 
 def build(config: StubConfig, usage: Mapping[str, Usage], draining: bool) -> engine_pb2.Fingerprint:
@@ -86,18 +68,4 @@ def environment(env: EnvironmentConfig, used: Usage) -> common_pb2.Environment:
 def resource(
     resource_id: str, kind: common_pb2.ResourceType.ValueType, unit: str, total: float, in_use: float
 ) -> common_pb2.Resource:
-    return common_pb2.Resource(
-        id=resource_id,
-        type=kind,
-        unit=unit,
-        total=total,
-        min=min(MIN_PER_JOB[resource_id], total),
-        max=total,
-        in_use=in_use,
-        available=max(0.0, total - in_use),
-    )
-
-
-def platform_name() -> str:
-    machine = platform.machine().lower()
-    return f"linux/{ARCHITECTURES.get(machine, machine)}"
+    return kit.resource(resource_id, kind, unit, total, min(MIN_PER_JOB[resource_id], total), in_use)

@@ -14,16 +14,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import structlog
 
-from c2d_external_stub.errors import EngineError, not_found
+from c2d.plugin.kit import jobstore
 from c2d_external_stub.jobdir import CHILDREN, SHIM, SHIM_LOG, JobDir, Record
 from c2d_external_stub.procinfo import ProcessRef
 
@@ -31,70 +28,25 @@ from c2d_external_stub.procinfo import ProcessRef
 START_GRACE_SECONDS = 30.0
 POLL_SECONDS = 0.05
 DESTROY_WAIT_SECONDS = 5.0
-STAGING_PREFIX = ".new-"
-TRASH_PREFIX = ".trash-"
-STALE_STAGING_SECONDS = 300.0
 # The plugin's handshake variables mean nothing to a shim; it must not look like a plugin.
 PLUGIN_ENV_PREFIXES = ("C2D_PLUGIN_", "PLUGIN_")
 
 log = structlog.get_logger("c2d_external_stub.jobs")
 
 
-class JobStore:
+class JobStore(jobstore.JobStore[JobDir]):
     """Creates, finds, stops and removes the jobs of one node in one state dir."""
 
     def __init__(self, root: Path, host_id: str) -> None:
-        self.root = root
-        self.host_id = host_id
+        super().__init__(root, host_id, JobDir)
 
-    # Finding jobs ------------------------------------------------------------------
+    def lay_out(self, job: JobDir) -> None:
+        job.create_layout()
 
-    def find(self, job_id: str) -> tuple[JobDir, Record] | None:
-        """The job with this id, whichever node it belongs to."""
-        job = JobDir(self.root / job_id)
-        spec = job.read_spec()
-        return None if spec is None else (job, spec)
-
-    def lookup(self, job_id: str) -> tuple[JobDir, Record] | None:
-        """This node's job with this id, or None."""
-        found = self.find(job_id)
-        if found is None or found[1].get("host_id") != self.host_id:
-            return None
-        return found
-
-    def get(self, job_id: str) -> tuple[JobDir, Record]:
-        """This node's job, or NOT_FOUND."""
-        found = self.lookup(job_id)
-        if found is None:
-            raise not_found(job_id)
-        return found
-
-    def jobs(self) -> Iterator[tuple[JobDir, Record]]:
-        """Every job of this node, ended ones included, in job id order."""
-        try:
-            names = sorted(os.listdir(self.root))
-        except FileNotFoundError:
-            return
-        for name in names:
-            if not name.startswith("."):
-                found = self.lookup(name)
-                if found is not None:
-                    yield found
+    def remove_tree(self, path: Path) -> None:
+        remove_tree(path)
 
     # Starting ----------------------------------------------------------------------
-
-    def create(self, spec: Record) -> JobDir:
-        """Lays out the job directory off to the side, then renames it into place in one step."""
-        job = JobDir(self.root / spec["job_id"])
-        staging = JobDir(Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{job.job_id[:60]}-", dir=self.root)))
-        try:
-            staging.create_layout()
-            staging.write_spec(spec)
-            os.rename(staging.path, job.path)
-        except BaseException:
-            shutil.rmtree(staging.path, ignore_errors=True)
-            raise
-        return job
 
     def launch(self, job: JobDir) -> None:
         """Starts the job's shim in a session of its own, so it outlives this process."""
@@ -199,30 +151,9 @@ class JobStore:
         if shim is not None:
             shim.signal(signal.SIGKILL)
         self._kill_children(job)
-        self._remove(job)
+        self.remove(job)
         log.info("job destroyed", job_id=job_id)
         return True
-
-    def _remove(self, job: JobDir) -> None:
-        """Renames the directory away first, so the job disappears at once and never half-way."""
-        trash = self.root / f"{TRASH_PREFIX}{job.job_id[:60]}-{os.getpid()}-{time.monotonic_ns()}"
-        try:
-            os.rename(job.path, trash)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise EngineError(grpc.StatusCode.INTERNAL, f"cannot remove job {job.job_id!r}: {exc}") from None
-        remove_tree(trash)
-
-    def sweep(self) -> None:
-        """Removes what crashes left half-made or half-removed."""
-        now = time.time()
-        with contextlib.suppress(FileNotFoundError):
-            for name in os.listdir(self.root):
-                path = self.root / name
-                stale = name.startswith(STAGING_PREFIX) and now - _mtime(path) > STALE_STAGING_SECONDS
-                if name.startswith(TRASH_PREFIX) or stale:
-                    remove_tree(path)
 
 
 def remove_tree(path: Path) -> None:
@@ -241,10 +172,3 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path, onexc=retry)
     else:
         shutil.rmtree(path, onerror=retry)
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
-        return 0.0

@@ -11,47 +11,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
 
 from c2d.common.v1 import common_pb2
+from c2d.plugin.kit.grant import Grant, resource_kind
 from c2d_external_stub.config import EnvironmentConfig
 from c2d_external_stub.errors import invalid
 
 GIB = 1 << 30
-KIND_BY_TYPE = {
-    common_pb2.RESOURCE_TYPE_CPU: "cpu",
-    common_pb2.RESOURCE_TYPE_RAM: "ram",
-    common_pb2.RESOURCE_TYPE_DISK: "disk",
-}
-KINDS = frozenset(KIND_BY_TYPE.values())
 
-
-@dataclass(frozen=True)
-class Grant:
-    """Amounts granted to one job; 0 means not granted, hence not limited."""
-
-    cpu: float = 0.0
-    ram_gib: float = 0.0
-    disk_gib: float = 0.0
-
-    def to_json(self) -> dict[str, float]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: object) -> Grant:
-        if not isinstance(data, dict):
-            return cls()
-        values = {
-            k: float(data[k]) for k in ("cpu", "ram_gib", "disk_gib") if isinstance(data.get(k), int | float)
-        }
-        return cls(**values)
-
-
-def resource_kind(granted: common_pb2.GrantedResource) -> str | None:
-    """cpu, ram or disk: by the resource's id, else by its type."""
-    if granted.id in KINDS:
-        return granted.id
-    return KIND_BY_TYPE.get(granted.type)
+__all__ = ["Grant", "grant_from", "resource_kind", "rlimits"]
 
 
 def grant_from(resources: Iterable[common_pb2.GrantedResource], env: EnvironmentConfig) -> Grant:
@@ -61,7 +29,7 @@ def grant_from(resources: Iterable[common_pb2.GrantedResource], env: Environment
     for granted in resources:
         kind = resource_kind(granted)
         name = granted.id or common_pb2.ResourceType.Name(granted.type)
-        if kind is None:
+        if kind is None or kind not in maxima:
             raise invalid(f"environment {env.id!r} has no resource {name!r} (it offers cpu, ram and disk)")
         if kind in amounts:
             raise invalid(f"resource {kind!r} is granted twice")

@@ -1,0 +1,35 @@
+"""The one exception an engine's RPC code raises for a failed call: a gRPC status and a message.
+
+The servicer turns it into ``context.abort`` (see :mod:`c2d.plugin.kit.rpc`);
+anything else is a bug, logged and answered with a short INTERNAL, never a
+traceback on the wire.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class EngineError(Exception):
+    """A call that fails with ``code`` and a message meant for the node's operator."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def invalid(message: str) -> EngineError:
+    return EngineError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def not_found(job_id: str) -> EngineError:
+    return EngineError(grpc.StatusCode.NOT_FOUND, f"no job {job_id!r} on this engine for this node")
+
+
+def precondition(message: str) -> EngineError:
+    return EngineError(grpc.StatusCode.FAILED_PRECONDITION, message)
+
+
+def unavailable(message: str) -> EngineError:
+    return EngineError(grpc.StatusCode.UNAVAILABLE, message)
