@@ -78,6 +78,8 @@ class ClaimOutcome:
 
 
 class Payments:
+    """The node's escrow payments: one lock per paid workflow, settled by the loop in :meth:`run`."""
+
     def __init__(
         self,
         escrow: EscrowClient,
@@ -122,7 +124,9 @@ class Payments:
                 + ", ".join(self.settings.tokens)
             )
         margin = self.settings.queue_seconds + self.settings.claim_margin_seconds
-        return pricing.quote(plans, payment, self.node, margin)
+        quote = pricing.quote(plans, payment, self.node, margin)
+        quote.escrow_address = self.escrow.address  # the one the node locks in, whatever the fees say
+        return quote
 
     async def start(
         self, owner: str, quote: compute_pb2.EscrowQuote, submit: Callable[[str], str], workflow_id: str
