@@ -198,12 +198,13 @@ class Payments:
             ) from None
 
     def _lock_sync(self, lock_id: str, token: str, payer: str, amount: int, seconds: int) -> dict[str, Any]:
+        sent = time.time()
         receipt = self.escrow.create_lock(int(lock_id), token, payer, amount, seconds)
-        lock = self.escrow.lock_exists(int(lock_id), token, payer)
         return {
             "lock_tx": _hex(receipt["transactionHash"]),
             "lock_block": int(receipt["blockNumber"]),
-            "expiry": float(lock.expiry) if lock else time.time() + seconds,
+            # By this node's clock, from before the lock's block: never later than the chain's expiry.
+            "expiry": sent + seconds,
         }
 
     def _check_chain(self) -> None:

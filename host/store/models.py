@@ -146,7 +146,7 @@ class Payment(BaseModel):
     lock_id = pw.CharField(index=True)  # the escrow's uint256 jobId, decimal
     amount = pw.CharField()  # locked
     quote = JSONField()  # the c2d.compute.v1.EscrowQuote as JSON: prices fixed at start
-    expiry = pw.FloatField(null=True)  # when the lock expires, by the chain's clock
+    expiry = pw.FloatField(null=True)  # when the lock expires, by the node's clock (a little early)
     lock_block = pw.BigIntegerField(null=True)
     lock_tx = pw.CharField(default="")
     claim_amount = pw.CharField(default="")
