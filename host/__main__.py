@@ -10,6 +10,7 @@ from pathlib import Path
 
 import structlog
 
+from c2d.chain.errors import ChainError
 from c2d.plugin.discovery import discover_engines
 from host.config import Config, ConfigError, load_config
 from host.engines.registry import engine_config, engines_to_load
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_serve(config))
     except DataDirLocked as exc:
         structlog.get_logger().error(str(exc))
+        return 1
+    except ChainError as exc:  # e.g. the RPC serves another chain than [chain].chain_id says
+        structlog.get_logger().error("cannot use the configured chain", error=exc.message)
         return 1
     except OSError as exc:
         structlog.get_logger().error("cannot start the node", error=str(exc))

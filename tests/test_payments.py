@@ -449,3 +449,16 @@ def test_a_lock_whose_start_was_cut_off_is_released(own_node: list[NodeProcess],
     (settled,) = wait_for(lambda: again.log_events("escrow settled"), 10, "the settlement logged")
     assert settled["status"] == "released" and "cut off" in settled["note"]
     assert claimed_events(anvil, workflow_id)[0]["args"]["amount"] == 0
+
+
+def test_a_chain_other_than_configured_stops_the_node_with_a_clear_error(
+    tmp_path: Path, anvil: DevChain
+) -> None:
+    env = {**stub_env(anvil), "C2D_CHAIN__CHAIN_ID": str(anvil.chain_id + 1)}
+    node = NodeProcess(tmp_path / "node", env=env)
+    try:
+        assert node.process.wait(timeout=60) == 1
+    finally:
+        node.kill()
+    (error,) = wait_for(lambda: node.log_events("cannot use the configured chain"), 10, "the error logged")
+    assert f"serves chain id {anvil.chain_id}, the config says {anvil.chain_id + 1}" in error["error"]
