@@ -101,6 +101,7 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
         identity,
         max_queue_seconds=compute["max_queue_seconds"],
         default_storage_expiry_seconds=compute["default_storage_expiry_seconds"],
+        results=results,
     )
     payments = _payments(chain, identity, orchestrator)
     catalog = EnvironmentCatalog(

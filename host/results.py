@@ -133,6 +133,21 @@ class ResultStore:
         self._truncate(row)
         return row
 
+    def store(self, stage: StageLike, name: str, kind: int, data: bytes) -> models.Result:
+        """Keeps ``data`` whole as a result of the stage: what the node itself saves (an engine's log)."""
+        header = pod_pb2.UploadHeader(
+            name=name,
+            kind=kind,
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),  # type: ignore[arg-type]
+        )
+        row = self.begin(stage, header)
+        if not row.complete:
+            if data:
+                self.write(row, data)
+            self.finish(row)
+        return row
+
     def write(self, result: models.Result, data: bytes) -> int:
         """Appends ``data`` at ``received``; returns the new ``received``. Never past the declared size."""
         if result.complete:

@@ -146,3 +146,24 @@ def test_readme_hello_example_runs_on_docker(
         assert [j.status for j in jobs] == [S.JOB_STATUS_FINISHED] * 2, [
             [e.message for e in j.history] for j in jobs
         ]
+
+
+def test_a_stopped_stage_keeps_its_log(node: NodeProcess, busybox_image: str, tmp_path: Path) -> None:
+    """Pod-publishing is skipped after a stop; the node keeps the engine's copy of the algorithm's log."""
+    workflow = {"environment": ENV, "stages": [stage(0, "echo started; sleep 300", busybox_image)]}
+    with Client(node.address, auth.new_private_key()) as consumer:
+        started = consumer.start(workflow, free=True)
+        job_id = started.stages[0].job_id
+        wait_for(lambda: consumer.status(job_id=job_id)[0].status == S.JOB_STATUS_RUNNING, 90, "running")
+        wait_for(lambda: b"started" in b"".join(consumer.logs(job_id)), 30, "the first line logged")
+        consumer.stop(job_id=job_id)
+        (job,) = consumer.wait(started.workflow_id, timeout=60)
+        assert job.status == S.JOB_STATUS_STOPPED
+        log_file = wait_for(
+            lambda: next(
+                (r for r in consumer.status(job_id=job_id)[0].results if r.name == "algorithm.log"), None
+            ),
+            30,
+            "the stopped stage's log",
+        )
+        assert consumer.result(job_id, log_file.index, tmp_path / "algorithm.log").read_text() == "started\n"

@@ -310,6 +310,26 @@ def test_three_stage_workflow_on_kubernetes(node: NodeProcess, busybox_image: st
         assert logs["algorithm.log"] == "summed\n", "the algorithm's output reaches its published log"
 
 
+def test_a_stopped_stage_keeps_its_log(node: NodeProcess, busybox_image: str, tmp_path: Path) -> None:
+    """Pod-publishing is skipped after a stop; the node keeps the engine's copy of the algorithm's log."""
+    workflow = {"environment": "k8s-cluster", "stages": [stage(0, "echo started; sleep 300", busybox_image)]}
+    with Client(node.address, auth.new_private_key()) as consumer:
+        started = consumer.start(workflow, free=True)
+        job_id = started.stages[0].job_id
+        wait_for(lambda: b"started" in b"".join(consumer.logs(job_id)), 60, "the first line logged")
+        consumer.stop(job_id=job_id)
+        (job,) = consumer.wait(started.workflow_id, timeout=60)
+        assert job.status == Status.JOB_STATUS_STOPPED
+        log_file = wait_for(
+            lambda: next(
+                (r for r in consumer.status(job_id=job_id)[0].results if r.name == "algorithm.log"), None
+            ),
+            30,
+            "the stopped stage's log",
+        )
+        assert consumer.result(job_id, log_file.index, tmp_path / "algorithm.log").read_text() == "started\n"
+
+
 def test_plugin_sigkilled_mid_job_recovers_without_duplicate_events(
     node: NodeProcess, busybox_image: str, tmp_path: Path
 ) -> None:

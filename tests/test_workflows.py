@@ -19,7 +19,7 @@ from c2d import auth
 from c2d.client import C2DError, Client
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
-from nodeproc import NodeProcess, running_node
+from nodeproc import NodeProcess, running_node, wait_for
 
 S = common_pb2.JobStatus
 ENV = "stub-local"
@@ -155,7 +155,7 @@ def test_a_failing_stage_skips_what_runs_after_it(consumer: Client) -> None:
     assert not any(e.status == S.JOB_STATUS_RUNNING for e in jobs[1].history)
 
 
-def test_stop_a_running_workflow(consumer: Client) -> None:
+def test_stop_a_running_workflow(consumer: Client, tmp_path: Path) -> None:
     started = consumer.start(
         {"environment": ENV, "stages": [stage(0, "echo started; sleep 300"), stage(1, "true", after=[0])]},
         free=True,
@@ -165,6 +165,17 @@ def test_stop_a_running_workflow(consumer: Client) -> None:
     jobs = by_index(consumer.wait(started.workflow_id, timeout=30))
     assert jobs[0].status == S.JOB_STATUS_STOPPED
     assert jobs[1].status == S.JOB_STATUS_SKIPPED
+    # The pods publish nothing after a stop; the node keeps the engine's copy of the log instead.
+    first = started.stages[0].job_id
+    log_file = wait_for(
+        lambda: next(
+            (r for r in consumer.status(job_id=first)[0].results if r.name == "algorithm.log"), None
+        ),
+        15,
+        "the stopped stage's log",
+    )
+    assert log_file.kind == compute_pb2.RESULT_KIND_ALGORITHM_LOG
+    assert consumer.result(first, log_file.index, tmp_path / "algorithm.log").read_text() == "started\n"
 
 
 def test_stages_queue_when_capacity_is_full(consumer: Client) -> None:

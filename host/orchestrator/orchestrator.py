@@ -30,12 +30,14 @@ from host.engines.supervisor import EngineSupervisor, SupervisorState
 from host.identity import NodeIdentity
 from host.orchestrator import capacity, stagespec
 from host.orchestrator.validation import StagePlan
+from host.results import ResultStore
 from host.store.models import Stage, StatusEvent, Workflow, database_proxy
 
 S = common_pb2.JobStatus
 log = structlog.get_logger()
 
 SCHEDULE_INTERVAL_SECONDS = 1.0
+ALGORITHM_LOG = "algorithm.log"  # the name pods publish it under
 STOP_GRACE_SECONDS = 5
 UNRECOVERABLE = {
     grpc.StatusCode.NOT_FOUND,
@@ -70,8 +72,10 @@ class Orchestrator:
         *,
         max_queue_seconds: float,
         default_storage_expiry_seconds: int,
+        results: ResultStore | None = None,
     ) -> None:
         self.engines = engines
+        self.results = results
         self.identity = identity
         self.pod_endpoint = ""  # host:port of the PodService, set once it listens
         self.max_queue_seconds = max_queue_seconds
@@ -307,7 +311,34 @@ class Orchestrator:
             call.cancel()
             self._followers.pop(job_id, None)
         if Stage.get_by_id(job_id).terminal:
+            await self._keep_engine_log(job_id, supervisor)
             await self._destroy(job_id, supervisor)
+
+    async def _keep_engine_log(self, job_id: str, supervisor: EngineSupervisor) -> None:
+        """A stage whose pods published no algorithm log (stopped, failed while publishing) gets the
+        engine's copy, read before the engine cleans up: the log matters most when something went wrong."""
+        stage = Stage.get_by_id(job_id)
+        if (
+            self.results is None
+            or stage.algorithm_started_at is None
+            or supervisor.stub is None
+            or supervisor.fingerprint is None
+            or not supervisor.fingerprint.capabilities.log_streaming
+            or self.results.offset(stage, ALGORITHM_LOG, compute_pb2.RESULT_KIND_ALGORITHM_LOG)
+            or any(f.kind == compute_pb2.RESULT_KIND_ALGORITHM_LOG for f in self.results.list(stage))
+        ):
+            return
+        chunks: list[bytes] = []
+        request = engine_pb2.StreamJobLogsRequest(job_id=job_id, follow=False)
+        try:
+            async for reply in supervisor.stub.StreamJobLogs(request, timeout=30):
+                chunks.append(reply.data)
+        except grpc.aio.AioRpcError as exc:
+            log.info("no engine log to keep", job_id=job_id, code=exc.code().name)
+            return
+        if chunks:
+            self.results.store(stage, ALGORITHM_LOG, compute_pb2.RESULT_KIND_ALGORITHM_LOG, b"".join(chunks))
+            log.info("kept the engine's algorithm log", job_id=job_id, size=sum(map(len, chunks)))
 
     def _apply(self, job_id: str, event: engine_pb2.JobEvent) -> bool:
         """Applies one engine event once (by sequence); True when the stage has ended."""

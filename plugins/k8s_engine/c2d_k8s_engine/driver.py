@@ -488,6 +488,8 @@ class StepWatch:
     def _end(self, reason: str, grace: float) -> None:
         self.reason = reason
         self.kill_deadline = time.time() + grace + KILL_SLACK_SECONDS
+        if self.step == names.ALGORITHM:  # stopped or out of time: keep what it logged until now
+            self.driver.collect_log()
         self.driver.delete_pod(self.name, grace)
 
 
