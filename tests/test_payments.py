@@ -462,3 +462,20 @@ def test_a_chain_other_than_configured_stops_the_node_with_a_clear_error(
         node.kill()
     (error,) = wait_for(lambda: node.log_events("cannot use the configured chain"), 10, "the error logged")
     assert f"serves chain id {anvil.chain_id}, the config says {anvil.chain_id + 1}" in error["error"]
+
+
+def test_an_in_process_dev_chain_comes_with_the_consumer_prepaid(tmp_path: Path) -> None:
+    """Without anvil the dev chain lives in the node (no RPC for ``c2d escrow``): paying needs no setup."""
+    env = {"C2D_CHAIN__DEV": "py-evm"}
+    with running_node(tmp_path / "node", env=env) as node:
+        (env_pb,) = wait_for(node.environments, 60, "environments")
+        info = json.loads((node.data_dir / "devchain.json").read_text())
+        assert info["backend"] == "py-evm" and info["rpc_url"] is None
+        key = (node.data_dir / "dev-consumer.key").read_text().strip()
+        (fees,) = env_pb.fees
+        pay = compute_pb2.Payment(chain_id=fees.chain_id, token_address=fees.token_address)
+        with Client(node.address, key) as client:
+            started = client.start({"environment": env_pb.id, "stages": [stage(0, "true")]}, payment=pay)
+            client.wait(started.workflow_id, timeout=60)
+            paid = wait_payment(client, started.workflow_id, {P.PAYMENT_STATUS_CLAIMED})
+    assert 0 < int(paid.claimed_amount) < int(started.quote.amount)

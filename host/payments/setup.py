@@ -4,7 +4,9 @@ A development node (no config file) with no chain configured starts a dev
 chain with the escrow and a test token deployed, gives the node's key gas
 money, prices every environment in the test token (:func:`dev_fees`), and
 writes what a consumer needs to pay (RPC URL, addresses, the funded
-consumer's key) to ``<data_dir>/devchain.json``.
+consumer's key) to ``<data_dir>/devchain.json``. An in-process py-evm chain
+has no RPC for ``c2d escrow``, so there the consumer's deposit and its
+authorization of the node are made already.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ DEV_CONSUMER_KEY_FILE = "dev-consumer.key"  # in the format of `c2d key new`
 # Dev prices per unit-minute, in the test token's smallest unit (18 decimals).
 DEV_PRICES = {"cpu": 10**15, "ram": 10**14, "disk": 10**13, "gpu": 10**16}
 DEV_DEFAULT_PRICE = 10**14
+DEV_PREPAID = 100 * 10**18  # deposited and authorized for the consumer on an in-process chain
 
 
 @dataclass
@@ -99,6 +102,8 @@ def _dev_setup(config: Config, identity: NodeIdentity, prefer: str) -> ChainSetu
     try:
         dev.fund(identity.address)
         setup = _setup(config, identity, dev.w3, dev.chain_id, dev.escrow_address)
+        if dev.rpc_url is None:
+            _prepay(dev, identity.address)
     except BaseException:
         dev.stop()
         raise
@@ -115,6 +120,13 @@ def _dev_setup(config: Config, identity: NodeIdentity, prefer: str) -> ChainSetu
         file=str(info),
     )
     return setup
+
+
+def _prepay(dev: DevChain, node_address: str) -> None:
+    """An in-process chain has no RPC for ``c2d escrow``: deposit and authorize for the consumer."""
+    escrow = dev.escrow(dev.consumer.private_key)
+    escrow.deposit(dev.token_address, DEV_PREPAID)
+    escrow.authorize(dev.token_address, node_address, DEV_PREPAID, 7 * 24 * 3600, 100)
 
 
 def write_dev_chain_file(data_dir: Path, dev: DevChain) -> Path:
