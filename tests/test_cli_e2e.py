@@ -36,7 +36,7 @@ from c2d import auth
 from c2d.cli.keys import read_key
 from c2d.client import Client
 from c2d.common.v1 import common_pb2
-from nodeproc import NodeProcess, running_node
+from nodeproc import NodeProcess, free_port, running_node
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 README = REPO_ROOT / "README.md"
@@ -54,6 +54,9 @@ REQUIRED = [
     "c2d --key-file me.key result <JOB> -o out/",
     "c2d --key-file me.key logs <JOB>",
     "c2d --key-file .c2d/node_key admin assets register examples/dataset.json",
+    "c2d --key-file .c2d/dev-consumer.key escrow deposit 10",
+    "c2d --key-file .c2d/dev-consumer.key start examples/hello.json --env stub-local --wait",
+    "c2d --key-file .c2d/dev-consumer.key proof <WORKFLOW>",
 ]
 
 
@@ -104,11 +107,15 @@ class Terminal:
     node: str
     c2d: str = field(default_factory=c2d_executable)
     job: str | None = None
+    workflow: str | None = None
     runs: list[Run] = field(default_factory=list)
 
     @property
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("C2D_NODE", "C2D_KEY_FILE")}
+        env = {k: v for k, v in os.environ.items() if k not in ("C2D_NODE", "C2D_KEY_FILE", "C2D_RPC_URL")}
+        dev_chain = self.cwd / ".c2d" / "devchain.json"
+        if dev_chain.exists():  # the README's `export C2D_RPC_URL=...`, with this node's dev chain
+            env["C2D_RPC_URL"] = json.loads(dev_chain.read_text())["rpc_url"]
         return {**env, "NO_COLOR": "1", "COLUMNS": "200"}
 
     def c2d_run(self, args: list[str]) -> Run:
@@ -131,8 +138,9 @@ class Terminal:
             assert (self.cwd / path).read_text().strip() == expected.strip(), line
             return
         assert words[0] == "c2d", f"the quick start may only use c2d and cat; this test cannot run {line!r}"
-        args = [self.job if word == "<JOB>" else word for word in words[1:]]
-        assert None not in args, f"{line!r} uses <JOB> before any start"
+        placeholders = {"<JOB>": self.job, "<WORKFLOW>": self.workflow}
+        args = [placeholders.get(word, word) for word in words[1:]]
+        assert None not in args, f"{line!r} uses <JOB> or <WORKFLOW> before any start"
         is_start = "start" in args
         assert not is_start or "--wait" in args, f"{line!r}: the next commands need the stages ended"
         run = self.c2d_run([*args, "--json"] if is_start else args)
@@ -142,6 +150,7 @@ class Terminal:
             stages = run.doc["stages"]
             assert [s["status"] for s in stages] == ["finished"] * len(stages), run.doc
             self.job = stages[-1]["job_id"]
+            self.workflow = run.doc["workflow_id"]
 
     def find(self, *words: str) -> list[Run]:
         return [run for run in self.runs if all(w in run.argv for w in words)]
@@ -178,7 +187,9 @@ def test_the_readme_quick_start_works_as_written(checkout: Path) -> None:
     """One test, one node: the steps depend on each other, and pytest -n 2 must not start two nodes."""
     (block,) = blocks("node")
     # The node's data dir is ./.c2d of the checkout, as with a bare `python -m host` run there.
-    with running_node(checkout / ".c2d", env=node_env(block, checkout)) as node:
+    # As a bare `python -m host`: with its dev chain (on a free port: tests run side by side).
+    dev_chain = {"C2D_CHAIN__DEV": "auto", "C2D_CHAIN__DEV_PORT": str(free_port())}
+    with running_node(checkout / ".c2d", env={**node_env(block, checkout), **dev_chain}) as node:
         node.wait_listening()
         node.wait_environment("stub-local")
         terminal = Terminal(checkout, node.address)
@@ -190,7 +201,20 @@ def test_the_readme_quick_start_works_as_written(checkout: Path) -> None:
         check_hello_workflow(terminal)
         check_private_dataset(terminal)
         check_python_examples(terminal, node)
+        check_paid_workflow(terminal)
         node.settle()
+
+
+def check_paid_workflow(terminal: Terminal) -> None:
+    """The paid hello workflow: locked, claimed for what ran, and its proof checks out on chain."""
+    (start,) = terminal.find("start", "examples/hello.json", ".c2d/dev-consumer.key")
+    assert start.doc["payment"]["status"] == "PAYMENT_STATUS_LOCKED", start.doc
+    (proof,) = terminal.find("proof")
+    assert "on chain: Claimed in transaction 0x" in proof.stdout and "proof OK" in proof.stdout, proof.stdout
+    (balance,) = terminal.find("escrow", "balance")
+    assert "wallet: 990 C2DT" in balance.stdout, balance.stdout  # 10 of the 1000 deposited
+    (withdraw,) = terminal.find("escrow", "withdraw")
+    assert "withdrew" in withdraw.stdout.lower(), withdraw.stdout
 
 
 def check_key_file(terminal: Terminal) -> None:
@@ -206,7 +230,7 @@ def check_envs(terminal: Terminal) -> None:
 
 
 def check_hello_workflow(terminal: Terminal) -> None:
-    (start,) = terminal.find("start", "examples/hello.json")
+    (start,) = terminal.find("start", "examples/hello.json", "--free")
     first, second = start.doc["stages"]
     assert (first["index"], second["index"]) == (0, 1)
     # Stage 1 found stage 0's output under inputs/<stage 0's job id>/ ...

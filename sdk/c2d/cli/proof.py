@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from c2d.client import C2DError, Client
 from c2d.compute.v1 import compute_pb2
 
 NOT_THIS_KIND = frozenset({"NOT_FOUND", "INVALID_ARGUMENT"})
+CLAIM_WAIT_SECONDS = 60.0
+CLAIM_POLL_SECONDS = 0.5
 # Payments that never reached a claim: there is no Claimed event to look for.
 UNCLAIMED = frozenset(
     {
@@ -60,7 +63,7 @@ def cmd_proof(ctx: Context) -> int:
     args = ctx.args
     client = ctx.client()
     workflow_id = workflow_of(client, args.id)
-    reply = client.payment_proof(workflow_id)
+    reply = settled_proof(client, workflow_id)
     if args.output:
         Path(args.output).write_bytes(reply.records)
     data = parse_records(reply.records)
@@ -87,6 +90,17 @@ def cmd_proof(ctx: Context) -> int:
     else:
         _print(ctx, workflow_id, data, check, reply, chain, problems)
     return 1 if problems else 0
+
+
+def settled_proof(client: Client, workflow_id: str) -> compute_pb2.GetPaymentProofResponse:
+    """The proof, once its claim is mined: right after a workflow ends the node may still be sending
+    it (a few seconds on a public chain). Past ``CLAIM_WAIT_SECONDS`` the claim is checked as it is."""
+    reply = client.payment_proof(workflow_id)
+    deadline = time.monotonic() + CLAIM_WAIT_SECONDS
+    while reply.payment.status == compute_pb2.PAYMENT_STATUS_CLAIMING and time.monotonic() < deadline:
+        time.sleep(CLAIM_POLL_SECONDS)
+        reply = client.payment_proof(workflow_id)
+    return reply
 
 
 def workflow_of(client: Client, ident: str) -> str:
