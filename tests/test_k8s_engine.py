@@ -310,6 +310,38 @@ def test_three_stage_workflow_on_kubernetes(node: NodeProcess, busybox_image: st
         assert logs["algorithm.log"] == "summed\n", "the algorithm's output reaches its published log"
 
 
+def test_node_sigkilled_while_a_pod_runs_finishes_the_workflow(
+    tmp_path: Path, kubeconfig: Path, pod_image: str, busybox_image: str
+) -> None:
+    """The host (not only the plugin) killed mid-stage: the restarted node and engine find the job by
+    its labels and follow it to the end; the same PodService port, so the pods keep calling it."""
+    (tmp_path / "datasets").mkdir()
+    env = node_env(kubeconfig, tmp_path / "datasets", pod_image)
+    node = NodeProcess(tmp_path / "node", env=env)
+    try:
+        node.wait_environment("k8s-cluster", timeout=60)
+        key = auth.new_private_key()
+        workflow = {
+            "environment": "k8s-cluster",
+            "stages": [stage(0, "sleep 4; echo done > /data/outputs/done.txt", busybox_image)],
+        }
+        with Client(node.address, key) as consumer:
+            started = consumer.start(workflow, free=True)
+            job_id = started.stages[0].job_id
+            running = Status.JOB_STATUS_RUNNING
+            wait_for(lambda: consumer.status(job_id=job_id)[0].status == running, 60, "running")
+        node.kill()
+        node = NodeProcess(tmp_path / "node", env=env, port=node.port)
+        node.wait_environment("k8s-cluster", timeout=60)
+        with Client(node.address, key) as consumer:
+            (job,) = consumer.wait(started.workflow_id, timeout=120)
+            assert job.status == Status.JOB_STATUS_FINISHED, [(e.status, e.message) for e in job.history]
+            paths = consumer.results(job_id, tmp_path / "out")
+            assert [p.read_text().strip() for p in paths if p.name == "done.txt"] == ["done"]
+    finally:
+        node.kill()
+
+
 def test_a_stopped_stage_keeps_its_log(node: NodeProcess, busybox_image: str, tmp_path: Path) -> None:
     """Pod-publishing is skipped after a stop; the node keeps the engine's copy of the algorithm's log."""
     workflow = {"environment": "k8s-cluster", "stages": [stage(0, "echo started; sleep 300", busybox_image)]}
