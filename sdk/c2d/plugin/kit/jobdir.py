@@ -101,6 +101,7 @@ class JobDir:
 
     @property
     def log_path(self) -> Path:
+        """The algorithm's output; engines whose jobs follow the container contract keep it elsewhere."""
         return self.path / ALGORITHM_LOG
 
     @property
@@ -165,6 +166,7 @@ class JobDir:
         A job has exactly one terminal event: once it is written, further
         appends write nothing and return it.
         """
+        created = not self.events_path.exists()
         with self._locked_events() as f:
             data = f.read()
             events = parse_event_lines(data)
@@ -178,7 +180,9 @@ class JobDir:
             f.write(json.dumps(record, sort_keys=True).encode() + b"\n")
             f.flush()
             os.fsync(f.fileno())
-            return record
+        if created:
+            fsync_dir(self.path)
+        return record
 
     @contextlib.contextmanager
     def _locked_events(self) -> Iterator[Any]:
@@ -186,6 +190,15 @@ class JobDir:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)
             f.seek(0)
             yield f
+
+
+def fsync_dir(path: Path) -> None:
+    """Makes a new file's directory entry durable too."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class EventTail:
