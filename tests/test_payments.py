@@ -479,3 +479,26 @@ def test_an_in_process_dev_chain_comes_with_the_consumer_prepaid(tmp_path: Path)
             client.wait(started.workflow_id, timeout=60)
             paid = wait_payment(client, started.workflow_id, {P.PAYMENT_STATUS_CLAIMED})
     assert 0 < int(paid.claimed_amount) < int(started.quote.amount)
+
+
+def test_a_node_without_gas_money_locks_nothing_and_says_so(tmp_path: Path, anvil: DevChain) -> None:
+    with running_node(tmp_path / "node", env=stub_env(anvil)) as node:
+        node.wait_environment(ENV)
+        consumer = new_consumer(anvil, node_address(node))  # the node's own key was never funded
+        wait_for(
+            lambda: node.log_events(
+                "the node's account has no gas money: paid starts will fail until it is funded"
+            ),
+            10,
+            "the warning at start",
+        )
+        with Client(node.address, consumer.key) as client:
+            with pytest.raises(C2DError) as err:
+                client.start(two_stages(), payment=payment(anvil))
+            assert err.value.code == "UNAVAILABLE" and "cannot pay the gas" in err.value.message
+            assert client.status(all=True) == []
+        (logged,) = wait_for(
+            lambda: node.log_events("the node's account cannot pay gas: fund it"), 10, "the log"
+        )
+    assert logged["node"] == node_address(node)
+    assert consumer.funds(anvil) == (DEPOSIT, 0)

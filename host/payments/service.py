@@ -189,6 +189,13 @@ class Payments:
                 self._update(row, status=states.LOCK_FAILED, last_error=exc.message)
                 bound.info("escrow refused the lock", reason=exc.reason)
                 raise lock_refusal(exc.reason) from None
+            if exc.kind == E.INSUFFICIENT_FUNDS:  # the chain would not take the node's transaction
+                self._update(row, status=states.LOCK_FAILED, last_error=exc.message)
+                bound.error("the node's account cannot pay gas: fund it", node=self.node, error=exc.message)
+                raise unavailable(
+                    "the node cannot pay the gas for your escrow lock right now (its operator must fund "
+                    "its account); nothing was locked"
+                ) from None
             # Sent or not, we cannot tell: the loop looks for the lock and gives it back.
             self._update(row, last_error=exc.message)
             bound.warning("escrow lock unconfirmed", error=exc.message)
@@ -230,6 +237,7 @@ class Payments:
 
     async def run(self) -> None:
         """Settles payments until cancelled: on every wake-up, and at least once a second."""
+        await self._warn_without_gas()
         while True:
             try:
                 await self._pass()
@@ -238,6 +246,19 @@ class Payments:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
             self._wake.clear()
+
+    async def _warn_without_gas(self) -> None:
+        """Every lock and claim costs the node gas: an empty account is the operator's to fix."""
+        try:
+            balance = await self._chain(self.escrow.chain.eth_balance)
+        except ChainError as exc:
+            log.warning("could not read the node's gas balance", error=exc.message)
+            return
+        if balance == 0:
+            log.warning(
+                "the node's account has no gas money: paid starts will fail until it is funded",
+                node=self.node,
+            )
 
     async def _pass(self) -> None:
         now = time.time()
