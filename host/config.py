@@ -84,6 +84,7 @@ DEFAULTS: dict[str, Any] = {
         "dev": "auto",
         "dev_port": 8545,  # anvil's port when free
         "receipt_timeout_seconds": 120.0,
+        "confirmations": 0,  # blocks on top of a lock's or claim's before it counts (reorgs)
         # A lock outlives the workflow's queue and run time by this much, for the claim.
         "claim_margin_seconds": 3600,
         "retry_max_seconds": 30.0,  # backoff cap while the chain is unreachable
@@ -231,6 +232,8 @@ def _validate_chain(chain: dict[str, Any]) -> None:
         raise ConfigError("chain.chain_id must be set (a positive integer) with chain.rpc_url")
     if chain["rpc_url"] and not chain["escrow_address"]:
         raise ConfigError("chain.escrow_address must be set with chain.rpc_url")
+    if not isinstance(chain["confirmations"], int) or chain["confirmations"] < 0:
+        raise ConfigError(f"chain.confirmations must be a non-negative integer, got {chain['confirmations']!r}")
     tokens = chain["tokens"]
     if not (isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)):
         raise ConfigError(f"chain.tokens must be a list of token addresses, got {tokens!r}")

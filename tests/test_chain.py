@@ -4,6 +4,8 @@ anvil over JSON-RPC (anvil required under CI, skipped locally when its binary is
 from __future__ import annotations
 
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -171,6 +173,26 @@ def test_nonces_across_quick_transactions(dev):
     twin.transfer_eth(other, 1)
     client.transfer_eth(other, 1)  # "nonce too low" recovered by asking the chain again
     assert dev.w3.eth.get_transaction_count(acct.address) == 8
+
+
+def test_confirmations_wait_for_blocks_on_top(dev):
+    """With confirmations, a receipt counts only once that many blocks sit on its block."""
+    acct = DevAccount.from_label("confirmations")
+    dev.fund(acct.address)
+    client = ChainClient(dev.w3, acct.private_key, confirmations=2, poll_interval=0.02)
+    sink = DevAccount.from_label("confirmations-sink").address
+    tx_hash = client.transfer_eth(sink, 1, wait=False)
+    waiter = ThreadPoolExecutor(1).submit(client.wait, tx_hash, 30)
+    time.sleep(0.5)
+    assert not waiter.done(), "returned before any block was built on the receipt's"
+    mined = dev.w3.eth.get_transaction_receipt(tx_hash)["blockNumber"]
+    for _ in range(2):
+        dev.w3.provider.make_request("evm_mine", [])
+    receipt = waiter.result(timeout=10)
+    assert receipt["blockNumber"] == mined and dev.w3.eth.block_number >= mined + 2
+    with pytest.raises(ChainError) as info:  # a block that never comes is a timeout, retried later
+        ChainClient(dev.w3, acct.private_key, confirmations=50, poll_interval=0.02).wait(tx_hash, 0.3)
+    assert info.value.kind == E.RECEIPT_TIMEOUT and info.value.retryable
 
 
 def test_escrow_client_defaults_to_artifact_abi(dev):

@@ -83,7 +83,12 @@ def _setup(
     config: Config, identity: NodeIdentity, w3: Web3, chain_id: int, escrow_address: str
 ) -> ChainSetup:
     chain = config.raw["chain"]
-    client = ChainClient(w3, identity.private_key, receipt_timeout=chain["receipt_timeout_seconds"])
+    client = ChainClient(
+        w3,
+        identity.private_key,
+        receipt_timeout=chain["receipt_timeout_seconds"],
+        confirmations=int(chain["confirmations"]),
+    )
     settings = PaymentSettings(
         chain_id=chain_id,
         tokens=tuple(t.lower() for t in chain["tokens"]),

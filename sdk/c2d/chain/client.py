@@ -12,6 +12,7 @@ Every failure surfaces as :class:`c2d.chain.errors.ChainError` (see ``classify``
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -125,8 +126,10 @@ class ChainClient:
         poll_interval: float = 0.1,
         gas_margin: float = 1.25,
         max_nonce_retries: int = 5,
+        confirmations: int = 0,
     ) -> None:
         self.w3 = w3
+        self.confirmations = confirmations  # blocks on top of a receipt's before it counts
         self.account = Account.from_key(private_key)
         self.address: str = self.account.address
         self.receipt_timeout = receipt_timeout
@@ -268,7 +271,27 @@ class ChainClient:
             reason = self._replay_reason(tx_hash, receipt)
             msg = f"transaction {tx_hash} reverted" + (f": {reason}" if reason else "")
             raise ChainError(E.REVERT, msg, retryable=False, reason=reason, tx_hash=tx_hash)
+        if self.confirmations:
+            receipt = self._confirmed(tx_hash, receipt, time.monotonic() + timeout)
         return receipt
+
+    def _confirmed(self, tx_hash: str, receipt: Any, deadline: float) -> Any:
+        """The receipt once ``confirmations`` blocks sit on its block, and it is still there (no reorg)."""
+        wanted = int(receipt["blockNumber"]) + self.confirmations
+        while int(self._rpc(lambda: self.w3.eth.block_number)) < wanted:
+            if time.monotonic() > deadline:
+                raise ChainError(
+                    E.RECEIPT_TIMEOUT,
+                    f"transaction {tx_hash} has fewer than {self.confirmations} confirmations yet",
+                    tx_hash=tx_hash,
+                )
+            time.sleep(self.poll_interval)
+        try:
+            return self.w3.eth.get_transaction_receipt(tx_hash)
+        except Exception as exc:  # reorganised away: it may come back in another block
+            err = classify(exc)
+            err.tx_hash = tx_hash
+            raise err from exc
 
     def _replay_reason(self, tx_hash: str, receipt: Any) -> str | None:
         """Replays a reverted transaction as a call at its block to learn the reason."""
