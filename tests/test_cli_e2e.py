@@ -209,6 +209,8 @@ def check_paid_workflow(terminal: Terminal) -> None:
     """The paid hello workflow: locked, claimed for what ran, and its proof checks out on chain."""
     (start,) = terminal.find("start", "examples/hello.json", ".c2d/dev-consumer.key")
     assert start.doc["payment"]["status"] == "PAYMENT_STATUS_LOCKED", start.doc
+    (status,) = terminal.find("status", start.doc["workflow_id"])
+    assert re.search(r"^payment: claimed, locked \d+, claimed \d+", status.stdout, re.M), status.stdout
     (proof,) = terminal.find("proof")
     assert "on chain: Claimed in transaction 0x" in proof.stdout and "proof OK" in proof.stdout, proof.stdout
     (balance,) = terminal.find("escrow", "balance")

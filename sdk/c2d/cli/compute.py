@@ -8,7 +8,15 @@ from typing import Any
 
 from c2d.cli.context import Context
 from c2d.cli.errors import UsageError
-from c2d.cli.payment import accepted, choose, offers, print_lock, print_quote, workflow_env_ids
+from c2d.cli.payment import (
+    accepted,
+    choose,
+    offers,
+    payment_status,
+    print_lock,
+    print_quote,
+    workflow_env_ids,
+)
 from c2d.cli.progress import DownloadWatch, StageWatch
 from c2d.cli.render import (
     ENV_COLUMNS,
@@ -168,6 +176,8 @@ def _print_jobs(ctx: Context, jobs: list[compute_pb2.JobInfo], *, details: bool,
         ctx.out.json([job_json(job) for job in jobs])
         return
     ctx.out.table(JOB_COLUMNS, [job_row(job) for job in jobs])
+    if details or len({job.workflow_id for job in jobs}) == 1:
+        _print_payment(ctx, jobs[0].payment if jobs else None)
     for job in jobs:
         if details and job.results:
             rows = [
@@ -180,6 +190,21 @@ def _print_jobs(ctx: Context, jobs: list[compute_pb2.JobInfo], *, details: bool,
             rows = [[when(event.time), status_name(event.status), event.message] for event in job.history]
             ctx.out.line()
             ctx.out.table(("time", "status", "message"), rows, title=f"history of {job.job_id}")
+
+
+def _print_payment(ctx: Context, state: compute_pb2.PaymentState | None) -> None:
+    """What one workflow's escrow payment stands at (a free workflow says nothing)."""
+    if state is None or state.status in (
+        compute_pb2.PAYMENT_STATUS_UNSPECIFIED,
+        compute_pb2.PAYMENT_STATUS_FREE,
+    ):
+        return
+    line = f"payment: {payment_status(state)}, locked {state.locked_amount or 0}"
+    if state.claimed_amount:
+        line += f", claimed {state.claimed_amount}"
+    ctx.out.line(line + f" (token {state.token_address}; c2d proof checks the claim)")
+    if state.claim_transaction:
+        ctx.out.line(f"claim transaction: {state.claim_transaction}")
 
 
 def cmd_logs(ctx: Context) -> int:
