@@ -233,7 +233,9 @@ def _validate_chain(chain: dict[str, Any]) -> None:
     if chain["rpc_url"] and not chain["escrow_address"]:
         raise ConfigError("chain.escrow_address must be set with chain.rpc_url")
     if not isinstance(chain["confirmations"], int) or chain["confirmations"] < 0:
-        raise ConfigError(f"chain.confirmations must be a non-negative integer, got {chain['confirmations']!r}")
+        raise ConfigError(
+            f"chain.confirmations must be a non-negative integer, got {chain['confirmations']!r}"
+        )
     tokens = chain["tokens"]
     if not (isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)):
         raise ConfigError(f"chain.tokens must be a list of token addresses, got {tokens!r}")

@@ -11,7 +11,9 @@ from c2d import auth
 
 def test_signatures_match_eth_account_and_recover() -> None:
     key = auth.new_private_key()
-    text = auth.signing_text("0x" + "ab" * 20, 7, "/c2d.compute.v1.ComputeService/GetComputeStatus", "00" * 32)
+    text = auth.signing_text(
+        "0x" + "ab" * 20, 7, "/c2d.compute.v1.ComputeService/GetComputeStatus", "00" * 32
+    )
     ours = auth.sign_text(key, text)
     theirs = bytes(Account.sign_message(encode_defunct(text=text), key).signature)
     assert ours == theirs
