@@ -65,6 +65,10 @@ class ResultStore:
             return 0
         return row.size if row.complete else self._reconcile(row)
 
+    def exists(self, stage: StageLike, name: str, kind: int) -> bool:
+        """Whether an upload of this result has begun (complete or not)."""
+        return self._find(_job_id(stage), name, kind) is not None
+
     def begin(self, stage: StageLike, header: pod_pb2.UploadHeader) -> models.Result:
         """Starts or resumes an upload; the header's offset must be exactly what is stored so far.
 

@@ -324,8 +324,7 @@ class Orchestrator:
             or supervisor.stub is None
             or supervisor.fingerprint is None
             or not supervisor.fingerprint.capabilities.log_streaming
-            or self.results.offset(stage, ALGORITHM_LOG, compute_pb2.RESULT_KIND_ALGORITHM_LOG)
-            or any(f.kind == compute_pb2.RESULT_KIND_ALGORITHM_LOG for f in self.results.list(stage))
+            or self.results.exists(stage, ALGORITHM_LOG, compute_pb2.RESULT_KIND_ALGORITHM_LOG)
         ):
             return
         chunks: list[bytes] = []

@@ -33,12 +33,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
+from eth_utils import to_checksum_address
 from google.protobuf import json_format
 from web3.logs import DISCARD
 
 from c2d import billing
 from c2d.chain import errors as E
-from c2d.chain.client import EscrowClient, job_id_to_uint
+from c2d.chain.client import EscrowClient, hex0x, job_id_to_uint
 from c2d.chain.errors import ChainError
 from c2d.compute.v1 import compute_pb2
 from host import pricing
@@ -153,7 +154,7 @@ class Payments:
     async def _guarded(self, fn: Callable[[], T]) -> T:
         """A chain read for a consumer's request: an unreachable chain is UNAVAILABLE, not INTERNAL."""
         try:
-            return await self._chain(lambda: (self._check_chain(), fn())[1])
+            return await self._chain(self._checked, fn)
         except ChainError as exc:
             raise unavailable(
                 f"the node cannot reach its chain right now ({exc.message}); try again"
@@ -208,11 +209,16 @@ class Payments:
         sent = time.time()
         receipt = self.escrow.create_lock(int(lock_id), token, payer, amount, seconds)
         return {
-            "lock_tx": _hex(receipt["transactionHash"]),
+            "lock_tx": hex0x(receipt["transactionHash"]),
             "lock_block": int(receipt["blockNumber"]),
             # By this node's clock, from before the lock's block: never later than the chain's expiry.
             "expiry": sent + seconds,
         }
+
+    def _checked(self, fn: Callable[[], T]) -> T:
+        """``fn`` on the chain thread, once the RPC is known to serve the configured chain."""
+        self._check_chain()
+        return fn()
 
     def _check_chain(self) -> None:
         if self._chain_checked:
@@ -364,8 +370,7 @@ class Payments:
     # -- on the chain thread -----------------------------------------------------
 
     def _live_lock(self, row: Payment) -> Any:
-        self._check_chain()
-        return self.escrow.lock_exists(int(row.lock_id), row.token, row.payer)
+        return self._checked(lambda: self.escrow.lock_exists(int(row.lock_id), row.token, row.payer))
 
     def _claim_sync(self, row: Payment) -> ClaimOutcome:
         """Claims the stored amount unless the lock is gone already (then learns how it went)."""
@@ -386,7 +391,7 @@ class Payments:
         return self._outcome(receipt, 0)
 
     def _outcome(self, receipt: Any, amount: int) -> ClaimOutcome:
-        tx = _hex(receipt["transactionHash"])
+        tx = hex0x(receipt["transactionHash"])
         claimed = self.escrow.contract.events.Claimed().process_receipt(receipt, errors=DISCARD)
         if not claimed:  # the lock had expired: the escrow cancelled it instead
             return ClaimOutcome(states.RELEASED, tx, 0, "the lock had expired; the escrow gave it back")
@@ -397,13 +402,13 @@ class Payments:
         if event is not None:
             amount = int(event["args"]["amount"])
             status = states.CLAIMED if amount > 0 else states.RELEASED
-            return ClaimOutcome(status, _hex(event["transactionHash"]), amount, "claimed before a restart")
+            return ClaimOutcome(status, hex0x(event["transactionHash"]), amount, "claimed before a restart")
         return ClaimOutcome(states.RELEASED, "", 0, "the lock was gone: expired and cancelled")
 
     def _claimed_event(self, row: Payment) -> Any:
         events = self.escrow.contract.events.Claimed.get_logs(
             from_block=row.lock_block or 0,
-            argument_filters={"payee": self.escrow.chain.address, "payer": _checksum(row.payer)},
+            argument_filters={"payee": self.escrow.chain.address, "payer": to_checksum_address(row.payer)},
         )
         return next((e for e in events if int(e["args"]["jobId"]) == int(row.lock_id)), None)
 
@@ -411,7 +416,7 @@ class Payments:
 
     async def _sweep(self) -> None:
         """Gives back live locks naming this node that no open payment owns (e.g. a lost database)."""
-        locks = await self._chain(lambda: (self._check_chain(), self.escrow.get_locks(payee=self.node))[1])
+        locks = await self._chain(self._checked, lambda: self.escrow.get_locks(payee=self.node))
         for lock in locks:
             row = Payment.get_or_none(Payment.lock_id == str(lock.job_id))
             if row is not None and row.status not in states.SETTLED:
@@ -422,15 +427,3 @@ class Payments:
             await self._chain(
                 lambda lk=lock: self.escrow.claim_lock(lk.job_id, lk.token, lk.payer, 0, b"")  # type: ignore[misc]
             )
-
-
-def _hex(value: Any) -> str:
-    if isinstance(value, str):
-        return value if value.startswith("0x") else "0x" + value
-    return "0x" + bytes(value).hex()
-
-
-def _checksum(address: str) -> str:
-    from eth_utils import to_checksum_address
-
-    return to_checksum_address(address)

@@ -78,7 +78,8 @@ ERC20_METADATA_ABI: list[dict[str, Any]] = [
 ]
 
 
-def _hex(b: Any) -> str:
+def hex0x(b: Any) -> str:
+    """Bytes, HexBytes or hex text as 0x-prefixed hex (hexbytes 2 prints no 0x)."""
     if isinstance(b, str):
         return b if b.startswith("0x") else "0x" + b
     return "0x" + bytes(b).hex()
@@ -213,7 +214,7 @@ class ChainClient:
             tx = self._rpc(lambda: fn.build_transaction({**params, "chainId": self.chain_id}))
             tx = {k: tx[k] for k in ("to", "data", "value") if k in tx}
         else:
-            tx = {"data": _hex(data) if data else "0x", "value": value}
+            tx = {"data": hex0x(data) if data else "0x", "value": value}
             if to is not None:
                 tx["to"] = to_checksum_address(to)
         tx["from"] = self.address
@@ -234,7 +235,7 @@ class ChainClient:
                     self._next_nonce = self._pending_nonce()
                 nonce = self._next_nonce
                 signed = self.account.sign_transaction({**tx, "nonce": nonce})
-                tx_hash = _hex(signed.hash)
+                tx_hash = hex0x(signed.hash)
                 try:
                     self.w3.eth.send_raw_transaction(signed.raw_transaction)
                 except Exception as exc:
@@ -537,5 +538,6 @@ __all__ = [
     "Lock",
     "UserFunds",
     "connect",
+    "hex0x",
     "job_id_to_uint",
 ]
