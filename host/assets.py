@@ -18,6 +18,7 @@ import grpc
 from google.protobuf import json_format
 
 from c2d.compute.v1 import compute_pb2
+from c2d.netpolicy import Reach
 from host.errors import RequestError, denied, invalid, not_found
 from host.files import FileRef, parse_files, resolve_local
 from host.store import models
@@ -49,13 +50,20 @@ class AssetRegistry:
 
     ``data_root`` is the config's ``assets.data_root``: registration checks that
     every local file resolves inside it, so the operator learns of a typo at once.
+    ``consumer_reach`` is where consumers' own files may be fetched from (the
+    config's ``[security]`` exceptions to public-only); the registry is what
+    decides which files a stage may use, so admission and provisioning read it here.
     """
 
     def __init__(
-        self, data_root: str | os.PathLike[str] | None = None, clock: Callable[[], float] = time.time
+        self,
+        data_root: str | os.PathLike[str] | None = None,
+        clock: Callable[[], float] = time.time,
+        consumer_reach: Reach | None = None,
     ):
         self.data_root = data_root
         self.clock = clock
+        self.consumer_reach = consumer_reach or Reach()
 
     def register(self, asset: AssetPb, replace: bool = False) -> AssetPb:
         """Validates and stores ``asset``; ALREADY_EXISTS for a known did unless ``replace``."""

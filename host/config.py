@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from c2d.netpolicy import Reach
+
 ENV_PREFIX = "C2D_"
 # Variables with the prefix that are not config overrides.
 RESERVED_ENV = {"C2D_LOAD_PLUGINS", "C2D_REQUIRE_DOCKER", "C2D_TEST_KUBECONFIG"}
@@ -94,6 +96,12 @@ DEFAULTS: dict[str, Any] = {
     # Per environment id: free tier, fees. Without a config file every environment
     # gets a development free tier.
     "environments": {},
+    "security": {
+        # Consumers' URLs reach public addresses only. Exceptions: host names (exact,
+        # e.g. "data.lan") and networks (CIDR, e.g. "10.1.0.0/16") they may also reach.
+        "allow_hosts": [],
+        "allow_networks": [],
+    },
 }
 
 
@@ -223,6 +231,17 @@ def _validate(raw: dict[str, Any]) -> None:
     if not isinstance(raw.get("engines", {}), dict):
         raise ConfigError("[engines] must be a table of engine tables")
     _validate_chain(raw["chain"])
+    _validate_reach(raw["security"])
+
+
+def _validate_reach(security: dict[str, Any]) -> None:
+    for key in ("allow_hosts", "allow_networks"):
+        if not (isinstance(security[key], list) and all(isinstance(v, str) for v in security[key])):
+            raise ConfigError(f"security.{key} must be a list of strings, got {security[key]!r}")
+    try:
+        Reach.from_lists(security["allow_hosts"], security["allow_networks"])
+    except ValueError as exc:
+        raise ConfigError(f"security: {exc}") from None
 
 
 def _validate_chain(chain: dict[str, Any]) -> None:

@@ -13,6 +13,12 @@ with optional ``"name"`` (the file name inside the input folder) and
 ``"checksum"`` (``"sha256:<hex>"``). File locations can be private (an
 operator's dataset), so no error message here ever repeats a URL, a path or a
 header: only the file's position and what is wrong with it.
+
+Consumers' files (parsed with ``allow_local=False``) are also checked against a
+:class:`c2d.netpolicy.Reach`: a URL whose host is a literal non-public address
+or ``localhost`` is refused at once; what a name resolves to is the pod's check
+(:mod:`pods.netguard`), which :func:`to_file_source` arms with ``origin`` and
+the operator's exceptions.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from urllib.parse import urlsplit
 
 from google.protobuf import json_format, struct_pb2
 
+from c2d.netpolicy import Reach, explain
 from c2d.pod.v1 import pod_pb2
 from host.errors import invalid, not_found, precondition
 
@@ -66,13 +73,32 @@ class FileRef:
     checksum: str = ""
 
 
-def parse_files(obj: Any, *, allow_local: bool, label: str = "files") -> list[FileRef]:
+def parse_files(
+    obj: Any, *, allow_local: bool, label: str = "files", reach: Reach | None = None
+) -> list[FileRef]:
     """Validates a files object completely; ``label`` prefixes messages (e.g. "input 0").
 
+    ``allow_local`` is for operators' assets alone; without it the files are a
+    consumer's, and their URLs must stay within ``reach`` (public addresses and
+    the operator's ``[security]`` exceptions; the strict default allows none).
     Raises INVALID_ARGUMENT naming the file's position and the problem, never its location.
     """
     items = _file_list(obj, label)
-    return [_parse_file(item, allow_local, f"{label}: file {i}") for i, item in enumerate(items)]
+    refs = [_parse_file(item, allow_local, f"{label}: file {i}") for i, item in enumerate(items)]
+    if not allow_local:
+        for position, ref in enumerate(refs):
+            check_reach(ref, reach or Reach(), f"{label}: file {position}")
+    return refs
+
+
+def check_reach(ref: FileRef, reach: Reach, where: str) -> None:
+    """INVALID_ARGUMENT when a consumer's URL names a forbidden host literally; the message names the rule."""
+    if ref.type != "url":
+        return
+    host = urlsplit(ref.location).hostname or ""
+    rule = reach.literal_refusal(host)
+    if rule is not None:
+        raise invalid(f"{where} has a url that is refused: {explain(rule)}")
 
 
 def _file_list(obj: Any, label: str) -> list[Any]:
@@ -251,15 +277,29 @@ LocalToken = str | Callable[[FileRef], str] | None
 
 
 def to_file_source(
-    ref: FileRef, settings: Mapping[str, Any], token_for_local: LocalToken = None
+    ref: FileRef,
+    settings: Mapping[str, Any],
+    token_for_local: LocalToken = None,
+    *,
+    consumer_reach: Reach | None = None,
 ) -> pod_pb2.FileSource:
     """What a pod downloads for ``ref``; ``settings`` is the config's ``assets`` section.
 
     ipfs and arweave become gateway URLs. A local file becomes a "node" source
     whose url is ``token_for_local`` (a token, or a function making one for the
     ref), which the pod hands back to FetchInput: the path never leaves the node.
+    ``consumer_reach`` marks a consumer's file: the pod then fetches it from
+    public addresses only, bar the operator's exceptions it carries; without
+    it the file is the operator's, which may name internal hosts.
     """
     source = pod_pb2.FileSource(name=ref.name, checksum=ref.checksum)
+    # ipfs and arweave go to the operator's gateway: the operator chose that destination.
+    if consumer_reach is None or ref.type != "url":
+        source.origin = pod_pb2.SOURCE_ORIGIN_OPERATOR
+    else:
+        source.origin = pod_pb2.SOURCE_ORIGIN_CONSUMER
+        source.allow_hosts.extend(sorted(consumer_reach.allow_hosts))
+        source.allow_networks.extend(str(net) for net in consumer_reach.allow_networks)
     if ref.type == "url":
         source.type, source.url, source.method = "url", ref.location, ref.method
         source.headers.update(ref.headers)

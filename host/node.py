@@ -14,6 +14,7 @@ from typing import IO, TYPE_CHECKING, Any
 import grpc
 import structlog
 
+from c2d.netpolicy import Reach
 from host.assets import AssetRegistry
 from host.config import Config
 from host.engines.registry import EngineRegistry
@@ -91,7 +92,11 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
     data_dir = config.data_dir
     compute = config.raw["compute"]
     results = ResultStore(data_dir / "results")
-    assets = AssetRegistry(data_root=config.raw["assets"]["data_root"] or None)
+    security = config.raw["security"]
+    assets = AssetRegistry(
+        data_root=config.raw["assets"]["data_root"] or None,
+        consumer_reach=Reach.from_lists(security["allow_hosts"], security["allow_networks"]),
+    )
     # The registry calls back once an engine is (re)started; the orchestrator then re-attaches its stages.
     engines = EngineRegistry.from_config(
         config, host_id(data_dir), on_ready=lambda supervisor: orchestrator.recover_engine(supervisor)

@@ -10,7 +10,9 @@ $C2D_DATA/transformations/algorithm         the algorithm file, mode 0755
 $C2D_DATA/outputs/  $C2D_DATA/logs/         empty, for the algorithm and the pods
 ```
 
-and reports PROVISIONING_FINISHED, exit status 0. On a failure it reports
+and reports PROVISIONING_FINISHED, exit status 0. A file's ``<name>`` is the one
+the node gives, else the last segment of a consumer's own URL, else
+``file-<index>``: never anything of an operator's URL or path, which are private. On a failure it reports
 DATA_PROVISIONING_FAILED (an input) or ALGORITHM_PROVISIONING_FAILED with a
 message naming the file by folder/name only (the consumer reads it; the
 locations are private) and exits 1.
@@ -33,6 +35,7 @@ from pods.entry import run_pod
 from pods.env import PodEnv
 from pods.failures import PodFailure, describe_rpc_error
 from pods.names import name_from_url, safe_name, unique_name
+from pods.netguard import node_addresses
 from pods.podlog import PodLog
 from pods.sources import fetch
 from pods.unzip import unpack, unpacked_limit
@@ -58,6 +61,8 @@ class Configuration:
         self.env = env
         self.client = client
         self.log = log
+        # The node's own addresses, which no consumer URL may lead to.
+        self.own_addresses = frozenset(node_addresses(env.node_http_api))
 
     def run(self) -> int:
         """The whole provisioning; the pod's exit status."""
@@ -146,7 +151,7 @@ class Configuration:
 
     def fetch(self, source: pod_pb2.FileSource, target: Path, label: str, kind: type[PodFailure]) -> None:
         try:
-            fetch(source, target, self.client, label)
+            fetch(source, target, self.client, label, self.own_addresses)
         except PodFailure as failure:
             raise kind(failure.public, failure.detail) from None
 
@@ -177,9 +182,14 @@ def has_file(source: pod_pb2.FileSource) -> bool:
 
 
 def file_name(source: pod_pb2.FileSource, index: int) -> str:
-    """The source's name, else its URL's last segment (plain URLs only), else ``file-<index>``."""
+    """The source's name, else the last segment of a consumer's own URL, else ``file-<index>``.
+
+    The consumer reads these names (``inputs/`` paths, the log, status
+    messages); an operator's URL is private, so nothing of it names a file.
+    """
     name = safe_name(source.name) if source.name else None
-    if name is None and source.type in ("url", "") and source.url:
+    consumers_url = source.type in ("url", "") and source.origin == pod_pb2.SOURCE_ORIGIN_CONSUMER
+    if name is None and consumers_url and source.url:
         name = name_from_url(source.url)
     return name or f"file-{index}"
 

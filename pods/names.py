@@ -25,7 +25,11 @@ def safe_name(name: str) -> str | None:
 
 
 def name_from_url(url: str) -> str | None:
-    """The URL's last path segment, made safe; None when it has none."""
+    """The URL's last path segment, made safe; None when it has none.
+
+    For a consumer's own URL only: an operator's URL is private, and its segments
+    must not reach the consumer as a file name.
+    """
     try:
         path = urlsplit(url).path
     except ValueError:

@@ -5,6 +5,11 @@ place only once complete and, when the source names one, checked against its
 ``sha256:`` checksum, so a failed or tampered download never looks like an
 input. Failures are SourceFailures whose public text says what went wrong but
 never where: no URL, header or path.
+
+A consumer's URL (``origin`` consumer or unspecified) is fetched through
+:mod:`pods.netguard`: public addresses only (unless the operator allows the host
+or network), checked after resolution and on every redirect, no proxy. An
+operator's URL may name an internal host, and may go through the pod's proxy.
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ from urllib.parse import urlsplit
 
 import grpc
 
+from c2d.netpolicy import IPAddress, Reach
 from c2d.pod.v1 import pod_pb2
 from pods.client import PodClient
 from pods.failures import SourceFailure, describe_rpc_error
+from pods.netguard import DestinationRefused, GuardedHTTPHandler, GuardedHTTPSHandler
 from pods.retry import Backoff, TransientError
 
 CHUNK_BYTES = 1 << 20
@@ -35,11 +42,20 @@ RETRY_HTTP_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 URL_BACKOFF = Backoff(budget=20.0, first=1.0, longest=5.0)
 
 
-def fetch(source: pod_pb2.FileSource, target: Path, client: PodClient, label: str) -> None:
-    """Writes ``source`` to ``target`` (checked, atomically); SourceFailure naming ``label`` only."""
+def fetch(
+    source: pod_pb2.FileSource,
+    target: Path,
+    client: PodClient,
+    label: str,
+    own_addresses: frozenset[IPAddress] = frozenset(),
+) -> None:
+    """Writes ``source`` to ``target`` (checked, atomically); SourceFailure naming ``label`` only.
+
+    ``own_addresses`` are the node's: a consumer's URL may never lead there.
+    """
     part = target.with_name(f".{target.name}.part")
     try:
-        write_source(source, part, client, label)
+        write_source(source, part, client, label, own_addresses)
         verify_checksum(part, source.checksum, label)
         os.replace(part, target)
     except OSError as exc:
@@ -51,12 +67,18 @@ def fetch(source: pod_pb2.FileSource, target: Path, client: PodClient, label: st
             part.unlink()
 
 
-def write_source(source: pod_pb2.FileSource, part: Path, client: PodClient, label: str) -> None:
+def write_source(
+    source: pod_pb2.FileSource,
+    part: Path,
+    client: PodClient,
+    label: str,
+    own_addresses: frozenset[IPAddress] = frozenset(),
+) -> None:
     kind = source.type or ("data" if source.data else "url")
     if kind == "data":
         part.write_bytes(source.data)
     elif kind == "url":
-        fetch_url(source, part, label)
+        fetch_url(source, part, label, reach_of(source, own_addresses))
     elif kind == "node":
         fetch_node(source.url, part, client, label)
     else:
@@ -101,13 +123,40 @@ def origin(url: str) -> tuple[str, str]:
     return parts.scheme.lower(), parts.netloc.lower()
 
 
-def url_opener() -> urllib.request.OpenerDirector:
-    """http and https only, redirects included: no file:, ftp: or data: URLs, even via a redirect."""
+def is_operator_source(source: pod_pb2.FileSource) -> bool:
+    """Only a source the node marks as the operator's may reach internal hosts; unspecified counts as a consumer's."""
+    return source.origin == pod_pb2.SOURCE_ORIGIN_OPERATOR
+
+
+def reach_of(source: pod_pb2.FileSource, own_addresses: frozenset[IPAddress]) -> Reach | None:
+    """Where ``source`` may connect: None (anywhere) for an operator's source, else public addresses
+    and the operator's exceptions. An exception list the pod cannot read allows nothing more."""
+    if is_operator_source(source):
+        return None
+    try:
+        return Reach.from_lists(source.allow_hosts, source.allow_networks, own_addresses)
+    except ValueError:
+        return Reach(deny=own_addresses)
+
+
+def url_opener(reach: Reach | None = None) -> urllib.request.OpenerDirector:
+    """http and https only, redirects included: no file:, ftp: or data: URLs, even via a redirect.
+
+    With a ``reach`` (a consumer's URL) every connection, redirects included, is
+    checked against it, and no proxy is used (see :mod:`pods.netguard`).
+    """
     opener = urllib.request.OpenerDirector()
+    transport: tuple[urllib.request.BaseHandler, ...]
+    if reach is None:
+        transport = (
+            urllib.request.ProxyHandler(),
+            urllib.request.HTTPHandler(),
+            urllib.request.HTTPSHandler(),
+        )
+    else:
+        transport = (GuardedHTTPHandler(reach), GuardedHTTPSHandler(reach))
     for handler in (
-        urllib.request.ProxyHandler(),
-        urllib.request.HTTPHandler(),
-        urllib.request.HTTPSHandler(),
+        *transport,
         SameOriginHeaders(),
         urllib.request.HTTPDefaultErrorHandler(),
         urllib.request.HTTPErrorProcessor(),
@@ -117,26 +166,31 @@ def url_opener() -> urllib.request.OpenerDirector:
     return opener
 
 
-def fetch_url(source: pod_pb2.FileSource, part: Path, label: str) -> None:
+def fetch_url(source: pod_pb2.FileSource, part: Path, label: str, reach: Reach | None = None) -> None:
     scheme = source.url.partition(":")[0].lower()
     if scheme not in URL_SCHEMES:
         raise SourceFailure(
             f"{label}: only http and https URLs can be downloaded", f"{label}: scheme {scheme!r}"
         )
     try:
-        URL_BACKOFF.run(lambda: download_once(source, part, label))
+        URL_BACKOFF.run(lambda: download_once(source, part, label, reach))
     except TransientError as exc:
         raise SourceFailure(f"{label}: download failed ({exc})", f"{label}: {source.url}: {exc}") from None
 
 
-def download_once(source: pod_pb2.FileSource, part: Path, label: str) -> None:
+def download_once(source: pod_pb2.FileSource, part: Path, label: str, reach: Reach | None = None) -> None:
     """One GET (or the source's method), streamed to ``part``; TransientError for what may pass."""
     request = urllib.request.Request(source.url, method=(source.method or "GET").upper())
     for name, value in source.headers.items():
         request.add_header(name, value)
     try:
-        with url_opener().open(request, timeout=URL_TIMEOUT_SECONDS) as response, open(part, "wb") as sink:
+        with (
+            url_opener(reach).open(request, timeout=URL_TIMEOUT_SECONDS) as response,
+            open(part, "wb") as sink,
+        ):
             copy(response, sink)
+    except DestinationRefused as refused:
+        raise SourceFailure(f"{label}: {refused.public}", f"{label}: {refused.detail}") from None
     except urllib.error.HTTPError as exc:
         exc.close()
         if exc.code in RETRY_HTTP_STATUSES:

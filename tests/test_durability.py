@@ -49,6 +49,10 @@ def slow_server() -> Iterator[str]:
     server.shutdown()
 
 
+# The slow server stands in for a consumer's public server: the operator allows it.
+LOCAL_URLS = {"C2D_SECURITY__ALLOW_HOSTS": '["127.0.0.1"]'}
+
+
 def algorithm(script: str) -> dict:
     return {"rawcode": script, "container": {"entrypoint": "sh $ALGO", "image": "busybox", "tag": "1"}}
 
@@ -59,7 +63,7 @@ def status_of(client: Client, job_id: str) -> int:
 
 def kill_and_restart(node: NodeProcess, data_dir: Path) -> NodeProcess:
     node.kill()
-    restarted = NodeProcess(data_dir, port=node.port, pod_port=node.pod_port)
+    restarted = NodeProcess(data_dir, env=LOCAL_URLS, port=node.port, pod_port=node.pod_port)
     restarted.wait_environment(ENV)
     return restarted
 
@@ -91,7 +95,7 @@ def test_node_killed_mid_stage_finishes_the_workflow(tmp_path: Path, slow_server
         "running": S.JOB_STATUS_RUNNING,
         "publishing": S.JOB_STATUS_PUBLISHING,
     }
-    node = NodeProcess(data_dir)
+    node = NodeProcess(data_dir, env=LOCAL_URLS)
     try:
         node.wait_environment(ENV)
         key = auth.new_private_key()

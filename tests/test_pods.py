@@ -65,7 +65,8 @@ def data(tmp_path: Path) -> Path:
 
 
 def source(**fields: object) -> pod_pb2.FileSource:
-    return pod_pb2.FileSource(**fields)
+    """An operator's source (its private URLs may be internal, here 127.0.0.1)."""
+    return pod_pb2.FileSource(**{"origin": pod_pb2.SOURCE_ORIGIN_OPERATOR, **fields})
 
 
 def provision(service: FakePodService, files: FileServer) -> None:
@@ -103,7 +104,7 @@ def test_configuration_provisions_every_source(
     assert result.returncode == 0, result.stderr
     inputs = data / "inputs"
     assert (inputs / "0" / "notes.txt").read_bytes() == b"inline"
-    assert (inputs / "0" / "table.csv").read_bytes() == TABLE  # named after the URL's last segment
+    assert (inputs / "0" / "file-1").read_bytes() == TABLE  # named by its index: the URL is private
     assert (inputs / "0" / "big.bin").read_bytes() == BIG_NODE_FILE
     for name, content in PREVIOUS_OUTPUTS.items():
         assert (inputs / "job-previous" / name).read_bytes() == content
@@ -120,15 +121,16 @@ def test_configuration_provisions_every_source(
     assert service.phases() == ["POD_PHASE_PROVISIONING_STARTED", "POD_PHASE_PROVISIONING_FINISHED"]
     assert service.calls["GetProvisioning"] == 2 and service.calls["FetchInput"] == 3
     log = (data / "logs" / "configuration.log").read_text()
-    assert "input 0/table.csv" in log and "provisioning finished" in log
+    assert "input 0/file-1" in log and "provisioning finished" in log
+    assert "table" not in log
     assert "127.0.0.1" not in log and TOKEN not in log and str(data) not in log
 
 
 @pytest.mark.parametrize(
     ("case", "phase", "label"),
     [
-        ("bad-checksum", "POD_PHASE_DATA_PROVISIONING_FAILED", "0/table.csv"),
-        ("missing-url", "POD_PHASE_DATA_PROVISIONING_FAILED", "0/gone.csv"),
+        ("bad-checksum", "POD_PHASE_DATA_PROVISIONING_FAILED", "0/file-0"),
+        ("missing-url", "POD_PHASE_DATA_PROVISIONING_FAILED", "0/file-0"),
         ("algorithm-forbidden", "POD_PHASE_ALGORITHM_PROVISIONING_FAILED", "algorithm"),
     ],
 )

@@ -31,7 +31,12 @@ def admit_stage(plan: StagePlan, registry: AssetRegistry, consumer: str) -> bool
         check_image(container, where)
         algorithm.container.CopyFrom(container)
     elif algorithm.files.ByteSize():
-        parse_files(json_format.MessageToDict(algorithm.files), allow_local=False, label=f"{where} algorithm")
+        parse_files(
+            json_format.MessageToDict(algorithm.files),
+            allow_local=False,
+            label=f"{where} algorithm",
+            reach=registry.consumer_reach,
+        )
     dataset_services = []
     for item in stage.input:
         label = f"{where} input {item.index}"
@@ -40,7 +45,12 @@ def admit_stage(plan: StagePlan, registry: AssetRegistry, consumer: str) -> bool
             asset_rules.check_compute(asset, service, algorithm, algorithm_service, consumer)
             dataset_services.append(service)
         elif item.files.ByteSize():
-            parse_files(json_format.MessageToDict(item.files), allow_local=False, label=label)
+            parse_files(
+                json_format.MessageToDict(item.files),
+                allow_local=False,
+                label=label,
+                reach=registry.consumer_reach,
+            )
         else:
             raise invalid(f"{label} has neither a did nor files")
     return plan.environment.network.allow_network and asset_rules.network_allowed(dataset_services)

@@ -2,12 +2,16 @@
 
 Files the node holds itself (operator-local dataset files, outputs of
 earlier stages) are handed out as opaque tokens that only this stage's pod
-can redeem through FetchInput; their paths never leave the node.
+can redeem through FetchInput; their paths never leave the node. Nor do
+their names: a file is named by the operator's ``name`` or, by the pod, by its
+index (``file-<n>``), never by the last segment of a private path or URL.
+Consumers' own files are marked as theirs, so the pod fetches them from
+public addresses only (see :mod:`pods.netguard`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
@@ -49,17 +53,21 @@ class Provisioner:
         if item.did:
             _, service = self.assets.service(item.did, item.service_id, DATASET)
             refs = service_files(service)
-            prefix = f"asset:{item.did}:{item.service_id}"
-        else:
-            refs = parse_files(json_format.MessageToDict(item.files), allow_local=False)
-            prefix = ""
-        return [self._source(ref, f"{prefix}:{n}") for n, ref in enumerate(refs)]
+            return [
+                self._source(ref, f"asset:{item.did}:{item.service_id}:{n}") for n, ref in enumerate(refs)
+            ]
+        return [self._consumer_source(ref) for ref in self._consumer_files(item.files)]
+
+    def _consumer_files(self, files: Any) -> list[FileRef]:
+        reach = self.assets.consumer_reach
+        return parse_files(json_format.MessageToDict(files), allow_local=False, reach=reach)
+
+    def _consumer_source(self, ref: FileRef) -> pod_pb2.FileSource:
+        return to_file_source(ref, self.settings, consumer_reach=self.assets.consumer_reach)
 
     def _source(self, ref: FileRef, token: str) -> pod_pb2.FileSource:
-        source = to_file_source(ref, self.settings, token if ref.type == "local" else None)
-        if ref.type == "local" and not source.name:
-            source.name = PurePosixPath(ref.location).name  # the file's name, not where it lives
-        return source
+        """An operator's file: no name unless the operator gave one (the pod then uses the index)."""
+        return to_file_source(ref, self.settings, token if ref.type == "local" else None)
 
     def _outputs_of(self, job_id: str) -> list[pod_pb2.FileSource]:
         previous = Stage.get_by_id(job_id)
@@ -86,13 +94,13 @@ class Provisioner:
         if algorithm.did:
             _, service = self.assets.service(algorithm.did, algorithm.service_id, ALGORITHM)
             refs = service_files(service)
-            token = f"asset:{algorithm.did}:{algorithm.service_id}:0"
-        else:
-            refs = parse_files(json_format.MessageToDict(algorithm.files), allow_local=False)
-            token = ""
-        if not refs:  # a registered algorithm may be its image alone
+            if not refs:  # a registered algorithm may be its image alone
+                return pod_pb2.FileSource(type="data", data=b"", name="algorithm")
+            return self._source(refs[0], f"asset:{algorithm.did}:{algorithm.service_id}:0")
+        refs = self._consumer_files(algorithm.files)
+        if not refs:
             return pod_pb2.FileSource(type="data", data=b"", name="algorithm")
-        return self._source(refs[0], token)
+        return self._consumer_source(refs[0])
 
     # -- FetchInput --------------------------------------------------------------
 

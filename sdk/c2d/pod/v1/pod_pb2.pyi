@@ -9,6 +9,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class SourceOrigin(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SOURCE_ORIGIN_UNSPECIFIED: _ClassVar[SourceOrigin]
+    SOURCE_ORIGIN_OPERATOR: _ClassVar[SourceOrigin]
+    SOURCE_ORIGIN_CONSUMER: _ClassVar[SourceOrigin]
+
 class PodPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     POD_PHASE_UNSPECIFIED: _ClassVar[PodPhase]
@@ -27,6 +33,9 @@ class UploadKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UPLOAD_KIND_ALGORITHM_LOG: _ClassVar[UploadKind]
     UPLOAD_KIND_CONFIGURATION_LOG: _ClassVar[UploadKind]
     UPLOAD_KIND_PUBLISHING_LOG: _ClassVar[UploadKind]
+SOURCE_ORIGIN_UNSPECIFIED: SourceOrigin
+SOURCE_ORIGIN_OPERATOR: SourceOrigin
+SOURCE_ORIGIN_CONSUMER: SourceOrigin
 POD_PHASE_UNSPECIFIED: PodPhase
 POD_PHASE_PROVISIONING_STARTED: PodPhase
 POD_PHASE_PROVISIONING_FINISHED: PodPhase
@@ -52,7 +61,7 @@ class PodAuth(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., nonce: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class FileSource(_message.Message):
-    __slots__ = ("type", "url", "method", "headers", "data", "name", "checksum", "size", "archive")
+    __slots__ = ("type", "url", "method", "headers", "data", "name", "checksum", "size", "archive", "origin", "allow_hosts", "allow_networks")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +78,9 @@ class FileSource(_message.Message):
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     ARCHIVE_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_HOSTS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_NETWORKS_FIELD_NUMBER: _ClassVar[int]
     type: str
     url: str
     method: str
@@ -78,7 +90,10 @@ class FileSource(_message.Message):
     checksum: str
     size: int
     archive: bool
-    def __init__(self, type: _Optional[str] = ..., url: _Optional[str] = ..., method: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., data: _Optional[bytes] = ..., name: _Optional[str] = ..., checksum: _Optional[str] = ..., size: _Optional[int] = ..., archive: bool = ...) -> None: ...
+    origin: SourceOrigin
+    allow_hosts: _containers.RepeatedScalarFieldContainer[str]
+    allow_networks: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, type: _Optional[str] = ..., url: _Optional[str] = ..., method: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., data: _Optional[bytes] = ..., name: _Optional[str] = ..., checksum: _Optional[str] = ..., size: _Optional[int] = ..., archive: bool = ..., origin: _Optional[_Union[SourceOrigin, str]] = ..., allow_hosts: _Optional[_Iterable[str]] = ..., allow_networks: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ProvisionedInput(_message.Message):
     __slots__ = ("folder", "files")
