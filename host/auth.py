@@ -14,6 +14,7 @@ import peewee as pw
 from google.protobuf.message import Message
 
 from c2d import auth
+from c2d.quoting import quoted
 from host.errors import RequestError
 from host.store.models import Nonce, Stage
 
@@ -36,7 +37,7 @@ def verify_consumer(method: str, request: Message) -> str:
     if credentials.nonce >= MAX_NONCE:
         raise unauthenticated(f"auth.nonce must be below 2^63, got {credentials.nonce}")
     if not ADDRESS.match(address):
-        raise unauthenticated(f"auth.address {credentials.address!r} is not an Ethereum address")
+        raise unauthenticated(f"auth.address {quoted(credentials.address)} is not an Ethereum address")
     text = auth.signing_text(address, credentials.nonce, method, auth.body_digest(request))
     _check_signer(text, credentials.signature, address, "address")
     _consume_nonce(address, credentials.nonce)

@@ -2,21 +2,28 @@
 
 Services raise :class:`RequestError`; :func:`grpc_errors` turns it into the
 status, and turns anything unexpected into a bare INTERNAL after logging it,
-so no traceback ever crosses the wire.
+so no traceback ever crosses the wire. It is also where every request enters: each one
+(each message of a client stream too) has its numbers checked first (:mod:`c2d.bounds`),
+and every message leaves escaped and capped (:func:`c2d.quoting.capped`), so no refusal
+can echo what a caller sent beyond a short prefix.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 import structlog
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+from c2d import bounds
+from c2d.quoting import capped
 
 log = structlog.get_logger()
 
@@ -36,6 +43,7 @@ class RequestError(Exception):
         reason: str = "",
         metadata: dict[str, str] | None = None,
     ) -> None:
+        message = capped(message)  # whatever the message quotes, it stays short and escaped
         super().__init__(message)
         self.code = code
         self.message = message
@@ -73,8 +81,31 @@ def unavailable(message: str) -> RequestError:
     return RequestError(grpc.StatusCode.UNAVAILABLE, message)
 
 
+def check_numbers(message: Message) -> None:
+    """INVALID_ARGUMENT naming the first number of ``message`` that is not finite or not in range."""
+    found = bounds.problem(message)
+    if found is not None:
+        raise invalid(found)
+
+
+async def _checked(messages: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A client stream whose every message has its numbers checked as it arrives."""
+    async for message in messages:
+        check_numbers(message)
+        yield message
+
+
+def _checked_request(request: Any) -> Any:
+    """The request with its numbers checked: a message now, a client stream message by message."""
+    if isinstance(request, Message):
+        check_numbers(request)
+        return request
+    return _checked(request)
+
+
 def grpc_errors(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Wraps an async unary or server-streaming grpc.aio servicer method."""
+    """Wraps an async grpc.aio servicer method (unary, server- or client-streaming): the request's
+    numbers are checked before the method sees them, and every failure becomes a short status."""
     name = method.__name__
 
     async def _fail(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
@@ -88,7 +119,7 @@ def grpc_errors(method: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(method)
         async def stream_wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
-                async for item in method(self, request, context):
+                async for item in method(self, _checked_request(request), context):
                     yield item
             except Exception as exc:
                 await _fail(context, exc)
@@ -98,7 +129,7 @@ def grpc_errors(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     async def unary_wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            return await method(self, request, context)
+            return await method(self, _checked_request(request), context)
         except Exception as exc:
             await _fail(context, exc)
 

@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from c2d.billing import line_cost
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
+from c2d.quoting import quoted
 from host.errors import invalid, precondition
 from host.orchestrator.validation import StagePlan
 
@@ -29,20 +30,29 @@ def chain_fees(env: common_pb2.Environment, payment: compute_pb2.Payment) -> com
     accepted = (
         ", ".join(f"{f.token_symbol or f.token_address} on chain {f.chain_id}" for f in env.fees) or "nothing"
     )
+    token = quoted(payment.token_address) if payment.token_address else "(no token)"
     raise precondition(
-        f"environment {env.id!r} takes no payment in {payment.token_address or '(no token)'} on chain "
+        f"environment {env.id!r} takes no payment in {token} on chain "
         f"{payment.chain_id}; it accepts {accepted}"
     )
 
 
 def price(value: str, where: str) -> Decimal:
+    """A price as a Decimal: finite first (a Decimal NaN raises on comparison), then not negative."""
     try:
         amount = Decimal(value or "0")
     except InvalidOperation:
-        raise invalid(f"{where}: price {value!r} is not a number") from None
-    if amount < 0 or not amount.is_finite():
-        raise invalid(f"{where}: price {value!r} must be a non-negative number")
+        raise invalid(f"{where}: price {quoted(value)} is not a number") from None
+    if not amount.is_finite() or (amount.is_signed() and amount != 0):
+        raise invalid(f"{where}: price {quoted(value)} must be a non-negative number")
     return amount
+
+
+def _amount(value: float, where: str) -> float:
+    """A granted amount to price: finite and not negative, asked positively so that a NaN fails."""
+    if not (math.isfinite(value) and value >= 0):
+        raise invalid(f"{where}: amount {value} is not a finite non-negative number")
+    return value
 
 
 def quote_stage(plan: StagePlan, fees: common_pb2.ChainFees) -> list[compute_pb2.PriceLine]:
@@ -51,7 +61,8 @@ def quote_stage(plan: StagePlan, fees: common_pb2.ChainFees) -> list[compute_pb2
     lines = []
     for grant in plan.resources:
         unit_price = price(prices.get(grant["id"], "0"), f"fees of {plan.environment.id!r} for {grant['id']}")
-        cost = line_cost(grant["amount"], str(unit_price), minutes)
+        amount = _amount(grant["amount"], f"stage {plan.index} {grant['id']}")
+        cost = line_cost(amount, str(unit_price), minutes)
         lines.append(
             compute_pb2.PriceLine(
                 stage_index=plan.index,

@@ -23,6 +23,7 @@ import peewee as pw
 
 from c2d.compute.v1 import compute_pb2
 from c2d.pod.v1 import pod_pb2
+from c2d.quoting import quoted
 from host.errors import invalid, not_found, precondition
 from host.store import models
 
@@ -59,7 +60,11 @@ class ResultStore:
     # Uploads.
 
     def offset(self, stage: StageLike, name: str, kind: int) -> int:
-        """Bytes already stored for this upload (its size once complete); 0 when it never started."""
+        """Bytes already stored for this upload (its size once complete); 0 when it never started.
+
+        The name and kind are checked as an upload's header is: a name no upload could have is a
+        clean INVALID_ARGUMENT, not a query for it."""
+        _check_name_and_kind(name, kind)
         row = self._find(_job_id(stage), name, kind)
         if row is None:
             return 0
@@ -95,7 +100,9 @@ class ResultStore:
         same = row.size == header.size and row.sha256 == sha256 and row.archive == header.archive
         if row.complete:
             if not same:
-                raise precondition(f"result {header.name!r} was already uploaded with another size or sha256")
+                raise precondition(
+                    f"result {quoted(header.name)} was already uploaded with another size or sha256"
+                )
             return row
         if not same:
             return self._restart(row, header, sha256)
@@ -155,7 +162,7 @@ class ResultStore:
     def write(self, result: models.Result, data: bytes) -> int:
         """Appends ``data`` at ``received``; returns the new ``received``. Never past the declared size."""
         if result.complete:
-            raise precondition(f"result {result.name!r} is already complete")
+            raise precondition(f"result {quoted(result.name)} is already complete")
         end = result.received + len(data)
         if end > result.size:
             raise invalid(f"the upload is longer than its declared size of {result.size} bytes")
@@ -172,7 +179,7 @@ class ResultStore:
             .execute()
         )
         if not updated:
-            raise precondition(f"another upload of {result.name!r} is in progress")
+            raise precondition(f"another upload of {quoted(result.name)} is in progress")
         result.received = end
         return end
 
@@ -301,19 +308,22 @@ def _job_id(stage: StageLike) -> str:
 
 def _validate_header(header: pod_pb2.UploadHeader, max_size: int) -> str:
     """Refuses a malformed header; returns the lower-case sha256."""
-    name = header.name
-    if not name:
-        raise invalid("the upload has no name")
-    if len(name) > MAX_NAME or "/" in name or "\\" in name or name in (".", "..") or _CONTROL.search(name):
-        raise invalid(f"the upload name must be a plain file name of at most {MAX_NAME} characters")
-    if header.kind not in KINDS:
-        raise invalid("the upload kind must be output or one of the logs")
+    _check_name_and_kind(header.name, header.kind)
     if header.size > max_size:
         raise invalid(f"the upload is larger than this node accepts ({max_size} bytes)")
     sha256 = header.sha256.lower()
     if not _SHA256.fullmatch(sha256):
         raise invalid("the upload's sha256 must be 64 hex digits")
     return sha256
+
+
+def _check_name_and_kind(name: str, kind: int) -> None:
+    if not name:
+        raise invalid("the upload has no name")
+    if len(name) > MAX_NAME or "/" in name or "\\" in name or name in (".", "..") or _CONTROL.search(name):
+        raise invalid(f"the upload name must be a plain file name of at most {MAX_NAME} characters")
+    if kind not in KINDS:
+        raise invalid("the upload kind must be output or one of the logs")
 
 
 def _write_transaction() -> AbstractContextManager[Any]:

@@ -8,6 +8,7 @@ restarted node knows exactly what is taken.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any
 
@@ -54,7 +55,8 @@ def _fit(
     granted = []
     for request in requested:
         resource = by_id.get(request["id"])
-        if resource is None or used[request["id"]] + request["amount"] > resource.total + 1e-9:
+        amount = request["amount"]
+        if resource is None or not _fits(used[request["id"]], amount, resource.total):
             return None
         grant = {**request, "device_ids": []}
         if resource.type == common_pb2.RESOURCE_TYPE_GPU and resource.devices:
@@ -64,6 +66,12 @@ def _fit(
             grant["device_ids"] = free[: int(request["amount"])]
         granted.append(grant)
     return granted
+
+
+def _fits(used: float, amount: float, total: float) -> bool:
+    """Whether ``amount`` more fits: asked positively, so that a NaN anywhere (which compares false
+    with everything) never fits, and a negative amount never frees capacity for others."""
+    return math.isfinite(used) and math.isfinite(amount) and amount >= 0 and used + amount <= total + 1e-9
 
 
 def granted_resources(granted: list[dict[str, Any]] | None) -> list[common_pb2.GrantedResource]:

@@ -7,6 +7,7 @@ fix the request; a refused workflow leaves no trace in the database.
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from google.protobuf import json_format
 
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
+from c2d.quoting import quoted
 from host import statuses
 from host.errors import invalid
 from host.store.models import Stage
@@ -23,6 +25,14 @@ from host.store.models import Stage
 MAX_STAGES = 64
 ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+# Docker's reference grammar (github.com/distribution/reference): [host[:port]/]component[/component]*,
+# the tag and the digest in their own fields.
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]{{1,5}})?"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_NAME = re.compile(rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*")
+IMAGE_TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+MAX_IMAGE_NAME = 255
 
 
 @dataclass
@@ -57,7 +67,7 @@ class EnvironmentLookup:
         env = self.by_id.get(env_id)
         if env is None:
             known = ", ".join(sorted(self.by_id)) or "none available now"
-            raise invalid(f"{where}: unknown environment {env_id!r} (available: {known})")
+            raise invalid(f"{where}: unknown environment {quoted(env_id)} (available: {known})")
         return env
 
 
@@ -117,10 +127,10 @@ def grant_request(
     for request in requested:
         if request.id not in by_id:
             raise invalid(
-                f"{where}: environment {env.id!r} has no resource {request.id!r} (has {sorted(by_id)})"
+                f"{where}: environment {env.id!r} has no resource {quoted(request.id)} (has {sorted(by_id)})"
             )
         if request.id in asked:
-            raise invalid(f"{where}: resource {request.id!r} is requested twice")
+            raise invalid(f"{where}: resource {quoted(request.id)} is requested twice")
         asked[request.id] = request.amount
     plan = []
     for resource in env.resources:
@@ -132,10 +142,14 @@ def grant_request(
 
 
 def _check_amount(resource: common_pb2.Resource, amount: float, where: str) -> None:
+    """The amount within the resource's bounds. Written so that a NaN (which compares false with
+    everything) fails: every test asks for what must hold, not for what must not."""
     ceiling = resource.max or resource.total
-    if amount < 0 or amount < resource.min:
+    if not math.isfinite(amount):
+        raise invalid(f"{where}: {resource.id} = {amount} is not a finite number")
+    if not (amount >= 0 and amount >= resource.min):
         raise invalid(f"{where}: {resource.id} = {amount:g} is below the minimum {resource.min:g}")
-    if ceiling and amount > ceiling:
+    if ceiling and not amount <= ceiling:
         raise invalid(f"{where}: {resource.id} = {amount:g} is above the maximum {ceiling:g}")
     if resource.type == common_pb2.RESOURCE_TYPE_GPU and amount != int(amount):
         raise invalid(f"{where}: {resource.id} counts whole devices, got {amount:g}")
@@ -168,13 +182,31 @@ def _check_algorithm(algorithm: compute_pb2.Algorithm, where: str) -> None:
 
 
 def check_image(container: compute_pb2.AlgorithmContainer, where: str) -> None:
+    """The container names an image by Docker's reference grammar, with a tag or a digest.
+
+    Checked before anything is stored, so a malformed reference is the consumer's INVALID_ARGUMENT
+    now rather than an engine's failure (or worse, a reference the engine reads otherwise) later.
+    """
     if not container.entrypoint.strip():
         raise invalid(f'{where}: the algorithm container has no entrypoint (e.g. "python $ALGO")')
+    image = container.image
+    if len(image) > MAX_IMAGE_NAME or not IMAGE_NAME.fullmatch(image):
+        raise invalid(
+            f"{where}: image {quoted(image)} is not a valid image name: [registry[:port]/]name[/name...] "
+            "in lower case, with the tag in tag and the digest in checksum"
+        )
+    if container.tag and not IMAGE_TAG.fullmatch(container.tag):
+        raise invalid(
+            f"{where}: image tag {quoted(container.tag)} is not a valid tag "
+            "(letters, digits, _ . -, not starting with . or -, at most 128)"
+        )
     if container.checksum and not DIGEST.match(container.checksum):
-        raise invalid(f"{where}: image checksum must be sha256:<64 hex digits>, got {container.checksum!r}")
+        raise invalid(
+            f"{where}: image checksum must be sha256:<64 hex digits>, got {quoted(container.checksum)}"
+        )
     if not container.tag and not container.checksum:
         raise invalid(
-            f"{where}: image {container.image!r} needs a tag or a digest (checksum); 'latest' is not implied"
+            f"{where}: image {quoted(image)} needs a tag or a digest (checksum); 'latest' is not implied"
         )
 
 
@@ -192,9 +224,11 @@ def _resolve_dependencies(plan: StagePlan, indices: set[int], owner: str) -> Non
         elif target == "job_id":
             previous = Stage.get_or_none(Stage.job_id == dependency.job_id)
             if previous is None or previous.owner != owner:
-                raise invalid(f"{where}: runAfter names unknown job {dependency.job_id!r}")
+                raise invalid(f"{where}: runAfter names unknown job {quoted(dependency.job_id)}")
             if previous.status != statuses.S.JOB_STATUS_FINISHED:
-                raise invalid(f"{where}: runAfter job {dependency.job_id!r} has not finished successfully")
+                raise invalid(
+                    f"{where}: runAfter job {quoted(dependency.job_id)} has not finished successfully"
+                )
             plan.run_after_jobs.append(previous.job_id)
         else:
             raise invalid(f"{where}: an empty runAfter entry")
@@ -222,7 +256,7 @@ def _check_acyclic(plans: list[StagePlan]) -> None:
 def _check_viewers(viewers: list[str]) -> None:
     for viewer in viewers:
         if not ADDRESS.match(viewer):
-            raise invalid(f"viewer {viewer!r} is not an Ethereum address")
+            raise invalid(f"viewer {quoted(viewer)} is not an Ethereum address")
 
 
 def _struct(value: Any) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from c2d.quoting import quoted
 from host.errors import denied, not_found
 from host.store.models import Stage, Workflow
 
@@ -10,14 +11,14 @@ def visible_stage(job_id: str, caller: str) -> Stage:
     """The stage if ``caller`` owns it or is a viewer; NOT_FOUND otherwise, so existence never leaks."""
     stage = Stage.get_or_none(Stage.job_id == job_id) if job_id else None
     if stage is None or not _may_read(stage.workflow, caller):
-        raise not_found(f"no job {job_id!r} for {caller}")
+        raise not_found(f"no job {quoted(job_id)} for {caller}")
     return stage
 
 
 def visible_workflow(workflow_id: str, caller: str) -> Workflow:
     workflow = Workflow.get_or_none(Workflow.id == workflow_id) if workflow_id else None
     if workflow is None or not _may_read(workflow, caller):
-        raise not_found(f"no workflow {workflow_id!r} for {caller}")
+        raise not_found(f"no workflow {quoted(workflow_id)} for {caller}")
     return workflow
 
 

@@ -276,6 +276,8 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
         caller = verify_consumer(method("StreamComputeLogs"), request)
         stage = visible_stage(request.job_id, caller)
         offset = request.offset
+        if stage.terminal:
+            _check_log_offset(self._stored_log_size(stage), offset)
         while not stage.terminal:
             live = self._live_logs(stage, request.follow, offset)
             if live is not None:
@@ -305,6 +307,10 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
             return None
         request = engine_pb2.StreamJobLogsRequest(job_id=stage.job_id, follow=follow, offset=offset)
         return _tolerant(supervisor.stub.StreamJobLogs(request))
+
+    def _stored_log_size(self, stage: Stage) -> int:
+        logs = [f for f in self.results.list(stage) if f.kind == compute_pb2.RESULT_KIND_ALGORITHM_LOG]
+        return logs[0].size if logs else 0
 
     def _stored_log(self, stage: Stage, offset: int) -> list[compute_pb2.StreamComputeLogsResponse]:
         logs = [f for f in self.results.list(stage) if f.kind == compute_pb2.RESULT_KIND_ALGORITHM_LOG]
@@ -364,6 +370,12 @@ _NO_PAYMENTS = (
     "this node takes no payments (no chain is configured: see [chain] in the node's config); "
     "use FreeStartCompute within an environment's free tier"
 )
+
+
+def _check_log_offset(size: int, offset: int) -> None:
+    """A finished stage's log ends where it ends: an offset past it is a mistake to say, not an empty log."""
+    if offset > size:
+        raise invalid(f"offset {offset} is past the end of the log ({size} bytes)")
 
 
 def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:

@@ -2,18 +2,23 @@
 
 The servicer turns it into ``context.abort`` (see :mod:`c2d.plugin.kit.rpc`);
 anything else is a bug, logged and answered with a short INTERNAL, never a
-traceback on the wire.
+traceback on the wire. Every message is escaped and capped (:func:`c2d.quoting.capped`), and one that
+names what the node sent quotes it with :func:`c2d.quoting.quoted`, so a refusal never echoes a long
+or hostile value whole.
 """
 
 from __future__ import annotations
 
 import grpc
 
+from c2d.quoting import capped, quoted
+
 
 class EngineError(Exception):
     """A call that fails with ``code`` and a message meant for the node's operator."""
 
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        message = capped(message)
         super().__init__(message)
         self.code = code
         self.message = message
@@ -24,7 +29,7 @@ def invalid(message: str) -> EngineError:
 
 
 def not_found(job_id: str) -> EngineError:
-    return EngineError(grpc.StatusCode.NOT_FOUND, f"no job {job_id!r} on this engine for this node")
+    return EngineError(grpc.StatusCode.NOT_FOUND, f"no job {quoted(job_id)} on this engine for this node")
 
 
 def precondition(message: str) -> EngineError:

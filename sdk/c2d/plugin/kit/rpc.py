@@ -5,6 +5,11 @@ message; an error the engine's backend raises because it cannot be reached
 becomes UNAVAILABLE (the servicer's ``unreachable(exc)`` says which, and
 how to word it); anything else is a bug: logged with its traceback, answered
 with a short INTERNAL naming the engine (the servicer's ``engine_name``).
+
+They are also where every request enters an engine: its numbers are checked first
+(:mod:`c2d.bounds`: finite, in range, enums known), so a NaN or an absurd offset is a clean
+INVALID_ARGUMENT naming the field, never an engine's traceback. The node checks the same before it
+calls an engine; this is defence in depth, and it covers any other caller of the plugin's socket.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from typing import Any
 import grpc
 import structlog
 
-from c2d.plugin.kit.errors import EngineError
+from c2d import bounds
+from c2d.plugin.kit.errors import EngineError, invalid
+from c2d.quoting import capped
 
 Method = Callable[..., Any]
 log = structlog.get_logger("c2d.plugin.kit.rpc")
@@ -28,10 +35,17 @@ def _abort(servicer: Any, name: str, context: Any, exc: Exception) -> None:
     unreachable = getattr(servicer, "unreachable", None)
     reason = unreachable(exc) if unreachable is not None else None
     if reason is not None:
-        context.abort(grpc.StatusCode.UNAVAILABLE, reason)
+        context.abort(grpc.StatusCode.UNAVAILABLE, capped(reason))
     engine = getattr(servicer, "engine_name", "engine")
     log.exception("rpc failed", engine=engine, rpc=name)
     context.abort(grpc.StatusCode.INTERNAL, f"{engine}: internal error in {name}; see its log")
+
+
+def check_numbers(request: Any) -> None:
+    """INVALID_ARGUMENT naming the first number of the request that is not finite or not in range."""
+    found = bounds.problem(request)
+    if found is not None:
+        raise invalid(found)
 
 
 def unary(method: Method) -> Method:
@@ -40,6 +54,7 @@ def unary(method: Method) -> Method:
     @functools.wraps(method)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
+            check_numbers(request)
             return method(self, request, context)
         except Exception as exc:
             _abort(self, method.__name__, context, exc)
@@ -53,6 +68,7 @@ def streaming(method: Method) -> Method:
     @functools.wraps(method)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
+            check_numbers(request)
             yield from method(self, request, context)
         except Exception as exc:
             _abort(self, method.__name__, context, exc)

@@ -28,6 +28,7 @@ from c2d.plugin.kit.health import HealthTracker
 from c2d.plugin.kit.jobdir import JobDir, Record
 from c2d.plugin.kit.jobspec import check_job_id
 from c2d.plugin.kit.rpc import streaming, unary
+from c2d.quoting import quoted
 
 WAKE_SECONDS = 1.0
 WATCH_WAKE_SECONDS = 0.5
@@ -41,7 +42,7 @@ def find_environment(environments: tuple[Any, ...], environment_id: str) -> Any:
     env = next((e for e in environments if e.id == environment_id), None)
     if env is None:
         known = ", ".join(e.id for e in environments) or "none"
-        raise invalid(f"unknown environment {environment_id!r} (this engine has: {known})")
+        raise invalid(f"unknown environment {quoted(environment_id)} (this engine has: {known})")
     return env
 
 
@@ -179,7 +180,7 @@ class DrivenEngine(EngineBase):
         """StartJob for a job id already here: its handle; nothing runs twice."""
         if record.get("host_id") != ready.host_id:
             raise EngineError(
-                grpc.StatusCode.ALREADY_EXISTS, f"job id {job.job_id!r} belongs to another node"
+                grpc.StatusCode.ALREADY_EXISTS, f"job id {quoted(job.job_id)} belongs to another node"
             )
         self.ensure_driver(ready, job, record)
         return self.encode_handle(job, record)
