@@ -52,7 +52,9 @@ def node(tmp_path: Path, data_root: Path, pod_image: str, busybox_image: str) ->
                         {
                             "serviceId": "compute",
                             "kind": "KIND_DATASET",
-                            "files": {"files": [{"type": "local", "path": "numbers.csv", "name": "numbers.csv"}]},
+                            "files": {
+                                "files": [{"type": "local", "path": "numbers.csv", "name": "numbers.csv"}]
+                            },
                             "policy": {"allowRawCode": True},
                         }
                     ],

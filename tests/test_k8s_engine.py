@@ -271,7 +271,9 @@ def node(tmp_path: Path, kubeconfig: Path, pod_image: str) -> Iterator[NodeProce
                         {
                             "serviceId": "compute",
                             "kind": "KIND_DATASET",
-                            "files": {"files": [{"type": "local", "path": "numbers.csv", "name": "numbers.csv"}]},
+                            "files": {
+                                "files": [{"type": "local", "path": "numbers.csv", "name": "numbers.csv"}]
+                            },
                             "policy": {"allowRawCode": True},
                         }
                     ],

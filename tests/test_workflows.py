@@ -56,7 +56,11 @@ def operator(node: NodeProcess) -> Iterator[Client]:
                     {
                         "serviceId": "compute",
                         "kind": "KIND_DATASET",
-                        "files": {"files": [{"type": "local", "path": f"{SECRET_DIR}/numbers.csv", "name": "numbers.csv"}]},
+                        "files": {
+                            "files": [
+                                {"type": "local", "path": f"{SECRET_DIR}/numbers.csv", "name": "numbers.csv"}
+                            ]
+                        },
                         "policy": {"allowRawCode": True},
                     }
                 ],

@@ -175,7 +175,7 @@ class Reach:
         """The rule connecting to ``address`` (resolved from ``host``) would break, or None."""
         if self.host_allowed(host):
             return None
-        plain = ipaddress.ip_address(int(address)) if address.version == 6 else address
+        plain = ipaddress.IPv6Address(int(address)) if address.version == 6 else address  # no zone id
         inner = embedded_ipv4(plain) if isinstance(plain, ipaddress.IPv6Address) else None
         if plain in self.deny or (inner is not None and inner in self.deny):
             return "the node's own"
