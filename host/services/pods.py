@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -9,6 +11,7 @@ from c2d.common.v1 import common_pb2
 from c2d.pod.v1 import pod_pb2, pod_pb2_grpc
 from host.auth import verify_pod
 from host.errors import grpc_errors, invalid, precondition
+from host.orchestrator import podstates
 from host.orchestrator.orchestrator import Orchestrator
 from host.orchestrator.provisioning import Provisioner
 from host.results import ResultStore
@@ -31,18 +34,24 @@ PHASES: dict[int, tuple[int | None, int | None]] = {
 }
 
 
-PROVISIONING_PHASES = {
-    P.POD_PHASE_PROVISIONING_STARTED,
-    P.POD_PHASE_PROVISIONING_FINISHED,
-    P.POD_PHASE_DATA_PROVISIONING_FAILED,
-    P.POD_PHASE_ALGORITHM_PROVISIONING_FAILED,
-}
+async def admitted(call: str, stage: Stage) -> Stage:
+    """The stage, re-read, if ``call`` is allowed in its state (:mod:`host.orchestrator.podstates`).
 
-
-def _still_provisioning(stage: Stage) -> None:
-    """Inputs are handed out only before the algorithm starts: a pod key leaked to it gets nothing more."""
-    if stage.granted is None or stage.algorithm_started_at is not None:
-        raise precondition("provisioning is over for this stage: its algorithm has started")
+    Where the engine's next events could still allow the call (an honest pod-publishing may
+    call a moment before the host has applied the engine's PUBLISHING event), it waits for
+    them a while; otherwise, or once that wait is over, FAILED_PRECONDITION naming the call
+    and the state. Nothing is recorded for a refused call.
+    """
+    allowed = podstates.ALLOWED[call]
+    state = podstates.state_of(stage)
+    deadline = time.monotonic() + podstates.CATCH_UP_SECONDS
+    while state not in allowed and podstates.may_catch_up(state, allowed) and time.monotonic() < deadline:
+        await asyncio.sleep(podstates.CATCH_UP_POLL_SECONDS)
+        stage = Stage.get_by_id(stage.job_id)
+        state = podstates.state_of(stage)
+    if state not in allowed:
+        raise precondition(podstates.refusal(call, state))
+    return stage
 
 
 def method(name: str) -> str:
@@ -57,8 +66,7 @@ class PodServicer(pod_pb2_grpc.PodServiceServicer):
 
     @grpc_errors
     async def GetProvisioning(self, request: Any, context: Any) -> pod_pb2.GetProvisioningResponse:
-        stage = verify_pod(method("GetProvisioning"), request)
-        _still_provisioning(stage)
+        stage = await admitted("GetProvisioning", verify_pod(method("GetProvisioning"), request))
         return self.provisioner.provisioning(stage)
 
     @grpc_errors
@@ -66,15 +74,14 @@ class PodServicer(pod_pb2_grpc.PodServiceServicer):
         stage = verify_pod(method("UpdateJobStatus"), request)
         if request.phase not in PHASES:
             raise invalid(f"unknown pod phase {request.phase}")
+        stage = await admitted(podstates.phase_call(request.phase), stage)
         status, failure = PHASES[request.phase]
-        if request.phase in PROVISIONING_PHASES:
-            _still_provisioning(stage)
         self.orchestrator.pod_phase(stage, status, failure, request.message[:2000])
         return pod_pb2.UpdateJobStatusResponse(status=status or stage.status)
 
     @grpc_errors
     async def GetUploadOffset(self, request: Any, context: Any) -> pod_pb2.GetUploadOffsetResponse:
-        stage = verify_pod(method("GetUploadOffset"), request)
+        stage = await admitted("GetUploadOffset", verify_pod(method("GetUploadOffset"), request))
         return pod_pb2.GetUploadOffsetResponse(offset=self.results.offset(stage, request.name, request.kind))
 
     @grpc_errors
@@ -82,7 +89,7 @@ class PodServicer(pod_pb2_grpc.PodServiceServicer):
         first = await anext(request_iterator, None)
         if first is None or first.WhichOneof("part") != "header":
             raise invalid("the first message of an upload must be its header")
-        stage = verify_pod(method("PublishResult"), first.header)
+        stage = await admitted("PublishResult", verify_pod(method("PublishResult"), first.header))
         result = self.results.begin(stage, first.header)
         async for message in request_iterator:
             if message.WhichOneof("part") != "data":
@@ -99,7 +106,7 @@ class PodServicer(pod_pb2_grpc.PodServiceServicer):
         path, size = self.provisioner.open_token(
             stage, request.source
         )  # another stage's token: refused first
-        _still_provisioning(stage)
+        stage = await admitted("FetchInput", stage)
         if request.offset > size:
             raise invalid(f"offset {request.offset} is past the end ({size} bytes)")
         offset = request.offset
