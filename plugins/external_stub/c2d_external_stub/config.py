@@ -5,7 +5,11 @@ operator opts in, since it gives algorithms no isolation), ``environments``
 (optional list; by default one environment, ``stub-local``, sized from this
 machine), ``pod_python`` (the interpreter that runs ``-m pods.configuration``
 and ``-m pods.publishing``; by default the plugin's own) and
-``pod_timeout_seconds`` (how long each pod may take, default 600). Mistakes are reported with the key's name, so an operator can fix
+``pod_timeout_seconds`` (how long each pod may take, default 600),
+``sandbox`` (how algorithms are confined: ``auto``, the default, takes bwrap
+else unshare, whichever works here; ``bwrap``, ``unshare`` or ``none``) and
+``unsafe_unconfined`` (default false: without a working sandbox the engine runs
+only the operator's own jobs; true runs anyone's, unconfined). Mistakes are reported with the key's name, so an operator can fix
 the config from the message alone.
 """
 
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -31,7 +35,10 @@ DISABLED_MESSAGE = (
     "external_stub is disabled: it runs algorithms as plain processes with no container isolation; "
     "set enabled = true in [engines.external_stub] to use it (development only)"
 )
-TOP_LEVEL_KEYS = frozenset({"enabled", "environments", "pod_python", "pod_timeout_seconds"})
+TOP_LEVEL_KEYS = frozenset(
+    {"enabled", "environments", "pod_python", "pod_timeout_seconds", "sandbox", "unsafe_unconfined"}
+)
+SANDBOX_CHOICES = ("auto", "bwrap", "unshare", "none")
 ENVIRONMENT_KEYS = frozenset(
     {
         "id",
@@ -43,6 +50,7 @@ ENVIRONMENT_KEYS = frozenset(
         "max_job_duration_seconds",
         "max_jobs",
         "storage_expiry_seconds",
+        "allow_network",
     }
 )
 
@@ -60,6 +68,9 @@ class EnvironmentConfig:
     max_job_duration_seconds: int = DEFAULT_MAX_JOB_DURATION_SECONDS
     max_jobs: int = 0
     storage_expiry_seconds: int = DEFAULT_STORAGE_EXPIRY_SECONDS
+    # Whether a job's algorithm may use the network (when its datasets allow it too); a confined
+    # algorithm without it gets an empty network namespace.
+    allow_network: bool = True
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,8 @@ class StubConfig:
     # The pods run as ``[pod_python, "-m", "pods.configuration"]``: an interpreter with c2d-node installed.
     pod_python: str = sys.executable
     pod_timeout_seconds: int = DEFAULT_POD_TIMEOUT_SECONDS
+    sandbox: str = "auto"
+    unsafe_unconfined: bool = False
 
     def environment(self, environment_id: str) -> EnvironmentConfig | None:
         return next((e for e in self.environments if e.id == environment_id), None)
@@ -94,8 +107,19 @@ def parse_config(settings: Mapping[str, Any], machine: MachineSize) -> StubConfi
     pod_timeout = _count(settings, "pod_timeout_seconds", DEFAULT_POD_TIMEOUT_SECONDS, where)
     if pod_timeout <= 0:
         raise invalid(f"{where}: pod_timeout_seconds must be at least 1")
+    sandbox = settings.get("sandbox", "auto")
+    if sandbox not in SANDBOX_CHOICES:
+        raise invalid(f"{where} sandbox must be one of {', '.join(SANDBOX_CHOICES)}, got {sandbox!r}")
+    unsafe = settings.get("unsafe_unconfined", False)
+    if not isinstance(unsafe, bool):
+        raise invalid(f"{where} unsafe_unconfined must be true or false, got {unsafe!r}")
     return StubConfig(
-        parse_environments(settings.get("environments"), machine), ignored, pod_python, pod_timeout
+        parse_environments(settings.get("environments"), machine),
+        ignored,
+        pod_python,
+        pod_timeout,
+        sandbox,
+        unsafe,
     )
 
 
@@ -116,7 +140,7 @@ def parse_environments(raw: object, machine: MachineSize) -> tuple[EnvironmentCo
 def default_environment(machine: MachineSize) -> EnvironmentConfig:
     return EnvironmentConfig(
         id=DEFAULT_ENVIRONMENT_ID,
-        description="Local processes on the node itself, no container isolation (development only)",
+        description="Local processes on the node itself, sandboxed, no container (development only)",
         cpu=machine.cpu,
         ram_gib=machine.ram_gib,
         disk_gib=machine.disk_gib,
@@ -134,7 +158,7 @@ def parse_environment(entry: object, index: int, machine: MachineSize) -> Enviro
     if not isinstance(env_id, str) or not env_id.strip():
         raise invalid(f"{where}.id must be a non-empty string")
     where = f"[engines.external_stub] environment {env_id!r}"
-    description = entry.get("description", f"Local processes ({env_id}), no container isolation")
+    description = entry.get("description", f"Local processes ({env_id}), sandboxed, no container")
     if not isinstance(description, str):
         raise invalid(f"{where}: description must be a string")
     env = EnvironmentConfig(
@@ -150,6 +174,10 @@ def parse_environment(entry: object, index: int, machine: MachineSize) -> Enviro
         max_jobs=_count(entry, "max_jobs", 0, where),
         storage_expiry_seconds=_count(entry, "storage_expiry_seconds", DEFAULT_STORAGE_EXPIRY_SECONDS, where),
     )
+    allow_network = entry.get("allow_network", True)
+    if not isinstance(allow_network, bool):
+        raise invalid(f"{where}: allow_network must be true or false, got {allow_network!r}")
+    env = replace(env, allow_network=allow_network)
     if env.max_job_duration_seconds <= 0:
         raise invalid(f"{where}: max_job_duration_seconds must be at least 1")
     if env.min_job_duration_seconds > env.max_job_duration_seconds:

@@ -27,7 +27,7 @@ from c2d.plugin.kit.logs import read_from
 from c2d.plugin.kit.rpc import streaming, unary
 from c2d.plugin.kit.servicer import EngineBase
 from c2d.plugin.kit.values import settings_from_struct
-from c2d_external_stub import fingerprint, handle, podsteps
+from c2d_external_stub import fingerprint, handle, podsteps, sandbox
 from c2d_external_stub.active import ActiveJobs
 from c2d_external_stub.config import StubConfig, parse_config, require_enabled
 from c2d_external_stub.errors import EngineError
@@ -36,6 +36,7 @@ from c2d_external_stub.jobs import JobStore
 from c2d_external_stub.jobspec import build_spec, check_job_id
 from c2d_external_stub.limits import Grant
 from c2d_external_stub.machine import measure
+from c2d_external_stub.sandbox import Sandbox
 
 NAME = "external_stub"
 API_VERSIONS = (1,)
@@ -58,6 +59,7 @@ class Configured:
     state_dir: Path
     config: StubConfig
     store: JobStore
+    sandbox: Sandbox
 
 
 def default_state_dir() -> Path:
@@ -91,16 +93,45 @@ class EngineServicer(EngineBase):
         missing = podsteps.pods_missing(config.pod_python)
         if missing is not None:
             log.warning("jobs with pods will fail until pod_python can run the pods", reason=missing)
+        sandbox = self._sandbox(config, state_dir)
         store = JobStore(state_dir / "jobs", request.host_id)
         store.sweep()
-        self._configured = Configured(api_version, request.host_id, state_dir, config, store)
+        self._configured = Configured(api_version, request.host_id, state_dir, config, store, sandbox)
         self._active.reset(store)
         self._changes.bump()
-        log.info("configured", state_dir=str(state_dir), environments=[e.id for e in config.environments])
+        log.info(
+            "configured",
+            state_dir=str(state_dir),
+            environments=[e.id for e in config.environments],
+            sandbox=sandbox.backend,
+        )
         return engine_pb2.ConfigureResponse()
 
+    @staticmethod
+    def _sandbox(config: StubConfig, state_dir: Path) -> Sandbox:
+        """Finds, by trying, what confines algorithms here; says loudly when nothing does.
+
+        A backend named in the config that does not work fails Configure: the operator asked for it.
+        """
+        found, reasons = sandbox.detect(config.sandbox, state_dir / "probe")
+        if config.sandbox in sandbox.BACKENDS and not found.confined:
+            raise EngineError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"[engines.external_stub] sandbox = {config.sandbox!r} does not work here: {'; '.join(reasons)}",
+            )
+        if not found.confined:
+            log.warning(
+                "algorithms run UNCONFINED, as the node's user: they can read the node key and the pod keys"
+                + ("" if config.unsafe_unconfined else "; only the operator's own jobs will run"),
+                reasons=reasons,
+                fix="apt-get install bubblewrap, or allow user namespaces",
+                unsafe_unconfined=config.unsafe_unconfined,
+            )
+        return found
+
     def fingerprint(self) -> engine_pb2.Fingerprint:
-        return fingerprint.build(self._ready().config, self._active.usage(), self._draining)
+        ready = self._ready()
+        return fingerprint.build(ready.config, self._active.usage(), self._draining, ready.sandbox)
 
     # Jobs --------------------------------------------------------------------------
 
@@ -115,7 +146,9 @@ class EngineServicer(EngineBase):
                 return engine_pb2.StartJobResponse(handle=self._existing(ready, *found))
             if self._draining:
                 raise EngineError(grpc.StatusCode.UNAVAILABLE, f"{NAME} is draining: it takes no new jobs")
-            record = build_spec(spec, ready.config, ready.host_id, ready.store.root / spec.job_id)
+            record = build_spec(
+                spec, ready.config, ready.host_id, ready.store.root / spec.job_id, ready.sandbox
+            )
             job = ready.store.create(record)
             ready.store.launch(job)
         self._active.add(job.job_id, record["environment_id"], Grant.from_json(record["grant"]))

@@ -103,6 +103,26 @@ def signal_group(pgid: int, signum: int) -> bool:
     return True
 
 
+def group_members(pgid: int) -> list[int]:
+    """Every live process of process group ``pgid`` (field 5 of /proc/<pid>/stat)."""
+    return [pid for pid, fields in _all_stats() if int(fields[2]) == pgid]
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (field 4 of /proc/<pid>/stat)."""
+    return [child for child, fields in _all_stats() if int(fields[1]) == pid]
+
+
+def _all_stats() -> list[tuple[int, list[str]]]:
+    found = []
+    for entry in PROC.iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None and fields[0] not in ENDED_STATES:
+                found.append((int(entry.name), fields))
+    return found
+
+
 SIGNAL_NAMES = {int(s): s.name for s in signal.Signals}
 
 

@@ -15,6 +15,7 @@ that a plugin upgrade could change under a running job.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import resource
@@ -28,7 +29,8 @@ from typing import Any
 
 from c2d_external_stub import podsteps
 from c2d_external_stub.jobdir import ALGORITHM, POD, SHIM, SHIM_LOG, JobDir, Record, utc_now
-from c2d_external_stub.procinfo import ProcessRef, signal_group, signal_name
+from c2d_external_stub.procinfo import ProcessRef, children_of, group_members, signal_group, signal_name
+from c2d_external_stub.sandbox import Sandbox
 
 POLL_SECONDS = 0.05
 TIMEOUT_GRACE_SECONDS = 2.0
@@ -67,6 +69,10 @@ class Supervisor:
         self.spec = spec
         self.rlimits: dict[str, int] = dict(spec.get("rlimits") or {})
         self.terminate = terminate
+        self.sandbox = Sandbox.from_json(spec.get("sandbox"))
+        # The sandbox's own processes (the outer tool and the namespace's pid 1) under a confined
+        # algorithm: SIGTERM goes past them to the algorithm, as in a container (they would die of it).
+        self.wrapped: int | None = None
 
     def run(self) -> int:
         if self.stopping():
@@ -96,7 +102,11 @@ class Supervisor:
         except (OSError, subprocess.SubprocessError) as exc:
             return {"status": "CONTAINER_CREATION_FAILED", "message": f"could not start the algorithm: {exc}"}
         self.record_start(process, started)
-        returncode, reason = self.supervise(process, float(self.spec["time_limit_seconds"]))
+        self.wrapped = process.pid if self.sandbox.confined else None
+        try:
+            returncode, reason = self.supervise(process, float(self.spec["time_limit_seconds"]))
+        finally:
+            self.wrapped = None
         return {
             **self.classify(returncode, reason),
             "algorithm_started": started,
@@ -118,11 +128,15 @@ class Supervisor:
         )
 
     def spawn(self) -> subprocess.Popen[bytes]:
-        """Starts ``/bin/sh -c <command>`` in the job directory, limited, in a new session and group."""
+        """Starts ``/bin/sh -c <command>`` in the job directory, limited, in a new session and group,
+        confined by the job's sandbox (see :mod:`c2d_external_stub.sandbox`)."""
         env = {"PATH": BASE_PATH, "HOME": str(self.job.path), "LANG": "C.UTF-8"}
         env.update(self.spec.get("env") or {})
         env["C2D_DATA"] = str(self.job.path)
-        return self.start(["/bin/sh", "-c", self.spec["command"]], env, self.job.log_path, self.rlimits)
+        self.sandbox.prepare(self.job.path)
+        network = bool(self.spec.get("allow_network", True))
+        argv = self.sandbox.argv(self.spec["command"], self.job.path, network)
+        return self.start(argv, env, self.job.log_path, self.rlimits)
 
     def start(
         self, argv: list[str], env: dict[str, str], output: Path, rlimits: dict[str, int]
@@ -210,10 +224,10 @@ class Supervisor:
             now = time.monotonic()
             if reason is None and self.stopping():
                 reason, kill_at = "stopped", now + self.stop_grace()
-                signal_group(pgid, signal.SIGTERM)
+                self.terminate_group(pgid)
             elif reason is None and now >= deadline:
                 reason, kill_at = "timed_out", now + TIMEOUT_GRACE_SECONDS
-                signal_group(pgid, signal.SIGTERM)
+                self.terminate_group(pgid)
             elif now >= kill_at:
                 signal_group(pgid, signal.SIGKILL)
                 kill_at = float("inf")
@@ -222,6 +236,17 @@ class Supervisor:
         _, status = os.waitpid(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         return process.returncode, reason
+
+    def terminate_group(self, pgid: int) -> None:
+        """SIGTERM to the child's group; to a sandboxed algorithm's processes only, not to its wrappers."""
+        if self.wrapped is None:
+            signal_group(pgid, signal.SIGTERM)
+            return
+        wrappers = {self.wrapped, *children_of(self.wrapped)}
+        for pid in group_members(pgid):
+            if pid not in wrappers:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGTERM)
 
     def stop_grace(self) -> float:
         request = self.job.stop_request() or {}

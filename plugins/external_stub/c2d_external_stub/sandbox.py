@@ -1,0 +1,275 @@
+"""Confinement of the algorithm: its own namespaces, an unprivileged user, a root built from an allow list.
+
+The stub runs consumer code as local processes, next to the node's key, its
+database, the private data root and the stage's pod key. So the algorithm runs
+in a sandbox whose filesystem holds only read-only system paths (``/usr``,
+``/bin``, ``/lib*``, a few files of ``/etc``, the Python install outside
+``/usr`` if any), a private ``/tmp`` and the job's contract directories at
+their usual paths (``$C2D_DATA/inputs`` read-only, ``outputs``, ``logs``,
+``transformations``): everything else (the node's data dir, the data root,
+home directories, the job's own ``spec.json`` with the pod key) simply is not
+there. It has its own user, mount, pid, ipc and uts namespaces (so no other
+process's ``/proc/<pid>/environ`` is visible), the network unshared unless the
+job may use it, and when the node runs as root it runs as ``nobody`` (65534).
+
+Two backends, tried in this order by ``sandbox = "auto"``:
+
+- ``bwrap`` (bubblewrap, Debian package ``bubblewrap``), started through
+  ``setpriv`` as nobody when root;
+- ``unshare``: util-linux ``unshare`` (on every Debian) with a small shell
+  script that builds the same root with ``mount`` and enters it with
+  ``chroot``, then ``setpriv`` drops to nobody (root) or drops every
+  capability (an ordinary user, who is root of its own user namespace only).
+
+Whether a backend works here is found once, at Configure, by running ``true``
+through it (:func:`detect`). Standard library only: the shim imports this module.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+BACKENDS = ("bwrap", "unshare")
+CHOICES = ("auto", *BACKENDS, "none")
+NOBODY = 65534
+PROBE_TIMEOUT_SECONDS = 20.0
+# Top-level system paths bound read-only (a symlink, as /bin on merged-/usr Debian, stays a symlink).
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# What of /etc programs need to run (users, name resolution, TLS roots, the loader), nothing more.
+ETC_ENTRIES = (
+    "passwd",
+    "group",
+    "hosts",
+    "host.conf",
+    "resolv.conf",
+    "nsswitch.conf",
+    "gai.conf",
+    "localtime",
+    "timezone",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "ssl",
+    "ca-certificates",
+    "alternatives",
+    "mime.types",
+    "protocols",
+    "services",
+    "os-release",
+    "debian_version",
+    "python3*",
+)
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+# The contract's directories the algorithm sees, and whether it may write them.
+CONTRACT = (("inputs", False), ("transformations", True), ("outputs", True), ("logs", True))
+# Builds the sandbox's root inside fresh namespaces; the arguments are data, never parsed as shell.
+# $1 job dir, $2 uid mode ("nobody" or "caps"), $3 command, then "--" and the read-only paths
+# (files or directories), then "--" and the symlinks as name=target. The new root is a tmpfs over
+# <job>/.root: a path no source lies under (a tmpfs over /tmp would hide a job dir in /tmp).
+UNSHARE_SCRIPT = r"""
+set -e
+job=$1 mode=$2 cmd=$3
+shift 4
+R=$job/.root
+mkdir -p "$R"
+mount -t tmpfs -o mode=0755 c2d-root "$R"
+while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
+  if [ -d "$1" ]; then mkdir -p "$R$1"; else mkdir -p "$R$(dirname "$1")"; : > "$R$1"; fi
+  mount --rbind "$1" "$R$1"
+  mount -o remount,bind,ro "$R$1" 2>/dev/null || mount -o remount,bind,ro,nosuid,nodev "$R$1"
+  shift
+done
+shift
+for link in "$@"; do ln -s "${link#*=}" "$R${link%%=*}"; done
+mkdir -p "$R/dev" "$R/proc" "$R/tmp"
+for d in null zero full random urandom tty; do : > "$R/dev/$d"; mount --bind "/dev/$d" "$R/dev/$d"; done
+ln -s /proc/self/fd "$R/dev/fd"
+mount -t proc proc "$R/proc"
+mount -t tmpfs -o mode=1777 c2d-private-tmp "$R/tmp"
+for d in inputs transformations outputs logs; do
+  mkdir -p "$R$job/$d"
+  mount --bind "$job/$d" "$R$job/$d"
+done
+mount -o remount,bind,ro "$R$job/inputs" 2>/dev/null || mount -o remount,bind,ro,nosuid,nodev "$R$job/inputs"
+mount -o remount,bind,ro "$R"
+if [ "$mode" = nobody ]; then
+  drop="--reuid=65534 --regid=65534 --clear-groups"
+else
+  drop="--securebits=+noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked,+keep_caps_locked"
+fi
+set +e
+# Not exec: this shell stays pid 1 of the namespace, so the algorithm gets signals as any process does.
+chroot "$R" /usr/bin/setpriv $drop --no-new-privs --inh-caps=-all --bounding-set=-all -- \
+  /bin/sh -c 'cd "$0" || exit 126; exec /bin/sh -c "$1"' "$job" "$cmd"
+exit $?
+"""
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """How the shim confines an algorithm: a backend, or ``none`` (runs as the plugin's user)."""
+
+    backend: str
+    as_root: bool = os.geteuid() == 0
+
+    @property
+    def confined(self) -> bool:
+        return self.backend in BACKENDS
+
+    def to_json(self) -> dict[str, object]:
+        return {"backend": self.backend, "as_root": self.as_root}
+
+    @classmethod
+    def from_json(cls, data: object) -> Sandbox:
+        if not isinstance(data, dict):
+            return cls("none")
+        return cls(str(data.get("backend", "none")), bool(data.get("as_root", os.geteuid() == 0)))
+
+    def argv(self, command: str, job: Path, network: bool) -> list[str]:
+        """The argv that runs ``/bin/sh -c command`` in ``job``, confined by this backend."""
+        if self.backend == "bwrap":
+            return self._bwrap(command, job, network)
+        if self.backend == "unshare":
+            return self._unshare(command, job, network)
+        return ["/bin/sh", "-c", command]
+
+    def prepare(self, job: Path) -> None:
+        """What the unprivileged user must write (outputs, logs) is handed to it when root."""
+        if not self.confined or not self.as_root:
+            return
+        for name, writable in CONTRACT:
+            if writable:
+                for root, dirs, files in os.walk(job / name):
+                    for entry in (root, *(os.path.join(root, d) for d in dirs)):
+                        os.chown(entry, NOBODY, NOBODY)
+                    for entry in files:
+                        os.chown(os.path.join(root, entry), NOBODY, NOBODY)
+
+    def _bwrap(self, command: str, job: Path, network: bool) -> list[str]:
+        argv = [f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"] if self.as_root else []
+        argv = (["setpriv", *argv] if argv else []) + ["bwrap", "--unshare-user", "--unshare-pid"]
+        argv += ["--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent"]
+        if not network:
+            argv.append("--unshare-net")
+        for path in readonly_paths():
+            if not self.as_root or world_reachable(path):  # bwrap runs as nobody: it binds what nobody reaches
+                argv += ["--ro-bind", path, path]
+        for name, target in symlinks():
+            argv += ["--symlink", target, name]
+        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        for name, writable in CONTRACT:
+            argv += ["--bind" if writable else "--ro-bind", str(job / name), str(job / name)]
+        argv += ["--remount-ro", "/", "--chdir", str(job), "/bin/sh", "-c", command]
+        return argv
+
+    def _unshare(self, command: str, job: Path, network: bool) -> list[str]:
+        argv = ["unshare"] + ([] if self.as_root else ["--user", "--map-root-user"])
+        argv += ["--mount", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "--propagation", "private"]
+        if not network:
+            argv.append("--net")
+        mode = "nobody" if self.as_root else "caps"
+        links = [f"{name}={target}" for name, target in symlinks()]
+        argv += ["--", "/bin/sh", "-c", UNSHARE_SCRIPT, "c2d-sandbox", str(job), mode, command]
+        return [*argv, "--", *readonly_paths(), "--", *links]
+
+
+def symlinks() -> list[tuple[str, str]]:
+    """The top-level system paths that are symlinks here (``/bin -> usr/bin``), as (name, target)."""
+    return [(p, os.readlink(p)) for p in SYSTEM_PATHS if os.path.islink(p)]
+
+
+def readonly_paths() -> list[str]:
+    """Every path bound read-only into the sandbox: system directories, part of /etc, Python's install."""
+    paths = [p for p in SYSTEM_PATHS if os.path.isdir(p) and not os.path.islink(p)]
+    for entry in ETC_ENTRIES:
+        paths += sorted(glob.glob(os.path.join("/etc", entry)))
+    prefix = python_prefix()
+    if prefix is not None:
+        paths.append(prefix)
+    return paths
+
+
+def python_prefix() -> str | None:
+    """The Python install the plugin runs on when it lies outside /usr (pyenv, /opt): its own files only."""
+    prefix = os.path.realpath(sys.base_prefix)
+    if prefix == "/usr" or prefix.startswith("/usr/") or not os.path.isdir(prefix):
+        return None
+    return prefix
+
+
+def world_reachable(path: str) -> bool:
+    """Whether any user may reach ``path`` (every folder above it searchable by others): nobody can
+    bind only those, and a folder inside a private home stays out rather than exposing its parent."""
+    current = Path(path)
+    if not current.is_dir():
+        return False
+    for folder in (current, *current.parents):
+        try:
+            if not os.stat(folder).st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def detect(choice: str, scratch: Path) -> tuple[Sandbox, list[str]]:
+    """The first backend of ``choice`` that confines ``true`` here, and why the others did not.
+
+    ``auto`` tries bwrap, then unshare; a named backend is tried alone; ``none``
+    tries nothing. Without a working backend the sandbox is ``none``.
+    """
+    if choice == "none":
+        return Sandbox("none"), ["sandbox = \"none\" in the config"]
+    reasons: list[str] = []
+    order = BACKENDS
+    prefix = python_prefix()
+    if os.geteuid() == 0 and prefix is not None and not world_reachable(prefix):
+        # bwrap runs as nobody and could not bind a Python inside root's home; unshare mounts it as root.
+        order = ("unshare", "bwrap")
+    for backend in order if choice == "auto" else (choice,):
+        candidate = Sandbox(backend)
+        why = probe(candidate, scratch)
+        if why is None:
+            return candidate, reasons
+        reasons.append(f"{backend}: {why}")
+    return Sandbox("none"), reasons
+
+
+def probe(sandbox: Sandbox, scratch: Path) -> str | None:
+    """Runs a check through ``sandbox`` in a throwaway job directory; None when it works, else why not."""
+    tool = "bwrap" if sandbox.backend == "bwrap" else "unshare"
+    if shutil.which(tool) is None:
+        return f"{tool} is not installed" + (" (apt-get install bubblewrap)" if tool == "bwrap" else "")
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch, prefix="probe-") as folder:
+        job = Path(folder)
+        os.chmod(job, 0o755)
+        for name, _ in CONTRACT:
+            (job / name).mkdir()
+        sandbox.prepare(job)
+        # It must write its outputs and must not see the job's own files (the spec, with the pod key).
+        (job / "secret").write_text("")
+        check = f'echo ok > outputs/probe && ! test -e "{job}/secret"'
+        try:
+            result = subprocess.run(
+                sandbox.argv(check, job, network=False),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=PROBE_TIMEOUT_SECONDS,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"could not run: {exc}"
+        if result.returncode != 0 or not (job / "outputs" / "probe").exists():
+            detail = (result.stderr or result.stdout).decode(errors="replace").strip().splitlines()
+            return f"exit {result.returncode}" + (f": {detail[-1][:200]}" if detail else "")
+        shutil.rmtree(job, ignore_errors=True)
+        job.mkdir()  # TemporaryDirectory removes it again
+    return None
