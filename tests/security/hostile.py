@@ -100,12 +100,13 @@ def hostile_node(tmp_path: Path) -> Iterator[NodeSetup]:
 
 
 @contextlib.contextmanager
-def stub_engine(scratch: Path) -> Iterator[EngineProcess]:
-    """The external_stub plugin, started and configured exactly as the node does (the conformance harness)."""
+def stub_engine(scratch: Path, name: str = "external_stub") -> Iterator[EngineProcess]:
+    """An engine plugin (external_stub unless named), started and configured exactly as the node does
+    (the conformance harness)."""
     from c2d.conformance.plugin import load_target
 
     loop = EventLoopThread()
-    factory = EngineFactory(load_target("external_stub", None), loop, scratch)
+    factory = EngineFactory(load_target(name, None), loop, scratch)
     try:
         yield factory.start(configure=True)
     finally:

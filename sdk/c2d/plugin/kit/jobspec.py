@@ -20,6 +20,7 @@ from c2d.engine.v1 import engine_pb2
 from c2d.plugin.kit.errors import invalid
 from c2d.plugin.kit.grant import Grant
 from c2d.plugin.kit.jobdir import Record, utc_now
+from c2d.quoting import quoted
 
 SPEC_FORMAT = 1
 DATA_ROOT = "/data"
@@ -32,6 +33,8 @@ ENV_NAME = re.compile(r"^[^=\x00]+$")
 IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:[._:/-][A-Za-z0-9]+|__[a-z0-9]+)*$")
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-fA-F0-9]{32,}$")
+# Docker's limit on a repository name.
+MAX_IMAGE_NAME = 255
 MIB = 1 << 20
 TMP_MAX_BYTES = 1 << 30
 TMP_MIN_BYTES = 16 * MIB
@@ -112,12 +115,12 @@ def image_of(container: engine_pb2.Container) -> ImageRef:
             image, tag, digest = embedded.repository, embedded.tag, embedded.digest
     if not image:
         raise invalid("container.image is empty")
-    if not IMAGE_NAME.match(image):
-        raise invalid(f"container.image {image[:100]!r} is not a valid image name")
+    if len(image) > MAX_IMAGE_NAME or not IMAGE_NAME.match(image):
+        raise invalid(f"container.image {quoted(image)} is not a valid image name")
     if digest and not DIGEST.match(digest):
         raise invalid(f"container.digest {digest[:100]!r} is not a digest like sha256:<hex>")
     if not digest and not tag:
-        raise invalid(f"container.image {image!r} needs a tag or a digest")
+        raise invalid(f"container.image {quoted(image)} needs a tag or a digest")
     if tag and not TAG.match(tag):
         raise invalid(f"container.tag {tag[:100]!r} is not a valid tag")
     return ImageRef(image, tag=tag, digest=digest)

@@ -22,6 +22,7 @@ import grpc
 
 from c2d.plugin.kit.errors import EngineError, not_found
 from c2d.plugin.kit.jobdir import Record
+from c2d.plugin.kit.jobspec import JOB_ID
 
 STAGING_PREFIX = ".new-"
 TRASH_PREFIX = ".trash-"
@@ -67,7 +68,10 @@ class JobStore(Generic[J]):
     # Finding jobs ------------------------------------------------------------------
 
     def find(self, job_id: str) -> tuple[J, Record] | None:
-        """The job with this id, whichever node it belongs to."""
+        """The job with this id, whichever node it belongs to; None for an id no job can have (it would
+        not name one folder under the root: a NUL, a separator, dots only, too long)."""
+        if not JOB_ID.match(job_id) or set(job_id) == {"."}:
+            return None
         job = self.job_type(self.root / job_id)
         spec = job.read_spec()
         return None if spec is None else (job, spec)
