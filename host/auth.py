@@ -20,6 +20,9 @@ from host.store.models import Nonce, Stage
 
 ADDRESS = re.compile(r"^0x[0-9a-f]{40}$")
 MAX_NONCE = 2**63  # stored as a signed 64-bit integer
+# The caller of an unsigned call (InitializeCompute without auth): nobody in particular, so no
+# check that depends on who asks is run for it, and its answers are the same for everyone.
+ANYONE = ""
 
 
 def unauthenticated(message: str) -> RequestError:

@@ -21,12 +21,18 @@ ALGORITHM = compute_pb2.AssetService.KIND_ALGORITHM
 
 
 def admit_stage(plan: StagePlan, registry: AssetRegistry, consumer: str) -> bool:
-    """Checks the stage's inputs and algorithm against the registry; True if it may use the network."""
+    """Checks the stage's inputs and algorithm against the registry; True if it may use the network.
+
+    ``consumer`` empty (:data:`host.auth.ANYONE`, an unsigned InitializeCompute): the datasets'
+    and algorithms' allowed consumers are not checked (they are at start), so the answer does not
+    tell whether some address is on an allow list.
+    """
     stage, where = plan.stage, f"stage {plan.index}"
     algorithm = stage.algorithm
     algorithm_service = None
     if algorithm.did:
         _, algorithm_service = registry.service(algorithm.did, algorithm.service_id, ALGORITHM)
+        algorithm_service = _for(algorithm_service, consumer)
         container = asset_rules.algorithm_container(algorithm, algorithm_service)
         check_image(container, where)
         algorithm.container.CopyFrom(container)
@@ -42,6 +48,7 @@ def admit_stage(plan: StagePlan, registry: AssetRegistry, consumer: str) -> bool
         label = f"{where} input {item.index}"
         if item.did:
             asset, service = registry.service(item.did, item.service_id, DATASET)
+            service = _for(service, consumer)
             asset_rules.check_compute(asset, service, algorithm, algorithm_service, consumer)
             dataset_services.append(service)
         elif item.files.ByteSize():
@@ -54,3 +61,13 @@ def admit_stage(plan: StagePlan, registry: AssetRegistry, consumer: str) -> bool
         else:
             raise invalid(f"{label} has neither a did nor files")
     return plan.environment.network.allow_network and asset_rules.network_allowed(dataset_services)
+
+
+def _for(service: compute_pb2.AssetService, consumer: str) -> compute_pb2.AssetService:
+    """The service as checked for ``consumer``: for nobody in particular, without its allow list."""
+    if consumer or not service.policy.allowed_consumers:
+        return service
+    copy = compute_pb2.AssetService()
+    copy.CopyFrom(service)
+    del copy.policy.allowed_consumers[:]
+    return copy

@@ -211,6 +211,10 @@ def check_image(container: compute_pb2.AlgorithmContainer, where: str) -> None:
 
 
 def _resolve_dependencies(plan: StagePlan, indices: set[int], owner: str) -> None:
+    """The stage's runAfter. A job id is looked up only for a known owner (a signed call): for
+    anyone else (``owner`` empty, an unsigned InitializeCompute) any answer would tell whether
+    the job exists, whose it is or whether it finished, so it is taken as given and checked at start.
+    """
     where = f"stage {plan.index}"
     for dependency in plan.stage.run_after:
         target = dependency.WhichOneof("target")
@@ -221,6 +225,8 @@ def _resolve_dependencies(plan: StagePlan, indices: set[int], owner: str) -> Non
             if index not in indices:
                 raise invalid(f"{where}: runAfter names stage {index}, which is not in this workflow")
             plan.run_after_indices.append(index)
+        elif target == "job_id" and not owner:
+            plan.run_after_jobs.append(dependency.job_id)
         elif target == "job_id":
             previous = Stage.get_or_none(Stage.job_id == dependency.job_id)
             if previous is None or previous.owner != owner:

@@ -14,7 +14,7 @@ from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
 from c2d.engine.v1 import engine_pb2
 from host import pricing
 from host.assets import AssetRegistry
-from host.auth import verify_consumer
+from host.auth import ANYONE, verify_consumer
 from host.engines.registry import EngineRegistry
 from host.environments import EnvironmentCatalog
 from host.errors import denied, grpc_errors, invalid, precondition
@@ -82,11 +82,18 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
 
     @grpc_errors
     async def InitializeCompute(self, request: Any, context: Any) -> compute_pb2.InitializeComputeResponse:
-        owner = request.consumer_address.lower()
+        """Validates and prices a workflow. Unsigned it is anyone's call, so it must not reveal
+        anything about others: the checks that depend on who asks (runAfter job ids, datasets'
+        allowed consumers, the free tier's jobs per consumer) run only for a signed caller, and
+        ``consumer_address`` (a claim anyone can make) is never used."""
+        signed = bool(request.auth.signature or request.auth.address)
+        owner = verify_consumer(method("InitializeCompute"), request) if signed else ANYONE
         plans = self._plan(request.workflow, owner)
         quote = self._quote(plans, request.payment) if request.HasField("payment") else None
         return compute_pb2.InitializeComputeResponse(
-            quote=quote, free_eligible=self._free_problem(plans, owner, request.workflow) is None
+            quote=quote,
+            free_eligible=self._free_problem(plans, owner, request.workflow) is None,
+            consumer_checked=signed,
         )
 
     def _quote(self, plans: list[StagePlan], payment: compute_pb2.Payment) -> compute_pb2.EscrowQuote:
@@ -164,7 +171,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
             .join(Workflow)
             .where((Stage.terminal == False) & (Stage.environment_id == env_id) & (Workflow.free == True))
         )
-        if tier.max_jobs_per_consumer:
+        if tier.max_jobs_per_consumer and owner != ANYONE:  # an unsigned caller's own usage is unknown
             mine = active.where(Stage.owner == owner).count()
             if mine + wanted > tier.max_jobs_per_consumer:
                 return (

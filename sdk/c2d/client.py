@@ -1,7 +1,7 @@
 """Consumer (and operator) client for a node's public ComputeService.
 
 One :class:`Client` wraps one synchronous gRPC channel. It signs every call
-but GetEnvironments and InitializeCompute with its key (see :mod:`c2d.auth`),
+but GetEnvironments with its key (InitializeCompute when it has one; see :mod:`c2d.auth`),
 turns every gRPC failure into a :class:`C2DError` so callers handle one
 exception type, and does the slow, failure-prone parts for the caller: waiting
 for a workflow, following logs across reconnects, and resumable, verified
@@ -159,13 +159,16 @@ class Client:
     def initialize(
         self, workflow: WorkflowLike, payment: compute_pb2.Payment | None = None
     ) -> compute_pb2.InitializeComputeResponse:
-        """Validates and prices a workflow without starting it."""
-        request = compute_pb2.InitializeComputeRequest(
-            workflow=as_workflow(workflow), consumer_address=self.signer or ""
-        )
+        """Validates and prices a workflow without starting it.
+
+        Signed when the client has a key, so that the checks that depend on the caller (runAfter
+        job ids, datasets' allowed consumers, the free tier's jobs per consumer) run now; without
+        one the node skips them (``consumer_checked`` false) and runs them at start.
+        """
+        request = compute_pb2.InitializeComputeRequest(workflow=as_workflow(workflow))
         if payment is not None:
             request.payment.CopyFrom(payment)
-        return self._unary("InitializeCompute", request, signed=False)
+        return self._unary("InitializeCompute", request, signed=bool(self._key))
 
     # ------------------------------------------------------------ workflows
 

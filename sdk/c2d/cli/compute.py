@@ -56,7 +56,11 @@ def cmd_init(ctx: Context) -> int:
     if ctx.out.json_mode:
         ctx.out.json(to_dict(reply))
         return 0
-    ctx.out.line(f"free tier: {'yes' if reply.free_eligible else 'no'}")
+    if not reply.consumer_checked:  # unsigned: what depends on who asks is checked at start
+        eligible = "yes, as far as checked (sign with --key-file to check your own jobs and access)"
+        ctx.out.line(f"free tier: {eligible if reply.free_eligible else 'no'}")
+    else:
+        ctx.out.line(f"free tier: {'yes' if reply.free_eligible else 'no'}")
     if reply.quote.amount:
         print_quote(ctx.out, reply.quote)
     return 0

@@ -193,22 +193,26 @@ class EscrowQuote(_message.Message):
     def __init__(self, chain_id: _Optional[int] = ..., escrow_address: _Optional[str] = ..., payee: _Optional[str] = ..., token_address: _Optional[str] = ..., amount: _Optional[str] = ..., min_lock_seconds: _Optional[int] = ..., breakdown: _Optional[_Iterable[_Union[PriceLine, _Mapping]]] = ...) -> None: ...
 
 class InitializeComputeRequest(_message.Message):
-    __slots__ = ("workflow", "payment", "consumer_address")
+    __slots__ = ("workflow", "payment", "consumer_address", "auth")
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_FIELD_NUMBER: _ClassVar[int]
     CONSUMER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
     workflow: Workflow
     payment: Payment
     consumer_address: str
-    def __init__(self, workflow: _Optional[_Union[Workflow, _Mapping]] = ..., payment: _Optional[_Union[Payment, _Mapping]] = ..., consumer_address: _Optional[str] = ...) -> None: ...
+    auth: Auth
+    def __init__(self, workflow: _Optional[_Union[Workflow, _Mapping]] = ..., payment: _Optional[_Union[Payment, _Mapping]] = ..., consumer_address: _Optional[str] = ..., auth: _Optional[_Union[Auth, _Mapping]] = ...) -> None: ...
 
 class InitializeComputeResponse(_message.Message):
-    __slots__ = ("quote", "free_eligible")
+    __slots__ = ("quote", "free_eligible", "consumer_checked")
     QUOTE_FIELD_NUMBER: _ClassVar[int]
     FREE_ELIGIBLE_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_CHECKED_FIELD_NUMBER: _ClassVar[int]
     quote: EscrowQuote
     free_eligible: bool
-    def __init__(self, quote: _Optional[_Union[EscrowQuote, _Mapping]] = ..., free_eligible: bool = ...) -> None: ...
+    consumer_checked: bool
+    def __init__(self, quote: _Optional[_Union[EscrowQuote, _Mapping]] = ..., free_eligible: bool = ..., consumer_checked: bool = ...) -> None: ...
 
 class StageRef(_message.Message):
     __slots__ = ("index", "job_id")
