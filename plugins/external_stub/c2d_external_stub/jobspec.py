@@ -89,6 +89,7 @@ def check_confinable(spec: engine_pb2.JobSpec, config: StubConfig, sandbox: Sand
         return
     raise EngineError(grpc.StatusCode.FAILED_PRECONDITION, UNCONFINED_MESSAGE)
 
+
 def pod_of(spec: engine_pb2.JobSpec, config: StubConfig) -> Record | None:
     """What the shim needs to run the pods around the algorithm; None when the job runs without pods."""
     access = kit.pod_access(spec)

@@ -12,10 +12,11 @@ there. It has its own user, mount, pid, ipc and uts namespaces (so no other
 process's ``/proc/<pid>/environ`` is visible), the network unshared unless the
 job may use it, and when the node runs as root it runs as ``nobody`` (65534).
 
-Two backends, tried in this order by ``sandbox = "auto"``:
+Two backends; ``sandbox = "auto"`` takes bwrap first for an ordinary user,
+unshare first for root:
 
 - ``bwrap`` (bubblewrap, Debian package ``bubblewrap``), started through
-  ``setpriv`` as nobody when root;
+  ``setpriv`` as nobody when root (then it binds only what nobody can reach);
 - ``unshare``: util-linux ``unshare`` (on every Debian) with a small shell
   script that builds the same root with ``mount`` and enters it with
   ``chroot``, then ``setpriv`` drops to nobody (root) or drops every
@@ -159,7 +160,9 @@ class Sandbox:
         if not network:
             argv.append("--unshare-net")
         for path in readonly_paths():
-            if not self.as_root or world_reachable(path):  # bwrap runs as nobody: it binds what nobody reaches
+            if not self.as_root or world_reachable(
+                path
+            ):  # bwrap runs as nobody: it binds what nobody reaches
                 argv += ["--ro-bind", path, path]
         for name, target in symlinks():
             argv += ["--symlink", target, name]
@@ -226,13 +229,12 @@ def detect(choice: str, scratch: Path) -> tuple[Sandbox, list[str]]:
     tries nothing. Without a working backend the sandbox is ``none``.
     """
     if choice == "none":
-        return Sandbox("none"), ["sandbox = \"none\" in the config"]
+        return Sandbox("none"), ['sandbox = "none" in the config']
     reasons: list[str] = []
-    order = BACKENDS
-    prefix = python_prefix()
-    if os.geteuid() == 0 and prefix is not None and not world_reachable(prefix):
-        # bwrap runs as nobody and could not bind a Python inside root's home; unshare mounts it as root.
-        order = ("unshare", "bwrap")
+    # As root, unshare's route is the stronger one (root builds the mounts, then the real uid becomes
+    # nobody) and bwrap's is narrower (bwrap itself runs as nobody, so it can only bind what nobody
+    # reaches: not a job dir under a private data dir, nor a Python under /root): unshare first.
+    order = ("unshare", "bwrap") if os.geteuid() == 0 else BACKENDS
     for backend in order if choice == "auto" else (choice,):
         candidate = Sandbox(backend)
         why = probe(candidate, scratch)

@@ -1,0 +1,232 @@
+"""Class 4 of issue 10: the development engine (external_stub) is not a way into the node.
+
+A consumer's algorithm (rawcode, Python) runs through a real node with real pods
+on a plain ``python -m host`` and tries everything a local process could: read
+the node key, the database, the private data root, its own stage's pod key (in
+its environment, in the job directory's ``spec.json``, in ``/proc/*/environ``
+of a process holding it), write outside its job directory, and reach the node's
+gRPC port when its environment allows no network. It writes what it saw into
+its outputs; the test downloads them as the consumer would and asserts that
+every attempt failed. Both sandboxes run: bubblewrap (when installed) and the
+util-linux fallback (``sandbox = "unshare"``). Where no sandbox works, only the
+operator's own jobs run, unless the operator sets ``unsafe_unconfined``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from c2d import auth
+from c2d.client import Client
+from c2d.common.v1 import common_pb2
+from nodeproc import NodeProcess, running_node, wait_for
+
+S = common_pb2.JobStatus
+ENV = "stub-local"
+DATA_SECRET = "operator-private-rows-7f3a"
+pytestmark = pytest.mark.timeout(300)
+
+# The consumer's algorithm. PATHS is filled in by the test: the attacker is assumed to know them.
+ATTACK = r"""
+import json, os, socket, time
+P = json.loads(PATHS)
+out = os.path.join(os.environ["C2D_DATA"], "outputs")
+deadline = time.time() + 120
+while not os.path.exists(os.path.join(out, "go")) and time.time() < deadline:
+    time.sleep(0.1)
+seen = {"uid": os.getuid(), "env": dict(os.environ)}
+
+def read(path):
+    try:
+        with open(path, "rb") as f:
+            return "read:" + f.read(4096).decode("latin-1")
+    except OSError as exc:
+        return "failed:" + type(exc).__name__
+
+for name in ("node_key", "database", "data_file", "spec"):
+    seen[name] = read(P[name])
+seen["job_dir"] = sorted(os.listdir(os.environ["C2D_DATA"]))
+job_files = {}
+for entry in seen["job_dir"]:
+    path = os.path.join(os.environ["C2D_DATA"], entry)
+    if os.path.isfile(path):
+        job_files[entry] = read(path)
+seen["job_files"] = job_files
+environs = {}
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        text = read("/proc/%s/environ" % pid)
+        if text.startswith("read:"):
+            environs[pid] = text
+seen["environs"] = environs
+writes = {}
+for name in ("outside_job", "data_dir", "host_tmp"):
+    try:
+        with open(P[name], "w") as f:
+            f.write("pwned")
+        writes[name] = "written"
+    except OSError as exc:
+        writes[name] = "failed:" + type(exc).__name__
+seen["writes"] = writes
+try:
+    socket.create_connection(("127.0.0.1", P["port"]), timeout=5).close()
+    seen["node_port"] = "connected"
+except OSError as exc:
+    seen["node_port"] = "failed:" + type(exc).__name__
+with open(os.path.join(out, "seen.json"), "w") as f:
+    json.dump(seen, f)
+"""
+
+
+def backends() -> list[object]:
+    bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+    # As root, bwrap runs as nobody and cannot bind a job dir under the node's private state dir;
+    # root takes the unshare route (the default's order), which this module runs either way.
+    as_root = pytest.mark.skipif(os.geteuid() == 0, reason="as root the stub confines with unshare")
+    return [pytest.param("bwrap", marks=[bwrap, as_root]), "unshare"]
+
+
+def stub_env(root: Path, **extra: str) -> dict[str, str]:
+    env = {
+        "C2D_ASSETS__DATA_ROOT": str(root),
+        "C2D_ENGINES__EXTERNAL_STUB__ENVIRONMENTS": (
+            f'[{{id = "{ENV}", cpu = 2, ram_gib = 4, disk_gib = 2, allow_network = false}}]'
+        ),
+    }
+    return {**env, **{f"C2D_ENGINES__EXTERNAL_STUB__{k.upper()}": v for k, v in extra.items()}}
+
+
+@pytest.fixture(params=backends())
+def node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NodeProcess]:
+    root = tmp_path / "data-root"
+    root.mkdir()
+    (root / "rows.csv").write_text(DATA_SECRET)
+    data_dir = tmp_path / "node"
+    with running_node(data_dir, env=stub_env(root, sandbox=f'"{request.param}"')) as node:
+        node.wait_environment(ENV)
+        yield node
+        node.settle()
+
+
+def workflow(script: str) -> dict[str, object]:
+    stage = {
+        "index": 0,
+        "algorithm": {
+            "rawcode": script,
+            "container": {"entrypoint": "python3 $ALGO", "image": "python", "tag": "3"},
+        },
+    }
+    return {"environment": ENV, "stages": [stage]}
+
+
+def test_a_consumer_algorithm_reaches_nothing_of_the_node(node: NodeProcess, tmp_path: Path) -> None:
+    data_dir = node.data_dir.resolve()
+    root = (tmp_path / "data-root").resolve()
+    host_tmp = Path("/tmp") / f"c2d-confinement-{uuid.uuid4().hex}"
+    jobs = data_dir / "engines" / "external_stub" / "jobs"
+    paths = {
+        "node_key": str(data_dir / "node_key"),
+        "database": str(data_dir / "node.db"),
+        "data_file": str(root / "rows.csv"),
+        "spec": "",  # its own job's spec.json, found from $C2D_DATA (the job id is not known in advance)
+        "outside_job": str(jobs / "pwned"),
+        "data_dir": str(data_dir / "pwned"),
+        "host_tmp": str(host_tmp),
+        "port": node.port,
+    }
+    script = f"import json, os\nP0 = json.loads({json.dumps(json.dumps(paths))})\n"
+    script += "P0['spec'] = os.path.join(os.environ['C2D_DATA'], 'spec.json')\nPATHS = json.dumps(P0)\n"
+    script += ATTACK
+    with Client(node.address, auth.new_private_key()) as consumer:
+        started = consumer.start(workflow(script), free=True)
+        (job_id,) = started.job_ids
+        job_dir = jobs / job_id
+
+        def running() -> bool:
+            (job,) = consumer.status(job_id=job_id)
+            assert not job.terminal, (job, b"".join(consumer.logs(job_id)).decode(errors="replace"))
+            return job.status == S.JOB_STATUS_RUNNING
+
+        wait_for(running, 120, "the attacking algorithm to run", interval=0.2)
+        pod_key = str(json.loads((job_dir / "spec.json").read_text())["pod"]["private_key"])
+        # A process holding the pod key in its environment, as a pod does, while the algorithm looks.
+        holder = subprocess.Popen(["sleep", "300"], env={"privateKey": pod_key, "PATH": "/usr/bin:/bin"})
+        try:
+            (job_dir / "outputs" / "go").write_text("")
+            (job,) = consumer.wait(started.workflow_id, timeout=180)
+        finally:
+            holder.kill()
+            holder.wait()
+        log = b"".join(consumer.logs(job_id)).decode(errors="replace")
+        assert job.status == S.JOB_STATUS_FINISHED, (job, log[-2000:])
+        out = tmp_path / "out"
+        for path in consumer.results(job_id, out):
+            if zipfile.is_zipfile(path):  # several outputs come zipped
+                with zipfile.ZipFile(path) as outputs:
+                    outputs.extractall(out)
+    seen = json.loads((out / "seen.json").read_text())
+    text = json.dumps(seen)
+    node_key = node.node_key()
+    assert node_key.removeprefix("0x") not in text, "the node key"
+    assert pod_key.removeprefix("0x") not in text, "the stage's pod key"
+    assert "privateKey" not in text, "a pod key variable"
+    assert "SQLite format" not in text, "the database"
+    assert DATA_SECRET not in text, "the data root"
+    for name in ("node_key", "database", "data_file", "spec"):
+        assert seen[name].startswith("failed:"), (name, seen[name])
+    assert "spec.json" not in seen["job_dir"] and "events.jsonl" not in seen["job_dir"], seen["job_dir"]
+    assert seen["writes"]["outside_job"].startswith("failed:"), seen["writes"]
+    assert seen["writes"]["data_dir"].startswith("failed:"), seen["writes"]
+    assert not (jobs / "pwned").exists() and not (data_dir / "pwned").exists() and not host_tmp.exists()
+    assert seen["node_port"].startswith("failed:"), "no network: the node's gRPC port is out of reach"
+    assert seen["uid"] != 0, "the algorithm runs unprivileged"
+
+
+def test_an_unconfined_stub_runs_only_the_operators_jobs(tmp_path: Path) -> None:
+    root = tmp_path / "data-root"
+    root.mkdir()
+    with running_node(tmp_path / "node", env=stub_env(root, sandbox='"none"')) as node:
+        node.wait_environment(ENV)
+        script = "open(__import__('os').environ['C2D_DATA'] + '/outputs/ok.txt', 'w').write('ok')"
+        with Client(node.address, auth.new_private_key()) as consumer:
+            started = consumer.start(workflow(script), free=True)
+            (job,) = consumer.wait(started.workflow_id, timeout=120)
+        assert job.status == S.JOB_STATUS_CONTAINER_CREATION_FAILED, job
+        assert "bubblewrap" in str(job) and "unsafe_unconfined" in str(job), job
+        with Client(node.address, node.node_key()) as operator:
+            started = operator.start(workflow(script), free=True)
+            (job,) = operator.wait(started.workflow_id, timeout=120)
+            assert job.status == S.JOB_STATUS_FINISHED, job
+            (engine,) = [e for e in operator.engines() if e.name == "external_stub"]
+            assert "WARNING" in engine.health_description and "operator" in engine.health_description, engine
+        assert any("UNCONFINED" in line for line in node.raw_lines)
+        node.settle()
+
+
+def test_unsafe_unconfined_runs_anyones_jobs_with_a_warning(tmp_path: Path) -> None:
+    root = tmp_path / "data-root"
+    root.mkdir()
+    env = stub_env(root, sandbox='"none"', unsafe_unconfined="true")
+    with running_node(tmp_path / "node", env=env) as node:
+        node.wait_environment(ENV)
+        script = "open(__import__('os').environ['C2D_DATA'] + '/outputs/ok.txt', 'w').write('ok')"
+        with Client(node.address, auth.new_private_key()) as consumer:
+            started = consumer.start(workflow(script), free=True)
+            (job,) = consumer.wait(started.workflow_id, timeout=120)
+        assert job.status == S.JOB_STATUS_FINISHED, job
+        with Client(node.address, node.node_key()) as operator:
+            (engine,) = [e for e in operator.engines() if e.name == "external_stub"]
+            assert (
+                "UNCONFINED" in engine.health_description and "unsafe_unconfined" in engine.health_description
+            ), engine
+        assert any("UNCONFINED" in line for line in node.raw_lines)
+        node.settle()
