@@ -9,6 +9,7 @@ when they parse as one (``true``, ``3``, ``[1, 2]``) and as strings otherwise.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -96,6 +97,17 @@ DEFAULTS: dict[str, Any] = {
     # Per environment id: free tier, fees. Without a config file every environment
     # gets a development free tier.
     "environments": {},
+    # What one caller may hold of the public API and the PodService (host/limits.py).
+    "limits": {
+        "max_message_bytes": 8 * 1024 * 1024,  # one message, received or sent
+        "max_concurrent_streams": 100,  # calls at once on one connection
+        "max_calls_per_peer": 64,  # calls at once from one IP address, all connections (0: no limit)
+        "keepalive_time_seconds": 60.0,  # ping a quiet connection this often ...
+        "keepalive_timeout_seconds": 20.0,  # ... and drop it if the ping gets no answer in this
+        "max_connection_idle_seconds": 300.0,  # a connection without calls is closed after this
+        "max_connection_age_seconds": 3600.0,  # every connection is closed after this (clients reconnect) ...
+        "max_connection_age_grace_seconds": 600.0,  # ... with this long for its calls in flight
+    },
     "security": {
         # Consumers' URLs reach public addresses only. Exceptions: host names (exact,
         # e.g. "data.lan") and networks (CIDR, e.g. "10.1.0.0/16") they may also reach.
@@ -232,6 +244,24 @@ def _validate(raw: dict[str, Any]) -> None:
         raise ConfigError("[engines] must be a table of engine tables")
     _validate_chain(raw["chain"])
     _validate_reach(raw["security"])
+    _validate_limits(raw["limits"])
+
+
+def _validate_limits(limits: dict[str, Any]) -> None:
+    for key, value in limits.items():
+        if key not in DEFAULTS["limits"]:
+            raise ConfigError(f"limits.{key} is not a setting (known: {', '.join(DEFAULTS['limits'])})")
+        whole = not key.endswith("_seconds")
+        lowest = 0 if key == "max_calls_per_peer" else 1
+        highest = 2**31 - 1 if whole else (2**31 - 1) // 1000  # gRPC's channel arguments are C ints (ms)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int if whole else int | float)
+            or not math.isfinite(value)
+            or not lowest <= value <= highest
+        ):
+            kind = "a whole number" if whole else "a number of seconds"
+            raise ConfigError(f"limits.{key} must be {kind} from {lowest} to {highest}, got {value!r}")
 
 
 def _validate_reach(security: dict[str, Any]) -> None:

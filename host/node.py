@@ -118,7 +118,9 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
     )
     provisioner = Provisioner(assets, results, config.raw["assets"])
     pod_listen = resolve_listen(config.raw["pods"]["listen"])
-    pod_server, pod_port = await start_pod_server(pod_listen, PodServicer(orchestrator, provisioner, results))
+    pod_server, pod_port = await start_pod_server(
+        pod_listen, PodServicer(orchestrator, provisioner, results), config.raw["limits"]
+    )
     orchestrator.pod_endpoint = (
         config.raw["pods"]["advertise"] or f"{pod_listen.rpartition(':')[0]}:{pod_port}"
     )
@@ -132,7 +134,11 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
         default_duration=int(compute["default_max_duration_seconds"]),
         payments=payments,
     )
-    public, port = await start_public_server(config.node["listen"], servicer)
+    try:
+        public, port = await start_public_server(config.node["listen"], servicer, config.raw["limits"])
+    except OSError:
+        await pod_server.stop(None)
+        raise
     servers = Servers(public, pod_server)
     host = config.node["listen"].rpartition(":")[0]
     log.info(

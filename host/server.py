@@ -7,33 +7,43 @@ different network than consumers do.
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
 from c2d.pod.v1 import pod_pb2, pod_pb2_grpc
+from host.limits import PeerLimit, server_options
 
 COMPUTE_SERVICE = compute_pb2.DESCRIPTOR.services_by_name["ComputeService"].full_name
 POD_SERVICE = pod_pb2.DESCRIPTOR.services_by_name["PodService"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
-async def _serve(listen: str, service_name: str, add: object) -> tuple[grpc.aio.Server, int]:
+class AddressInUse(OSError):
+    """The port is taken (by another node, or any process): said in one line, and the node exits 1."""
+
+
+async def _serve(
+    listen: str, service_name: str, add: object, limits: dict[str, Any]
+) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ]
+        options=server_options(limits), interceptors=[PeerLimit(int(limits["max_calls_per_peer"]))]
     )
     add(server)  # type: ignore[operator]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((service_name, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(listen)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError:  # grpc raises where older versions returned 0
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {listen}")
+        raise AddressInUse(
+            f"cannot listen on {listen}: the address is in use (another node?) or not available here"
+        )
     await server.start()
     for service in ("", service_name):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -41,17 +51,20 @@ async def _serve(listen: str, service_name: str, add: object) -> tuple[grpc.aio.
 
 
 async def start_public_server(
-    listen: str, servicer: compute_pb2_grpc.ComputeServiceServicer
+    listen: str, servicer: compute_pb2_grpc.ComputeServiceServicer, limits: dict[str, Any]
 ) -> tuple[grpc.aio.Server, int]:
-    """Binds and starts the public API; returns it and the bound port (for port 0)."""
+    """Binds and starts the public API under ``limits`` ([limits]); returns it and the bound port (for port 0)."""
     return await _serve(
-        listen, COMPUTE_SERVICE, lambda s: compute_pb2_grpc.add_ComputeServiceServicer_to_server(servicer, s)
+        listen,
+        COMPUTE_SERVICE,
+        lambda s: compute_pb2_grpc.add_ComputeServiceServicer_to_server(servicer, s),
+        limits,
     )
 
 
 async def start_pod_server(
-    listen: str, servicer: pod_pb2_grpc.PodServiceServicer
+    listen: str, servicer: pod_pb2_grpc.PodServiceServicer, limits: dict[str, Any]
 ) -> tuple[grpc.aio.Server, int]:
     return await _serve(
-        listen, POD_SERVICE, lambda s: pod_pb2_grpc.add_PodServiceServicer_to_server(servicer, s)
+        listen, POD_SERVICE, lambda s: pod_pb2_grpc.add_PodServiceServicer_to_server(servicer, s), limits
     )

@@ -68,12 +68,14 @@ class NodeProcess:
         env: dict[str, str] | None = None,
         port: int | None = None,
         pod_port: int | None = None,
+        listen_host: str = "127.0.0.1",
     ) -> None:
         self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.pod_port = pod_port or free_port()
         self.data_dir = data_dir
-        argv = [sys.executable, "-m", "host", "--data-dir", str(data_dir), "--listen", self.address]
+        listen = f"{listen_host}:{self.port}"  # e.g. "[::]" for IPv4 and IPv6 callers; clients use 127.0.0.1
+        argv = [sys.executable, "-m", "host", "--data-dir", str(data_dir), "--listen", listen]
         argv += ["--log-format", "json"]
         if config is not None:
             argv += ["--config", str(config)]
