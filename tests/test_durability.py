@@ -49,8 +49,14 @@ def slow_server() -> Iterator[str]:
     server.shutdown()
 
 
-# The slow server stands in for a consumer's public server: the operator allows it.
-LOCAL_URLS = {"C2D_SECURITY__ALLOW_HOSTS": '["127.0.0.1"]'}
+# The slow server stands in for a consumer's public server: the operator allows it. The marker
+# file that counts runs lies outside the job's folders, where a confined algorithm cannot write:
+# these tests are about restarts, so the stub runs unconfined (tests/security covers confinement).
+LOCAL_URLS = {
+    "C2D_SECURITY__ALLOW_HOSTS": '["127.0.0.1"]',
+    "C2D_ENGINES__EXTERNAL_STUB__SANDBOX": '"none"',
+    "C2D_ENGINES__EXTERNAL_STUB__UNSAFE_UNCONFINED": "true",
+}
 
 
 def algorithm(script: str) -> dict:

@@ -28,8 +28,11 @@ ENV = "stub-local"
 DID = "did:op:pod-auth-numbers"
 SERVICE = "/c2d.pod.v1.PodService/"
 NUMBERS = b"n\n1\n2\n3\n"
-# Runs until the test creates $C2D_DATA/go (the stub's job directory), at most 30 s.
-WAIT_FOR_GO = 'i=0; while [ ! -e "$C2D_DATA/go" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done'
+# Runs until the test creates outputs/go in the stub's job directory (the confined algorithm sees
+# only the job's contract folders), at most 120 s.
+WAIT_FOR_GO = (
+    'i=0; while [ ! -e "$C2D_DATA/outputs/go" ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done'
+)
 
 
 def stage(index: int, script: str, *, after: int | None = None, dataset: bool = False) -> dict[str, Any]:
@@ -210,7 +213,7 @@ def test_pod_calls_need_the_stage_own_live_key_and_a_fresh_nonce(
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED, (token, error.details())
 
     # A stage that ended, on its own (2) or stopped by its owner (1): its key is dead.
-    (job_dir(node, two) / "go").touch()
+    (job_dir(node, two) / "outputs" / "go").touch()
     wait_status(consumer, two, S.JOB_STATUS_FINISHED)
     consumer.stop(job_id=one)
     wait_status(consumer, one, S.JOB_STATUS_STOPPED)
