@@ -153,7 +153,7 @@ def test_literal_forbidden_hosts_are_refused_when_parsed(url: str) -> None:
 class Server:
     """A real HTTP server on ``address``: ``/secret.txt`` answers SECRET, ``/go`` redirects to ``location``."""
 
-    def __init__(self, address: str, location: str = "") -> None:
+    def __init__(self, address: str, location: str = "", port: int = 0) -> None:
         outer = self
         self.requests: list[str] = []
 
@@ -176,7 +176,7 @@ class Server:
                 pass
 
         self.location = location
-        self.server = http.server.ThreadingHTTPServer((address, 0), Handler)
+        self.server = http.server.ThreadingHTTPServer((address, port), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -410,3 +410,82 @@ def test_consumer_urls_ignore_the_pods_proxy_settings(tmp_path: Path) -> None:
         service.stop()
         direct.close()
         proxy.close()
+
+
+# DNS rebinding ---------------------------------------------------------------------------------
+
+
+class RebindingResolver:
+    """A name server that answers ``rebind.test`` with ``first`` once and ``then`` ever after.
+
+    It stands in for a hostile DNS zone with a zero TTL: the classic rebinding
+    attack, where a check and the connection each resolve the name and get
+    different answers. Other names resolve as usual.
+    """
+
+    def __init__(self, first: list[str], then: list[str]) -> None:
+        self.answers = [first, then]
+        self.asked = 0
+        self.real = socket.getaddrinfo
+
+    def __call__(self, host: object, port: object, *args: object, **kwargs: object) -> list[tuple]:
+        if host != "rebind.test":
+            return self.real(host, port, *args, **kwargs)  # type: ignore[arg-type]
+        answer = self.answers[min(self.asked, 1)]
+        self.asked += 1
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, int(port)))  # type: ignore[call-overload]
+            for address in answer
+        ]
+
+
+@pytest.fixture
+def twin_servers() -> Iterator[tuple[Server, Server]]:
+    """An allowed server on 127.0.0.1 and a forbidden one on 127.0.0.2, on the same port number."""
+    allowed = Server("127.0.0.1")
+    try:
+        forbidden = Server("127.0.0.2", port=allowed.port)
+    except OSError:
+        allowed.close()
+        pytest.skip("the same port is taken on 127.0.0.2")
+    yield allowed, forbidden
+    allowed.close()
+    forbidden.close()
+
+
+def test_a_name_is_resolved_once_and_the_checked_address_is_the_one_connected(
+    twin_servers: tuple[Server, Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pod resolves once per connection and connects to what it checked: a second answer
+    (the rebinding) is never asked for, so it can never be used."""
+    from pods import sources
+
+    allowed, forbidden = twin_servers
+    resolver = RebindingResolver(first=["127.0.0.1"], then=["127.0.0.2"])
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    source = pod_pb2.FileSource(type="url", url=f"http://rebind.test:{allowed.port}/data.csv")
+    part = tmp_path / "data.csv"
+    sources.fetch_url(source, part, "0/data.csv", Reach.from_lists(networks=["127.0.0.1/32"]))
+    assert resolver.asked == 1
+    assert allowed.requests == ["/data.csv"] and forbidden.requests == []
+    assert part.read_text().endswith("/data.csv\n")
+
+
+def test_a_name_with_any_forbidden_answer_is_refused_before_connecting(
+    twin_servers: tuple[Server, Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name that resolves to an allowed and a forbidden address at once (another rebinding
+    shape) is refused whole: neither server hears a request."""
+    from pods import sources
+    from pods.failures import SourceFailure
+
+    allowed, forbidden = twin_servers
+    resolver = RebindingResolver(first=["127.0.0.1", "127.0.0.2"], then=["127.0.0.2"])
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    source = pod_pb2.FileSource(type="url", url=f"http://rebind.test:{allowed.port}/data.csv")
+    with pytest.raises(SourceFailure) as caught:
+        sources.fetch_url(
+            source, tmp_path / "data.csv", "0/data.csv", Reach.from_lists(networks=["127.0.0.1/32"])
+        )
+    assert "loopback" in caught.value.public and "127.0.0.2" not in caught.value.public
+    assert allowed.requests == [] and forbidden.requests == []

@@ -69,8 +69,9 @@ class EnvironmentConfig:
     max_jobs: int = 0
     storage_expiry_seconds: int = DEFAULT_STORAGE_EXPIRY_SECONDS
     # Whether a job's algorithm may use the network (when its datasets allow it too); a confined
-    # algorithm without it gets an empty network namespace.
-    allow_network: bool = True
+    # algorithm without it gets an empty network namespace. Off by default, as on Docker and
+    # Kubernetes: with it the algorithm shares the machine's network, the node's ports included.
+    allow_network: bool = False
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ def parse_environment(entry: object, index: int, machine: MachineSize) -> Enviro
         max_jobs=_count(entry, "max_jobs", 0, where),
         storage_expiry_seconds=_count(entry, "storage_expiry_seconds", DEFAULT_STORAGE_EXPIRY_SECONDS, where),
     )
-    allow_network = entry.get("allow_network", True)
+    allow_network = entry.get("allow_network", False)
     if not isinstance(allow_network, bool):
         raise invalid(f"{where}: allow_network must be true or false, got {allow_network!r}")
     env = replace(env, allow_network=allow_network)

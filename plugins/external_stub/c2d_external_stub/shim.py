@@ -134,7 +134,7 @@ class Supervisor:
         env.update(self.spec.get("env") or {})
         env["C2D_DATA"] = str(self.job.path)
         self.sandbox.prepare(self.job.path)
-        network = bool(self.spec.get("allow_network", True))
+        network = bool(self.spec.get("allow_network", False))
         argv = self.sandbox.argv(self.spec["command"], self.job.path, network)
         return self.start(argv, env, self.job.log_path, self.rlimits)
 
