@@ -19,30 +19,49 @@ even while a client behind the same address is at its limit.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
+MS = 1000
 
 
-def server_options(limits: dict[str, Any]) -> list[tuple[str, int]]:
-    """The channel arguments of a server under ``limits``; ``grpc.so_reuseport`` is 0, so a port
-    another process holds is an error, not a port two servers share at random."""
-    ms = 1000
-    return [
-        ("grpc.so_reuseport", 0),
-        ("grpc.max_receive_message_length", int(limits["max_message_bytes"])),
-        ("grpc.max_send_message_length", int(limits["max_message_bytes"])),
-        ("grpc.max_concurrent_streams", int(limits["max_concurrent_streams"])),
-        ("grpc.keepalive_time_ms", int(limits["keepalive_time_seconds"] * ms)),
-        ("grpc.keepalive_timeout_ms", int(limits["keepalive_timeout_seconds"] * ms)),
-        ("grpc.max_connection_idle_ms", int(limits["max_connection_idle_seconds"] * ms)),
-        ("grpc.max_connection_age_ms", int(limits["max_connection_age_seconds"] * ms)),
-        ("grpc.max_connection_age_grace_ms", int(limits["max_connection_age_grace_seconds"] * ms)),
-    ]
+@dataclass(frozen=True)
+class Limits:
+    """The ``[limits]`` section, checked by :mod:`host.config` (the defaults live there too)."""
+
+    max_message_bytes: int
+    max_concurrent_streams: int
+    max_calls_per_peer: int
+    keepalive_time_seconds: float
+    keepalive_timeout_seconds: float
+    max_connection_idle_seconds: float
+    max_connection_age_seconds: float
+    max_connection_age_grace_seconds: float
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> Limits:
+        return cls(**{f.name: section[f.name] for f in dataclasses.fields(cls)})
+
+    def server_options(self) -> list[tuple[str, int]]:
+        """The channel arguments of a server under these limits; ``grpc.so_reuseport`` is 0, so a
+        port another process holds is an error, not a port two servers share at random."""
+        return [
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.max_concurrent_streams", self.max_concurrent_streams),
+            ("grpc.keepalive_time_ms", int(self.keepalive_time_seconds * MS)),
+            ("grpc.keepalive_timeout_ms", int(self.keepalive_timeout_seconds * MS)),
+            ("grpc.max_connection_idle_ms", int(self.max_connection_idle_seconds * MS)),
+            ("grpc.max_connection_age_ms", int(self.max_connection_age_seconds * MS)),
+            ("grpc.max_connection_age_grace_ms", int(self.max_connection_age_grace_seconds * MS)),
+        ]
 
 
 def peer_ip(peer: str) -> str:

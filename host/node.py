@@ -20,6 +20,7 @@ from host.config import Config
 from host.engines.registry import EngineRegistry
 from host.environments import EnvironmentCatalog
 from host.identity import NodeIdentity, load_identity
+from host.limits import Limits
 from host.netaddr import resolve_listen
 from host.orchestrator.orchestrator import Orchestrator
 from host.orchestrator.provisioning import Provisioner
@@ -118,8 +119,9 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
     )
     provisioner = Provisioner(assets, results, config.raw["assets"])
     pod_listen = resolve_listen(config.raw["pods"]["listen"])
+    limits = Limits.from_section(config.raw["limits"])
     pod_server, pod_port = await start_pod_server(
-        pod_listen, PodServicer(orchestrator, provisioner, results), config.raw["limits"]
+        pod_listen, PodServicer(orchestrator, provisioner, results), limits
     )
     orchestrator.pod_endpoint = (
         config.raw["pods"]["advertise"] or f"{pod_listen.rpartition(':')[0]}:{pod_port}"
@@ -135,7 +137,7 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
         payments=payments,
     )
     try:
-        public, port = await start_public_server(config.node["listen"], servicer, config.raw["limits"])
+        public, port = await start_public_server(config.node["listen"], servicer, limits)
     except OSError:
         await pod_server.stop(None)
         raise

@@ -7,15 +7,13 @@ different network than consumers do.
 
 from __future__ import annotations
 
-from typing import Any
-
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
 from c2d.pod.v1 import pod_pb2, pod_pb2_grpc
-from host.limits import PeerLimit, server_options
+from host.limits import Limits, PeerLimit
 
 COMPUTE_SERVICE = compute_pb2.DESCRIPTOR.services_by_name["ComputeService"].full_name
 POD_SERVICE = pod_pb2.DESCRIPTOR.services_by_name["PodService"].full_name
@@ -26,11 +24,9 @@ class AddressInUse(OSError):
     """The port is taken (by another node, or any process): said in one line, and the node exits 1."""
 
 
-async def _serve(
-    listen: str, service_name: str, add: object, limits: dict[str, Any]
-) -> tuple[grpc.aio.Server, int]:
+async def _serve(listen: str, service_name: str, add: object, limits: Limits) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(
-        options=server_options(limits), interceptors=[PeerLimit(int(limits["max_calls_per_peer"]))]
+        options=limits.server_options(), interceptors=[PeerLimit(limits.max_calls_per_peer)]
     )
     add(server)  # type: ignore[operator]
     health_servicer = health.aio.HealthServicer()
@@ -51,7 +47,7 @@ async def _serve(
 
 
 async def start_public_server(
-    listen: str, servicer: compute_pb2_grpc.ComputeServiceServicer, limits: dict[str, Any]
+    listen: str, servicer: compute_pb2_grpc.ComputeServiceServicer, limits: Limits
 ) -> tuple[grpc.aio.Server, int]:
     """Binds and starts the public API under ``limits`` ([limits]); returns it and the bound port (for port 0)."""
     return await _serve(
@@ -63,7 +59,7 @@ async def start_public_server(
 
 
 async def start_pod_server(
-    listen: str, servicer: pod_pb2_grpc.PodServiceServicer, limits: dict[str, Any]
+    listen: str, servicer: pod_pb2_grpc.PodServiceServicer, limits: Limits
 ) -> tuple[grpc.aio.Server, int]:
     return await _serve(
         listen, POD_SERVICE, lambda s: pod_pb2_grpc.add_PodServiceServicer_to_server(servicer, s), limits

@@ -284,7 +284,8 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
         stage = visible_stage(request.job_id, caller)
         offset = request.offset
         if stage.terminal:
-            _check_log_offset(self._stored_log_size(stage), offset)
+            stored = self._stored_log_file(stage)
+            _check_log_offset(stored.size if stored else 0, offset)
         while not stage.terminal:
             live = self._live_logs(stage, request.follow, offset)
             if live is not None:
@@ -315,16 +316,17 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
         request = engine_pb2.StreamJobLogsRequest(job_id=stage.job_id, follow=follow, offset=offset)
         return _tolerant(supervisor.stub.StreamJobLogs(request))
 
-    def _stored_log_size(self, stage: Stage) -> int:
-        logs = [f for f in self.results.list(stage) if f.kind == compute_pb2.RESULT_KIND_ALGORITHM_LOG]
-        return logs[0].size if logs else 0
+    def _stored_log_file(self, stage: Stage) -> compute_pb2.ResultFile | None:
+        """The algorithm log the pods (or the engine) left with the stage's results, if any."""
+        kind = compute_pb2.RESULT_KIND_ALGORITHM_LOG
+        return next((f for f in self.results.list(stage) if f.kind == kind), None)
 
     def _stored_log(self, stage: Stage, offset: int) -> list[compute_pb2.StreamComputeLogsResponse]:
-        logs = [f for f in self.results.list(stage) if f.kind == compute_pb2.RESULT_KIND_ALGORITHM_LOG]
-        if not logs or offset >= logs[0].size:
+        stored = self._stored_log_file(stage)
+        if stored is None or offset >= stored.size:
             return []
         replies = []
-        for chunk in self.results.read(stage, logs[0].index, offset):
+        for chunk in self.results.read(stage, stored.index, offset):
             replies.append(compute_pb2.StreamComputeLogsResponse(data=chunk, offset=offset))
             offset += len(chunk)
         return replies
