@@ -27,7 +27,9 @@ The engine's events reach the host over a stream, so an honest pod-publishing
 may call a moment before the host has applied the PUBLISHING event. A call that
 is not allowed in the recorded state, but whose state may still move towards it
 (see :data:`MAY_BECOME`), waits up to :data:`CATCH_UP_SECONDS` for the host to
-catch up before it is refused.
+catch up; then it is refused with UNAVAILABLE ("not yet"), which pods retry, so a
+busy node delays an honest pod but never fails it. A call the state can no
+longer allow is refused with FAILED_PRECONDITION at once.
 """
 
 from __future__ import annotations
@@ -117,6 +119,16 @@ def may_catch_up(state: PodState, allowed: frozenset[PodState]) -> bool:
     return bool(MAY_BECOME[state] & allowed)
 
 
+def _allowed_text(call: str) -> str:
+    return " or ".join(sorted(s.value for s in ALLOWED[call]))
+
+
 def refusal(call: str, state: PodState) -> str:
-    allowed = " or ".join(sorted(s.value for s in ALLOWED[call]))
-    return f"{call} is not accepted while the stage is {state.value} (only while it is {allowed})"
+    return f"{call} is not accepted while the stage is {state.value} (only while it is {_allowed_text(call)})"
+
+
+def not_yet(call: str, state: PodState) -> str:
+    return (
+        f"{call} is not accepted while the stage is {state.value} (only while it is {_allowed_text(call)}); "
+        "the node has not yet recorded that change: try again"
+    )

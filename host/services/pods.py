@@ -10,7 +10,7 @@ from typing import Any
 from c2d.common.v1 import common_pb2
 from c2d.pod.v1 import pod_pb2, pod_pb2_grpc
 from host.auth import verify_pod
-from host.errors import grpc_errors, invalid, precondition
+from host.errors import grpc_errors, invalid, precondition, unavailable
 from host.orchestrator import podstates
 from host.orchestrator.orchestrator import Orchestrator
 from host.orchestrator.provisioning import Provisioner
@@ -39,8 +39,10 @@ async def admitted(call: str, stage: Stage) -> Stage:
 
     Where the engine's next events could still allow the call (an honest pod-publishing may
     call a moment before the host has applied the engine's PUBLISHING event), it waits for
-    them a while; otherwise, or once that wait is over, FAILED_PRECONDITION naming the call
-    and the state. Nothing is recorded for a refused call.
+    them a while; if they have not come by then, UNAVAILABLE: not yet, and pods retry that
+    code, so an honest pod never depends on how busy the node is. A call its stage's state can
+    no longer allow is FAILED_PRECONDITION naming the call and the state. Nothing is recorded
+    for a refused call.
     """
     allowed = podstates.ALLOWED[call]
     state = podstates.state_of(stage)
@@ -49,9 +51,11 @@ async def admitted(call: str, stage: Stage) -> Stage:
         await asyncio.sleep(podstates.CATCH_UP_POLL_SECONDS)
         stage = Stage.get_by_id(stage.job_id)
         state = podstates.state_of(stage)
-    if state not in allowed:
-        raise precondition(podstates.refusal(call, state))
-    return stage
+    if state in allowed:
+        return stage
+    if podstates.may_catch_up(state, allowed):
+        raise unavailable(podstates.not_yet(call, state))
+    raise precondition(podstates.refusal(call, state))
 
 
 def method(name: str) -> str:

@@ -30,6 +30,7 @@ REFUSED = {
     C.PERMISSION_DENIED,
     C.UNAUTHENTICATED,
     C.FAILED_PRECONDITION,
+    C.UNAVAILABLE,  # a pod's publishing call before its stage publishes: "not yet" (podstates)
     C.ALREADY_EXISTS,
 }
 # Fields whose huge value would be signed over or start work rather than reach an error.

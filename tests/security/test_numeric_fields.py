@@ -39,6 +39,7 @@ DOCUMENTED = {
     C.PERMISSION_DENIED,
     C.UNAUTHENTICATED,
     C.FAILED_PRECONDITION,
+    C.UNAVAILABLE,  # a pod's publishing call before its stage publishes: "not yet" (podstates)
     C.ALREADY_EXISTS,
 }
 SUBNORMAL = 5e-324
