@@ -230,3 +230,79 @@ def test_unsafe_unconfined_runs_anyones_jobs_with_a_warning(tmp_path: Path) -> N
             ), engine
         assert any("UNCONFINED" in line for line in node.raw_lines)
         node.settle()
+
+
+# Each backend on its own, as root too -------------------------------------------------------
+
+SANDBOX_ATTACK = """
+id -u > outputs/uid
+cat "$SECRET" > outputs/secret 2>/dev/null && echo read > outputs/secret-read
+echo pwned > "$OUTSIDE" 2>/dev/null
+echo pwned > /usr/pwned 2>/dev/null && echo written > outputs/usr-written
+echo mine > /tmp/mine && ls /tmp > outputs/tmp
+python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), timeout=5)" \
+  2> outputs/port-error && echo connected > outputs/port
+ls inputs > outputs/inputs
+echo pwned > inputs/new 2>/dev/null && echo written > outputs/inputs-written
+true
+"""
+
+
+@pytest.mark.parametrize("backend", ["bwrap", "unshare"])
+def test_each_sandbox_backend_confines_an_algorithm(backend: str) -> None:
+    """The sandbox alone, without a node, so that bwrap runs as root too (through the node, root
+    takes the unshare route): a job folder in a place nobody may reach is bound, what lies beside
+    it is not (a write there lands in the sandbox's own /tmp, never on the host), /usr and inputs
+    stay read-only, /tmp is private, the network is empty, the user is not root. Run in a
+    world-reachable scratch folder, as the probe at Configure does."""
+    import socket
+    import tempfile
+
+    from c2d_external_stub.sandbox import Sandbox, probe
+    from c2d_external_stub.shim import BASE_PATH
+
+    if shutil.which(backend) is None:
+        pytest.fail(f"{backend} is not installed (scripts/setup-dev installs bubblewrap)")
+    scratch = Path(tempfile.mkdtemp(prefix="c2d-sandbox-", dir="/tmp"))
+    host_marker = Path(tempfile.mkstemp(prefix="c2d-host-tmp-", dir="/tmp")[1])
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        os.chmod(scratch, 0o755)
+        sandbox = Sandbox(backend)
+        assert probe(sandbox, scratch / "probe") is None
+        job = scratch / "job"
+        for name in ("inputs", "transformations", "outputs", "logs"):
+            (job / name).mkdir(parents=True)
+        (job / "inputs" / "data.csv").write_text("n\n1\n")
+        secret = job / "spec.json"  # where a pod key lies, beside the contract folders
+        secret.write_text("privateKey")
+        secret.chmod(0o600)
+        sandbox.prepare(job)
+        env = {
+            "PATH": BASE_PATH,
+            "SECRET": str(secret),
+            "OUTSIDE": str(scratch / "outside"),
+            "PORT": str(listener.getsockname()[1]),
+        }
+        run = subprocess.run(
+            sandbox.argv(SANDBOX_ATTACK, job, network=False),
+            cwd=job,
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
+        assert run.returncode == 0, run.stderr.decode(errors="replace")
+        outputs = {p.name: p.read_text().strip() for p in (job / "outputs").iterdir()}
+        assert outputs["uid"] != "0" or not sandbox.as_root, outputs
+        assert "secret" not in outputs or outputs["secret"] == "", outputs
+        assert "secret-read" not in outputs, outputs
+        assert "usr-written" not in outputs and "inputs-written" not in outputs, outputs
+        # A private /tmp: what the algorithm writes there stays there, and the host's is not seen.
+        assert "mine" in outputs["tmp"].split() and host_marker.name not in outputs["tmp"], outputs
+        assert "port" not in outputs and "Error" in outputs["port-error"], outputs  # tried, and failed
+        assert outputs["inputs"] == "data.csv", outputs
+        assert not (scratch / "outside").exists() and not Path("/usr/pwned").exists()
+    finally:
+        listener.close()
+        host_marker.unlink()
+        shutil.rmtree(scratch, ignore_errors=True)
