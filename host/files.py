@@ -300,6 +300,7 @@ def to_file_source(
         source.origin = pod_pb2.SOURCE_ORIGIN_CONSUMER
         source.allow_hosts.extend(sorted(consumer_reach.allow_hosts))
         source.allow_networks.extend(str(net) for net in consumer_reach.allow_networks)
+        source.deny_addresses.extend(sorted(str(address) for address in consumer_reach.deny))
     if ref.type == "url":
         source.type, source.url, source.method = "url", ref.location, ref.method
         source.headers.update(ref.headers)

@@ -21,7 +21,7 @@ from host.engines.registry import EngineRegistry
 from host.environments import EnvironmentCatalog
 from host.identity import NodeIdentity, load_identity
 from host.limits import Limits
-from host.netaddr import resolve_listen
+from host.netaddr import own_addresses, resolve_listen
 from host.orchestrator.orchestrator import Orchestrator
 from host.orchestrator.provisioning import Provisioner
 from host.results import ResultStore
@@ -96,7 +96,9 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
     security = config.raw["security"]
     assets = AssetRegistry(
         data_root=config.raw["assets"]["data_root"] or None,
-        consumer_reach=Reach.from_lists(security["allow_hosts"], security["allow_networks"]),
+        consumer_reach=Reach.from_lists(
+            security["allow_hosts"], security["allow_networks"], deny=own_addresses()
+        ),
     )
     # The registry calls back once an engine is (re)started; the orchestrator then re-attaches its stages.
     engines = EngineRegistry.from_config(

@@ -17,10 +17,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import ipaddress
 import os
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
@@ -130,13 +132,25 @@ def is_operator_source(source: pod_pb2.FileSource) -> bool:
 
 def reach_of(source: pod_pb2.FileSource, own_addresses: frozenset[IPAddress]) -> Reach | None:
     """Where ``source`` may connect: None (anywhere) for an operator's source, else public addresses
-    and the operator's exceptions. An exception list the pod cannot read allows nothing more."""
+    and the operator's exceptions, never the node's own addresses (those the node lists in the
+    source, its interfaces', and ``own_addresses``, what the pod sees of the node). An exception
+    list the pod cannot read allows nothing more."""
     if is_operator_source(source):
         return None
+    deny = own_addresses | node_listed(source.deny_addresses)
     try:
-        return Reach.from_lists(source.allow_hosts, source.allow_networks, own_addresses)
+        return Reach.from_lists(source.allow_hosts, source.allow_networks, deny)
     except ValueError:
-        return Reach(deny=own_addresses)
+        return Reach(deny=deny)
+
+
+def node_listed(addresses: Iterable[str]) -> frozenset[IPAddress]:
+    """The addresses the node says are its own; one that does not parse is skipped (it names nothing)."""
+    found = set()
+    for text in addresses:
+        with contextlib.suppress(ValueError):
+            found.add(ipaddress.ip_address(text))
+    return frozenset(found)
 
 
 def url_opener(reach: Reach | None = None) -> urllib.request.OpenerDirector:

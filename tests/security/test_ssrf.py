@@ -489,3 +489,51 @@ def test_a_name_with_any_forbidden_answer_is_refused_before_connecting(
         )
     assert "loopback" in caught.value.public and "127.0.0.2" not in caught.value.public
     assert allowed.requests == [] and forbidden.requests == []
+
+
+# The node's own addresses ----------------------------------------------------------------------
+
+
+def machine_address() -> str:
+    """An address of this machine's interfaces that is not loopback (eth0's, docker0's)."""
+    from host.netaddr import own_addresses
+
+    found = sorted(str(a) for a in own_addresses() if a.version == 4 and not a.is_loopback)
+    if not found:
+        pytest.fail("this machine has no interface address but loopback")
+    return found[0]
+
+
+def test_the_nodes_own_addresses_are_refused_even_inside_an_allowed_network(tmp_path: Path) -> None:
+    """An operator who allows every network still does not open the node's own interfaces: a URL
+    there would reach the node's listeners from the inside, past whatever guards them outside."""
+    everything = stub_node_env(C2D_SECURITY__ALLOW_NETWORKS='["0.0.0.0/0", "::/0"]')
+    own = machine_address()
+    with (
+        running_node(tmp_path / "node", env=everything) as node,
+        Client(node.address, auth.new_private_key()) as client,
+    ):
+        node.wait_environment(ENV)
+        client.initialize(workflow("http://192.0.2.77/data.csv"))  # allowed: not the node's
+        with pytest.raises(C2DError) as raised:
+            client.initialize(workflow(f"http://{own}:{node.port}/"))
+        assert raised.value.code == "INVALID_ARGUMENT"
+        assert "the node's own" in raised.value.message and own not in raised.value.message
+
+
+def test_the_pod_refuses_the_addresses_the_node_lists_as_its_own() -> None:
+    """What the node lists in a consumer's FileSource is denied by the pod, whatever it allows."""
+    from pods.sources import reach_of
+
+    own = machine_address()
+    source = pod_pb2.FileSource(
+        type="url",
+        url=f"http://{own}/",
+        origin=pod_pb2.SOURCE_ORIGIN_CONSUMER,
+        allow_networks=["0.0.0.0/0"],
+        deny_addresses=[own, "not an address"],
+    )
+    reach = reach_of(source, frozenset())
+    assert reach is not None
+    assert reach.address_refusal("data.example", ipaddress.ip_address(own)) == "the node's own"
+    assert reach.address_refusal("data.example", ipaddress.ip_address("192.0.2.77")) is None

@@ -26,7 +26,7 @@ from c2d.common.v1 import common_pb2 as c2d_dot_common_dot_v1_dot_common__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63\x32\x64/pod/v1/pod.proto\x12\nc2d.pod.v1\x1a\x1a\x63\x32\x64/common/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\";\n\x07PodAuth\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x04\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\xc1\x02\n\nFileSource\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x34\n\x07headers\x18\x04 \x03(\x0b\x32#.c2d.pod.v1.FileSource.HeadersEntry\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x0c\n\x04name\x18\x06 \x01(\t\x12\x10\n\x08\x63hecksum\x18\x07 \x01(\t\x12\x0c\n\x04size\x18\x08 \x01(\x04\x12\x0f\n\x07\x61rchive\x18\t \x01(\x08\x12(\n\x06origin\x18\n \x01(\x0e\x32\x18.c2d.pod.v1.SourceOrigin\x12\x13\n\x0b\x61llow_hosts\x18\x0b \x03(\t\x12\x16\n\x0e\x61llow_networks\x18\x0c \x03(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"I\n\x10ProvisionedInput\x12\x0e\n\x06\x66older\x18\x01 \x01(\t\x12%\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x16.c2d.pod.v1.FileSource\";\n\x16GetProvisioningRequest\x12!\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x13.c2d.pod.v1.PodAuth\"\xd4\x01\n\x17GetProvisioningResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12,\n\x06inputs\x18\x02 \x03(\x0b\x32\x1c.c2d.pod.v1.ProvisionedInput\x12)\n\talgorithm\x18\x03 \x01(\x0b\x32\x16.c2d.pod.v1.FileSource\x12\x36\n\x15\x61lgorithm_custom_data\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x10max_output_bytes\x18\x05 \x01(\x04\"q\n\x16UpdateJobStatusRequest\x12!\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x13.c2d.pod.v1.PodAuth\x12#\n\x05phase\x18\x02 \x01(\x0e\x32\x14.c2d.pod.v1.PodPhase\x12\x0f\n\x07message\x18\x03 \x01(\t\"C\n\x17UpdateJobStatusResponse\x12(\n\x06status\x18\x01 \x01(\x0e\x32\x18.c2d.common.v1.JobStatus\"\xa4\x01\n\x0cUploadHeader\x12!\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x13.c2d.pod.v1.PodAuth\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.c2d.pod.v1.UploadKind\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x0e\n\x06offset\x18\x06 \x01(\x04\x12\x0f\n\x07\x61rchive\x18\x07 \x01(\x08\"Z\n\x14PublishResultRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.c2d.pod.v1.UploadHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\";\n\x15PublishResultResponse\x12\x10\n\x08received\x18\x01 \x01(\x04\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\"o\n\x16GetUploadOffsetRequest\x12!\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x13.c2d.pod.v1.PodAuth\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.c2d.pod.v1.UploadKind\")\n\x17GetUploadOffsetResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\"V\n\x11\x46\x65tchInputRequest\x12!\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x13.c2d.pod.v1.PodAuth\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"2\n\x12\x46\x65tchInputResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04*e\n\x0cSourceOrigin\x12\x1d\n\x19SOURCE_ORIGIN_UNSPECIFIED\x10\x00\x12\x1a\n\x16SOURCE_ORIGIN_OPERATOR\x10\x01\x12\x1a\n\x16SOURCE_ORIGIN_CONSUMER\x10\x02*\xa9\x02\n\x08PodPhase\x12\x19\n\x15POD_PHASE_UNSPECIFIED\x10\x00\x12\"\n\x1ePOD_PHASE_PROVISIONING_STARTED\x10\x01\x12#\n\x1fPOD_PHASE_PROVISIONING_FINISHED\x10\x02\x12&\n\"POD_PHASE_DATA_PROVISIONING_FAILED\x10\x03\x12+\n\'POD_PHASE_ALGORITHM_PROVISIONING_FAILED\x10\x04\x12 \n\x1cPOD_PHASE_PUBLISHING_STARTED\x10\x05\x12!\n\x1dPOD_PHASE_PUBLISHING_FINISHED\x10\x06\x12\x1f\n\x1bPOD_PHASE_PUBLISHING_FAILED\x10\x07*\xa3\x01\n\nUploadKind\x12\x1b\n\x17UPLOAD_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12UPLOAD_KIND_OUTPUT\x10\x01\x12\x1d\n\x19UPLOAD_KIND_ALGORITHM_LOG\x10\x02\x12!\n\x1dUPLOAD_KIND_CONFIGURATION_LOG\x10\x03\x12\x1e\n\x1aUPLOAD_KIND_PUBLISHING_LOG\x10\x04\x32\xc7\x03\n\nPodService\x12Z\n\x0fGetProvisioning\x12\".c2d.pod.v1.GetProvisioningRequest\x1a#.c2d.pod.v1.GetProvisioningResponse\x12Z\n\x0fUpdateJobStatus\x12\".c2d.pod.v1.UpdateJobStatusRequest\x1a#.c2d.pod.v1.UpdateJobStatusResponse\x12V\n\rPublishResult\x12 .c2d.pod.v1.PublishResultRequest\x1a!.c2d.pod.v1.PublishResultResponse(\x01\x12Z\n\x0fGetUploadOffset\x12\".c2d.pod.v1.GetUploadOffsetRequest\x1a#.c2d.pod.v1.GetUploadOffsetResponse\x12M\n\nFetchInput\x12\x1d.c2d.pod.v1.FetchInputRequest\x1a\x1e.c2d.pod.v1.FetchInputResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63\x32\x64/pod/v1/pod.proto\x12\nc2d.pod.v1\x1a\x1a\x63\x32\x64/common/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\";\n\x07PodAuth\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x04\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\xd9\x02\n\nFileSource\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x34\n\x07headers\x18\x04 \x03(\x0b\x32#.c2d.pod.v1.FileSource.HeadersEntry\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x0c\n\x04name\x18\x06 \x01(\t\x12\x10\n\x08\x63hecksum\x18\x07 \x01(\t\x12\x0c\n\x04size\x18\x08 \x01(\x04\x12\x0f\n\x07\x61rchive\x18\t \x01(\x08\x12(\n\x06origin\x18\n \x01(\x0e\x32\x18.c2d.pod.v1.SourceOrigin\x12\x13\n\x0b\x61llow_hosts\x18\x0b \x03(\t\x12\x16\n\x0e\x61llow_networks\x18\x0c \x03(\t\x12\x16\n\x0e\x64\x65ny_addresses\x18\r \x03(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"I\n\x10ProvisionedInput\x12\x0e\n\x06\x66older\x18\x01 \x01(\t\x12%\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x16.c2d.pod.v1.FileSource\";\n\x16GetProvisioningRequest\x12!\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x13.c2d.pod.v1.PodAuth\"\xd4\x01\n\x17GetProvisioningResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12,\n\x06inputs\x18\x02 \x03(\x0b\x32\x1c.c2d.pod.v1.ProvisionedInput\x12)\n\talgorithm\x18\x03 \x01(\x0b\x32\x16.c2d.pod.v1.FileSource\x12\x36\n\x15\x61lgorithm_custom_data\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x10max_output_bytes\x18\x05 \x01(\x04\"q\n\x16UpdateJobStatusRequest\x12!\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x13.c2d.pod.v1.PodAuth\x12#\n\x05phase\x18\x02 \x01(\x0e\x32\x14.c2d.pod.v1.PodPhase\x12\x0f\n\x07message\x18\x03 \x01(\t\"C\n\x17UpdateJobStatusResponse\x12(\n\x06status\x18\x01 \x01(\x0e\x32\x18.c2d.common.v1.JobStatus\"\xa4\x01\n\x0cUploadHeader\x12!\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x13.c2d.pod.v1.PodAuth\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.c2d.pod.v1.UploadKind\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x0e\n\x06offset\x18\x06 \x01(\x04\x12\x0f\n\x07\x61rchive\x18\x07 \x01(\x08\"Z\n\x14PublishResultRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.c2d.pod.v1.UploadHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\";\n\x15PublishResultResponse\x12\x10\n\x08received\x18\x01 \x01(\x04\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\"o\n\x16GetUploadOffsetRequest\x12!\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x13.c2d.pod.v1.PodAuth\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.c2d.pod.v1.UploadKind\")\n\x17GetUploadOffsetResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\"V\n\x11\x46\x65tchInputRequest\x12!\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x13.c2d.pod.v1.PodAuth\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"2\n\x12\x46\x65tchInputResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04*e\n\x0cSourceOrigin\x12\x1d\n\x19SOURCE_ORIGIN_UNSPECIFIED\x10\x00\x12\x1a\n\x16SOURCE_ORIGIN_OPERATOR\x10\x01\x12\x1a\n\x16SOURCE_ORIGIN_CONSUMER\x10\x02*\xa9\x02\n\x08PodPhase\x12\x19\n\x15POD_PHASE_UNSPECIFIED\x10\x00\x12\"\n\x1ePOD_PHASE_PROVISIONING_STARTED\x10\x01\x12#\n\x1fPOD_PHASE_PROVISIONING_FINISHED\x10\x02\x12&\n\"POD_PHASE_DATA_PROVISIONING_FAILED\x10\x03\x12+\n\'POD_PHASE_ALGORITHM_PROVISIONING_FAILED\x10\x04\x12 \n\x1cPOD_PHASE_PUBLISHING_STARTED\x10\x05\x12!\n\x1dPOD_PHASE_PUBLISHING_FINISHED\x10\x06\x12\x1f\n\x1bPOD_PHASE_PUBLISHING_FAILED\x10\x07*\xa3\x01\n\nUploadKind\x12\x1b\n\x17UPLOAD_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12UPLOAD_KIND_OUTPUT\x10\x01\x12\x1d\n\x19UPLOAD_KIND_ALGORITHM_LOG\x10\x02\x12!\n\x1dUPLOAD_KIND_CONFIGURATION_LOG\x10\x03\x12\x1e\n\x1aUPLOAD_KIND_PUBLISHING_LOG\x10\x04\x32\xc7\x03\n\nPodService\x12Z\n\x0fGetProvisioning\x12\".c2d.pod.v1.GetProvisioningRequest\x1a#.c2d.pod.v1.GetProvisioningResponse\x12Z\n\x0fUpdateJobStatus\x12\".c2d.pod.v1.UpdateJobStatusRequest\x1a#.c2d.pod.v1.UpdateJobStatusResponse\x12V\n\rPublishResult\x12 .c2d.pod.v1.PublishResultRequest\x1a!.c2d.pod.v1.PublishResultResponse(\x01\x12Z\n\x0fGetUploadOffset\x12\".c2d.pod.v1.GetUploadOffsetRequest\x1a#.c2d.pod.v1.GetUploadOffsetResponse\x12M\n\nFetchInput\x12\x1d.c2d.pod.v1.FetchInputRequest\x1a\x1e.c2d.pod.v1.FetchInputResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,42 +35,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FILESOURCE_HEADERSENTRY']._loaded_options = None
   _globals['_FILESOURCE_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_SOURCEORIGIN']._serialized_start=1630
-  _globals['_SOURCEORIGIN']._serialized_end=1731
-  _globals['_PODPHASE']._serialized_start=1734
-  _globals['_PODPHASE']._serialized_end=2031
-  _globals['_UPLOADKIND']._serialized_start=2034
-  _globals['_UPLOADKIND']._serialized_end=2197
+  _globals['_SOURCEORIGIN']._serialized_start=1654
+  _globals['_SOURCEORIGIN']._serialized_end=1755
+  _globals['_PODPHASE']._serialized_start=1758
+  _globals['_PODPHASE']._serialized_end=2055
+  _globals['_UPLOADKIND']._serialized_start=2058
+  _globals['_UPLOADKIND']._serialized_end=2221
   _globals['_PODAUTH']._serialized_start=94
   _globals['_PODAUTH']._serialized_end=153
   _globals['_FILESOURCE']._serialized_start=156
-  _globals['_FILESOURCE']._serialized_end=477
-  _globals['_FILESOURCE_HEADERSENTRY']._serialized_start=431
-  _globals['_FILESOURCE_HEADERSENTRY']._serialized_end=477
-  _globals['_PROVISIONEDINPUT']._serialized_start=479
-  _globals['_PROVISIONEDINPUT']._serialized_end=552
-  _globals['_GETPROVISIONINGREQUEST']._serialized_start=554
-  _globals['_GETPROVISIONINGREQUEST']._serialized_end=613
-  _globals['_GETPROVISIONINGRESPONSE']._serialized_start=616
-  _globals['_GETPROVISIONINGRESPONSE']._serialized_end=828
-  _globals['_UPDATEJOBSTATUSREQUEST']._serialized_start=830
-  _globals['_UPDATEJOBSTATUSREQUEST']._serialized_end=943
-  _globals['_UPDATEJOBSTATUSRESPONSE']._serialized_start=945
-  _globals['_UPDATEJOBSTATUSRESPONSE']._serialized_end=1012
-  _globals['_UPLOADHEADER']._serialized_start=1015
-  _globals['_UPLOADHEADER']._serialized_end=1179
-  _globals['_PUBLISHRESULTREQUEST']._serialized_start=1181
-  _globals['_PUBLISHRESULTREQUEST']._serialized_end=1271
-  _globals['_PUBLISHRESULTRESPONSE']._serialized_start=1273
-  _globals['_PUBLISHRESULTRESPONSE']._serialized_end=1332
-  _globals['_GETUPLOADOFFSETREQUEST']._serialized_start=1334
-  _globals['_GETUPLOADOFFSETREQUEST']._serialized_end=1445
-  _globals['_GETUPLOADOFFSETRESPONSE']._serialized_start=1447
-  _globals['_GETUPLOADOFFSETRESPONSE']._serialized_end=1488
-  _globals['_FETCHINPUTREQUEST']._serialized_start=1490
-  _globals['_FETCHINPUTREQUEST']._serialized_end=1576
-  _globals['_FETCHINPUTRESPONSE']._serialized_start=1578
-  _globals['_FETCHINPUTRESPONSE']._serialized_end=1628
-  _globals['_PODSERVICE']._serialized_start=2200
-  _globals['_PODSERVICE']._serialized_end=2655
+  _globals['_FILESOURCE']._serialized_end=501
+  _globals['_FILESOURCE_HEADERSENTRY']._serialized_start=455
+  _globals['_FILESOURCE_HEADERSENTRY']._serialized_end=501
+  _globals['_PROVISIONEDINPUT']._serialized_start=503
+  _globals['_PROVISIONEDINPUT']._serialized_end=576
+  _globals['_GETPROVISIONINGREQUEST']._serialized_start=578
+  _globals['_GETPROVISIONINGREQUEST']._serialized_end=637
+  _globals['_GETPROVISIONINGRESPONSE']._serialized_start=640
+  _globals['_GETPROVISIONINGRESPONSE']._serialized_end=852
+  _globals['_UPDATEJOBSTATUSREQUEST']._serialized_start=854
+  _globals['_UPDATEJOBSTATUSREQUEST']._serialized_end=967
+  _globals['_UPDATEJOBSTATUSRESPONSE']._serialized_start=969
+  _globals['_UPDATEJOBSTATUSRESPONSE']._serialized_end=1036
+  _globals['_UPLOADHEADER']._serialized_start=1039
+  _globals['_UPLOADHEADER']._serialized_end=1203
+  _globals['_PUBLISHRESULTREQUEST']._serialized_start=1205
+  _globals['_PUBLISHRESULTREQUEST']._serialized_end=1295
+  _globals['_PUBLISHRESULTRESPONSE']._serialized_start=1297
+  _globals['_PUBLISHRESULTRESPONSE']._serialized_end=1356
+  _globals['_GETUPLOADOFFSETREQUEST']._serialized_start=1358
+  _globals['_GETUPLOADOFFSETREQUEST']._serialized_end=1469
+  _globals['_GETUPLOADOFFSETRESPONSE']._serialized_start=1471
+  _globals['_GETUPLOADOFFSETRESPONSE']._serialized_end=1512
+  _globals['_FETCHINPUTREQUEST']._serialized_start=1514
+  _globals['_FETCHINPUTREQUEST']._serialized_end=1600
+  _globals['_FETCHINPUTRESPONSE']._serialized_start=1602
+  _globals['_FETCHINPUTRESPONSE']._serialized_end=1652
+  _globals['_PODSERVICE']._serialized_start=2224
+  _globals['_PODSERVICE']._serialized_end=2679
 # @@protoc_insertion_point(module_scope)

@@ -61,7 +61,7 @@ class PodAuth(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., nonce: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class FileSource(_message.Message):
-    __slots__ = ("type", "url", "method", "headers", "data", "name", "checksum", "size", "archive", "origin", "allow_hosts", "allow_networks")
+    __slots__ = ("type", "url", "method", "headers", "data", "name", "checksum", "size", "archive", "origin", "allow_hosts", "allow_networks", "deny_addresses")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,7 @@ class FileSource(_message.Message):
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     ALLOW_HOSTS_FIELD_NUMBER: _ClassVar[int]
     ALLOW_NETWORKS_FIELD_NUMBER: _ClassVar[int]
+    DENY_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     type: str
     url: str
     method: str
@@ -93,7 +94,8 @@ class FileSource(_message.Message):
     origin: SourceOrigin
     allow_hosts: _containers.RepeatedScalarFieldContainer[str]
     allow_networks: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, type: _Optional[str] = ..., url: _Optional[str] = ..., method: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., data: _Optional[bytes] = ..., name: _Optional[str] = ..., checksum: _Optional[str] = ..., size: _Optional[int] = ..., archive: bool = ..., origin: _Optional[_Union[SourceOrigin, str]] = ..., allow_hosts: _Optional[_Iterable[str]] = ..., allow_networks: _Optional[_Iterable[str]] = ...) -> None: ...
+    deny_addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, type: _Optional[str] = ..., url: _Optional[str] = ..., method: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., data: _Optional[bytes] = ..., name: _Optional[str] = ..., checksum: _Optional[str] = ..., size: _Optional[int] = ..., archive: bool = ..., origin: _Optional[_Union[SourceOrigin, str]] = ..., allow_hosts: _Optional[_Iterable[str]] = ..., allow_networks: _Optional[_Iterable[str]] = ..., deny_addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ProvisionedInput(_message.Message):
     __slots__ = ("folder", "files")
