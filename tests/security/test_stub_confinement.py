@@ -14,10 +14,12 @@ operator's own jobs run, unless the operator sets ``unsafe_unconfined``.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
 import subprocess
+import threading
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -98,6 +100,7 @@ def backends() -> list[object]:
 def stub_env(root: Path, **extra: str) -> dict[str, str]:
     env = {
         "C2D_ASSETS__DATA_ROOT": str(root),
+        "C2D_SECURITY__ALLOW_HOSTS": '["127.0.0.1"]',  # the held input server below plays a public one
         "C2D_ENGINES__EXTERNAL_STUB__ENVIRONMENTS": (
             f'[{{id = "{ENV}", cpu = 2, ram_gib = 4, disk_gib = 2, allow_network = false}}]'
         ),
@@ -189,6 +192,90 @@ def test_a_consumer_algorithm_reaches_nothing_of_the_node(node: NodeProcess, tmp
     assert not (jobs / "pwned").exists() and not (data_dir / "pwned").exists() and not host_tmp.exists()
     assert seen["node_port"].startswith("failed:"), "no network: the node's gRPC port is out of reach"
     assert seen["uid"] != 0, "the algorithm runs unprivileged"
+
+
+class HeldInput:
+    """A consumer's input server on 127.0.0.1 that answers only once released, so that
+    pod-configuration can be looked at while it waits."""
+
+    def __init__(self) -> None:
+        self.asked, self.released = threading.Event(), threading.Event()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.asked.set()
+                outer.released.wait(120)
+                body = b"n\n1\n"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/data.csv"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def pod_processes(job_id: str) -> list[int]:
+    """The interpreters running this job's pod-configuration (``python -m pods.configuration``,
+    not the sandbox's wrappers around it; its own variables name the job)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if cmdline.split(b"\0")[1:3] == [b"-m", b"pods.configuration"] and (
+            f"jobId={job_id}".encode() in environ.split(b"\0")
+        ):
+            found.append(int(entry.name))
+    return found
+
+
+def test_the_pods_run_confined_too(node: NodeProcess, tmp_path: Path) -> None:
+    """pod-configuration handles what consumers send (downloads, archives): it runs in the same
+    sandbox, unprivileged, with the job's folders but not its spec.json, nor the node's data dir.
+    Looked at from outside while it waits on a consumer's input server."""
+    held = HeldInput()
+    data_dir = node.data_dir.resolve()
+    try:
+        wf = workflow("print(open(__import__('os').environ['C2D_DATA'] + '/inputs/0/data.csv').read())")
+        wf["stages"][0]["input"] = [{"index": 0, "files": {"type": "url", "url": held.url}}]  # type: ignore[index]
+        with Client(node.address, auth.new_private_key()) as consumer:
+            started = consumer.start(wf, free=True)
+            (job_id,) = started.job_ids
+            job_dir = data_dir / "engines" / "external_stub" / "jobs" / job_id
+            assert held.asked.wait(120), "pod-configuration never asked for the input"
+            pods = wait_for(lambda: pod_processes(job_id), 30, "the pod's process")
+            for pid in pods:
+                root = Path(f"/proc/{pid}/root")
+                uids = next(
+                    line
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if line.startswith("Uid:")
+                )
+                if os.geteuid() == 0:
+                    assert uids.split()[1:] == ["65534"] * 4, uids
+                assert (root / str(job_dir).lstrip("/") / "inputs").is_dir()
+                assert not (root / str(job_dir).lstrip("/") / "spec.json").exists()
+                assert not (root / str(data_dir).lstrip("/") / "node_key").exists()
+                assert not (root / str(data_dir).lstrip("/") / "node.db").exists()
+            held.released.set()
+            (job,) = consumer.wait(started.workflow_id, timeout=180)
+            assert job.status == S.JOB_STATUS_FINISHED, [(e.status, e.message) for e in job.history]
+            assert "n\n1" in b"".join(consumer.logs(job_id)).decode()
+    finally:
+        held.close()
 
 
 def test_an_unconfined_stub_runs_only_the_operators_jobs(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ no Python traceback ever crosses the wire.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import threading
@@ -94,6 +95,8 @@ class EngineServicer(EngineBase):
         if missing is not None:
             log.warning("jobs with pods will fail until pod_python can run the pods", reason=missing)
         sandbox = self._sandbox(config, state_dir)
+        if sandbox.confined:
+            sandbox = dataclasses.replace(sandbox, pod_code=podsteps.code_paths(config.pod_python))
         store = JobStore(state_dir / "jobs", request.host_id)
         store.sweep()
         self._configured = Configured(api_version, request.host_id, state_dir, config, store, sandbox)

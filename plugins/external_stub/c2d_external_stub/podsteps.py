@@ -12,6 +12,8 @@ Standard library only: the shim imports this module.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +27,14 @@ PUBLISHING = "publishing"
 MODULES = {CONFIGURATION: "pods.configuration", PUBLISHING: "pods.publishing"}
 PROBE_TIMEOUT_SECONDS = 15.0
 PROBE = "import importlib.util, sys; sys.exit(importlib.util.find_spec('pods.configuration') is None)"
+# Prints where the interpreter finds its own code: its prefixes and the packages the pods import
+# (an editable install keeps them outside the prefix), so a sandbox can bind exactly those.
+CODE_PROBE = (
+    "import importlib.util, json, sys; "
+    "specs = [importlib.util.find_spec(m) for m in ('pods', 'c2d')]; "
+    "print(json.dumps([sys.prefix, sys.base_prefix] + "
+    "[p for s in specs if s for p in (s.submodule_search_locations or [])]))"
+)
 # Passed on from the shim's own environment, so an interpreter set up through them finds the pods.
 INHERITED = ("PYTHONPATH",)
 
@@ -91,3 +101,23 @@ def pods_missing(python: str) -> str | None:
     if result.returncode != 0:
         return f"{python!r} has no 'pods' package (install c2d-node into its environment)"
     return None
+
+
+def code_paths(python: str) -> tuple[str, ...]:
+    """Where ``python`` finds the pods' code, outside the system folders a sandbox binds anyway;
+    empty when it cannot tell (the pods then fail to start in a sandbox, and say so)."""
+    try:
+        result = subprocess.run(
+            [python, "-c", CODE_PROBE],
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=PROBE_TIMEOUT_SECONDS,
+            check=True,
+        )
+        found = json.loads(result.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return ()
+    paths = {os.path.realpath(str(p)) for p in found if os.path.isdir(str(p))}
+    system = ("/usr", "/bin", "/sbin", "/lib")
+    return tuple(sorted(p for p in paths if not p.startswith(system)))

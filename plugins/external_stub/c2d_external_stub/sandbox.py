@@ -22,6 +22,14 @@ unshare first for root:
   ``chroot``, then ``setpriv`` drops to nobody (root) or drops every
   capability (an ordinary user, who is root of its own user namespace only).
 
+The pods run in a sandbox of the same backend too (:meth:`Sandbox.pod_argv`): they
+are the node's code, but they handle what consumers send (downloads, archives), so a
+flaw there must not reach the node either. They share the machine's network (they
+call the node back and fetch inputs) and see the job's folders writable (they fill
+``inputs``, and use ``.configuration`` and ``.publishing`` as work folders), plus
+their own code read-only (``pod_code``: where the pod interpreter finds ``pods``
+and ``c2d``); the job's ``spec.json`` and the shim's records are not there.
+
 Whether a backend works here is found once, at Configure, by running ``true``
 through it (:func:`detect`). Standard library only: the shim imports this module.
 """
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -70,9 +79,13 @@ ETC_ENTRIES = (
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 # The contract's directories the algorithm sees, and whether it may write them.
 CONTRACT = (("inputs", False), ("transformations", True), ("outputs", True), ("logs", True))
+# What the pods see of the job: the contract's directories, all writable, and their work folders.
+POD_FOLDERS = (*((name, True) for name, _ in CONTRACT), (".configuration", True), (".publishing", True))
+Folders = tuple[tuple[str, bool], ...]
 # Builds the sandbox's root inside fresh namespaces; the arguments are data, never parsed as shell.
 # $1 job dir, $2 uid mode ("nobody" or "caps"), $3 command, then "--" and the read-only paths
-# (files or directories), then "--" and the symlinks as name=target. The new root is a tmpfs over
+# (files or directories), then "--" and the symlinks as name=target, then "--" and the job's
+# folders as name=rw or name=ro. The new root is a tmpfs over
 # <job>/.root: a path no source lies under (a tmpfs over /tmp would hide a job dir in /tmp).
 UNSHARE_SCRIPT = r"""
 set -e
@@ -88,17 +101,21 @@ while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
   shift
 done
 shift
-for link in "$@"; do ln -s "${link#*=}" "$R${link%%=*}"; done
+while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do ln -s "${1#*=}" "$R${1%%=*}"; shift; done
+shift
 mkdir -p "$R/dev" "$R/proc" "$R/tmp"
 for d in null zero full random urandom tty; do : > "$R/dev/$d"; mount --bind "/dev/$d" "$R/dev/$d"; done
 ln -s /proc/self/fd "$R/dev/fd"
 mount -t proc proc "$R/proc"
 mount -t tmpfs -o mode=1777 c2d-private-tmp "$R/tmp"
-for d in inputs transformations outputs logs; do
+for folder in "$@"; do
+  d=${folder%%=*}
   mkdir -p "$R$job/$d"
   mount --bind "$job/$d" "$R$job/$d"
+  if [ "${folder#*=}" = ro ]; then
+    mount -o remount,bind,ro "$R$job/$d" 2>/dev/null || mount -o remount,bind,ro,nosuid,nodev "$R$job/$d"
+  fi
 done
-mount -o remount,bind,ro "$R$job/inputs" 2>/dev/null || mount -o remount,bind,ro,nosuid,nodev "$R$job/inputs"
 mount -o remount,bind,ro "$R"
 if [ "$mode" = nobody ]; then
   drop="--reuid=65534 --regid=65534 --clear-groups"
@@ -119,33 +136,55 @@ class Sandbox:
 
     backend: str
     as_root: bool = os.geteuid() == 0
+    # Where the pod interpreter finds its own code (``pods``, ``c2d``, its prefix): bound read-only.
+    pod_code: tuple[str, ...] = ()
 
     @property
     def confined(self) -> bool:
         return self.backend in BACKENDS
 
     def to_json(self) -> dict[str, object]:
-        return {"backend": self.backend, "as_root": self.as_root}
+        return {"backend": self.backend, "as_root": self.as_root, "pod_code": list(self.pod_code)}
 
     @classmethod
     def from_json(cls, data: object) -> Sandbox:
         if not isinstance(data, dict):
             return cls("none")
-        return cls(str(data.get("backend", "none")), bool(data.get("as_root", os.geteuid() == 0)))
+        return cls(
+            str(data.get("backend", "none")),
+            bool(data.get("as_root", os.geteuid() == 0)),
+            tuple(str(p) for p in data.get("pod_code") or ()),
+        )
 
     def argv(self, command: str, job: Path, network: bool) -> list[str]:
-        """The argv that runs ``/bin/sh -c command`` in ``job``, confined by this backend."""
+        """The argv that runs ``/bin/sh -c command`` (the algorithm) in ``job``, confined by this backend."""
+        return self._confined(command, job, network, CONTRACT, ())
+
+    def pod_argv(self, argv: list[str], job: Path) -> list[str]:
+        """The argv that runs a pod (``argv``) in ``job``: the machine's network, the job's folders
+        writable, the pod's own code read-only."""
+        system = set(readonly_paths())
+        code = tuple(p for p in self.pod_code if p not in system)
+        return self._confined(shlex.join(argv), job, True, POD_FOLDERS, code)
+
+    def _confined(
+        self, command: str, job: Path, network: bool, folders: Folders, code: tuple[str, ...]
+    ) -> list[str]:
         if self.backend == "bwrap":
-            return self._bwrap(command, job, network)
+            return self._bwrap(command, job, network, folders, code)
         if self.backend == "unshare":
-            return self._unshare(command, job, network)
+            return self._unshare(command, job, network, folders, code)
         return ["/bin/sh", "-c", command]
 
-    def prepare(self, job: Path) -> None:
-        """What the unprivileged user must write (outputs, logs) is handed to it when root."""
-        if not self.confined or not self.as_root:
+    def prepare(self, job: Path, folders: Folders = CONTRACT) -> None:
+        """The job's ``folders`` exist, and when root, those the unprivileged user must write are its own."""
+        if not self.confined:
             return
-        for name, writable in CONTRACT:
+        for name, _ in folders:
+            (job / name).mkdir(exist_ok=True)
+        if not self.as_root:
+            return
+        for name, writable in folders:
             if writable:
                 for root, dirs, files in os.walk(job / name):
                     for entry in (root, *(os.path.join(root, d) for d in dirs)):
@@ -153,13 +192,18 @@ class Sandbox:
                     for entry in files:
                         os.chown(os.path.join(root, entry), NOBODY, NOBODY)
 
-    def _bwrap(self, command: str, job: Path, network: bool) -> list[str]:
+    def prepare_pods(self, job: Path) -> None:
+        self.prepare(job, POD_FOLDERS)
+
+    def _bwrap(
+        self, command: str, job: Path, network: bool, folders: Folders, code: tuple[str, ...]
+    ) -> list[str]:
         argv = [f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"] if self.as_root else []
         argv = (["setpriv", *argv] if argv else []) + ["bwrap", "--unshare-user", "--unshare-pid"]
         argv += ["--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent"]
         if not network:
             argv.append("--unshare-net")
-        for path in readonly_paths():
+        for path in (*readonly_paths(), *code):
             if not self.as_root or world_reachable(
                 path
             ):  # bwrap runs as nobody: it binds what nobody reaches
@@ -167,12 +211,14 @@ class Sandbox:
         for name, target in symlinks():
             argv += ["--symlink", target, name]
         argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-        for name, writable in CONTRACT:
+        for name, writable in folders:
             argv += ["--bind" if writable else "--ro-bind", str(job / name), str(job / name)]
         argv += ["--remount-ro", "/", "--chdir", str(job), "/bin/sh", "-c", command]
         return argv
 
-    def _unshare(self, command: str, job: Path, network: bool) -> list[str]:
+    def _unshare(
+        self, command: str, job: Path, network: bool, folders: Folders, code: tuple[str, ...]
+    ) -> list[str]:
         argv = ["unshare"] + ([] if self.as_root else ["--user", "--map-root-user"])
         argv += ["--mount", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "--propagation", "private"]
         if not network:
@@ -180,7 +226,8 @@ class Sandbox:
         mode = "nobody" if self.as_root else "caps"
         links = [f"{name}={target}" for name, target in symlinks()]
         argv += ["--", "/bin/sh", "-c", UNSHARE_SCRIPT, "c2d-sandbox", str(job), mode, command]
-        return [*argv, "--", *readonly_paths(), "--", *links]
+        binds = [f"{name}={'rw' if writable else 'ro'}" for name, writable in folders]
+        return [*argv, "--", *readonly_paths(), *code, "--", *links, "--", *binds]
 
 
 def symlinks() -> list[tuple[str, str]]:

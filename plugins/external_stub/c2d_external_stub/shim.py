@@ -189,8 +189,12 @@ class Supervisor:
             return podsteps.StepEnd(stopped=True)
         env = {"PATH": BASE_PATH, "HOME": str(self.job.path), "LANG": "C.UTF-8"}
         env.update(podsteps.environment(pod, self.job.job_id, self.job.path, os.environ))
+        argv = podsteps.argv(pod, step)
         try:
-            process = self.start(podsteps.argv(pod, step), env, self.job.path / SHIM_LOG, {})
+            if self.sandbox.confined:
+                self.sandbox.prepare_pods(self.job.path)
+                argv = self.sandbox.pod_argv(argv, self.job.path)
+            process = self.start(argv, env, self.job.path / SHIM_LOG, {})
         except (OSError, subprocess.SubprocessError) as exc:
             sys.stderr.write(f"{podsteps.name(step)} could not be started: {exc}\n")
             return podsteps.StepEnd(failure=f"{podsteps.name(step)} could not be started")
@@ -198,7 +202,11 @@ class Supervisor:
         if ref is not None:
             self.job.write_process(POD, ref)
         limit = float(pod.get("timeout_seconds") or DEFAULT_POD_TIMEOUT_SECONDS)
-        returncode, reason = self.supervise(process, limit)
+        self.wrapped = process.pid if self.sandbox.confined else None
+        try:
+            returncode, reason = self.supervise(process, limit)
+        finally:
+            self.wrapped = None
         return podsteps.ended(step, returncode, reason, limit)
 
     def stopped(self, when: str) -> Record:
