@@ -94,6 +94,10 @@ shift 4
 R=$job/.root
 mkdir -p "$R"
 mount -t tmpfs -o mode=0755 c2d-root "$R"
+# The private /tmp first: code bound below may lie under /tmp (a checkout there), and a tmpfs
+# mounted after it would hide it.
+mkdir -p "$R/tmp"
+mount -t tmpfs -o mode=1777 c2d-private-tmp "$R/tmp"
 while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
   if [ -d "$1" ]; then mkdir -p "$R$1"; else mkdir -p "$R$(dirname "$1")"; : > "$R$1"; fi
   mount --rbind "$1" "$R$1"
@@ -103,11 +107,10 @@ done
 shift
 while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do ln -s "${1#*=}" "$R${1%%=*}"; shift; done
 shift
-mkdir -p "$R/dev" "$R/proc" "$R/tmp"
+mkdir -p "$R/dev" "$R/proc"
 for d in null zero full random urandom tty; do : > "$R/dev/$d"; mount --bind "/dev/$d" "$R/dev/$d"; done
 ln -s /proc/self/fd "$R/dev/fd"
 mount -t proc proc "$R/proc"
-mount -t tmpfs -o mode=1777 c2d-private-tmp "$R/tmp"
 for folder in "$@"; do
   d=${folder%%=*}
   mkdir -p "$R$job/$d"
@@ -203,6 +206,7 @@ class Sandbox:
         argv += ["--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent"]
         if not network:
             argv.append("--unshare-net")
+        argv += ["--tmpfs", "/tmp"]  # first: what is bound below may lie under /tmp
         for path in (*readonly_paths(), *code):
             if not self.as_root or world_reachable(
                 path
@@ -210,7 +214,7 @@ class Sandbox:
                 argv += ["--ro-bind", path, path]
         for name, target in symlinks():
             argv += ["--symlink", target, name]
-        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        argv += ["--proc", "/proc", "--dev", "/dev"]
         for name, writable in folders:
             argv += ["--bind" if writable else "--ro-bind", str(job / name), str(job / name)]
         argv += ["--remount-ro", "/", "--chdir", str(job), "/bin/sh", "-c", command]
