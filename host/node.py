@@ -28,6 +28,7 @@ from host.results import ResultStore
 from host.server import start_pod_server, start_public_server
 from host.services.compute import ComputeServicer
 from host.services.pods import PodServicer
+from host.store import runner
 from host.store.db import open_database
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ async def run_node(config: Config, stop: asyncio.Event, *, web3: Any = None) -> 
         finally:
             if chain is not None:
                 chain.close()
+        await asyncio.to_thread(runner.close)
         db.close()
     finally:
         lock.close()

@@ -7,7 +7,7 @@ from pathlib import Path
 import peewee as pw
 from playhouse.db_url import connect
 
-from host.store import models
+from host.store import models, runner
 from host.store.migrations import migrate
 
 SQLITE_PRAGMAS = {
@@ -26,6 +26,7 @@ def open_database(data_dir: Path, url: str | None = None) -> pw.Database:
     else:
         data_dir.mkdir(parents=True, exist_ok=True)
         db = pw.SqliteDatabase(str(data_dir / "node.db"), pragmas=SQLITE_PRAGMAS, check_same_thread=False)
+    runner.close()  # the database thread's connection to a database bound before (tests bind many)
     models.database_proxy.initialize(db)
     db.connect(reuse_if_open=True)
     migrate(db)
