@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from c2d.netpolicy import Reach
+from host.envterms import EnvironmentTerms, TermsError, parse_terms
 
 ENV_PREFIX = "C2D_"
 # Variables with the prefix that are not config overrides.
@@ -151,6 +152,10 @@ class Config:
             return None
         return "py-evm" if chain["dev"] == "py-evm" else "anvil"
 
+    def environment_terms(self) -> dict[str, EnvironmentTerms]:
+        """The operator's ``[environments]`` terms, parsed (checked already when the config loaded)."""
+        return _environment_terms(self.raw)
+
     def engine_section(self, name: str) -> dict[str, Any] | None:
         """The engine's table, or None when the config does not mention it."""
         section = self.raw.get("engines", {}).get(name)
@@ -245,6 +250,14 @@ def _validate(raw: dict[str, Any]) -> None:
     _validate_chain(raw["chain"])
     _validate_reach(raw["security"])
     _validate_limits(raw["limits"])
+    _environment_terms(raw)
+
+
+def _environment_terms(raw: dict[str, Any]) -> dict[str, EnvironmentTerms]:
+    try:
+        return parse_terms(raw["environments"])
+    except TermsError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _validate_limits(limits: dict[str, Any]) -> None:

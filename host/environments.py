@@ -1,90 +1,108 @@
-"""What consumers see of environments: the engines' view plus the operator's terms and live counts.
+"""One view of the environments: the engines' fingerprints with the operator's terms applied.
 
-Engines say what a machine is; the node's config says what it costs and what
-is free; the database says how busy it is.
+Engines say what a machine is; the node's config (:mod:`host.envterms`) says
+what it costs, what is free and how long results are kept. The effective
+environments are built once per change of any engine's fingerprint or health
+and cached, so the orchestrator (capacity, storage expiry), the free-tier
+checks and ``GetEnvironments`` all read the same figures; only the live job
+counts come from the database, per ``GetEnvironments``.
+
+The cached messages are shared: readers must not change them
+(:meth:`EnvironmentCatalog.listing` hands out copies).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import operator
+from collections.abc import Callable, Mapping
 
 import peewee as pw
-from google.protobuf import json_format
 
 from c2d.common.v1 import common_pb2
-from host.config import Config
 from host.engines.registry import EngineRegistry
-from host.errors import invalid
+from host.envterms import EnvironmentTerms, FreeTerms
+from host.store import runner
 from host.store.models import Stage
 
 FeesFor = Callable[[common_pb2.Environment], list[common_pb2.ChainFees]]
+DEVELOPMENT_FREE = FreeTerms()  # a development node computes for free where the operator said nothing
 
 
 class EnvironmentCatalog:
+    """The effective environments of every healthy engine, by id."""
+
     def __init__(
         self,
         engines: EngineRegistry,
-        config: Config,
+        terms: Mapping[str, EnvironmentTerms],
         *,
+        development: bool = False,
         escrow_address: str = "",
         payee_address: str = "",
         default_fees: FeesFor | None = None,
     ) -> None:
         self.engines = engines
-        self.config = config
+        self.terms = terms
+        self.development = development
         self.escrow_address = escrow_address  # for fees that name none
         self.payee_address = payee_address  # the node's own address, which consumers authorize
         self.default_fees = default_fees  # for environments the config prices not at all
+        self._seen: tuple[object, ...] | None = None  # each engine's state and fingerprint, by identity
+        self._environments: list[common_pb2.Environment] = []
+        self._by_id: dict[str, common_pb2.Environment] = {}
 
     def list(self, engine: str = "") -> list[common_pb2.Environment]:
-        environments = self.engines.environments(engine=engine)
-        counts = _counts()
-        for env in environments:
-            self._apply_terms(env)
-            env.running_jobs, env.queued_jobs = counts.get(env.id, (0, 0))
-        return environments
+        """The effective environments (shared: read only), of one engine when ``engine`` is set."""
+        self._refresh()
+        return [env for env in self._environments if not engine or env.engine == engine]
 
     def get(self, env_id: str) -> common_pb2.Environment | None:
-        return next((env for env in self.list() if env.id == env_id), None)
+        """One effective environment (shared: read only), or None when no healthy engine has it."""
+        self._refresh()
+        return self._by_id.get(env_id)
+
+    async def listing(self, engine: str = "") -> list[common_pb2.Environment]:
+        """What ``GetEnvironments`` answers: copies of the environments with their live job counts."""
+        counts = await runner.run(_counts)
+        listed = []
+        for env in self.list(engine):
+            copy = common_pb2.Environment()
+            copy.CopyFrom(env)
+            copy.running_jobs, copy.queued_jobs = counts.get(env.id, (0, 0))
+            listed.append(copy)
+        return listed
+
+    def _refresh(self) -> None:
+        """Rebuilds the view when an engine's fingerprint or health changed since the last build."""
+        seen = tuple(item for s in self.engines.supervisors.values() for item in (s.state, s.fingerprint))
+        if self._unchanged(seen):
+            return
+        environments = self.engines.environments()
+        for env in environments:
+            self._apply_terms(env)
+        self._environments = environments
+        self._by_id = {env.id: env for env in environments}
+        self._seen = seen
+
+    def _unchanged(self, seen: tuple[object, ...]) -> bool:
+        before = self._seen
+        return before is not None and len(seen) == len(before) and all(map(operator.is_, seen, before))
 
     def _apply_terms(self, env: common_pb2.Environment) -> None:
-        terms = self.config.raw.get("environments", {}).get(env.id, {})
-        free = terms.get("free")
-        if free is None and self.config.development:
-            free = {"enabled": True}  # a development node computes for free
+        terms = self.terms.get(env.id, EnvironmentTerms())
+        free = terms.free if terms.free is not None or not self.development else DEVELOPMENT_FREE
         if free is not None:
-            env.free.CopyFrom(_free_tier(env, free))
-        for fees in terms.get("fees", []):
-            parsed = json_format.ParseDict(fees, common_pb2.ChainFees())
+            env.free.CopyFrom(free.tier(env))
+        for fees in terms.fees:
+            parsed = env.fees.add()
+            parsed.CopyFrom(fees)
             parsed.escrow_address = parsed.escrow_address or self.escrow_address
-            env.fees.append(parsed)
         if not env.fees and self.default_fees is not None:
             env.fees.extend(self.default_fees(env))
         for fees in env.fees:
             fees.payee_address = self.payee_address
-        if "storage_expiry_seconds" in terms:
-            env.storage_expiry_seconds = int(terms["storage_expiry_seconds"])
-
-
-def _free_tier(env: common_pb2.Environment, free: dict[str, Any]) -> common_pb2.FreeTier:
-    try:
-        tier = common_pb2.FreeTier(
-            enabled=bool(free.get("enabled", True)),
-            max_job_duration_seconds=int(free.get("max_job_duration_seconds", env.max_job_duration_seconds)),
-            max_jobs_per_consumer=int(free.get("max_jobs_per_consumer", 0)),
-            max_concurrent_jobs=int(free.get("max_concurrent_jobs", 0)),
-        )
-    except (TypeError, ValueError) as exc:
-        raise invalid(f"environments.{env.id}.free is malformed: {exc}") from None
-    limits = free.get("resources", {})
-    for resource in env.resources:
-        if resource.id in limits:
-            capped = common_pb2.Resource()
-            capped.CopyFrom(resource)
-            capped.max = float(limits[resource.id])
-            tier.resources.append(capped)
-    return tier
+        if terms.storage_expiry_seconds is not None:
+            env.storage_expiry_seconds = terms.storage_expiry_seconds
 
 
 def _counts() -> dict[str, tuple[int, int]]:

@@ -116,7 +116,8 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
     payments = _payments(chain, identity, orchestrator)
     catalog = EnvironmentCatalog(
         engines,
-        config,
+        config.environment_terms(),
+        development=config.development,
         escrow_address=chain.escrow.address if chain else "",
         payee_address=identity.address,
         default_fees=chain.default_fees if chain else None,
