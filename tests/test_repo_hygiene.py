@@ -52,6 +52,47 @@ def test_ruff_check() -> None:
     assert result.returncode == 0, f"ruff check . failed:\n{result.stdout}{result.stderr}"
 
 
+# What must type-check clean: every mypy error in these files fails the suite. mypy itself checks
+# all the packages [tool.mypy] names (run `mypy` to see every error); the ones not covered yet are
+# being rewritten under issue 11 and join this list when clean, until it is the whole tree.
+MYPY_CLEAN = (
+    "sdk/c2d/",
+    "plugins/docker_engine/",
+    "plugins/k8s_engine/",
+    "host/chain/",
+    "host/config.py",
+    "host/pricing.py",
+    "host/payments/gate.py",
+    "host/payments/records.py",
+    "host/payments/setup.py",
+    "host/payments/states.py",
+)
+MYPY_NOT_YET = ("sdk/c2d/auth.py", "sdk/c2d/client.py")
+MYPY_ERROR = re.compile(r"^(?P<path>[^:\s]+\.pyi?):\d+(?::\d+)?: error: ", re.MULTILINE)
+
+
+def test_mypy_clean() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy"],  # the packages and the options of [tool.mypy]
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    # 0: clean, 1: errors were found; anything else (a crash, a bad config) is a failure of its own.
+    assert result.returncode in (0, 1), f"mypy did not run (exit {result.returncode}):\n{output}"
+    covered = [
+        line
+        for line in output.splitlines()
+        if (m := MYPY_ERROR.match(line))
+        and m["path"].startswith(MYPY_CLEAN)
+        and not m["path"].startswith(MYPY_NOT_YET)
+    ]
+    assert not covered, "mypy errors in files that must type-check clean:\n" + "\n".join(covered)
+
+
 def _imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
     """(line, module) for every absolute import, plus import_module/__import__ of a literal."""
     found = []

@@ -20,6 +20,8 @@ from typing import Any
 from eth_account import Account
 from eth_utils import keccak
 from web3 import Web3
+from web3.testing import Testing
+from web3.types import RPCEndpoint, Wei
 
 from c2d.chain.client import ChainClient, EscrowClient
 from c2d.chain.errors import ChainError
@@ -97,12 +99,14 @@ class DevChain:
     def advance_time(self, seconds: int) -> None:
         """Moves the chain's clock forward and mines a block."""
         if self.backend == "anvil":
-            self.w3.provider.make_request("evm_increaseTime", [int(seconds)])
-            self.w3.provider.make_request("evm_mine", [])
+            self.w3.provider.make_request(RPCEndpoint("evm_increaseTime"), [int(seconds)])
+            self.w3.provider.make_request(RPCEndpoint("evm_mine"), [])
         else:
+            # web3 attaches this module as w3.testing at run time, but Web3's hints omit it.
+            testing = Testing(self.w3)
             ts = self.w3.eth.get_block("latest")["timestamp"]
-            self.w3.testing.timeTravel(int(ts) + int(seconds))
-            self.w3.testing.mine()
+            testing.timeTravel(int(ts) + int(seconds))
+            testing.mine()
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
@@ -210,7 +214,7 @@ def start_dev_chain(
         # both backends start with unlocked, funded accounts: pay the fixed-key accounts from them
         rich = w3.eth.accounts[0]
         for acct, value in ((deployer, 100 * FUND_ETH), (consumer, FUND_ETH)):
-            tx = w3.eth.send_transaction({"from": rich, "to": acct.address, "value": value})
+            tx = w3.eth.send_transaction({"from": rich, "to": acct.address, "value": Wei(value)})
             w3.eth.wait_for_transaction_receipt(tx, timeout=30)
         chain = ChainClient(w3, deployer.private_key)
         token_art, escrow_art = load_artifact("TestToken"), load_artifact("Escrow")

@@ -11,17 +11,12 @@ from collections import Counter
 
 from c2d.plugin.kit import drivers as kit
 from c2d.plugin.kit.fingerprint import Usage
-from c2d_docker_engine.driver import JobDriver, Runtime
-from c2d_docker_engine.jobdir import JobDir, Record
+from c2d_docker_engine.driver import JobDriver
 
 __all__ = ["Drivers", "Usage"]
 
 
 class Drivers(kit.Drivers[JobDriver]):
-    def ensure(self, runtime: Runtime, job: JobDir, record: Record) -> None:  # type: ignore[override]
-        """Starts the job's driver unless one runs already (or the job has ended)."""
-        super().ensure(job, lambda: JobDriver(runtime, job, record), runtime.changed)
-
     def busy_cores(self, environment_id: str) -> Counter[int]:
         """How many running jobs of the environment are pinned to each core."""
         busy: Counter[int] = Counter()

@@ -35,7 +35,7 @@ from c2d_docker_engine.config import (
 )
 from c2d_docker_engine.containers import ALGORITHM, ROLES, container_name
 from c2d_docker_engine.daemon import Daemon, describe, is_connection_error
-from c2d_docker_engine.driver import Runtime, remove_job_containers
+from c2d_docker_engine.driver import JobDriver, Runtime, remove_job_containers
 from c2d_docker_engine.drivers import Drivers
 from c2d_docker_engine.errors import EngineError, unavailable
 from c2d_docker_engine.grant import Grant, choose_cores
@@ -68,10 +68,10 @@ class Configured:
     runtime: Runtime
 
     def environment(self, environment_id: str) -> EnvironmentConfig:
-        return find_environment(self.environments, environment_id)  # type: ignore[no-any-return]
+        return find_environment(self.environments, environment_id)
 
 
-class EngineServicer(DrivenEngine):
+class EngineServicer(DrivenEngine[JobDir]):
     engine_name = NAME
     plugin_version = c2d_docker_engine.__version__
     description = (c2d_docker_engine.__doc__ or "").strip().splitlines()[0]
@@ -80,7 +80,7 @@ class EngineServicer(DrivenEngine):
     def __init__(self) -> None:
         super().__init__()
         self._configured: Configured | None = None
-        self._drivers = Drivers()
+        self._drivers: Drivers = Drivers()
         self._gpus: tuple[gpus.Gpu, ...] | None = None
         self._pod_image = podimage.PodImageCheck()
         self._pod_image_warned: str | None = None
@@ -90,7 +90,7 @@ class EngineServicer(DrivenEngine):
         return f"the Docker engine does not answer: {describe(exc)}" if is_connection_error(exc) else None
 
     def ensure_driver(self, ready: Configured, job: JobDir, record: Record) -> None:
-        self._drivers.ensure(ready.runtime, job, record)
+        self._drivers.ensure(job, lambda: JobDriver(ready.runtime, job, record), ready.runtime.changed)
 
     def handle_details(self, job: JobDir, record: Record) -> dict[str, str]:
         return {"containers": "c2d-<job_id>-{configuration,algorithm,publishing}"}

@@ -29,7 +29,7 @@ def capabilities(
 
 
 def environment(
-    env: EnvironmentConfig, used: Usage, health: int, extra_info: Mapping[str, str]
+    env: EnvironmentConfig, used: Usage, health: common_pb2.EngineHealth, extra_info: Mapping[str, str]
 ) -> common_pb2.Environment:
     extra = {"isolation": "docker containers", "cpu_pinning": env.cpu_pinning, **extra_info}
     return kit.environment(env, ENGINE_NAME, used, health, extra, devices(env.gpus))

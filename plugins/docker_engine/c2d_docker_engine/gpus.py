@@ -42,7 +42,7 @@ class Gpu:
 def detect() -> tuple[Gpu, ...]:
     """Every NVIDIA GPU found, or none; never raises."""
     try:
-        import pynvml  # type: ignore[import-not-found]
+        import pynvml
     except ImportError:
         pynvml = None
     if pynvml is not None:

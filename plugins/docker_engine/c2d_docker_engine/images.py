@@ -46,14 +46,16 @@ def find(client: docker.DockerClient, ref: ImageRef) -> ImageInfo | None:
         image = client.images.get(ref.reference)
     except docker.errors.ImageNotFound:
         return None
-    return ImageInfo(id=image.id, digest=pinned_digest(image.attrs, ref.repository))
+    # docker's hints allow an image without an id; one the daemon just answered for has one.
+    image_id = image.id or str(image.attrs.get("Id", ""))
+    return ImageInfo(id=image_id, digest=pinned_digest(image.attrs, ref.repository))
 
 
 def pinned_digest(attrs: dict[str, Any], repository: str) -> str:
     """``repo@sha256:...`` from the registry when there is one (this repository's first), else the image id."""
     digests = [d for d in attrs.get("RepoDigests") or [] if isinstance(d, str)]
     ours = [d for d in digests if d.split("@", 1)[0] == repository]
-    chosen = (ours or digests or [None])[0]
+    chosen = next(iter(ours or digests), None)
     return chosen or str(attrs.get("Id", ""))
 
 
@@ -105,7 +107,7 @@ def pull(
     ref: ImageRef,
     auth: RegistryAuth | None,
     timeout_seconds: float,
-    on_progress: Callable[[str], None],
+    on_progress: Callable[[str], object],
 ) -> ImageInfo:
     """Pulls ``ref``; PullFailed with the daemon's reason, or when it takes longer than ``timeout_seconds``."""
     state = _Pull()

@@ -40,7 +40,8 @@ class JobStore(jobstore.JobStore[JobDir]):
 
     def remove_orphan(self, client: docker.DockerClient, job_id: str) -> int:
         """Removes this node's containers of a job that has no directory; how many there were."""
-        filters = {"label": [f"{LABEL_HOST}={self.host_id}", f"{LABEL_JOB}={job_id}"]}
+        labels = [f"{LABEL_HOST}={self.host_id}", f"{LABEL_JOB}={job_id}"]
+        filters: dict[str, str | list[str] | bool] = {"label": labels}
         containers = client.containers.list(all=True, filters=filters)
         for container in containers:
             with contextlib.suppress(docker.errors.NotFound):

@@ -252,7 +252,7 @@ def total_capacity(environments_: tuple[EnvironmentConfig, ...]) -> dict[str, An
 def _in_cluster(value: object) -> bool | str:
     if value not in IN_CLUSTER_MODES or (isinstance(value, int | float) and not isinstance(value, bool)):
         raise invalid(f'{WHERE} in_cluster must be "auto", true or false, got {value!r}')
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _namespace(raw: Mapping[str, Any]) -> str | None:

@@ -75,7 +75,7 @@ class Configured:
     set_up: bool = False  # the namespace and its quota are in place, the cluster measured
 
     def environment(self, environment_id: str) -> EnvironmentConfig:
-        return find_environment(self.environments, environment_id)  # type: ignore[no-any-return]
+        return find_environment(self.environments, environment_id)
 
     @property
     def timeout(self) -> float:
@@ -98,7 +98,7 @@ def pod_image_of(settings: KubernetesSettings) -> str | None:
         return None
 
 
-class EngineServicer(DrivenEngine):
+class EngineServicer(DrivenEngine[JobDir]):
     engine_name = NAME
     plugin_version = c2d_k8s_engine.__version__
     description = (c2d_k8s_engine.__doc__ or "").strip().splitlines()[0]

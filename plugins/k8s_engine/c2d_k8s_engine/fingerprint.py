@@ -27,7 +27,7 @@ def capabilities(environments: tuple[EnvironmentConfig, ...], runs_pods: bool) -
 
 
 def environment(
-    env: EnvironmentConfig, used: Usage, health: int, extra_info: Mapping[str, str]
+    env: EnvironmentConfig, used: Usage, health: common_pb2.EngineHealth, extra_info: Mapping[str, str]
 ) -> common_pb2.Environment:
     extra = {
         "isolation": "kubernetes pods",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from eth_typing import HexStr
 from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.logs import DISCARD
@@ -68,7 +69,7 @@ def claimed_events(
     escrow = w3.eth.contract(address=to_checksum_address(escrow_address), abi=escrow_abi())
     try:
         if tx_hash:
-            receipt = w3.eth.get_transaction_receipt(tx_hash)
+            receipt = w3.eth.get_transaction_receipt(HexStr(tx_hash))
             logs = [
                 log
                 for log in escrow.events.Claimed().process_receipt(receipt, errors=DISCARD)
@@ -129,7 +130,7 @@ def _differences(expected: ExpectedClaim, event: ClaimedEvent) -> list[str]:
 def block_of(w3: Web3, tx_hash: str) -> int | None:
     """The block a transaction was mined in, or None when the chain does not know it."""
     try:
-        receipt = w3.eth.get_transaction_receipt(tx_hash)
+        receipt = w3.eth.get_transaction_receipt(HexStr(tx_hash))
     except Exception as exc:
         err = classify(exc)
         if err.kind in ("unreachable", "rate_limited"):

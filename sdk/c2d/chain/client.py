@@ -15,11 +15,13 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from eth_account import Account
+from eth_typing import ChecksumAddress, HexStr
 from eth_utils import keccak, to_checksum_address
 from web3 import Web3
+from web3.types import TxParams
 
 from c2d.chain import errors as E
 from c2d.chain.errors import ChainError, classify
@@ -132,7 +134,7 @@ class ChainClient:
         self.w3 = w3
         self.confirmations = confirmations  # blocks on top of a receipt's before it counts
         self.account = Account.from_key(private_key)
-        self.address: str = self.account.address
+        self.address: ChecksumAddress = self.account.address
         self.receipt_timeout = receipt_timeout
         self.poll_interval = poll_interval
         self.gas_margin = gas_margin
@@ -162,7 +164,8 @@ class ChainClient:
         return self._rpc(lambda: fn.call({"from": self.address}, block_identifier=block))
 
     def eth_balance(self, address: str | None = None) -> int:
-        return int(self._rpc(lambda: self.w3.eth.get_balance(address or self.address)))
+        who = to_checksum_address(address) if address else self.address
+        return int(self._rpc(lambda: self.w3.eth.get_balance(who)))
 
     def contract(self, address: str, abi: list[dict[str, Any]]) -> Any:
         return self.w3.eth.contract(address=to_checksum_address(address), abi=abi)
@@ -220,7 +223,8 @@ class ChainClient:
         tx["from"] = self.address
         tx["chainId"] = self.chain_id
         if gas is None:
-            estimate = self._rpc(lambda: self.w3.eth.estimate_gas(dict(tx)))
+            # tx holds exactly TxParams' keys; built as a plain dict because fn's part is dynamic.
+            estimate = self._rpc(lambda: self.w3.eth.estimate_gas(cast(TxParams, dict(tx))))
             gas = int(int(estimate) * self.gas_margin) + 10_000
         tx["gas"] = gas
         tx.update(self._fees())
@@ -262,7 +266,7 @@ class ChainClient:
         timeout = self.receipt_timeout if timeout is None else timeout
         try:
             receipt = self.w3.eth.wait_for_transaction_receipt(
-                tx_hash, timeout=timeout, poll_latency=self.poll_interval
+                HexStr(tx_hash), timeout=timeout, poll_latency=self.poll_interval
             )
         except Exception as exc:
             err = classify(exc)
@@ -288,7 +292,7 @@ class ChainClient:
                 )
             time.sleep(self.poll_interval)
         try:
-            return self.w3.eth.get_transaction_receipt(tx_hash)
+            return self.w3.eth.get_transaction_receipt(HexStr(tx_hash))
         except Exception as exc:  # reorganised away: it may come back in another block
             err = classify(exc)
             err.tx_hash = tx_hash
@@ -297,8 +301,8 @@ class ChainClient:
     def _replay_reason(self, tx_hash: str, receipt: Any) -> str | None:
         """Replays a reverted transaction as a call at its block to learn the reason."""
         try:
-            tx = self.w3.eth.get_transaction(tx_hash)
-            call = {
+            tx = self.w3.eth.get_transaction(HexStr(tx_hash))
+            call: TxParams = {
                 "from": tx["from"],
                 "to": tx["to"],
                 "data": tx["input"],

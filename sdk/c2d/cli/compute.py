@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -241,7 +242,7 @@ def cmd_result(ctx: Context) -> int:
                 file.index,
                 out_dir / name,
                 expected=file,
-                on_progress=lambda done, total, file=file: watch.update(file, done, total),
+                on_progress=functools.partial(watch.update, file),
             )
             saved.append({**result_json(file), "path": str(path)})
             if not ctx.out.json_mode:

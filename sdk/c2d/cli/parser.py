@@ -100,8 +100,10 @@ def _add_chain_args(command: argparse.ArgumentParser) -> None:
 
 
 def _add_amount(command: argparse.ArgumentParser, name: str, help_text: str) -> None:
-    extra = {"required": True} if name.startswith("-") else {}
-    command.add_argument(name, help=help_text, **extra)
+    if name.startswith("-"):
+        command.add_argument(name, help=help_text, required=True)
+    else:  # a positional, which argparse refuses ``required`` for
+        command.add_argument(name, help=help_text)
     command.add_argument(
         "--base-units", action="store_true", help="amounts are whole base units, not token units"
     )

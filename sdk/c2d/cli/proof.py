@@ -212,18 +212,21 @@ def on_chain(
 def _find(
     ctx: Context, rpc: str, expected: billing.ExpectedClaim, state: compute_pb2.PaymentState
 ) -> OnChain:
-    from c2d.chain.claims import block_of, claimed_events, match_claim
+    from c2d.chain.claims import ClaimedEvent, block_of, claimed_events, match_claim
     from c2d.cli.escrow import _connect
 
     w3 = _connect(rpc, expected.chain_id, ctx.args.timeout)
-    scope = {"payee": expected.payee, "payer": expected.payer}
-    found, problems = None, []
+    payee, payer = expected.payee, expected.payer
+    found: ClaimedEvent | None = None
+    problems: list[str] = []
     if state.claim_transaction:
-        events = claimed_events(w3, expected.escrow, tx_hash=state.claim_transaction, **scope)
+        events = claimed_events(
+            w3, expected.escrow, payee=payee, payer=payer, tx_hash=state.claim_transaction
+        )
         found, problems = match_claim(expected, events)
     if found is None:
         start = block_of(w3, state.lock_transaction) if state.lock_transaction else None
-        events = claimed_events(w3, expected.escrow, from_block=start or 0, **scope)
+        events = claimed_events(w3, expected.escrow, payee=payee, payer=payer, from_block=start or 0)
         found, problems = match_claim(expected, events)
     if found is None:
         return OnChain(checked=True, problems=problems)

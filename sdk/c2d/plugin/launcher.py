@@ -15,6 +15,7 @@ import tempfile
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -133,7 +134,8 @@ async def pump_stderr(plugin: PluginProcess, on_line: Callable[[str], None] | No
 
 async def wait_serving(channel: grpc.aio.Channel, timeout: float) -> None:
     """Waits until the plugin's health service reports ``plugin`` SERVING."""
-    stub = health_pb2_grpc.HealthStub(channel)
+    # types-grpcio-health-checking declares HealthStub without its methods: Check is untyped here.
+    stub: Any = health_pb2_grpc.HealthStub(channel)
     deadline = asyncio.get_running_loop().time() + timeout
     last_error = "no answer"
     while True:

@@ -7,7 +7,7 @@ prefix, so the file stays readable and independent of enum numbers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import timestamp_pb2
 
@@ -20,10 +20,11 @@ FLAGS = ("oom_killed", "timed_out", "disk_quota_exceeded", "stopped")
 TIMES = ("time", "algorithm_started", "algorithm_finished")
 
 
-def status_of(name: object) -> int:
+def status_of(name: object) -> common_pb2.JobStatus:
     """The JobStatus number of a status name, UNSPECIFIED for a name this version does not know."""
     try:
-        return common_pb2.JobStatus.Value(f"JOB_STATUS_{name}")
+        # protobuf's stubs type Value() as a plain int; it is a JobStatus number by construction.
+        return cast(common_pb2.JobStatus, common_pb2.JobStatus.Value(f"JOB_STATUS_{name}"))
     except ValueError:
         return common_pb2.JOB_STATUS_UNSPECIFIED
 

@@ -62,7 +62,7 @@ def environment(
     env: EnvironmentConfig,
     engine: str,
     used: Usage,
-    health: int,
+    health: common_pb2.EngineHealth,
     extra: Mapping[str, Any],
     gpus: Sequence[common_pb2.Device] = (),
 ) -> common_pb2.Environment:
@@ -95,7 +95,7 @@ def environment(
 
 def resource(
     resource_id: str,
-    kind: common_pb2.ResourceType.ValueType,
+    kind: common_pb2.ResourceType,
     unit: str,
     total: float,
     minimum: float,

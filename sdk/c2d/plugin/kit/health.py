@@ -24,7 +24,7 @@ log = structlog.get_logger("c2d.plugin.kit.health")
 
 @dataclass(frozen=True)
 class HealthState:
-    health: int
+    health: common_pb2.EngineHealth
     description: str
 
 
@@ -67,7 +67,7 @@ class HealthTracker:
             for listener in self._listeners:
                 listener()
 
-    def start_ticking(self, tick: Callable[[int], None], interval: float, name: str) -> None:
+    def start_ticking(self, tick: Callable[[int], object], interval: float, name: str) -> None:
         """Calls ``tick(n)`` every ``interval`` seconds from a thread of its own; a failing tick is logged."""
         with self._lock:
             if self._monitor is not None:
@@ -80,7 +80,7 @@ class HealthTracker:
     def stop_monitor(self) -> None:
         self._stop.set()
 
-    def _watch(self, tick: Callable[[int], None], interval: float) -> None:
+    def _watch(self, tick: Callable[[int], object], interval: float) -> None:
         count = 0
         while not self._stop.wait(interval):
             count += 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 import structlog
@@ -37,7 +37,17 @@ STOP_SLACK_SECONDS = 10.0
 log = structlog.get_logger("c2d.plugin.kit.servicer")
 
 
-def find_environment(environments: tuple[Any, ...], environment_id: str) -> Any:
+class HasId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+Env = TypeVar("Env", bound=HasId)
+# The engine's job directory: the kit's, or an engine's subclass of it with its own folders.
+Job = TypeVar("Job", bound=JobDir)
+
+
+def find_environment(environments: tuple[Env, ...], environment_id: str) -> Env:
     """The environment with this id; INVALID_ARGUMENT naming the ones there are."""
     env = next((e for e in environments if e.id == environment_id), None)
     if env is None:
@@ -125,19 +135,21 @@ class EngineBase(engine_pb2_grpc.ComputeEngineServiceServicer):
         return engine_pb2.DrainResponse()
 
 
-class DrivenEngine(EngineBase):
+class DrivenEngine(EngineBase, Generic[Job]):
     """An engine whose jobs are job directories (a store) and driver threads that outlive nothing but
-    the plugin: a new plugin process resumes every job that has not ended."""
+    the plugin: a new plugin process resumes every job that has not ended.
+
+    Generic in the engine's job directory type, so the hooks of an engine take its own."""
 
     _drivers: Drivers[Any]
 
     # Hooks -------------------------------------------------------------------------
 
-    def ensure_driver(self, ready: Any, job: JobDir, record: Record) -> None:
+    def ensure_driver(self, ready: Any, job: Job, record: Record) -> None:
         """Starts the job's driver unless one runs already (or the job has ended)."""
         raise NotImplementedError
 
-    def handle_details(self, job: JobDir, record: Record) -> dict[str, str]:
+    def handle_details(self, job: Job, record: Record) -> dict[str, str]:
         """What the job's handle names besides the job, for people reading the node's database."""
         return {}
 
@@ -145,7 +157,7 @@ class DrivenEngine(EngineBase):
         """The backend whose monitor stops with the plugin."""
         raise NotImplementedError
 
-    def encode_handle(self, job: JobDir, record: Record) -> engine_pb2.JobHandle:
+    def encode_handle(self, job: Job, record: Record) -> engine_pb2.JobHandle:
         return handles.encode(job.job_id, job.path, record, **self.handle_details(job, record))
 
     def decode_handle(self, handle: engine_pb2.JobHandle) -> str:
@@ -159,7 +171,7 @@ class DrivenEngine(EngineBase):
         """StartJob's new job: the checked spec as the job's record; UNAVAILABLE when no job can run now."""
         raise NotImplementedError
 
-    def stop_running(self, ready: Any, job: JobDir, record: Record, grace_seconds: int) -> None:
+    def stop_running(self, ready: Any, job: Job, record: Record, grace_seconds: int) -> None:
         """StopJob: SIGTERM, grace, SIGKILL to what the job runs; its driver sees the stop."""
         raise NotImplementedError
 
@@ -176,7 +188,7 @@ class DrivenEngine(EngineBase):
             self._drivers.reset()
         return store
 
-    def existing(self, ready: Any, job: JobDir, record: Record) -> engine_pb2.JobHandle:
+    def existing(self, ready: Any, job: Job, record: Record) -> engine_pb2.JobHandle:
         """StartJob for a job id already here: its handle; nothing runs twice."""
         if record.get("host_id") != ready.host_id:
             raise EngineError(
