@@ -18,7 +18,7 @@ Docker bridge), then, one after another and interleaved:
 
 Figures: the median of ``--runs`` (default 5) of each, after ``--warmup`` (default 1)
 of each that is not counted, their ratio node / bare, and whether it meets the
-goal of at most 1.25x. To find where the node's time goes: the median time in each
+goal of at most 1.10x (issue 11). To find where the node's time goes: the median time in each
 status of the stage's history (queued, configuring volumes, provisioning, running,
 publishing) and, from Docker's own events, when each container was created,
 started and exited, beside the same for the bare containers. The exit status is 0
@@ -68,7 +68,7 @@ from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
 
 ENV_ID = "docker-local"
 ALGORITHM = "echo x > /data/outputs/o"
-GOAL_RATIO = 1.25
+GOAL_RATIO = 1.10
 BUSYBOX_IMAGE = "c2d-test-busybox:1"  # the image tests/docker_images.py builds: shared, reused when present
 POD_IMPORTS = "import pods.configuration, pods.publishing"
 ROLES = ("configuration", "algorithm", "publishing")
@@ -252,6 +252,7 @@ class Node:
             "C2D_PODS__LISTEN": f"auto:{free_port()}",  # the Docker bridge: where pod containers reach it
             "C2D_ENGINES__DOCKER__POD_IMAGE": pod_image,
             "C2D_ENGINES__DOCKER__DISK_QUOTA": disk_quota,
+            "C2D_CHAIN__DEV": "off",  # no dev chain (py-evm would run inside the node): no payments here
         }
         argv = [sys.executable, "-m", "host", "--data-dir", str(data_dir), "--listen", self.address]
         self.log_path = data_dir / "node.log"
