@@ -99,12 +99,6 @@ class EngineRegistry:
                 result.append(env)
         return result
 
-    def engine_for_environment(self, environment_id: str) -> EngineSupervisor | None:
-        for supervisor in self.supervisors.values():
-            if any(env.id == environment_id for env in supervisor.environments()):
-                return supervisor
-        return None
-
     def describe(self) -> list[compute_pb2.EngineInfo]:
         return [
             compute_pb2.EngineInfo(

@@ -26,6 +26,7 @@ from c2d.common.v1 import common_pb2
 from c2d.engine.v1 import engine_pb2, engine_pb2_grpc
 from c2d.plugin import handshake, launcher
 from c2d.plugin.discovery import DiscoveredEngine
+from host.engines.client import EngineClient, EngineError
 from host.engines.plugin_logs import emit_plugin_line
 from host.engines.restart import RestartPolicy
 
@@ -97,7 +98,9 @@ class EngineSupervisor:
         self.api_version = 0
         self.info = engine_pb2.GetPluginInfoResponse()
         self.fingerprint: engine_pb2.Fingerprint | None = None
-        self.stub: engine_pb2_grpc.ComputeEngineServiceStub | None = None
+        # The host's client of the engine's job calls while the plugin serves (None between lives).
+        self.client: EngineClient | None = None
+        self._stub: engine_pb2_grpc.ComputeEngineServiceStub | None = None  # the handshake's own calls
         self.changed = asyncio.Condition()
         self._plugin: launcher.PluginProcess | None = None
         self._channel: grpc.aio.Channel | None = None
@@ -117,7 +120,7 @@ class EngineSupervisor:
         return self._plugin.pid if self._plugin and self._plugin.alive() else 0
 
     @property
-    def health(self) -> common_pb2.EngineHealth.ValueType:
+    def health(self) -> common_pb2.EngineHealth:
         if self.state is SupervisorState.READY and self.fingerprint is not None:
             return self.fingerprint.health
         return common_pb2.ENGINE_HEALTH_UNHEALTHY
@@ -157,11 +160,11 @@ class EngineSupervisor:
     async def stop(self) -> None:
         """Drains the plugin, then ends its process group; no plugin process survives this."""
         self._stopping = True
-        if self.stub is not None and self.state is SupervisorState.READY:
+        if self.client is not None and self.state is SupervisorState.READY:
             try:
-                await self.stub.Drain(engine_pb2.DrainRequest(), timeout=2.0)
-            except grpc.aio.AioRpcError as exc:
-                self.log.debug("drain failed", error=exc.code().name)
+                await self.client.drain()
+            except EngineError as exc:
+                self.log.debug("drain failed", error=exc.code.name)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -214,8 +217,8 @@ class EngineSupervisor:
     async def _run_once(self) -> None:
         """One life of the plugin process; returns or raises when it stops working."""
         await self._connect()
-        await self._configure()
-        stream = self.stub.WatchFingerprint(engine_pb2.WatchFingerprintRequest())  # type: ignore[union-attr]
+        stub = await self._configure()
+        stream = stub.WatchFingerprint(engine_pb2.WatchFingerprintRequest())
         try:
             first = await asyncio.wait_for(stream.read(), self.settings.handshake_timeout_seconds)
         except TimeoutError:
@@ -232,7 +235,7 @@ class EngineSupervisor:
             environments=[e.id for e in self.fingerprint.environments],
         )
         if self.on_ready is not None:
-            await self._notify_ready()
+            await self._notify_ready(self.on_ready)
         watchers = [
             asyncio.create_task(self._follow_fingerprint(stream)),
             asyncio.create_task(self._check_health()),
@@ -255,14 +258,18 @@ class EngineSupervisor:
             timeout=self.settings.handshake_timeout_seconds,
             on_stderr=lambda line: emit_plugin_line(self.plugin_log, line),
         )
-        self.api_version = self._plugin.line.app_version  # type: ignore[union-attr]
+        assert self._plugin.line is not None  # start() returns once the handshake line is read
+        self.api_version = self._plugin.line.app_version
         self._channel = grpc.aio.insecure_channel(self._plugin.target)
         await launcher.wait_serving(self._channel, self.settings.handshake_timeout_seconds)
-        self.stub = engine_pb2_grpc.ComputeEngineServiceStub(self._channel)
+        self._stub = engine_pb2_grpc.ComputeEngineServiceStub(self._channel)
+        self.client = EngineClient(self._channel, self.name)
 
-    async def _configure(self) -> None:
-        assert self.stub is not None
-        self.info = await self.stub.GetPluginInfo(
+    async def _configure(self) -> engine_pb2_grpc.ComputeEngineServiceStub:
+        """GetPluginInfo and Configure; returns the stub the rest of the handshake uses."""
+        stub = self._stub
+        assert stub is not None
+        self.info = await stub.GetPluginInfo(
             engine_pb2.GetPluginInfoRequest(), timeout=CALL_TIMEOUT_SECONDS
         )
         if self.info.api_versions and self.api_version not in self.info.api_versions:
@@ -278,14 +285,15 @@ class EngineSupervisor:
             api_version=self.api_version, config=config, host_id=self.host_id, state_dir=str(self.state_dir)
         )
         try:
-            await self.stub.Configure(request, timeout=CALL_TIMEOUT_SECONDS)
+            await stub.Configure(request, timeout=CALL_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as exc:
             permanent = exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT)
             raise PluginFailure(f"configuration refused: {exc.details()}", permanent=permanent) from None
+        return stub
 
-    async def _notify_ready(self) -> None:
+    async def _notify_ready(self, on_ready: ReadyCallback) -> None:
         try:
-            await self.on_ready(self)  # type: ignore[misc]
+            await on_ready(self)
         except Exception:
             # Recovery problems concern single jobs; the engine itself is fine.
             self.log.exception("re-attaching jobs after plugin start failed")
@@ -299,7 +307,9 @@ class EngineSupervisor:
 
     async def _check_health(self) -> None:
         """Finds a plugin that is alive but no longer answers (hung)."""
-        stub = health_pb2_grpc.HealthStub(self._channel)
+        assert self._channel is not None
+        # types-grpcio-health-checking declares HealthStub without its methods: Check is untyped here.
+        stub: Any = health_pb2_grpc.HealthStub(self._channel)
         request = health_pb2.HealthCheckRequest(service=handshake.HEALTH_SERVICE)
         failures = 0
         while True:
@@ -320,7 +330,8 @@ class EngineSupervisor:
         )
 
     async def _close(self) -> None:
-        self.stub = None
+        self.client = None
+        self._stub = None
         self.fingerprint = None
         if self._channel is not None:
             await self._channel.close()

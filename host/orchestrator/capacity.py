@@ -1,51 +1,80 @@
-"""Granting resources from an environment's capacity, in one transaction per grant.
+"""Granting resources from an environment's capacity, in the scheduler's transaction.
 
 The database is the single source of what is in use: the sum of what every
-non-terminal stage of the environment holds. Because the check and the grant
-happen in one transaction, two stages can never overcommit a machine, and a
-restarted node knows exactly what is taken.
+non-terminal stage of the environment holds. The scheduling pass reads it once
+(:meth:`Ledger.load`) and grants in the same transaction on the database
+thread, so two stages can never overcommit a machine, and a restarted node
+knows exactly what is taken.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 from c2d.common.v1 import common_pb2
-from host.store.models import Stage, database_proxy
+from host.store.models import Stage
 
 
-def in_use(environment_id: str) -> tuple[dict[str, float], set[str], int]:
-    """Amount held per resource id, device ids held, and the number of stages holding capacity."""
-    used: dict[str, float] = defaultdict(float)
-    devices: set[str] = set()
-    holders = 0
-    query = Stage.select(Stage.granted).where(
-        (Stage.terminal == False) & (Stage.environment_id == environment_id) & Stage.granted.is_null(False)
-    )
-    for row in query:
-        holders += 1
-        for grant in row.granted:
-            used[grant["id"]] += grant["amount"]
-            devices.update(grant.get("device_ids", []))
-    return used, devices, holders
+@dataclass
+class Usage:
+    """What the non-terminal stages of one environment hold."""
+
+    amounts: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # per resource id
+    devices: set[str] = field(default_factory=set)  # device ids held
+    holders: int = 0  # stages holding capacity
+
+    def add(self, granted: list[dict[str, Any]]) -> None:
+        self.holders += 1
+        for grant in granted:
+            self.amounts[grant["id"]] += grant["amount"]
+            self.devices.update(grant.get("device_ids", []))
 
 
-def try_grant(stage: Stage, env: common_pb2.Environment, now: float) -> bool:
-    """Grants the stage what it asked for if it fits now; False leaves it queued."""
-    with database_proxy.atomic():
-        used, held_devices, holders = in_use(env.id)
-        if env.max_jobs and holders >= env.max_jobs:
+class Ledger:
+    """What every environment has granted, read once per scheduling pass and kept up to date as it grants.
+
+    Build it and grant from it inside one database unit (one transaction on the database
+    thread), so that no other grant or release interleaves between the read and the writes.
+    """
+
+    def __init__(self, usage: dict[str, Usage]) -> None:
+        self._usage = usage
+
+    @classmethod
+    def load(cls) -> Ledger:
+        """One query: the grants of every stage that holds capacity, summed per environment."""
+        usage: dict[str, Usage] = defaultdict(Usage)
+        query = Stage.select(Stage.environment_id, Stage.granted).where(
+            (Stage.terminal == False) & Stage.granted.is_null(False)
+        )
+        for row in query:
+            usage[row.environment_id].add(row.granted)
+        return cls(usage)
+
+    def usage(self, environment_id: str) -> Usage:
+        return self._usage[environment_id]
+
+    def try_grant(self, stage: Stage, env: common_pb2.Environment, now: float) -> bool:
+        """Grants the stage what it asked for if it fits now (updating ``stage``); False leaves it queued."""
+        usage = self._usage[env.id]
+        if env.max_jobs and usage.holders >= env.max_jobs:
             return False
-        granted = _fit(stage.resources, env, used, held_devices)
+        granted = _fit(stage.resources, env, usage.amounts, usage.devices)
         if granted is None:
             return False
-        return bool(
+        taken = (
             Stage.update(granted=granted, started_at=now)
             .where((Stage.job_id == stage.job_id) & Stage.granted.is_null(True) & (Stage.terminal == False))
             .execute()
         )
+        if not taken:
+            return False
+        usage.add(granted)
+        stage.granted, stage.started_at = granted, now
+        return True
 
 
 def _fit(

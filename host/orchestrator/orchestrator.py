@@ -5,6 +5,11 @@ reports are inputs; each applied change is recorded with a timestamp. Every
 step is idempotent (StartJob on a job id, events applied once by sequence),
 so after the node is killed at any point, :meth:`Orchestrator.recover_engine`
 picks each stage up where the database says it was.
+
+No query runs on the event loop: the database work of each step is one unit
+of :mod:`host.store.stages`, run on the database thread (:mod:`host.store.runner`).
+The engine events of all followed stages are applied in bursts: the followers
+feed one queue, and one applier task applies everything queued in one unit.
 """
 
 from __future__ import annotations
@@ -13,10 +18,9 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-import grpc
 import structlog
 from google.protobuf import json_format
 
@@ -25,13 +29,18 @@ from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
 from c2d.engine.v1 import engine_pb2
 from host import statuses
+from host.engines.client import EngineError, EngineRefused, JobNotFound
 from host.engines.registry import EngineRegistry
 from host.engines.supervisor import EngineSupervisor, SupervisorState
 from host.identity import NodeIdentity
 from host.orchestrator import capacity, stagespec
 from host.orchestrator.validation import StagePlan
 from host.results import ResultStore
-from host.store.models import Stage, StatusEvent, Workflow, database_proxy
+from host.store import runner, stages
+from host.store.models import Stage
+from host.store.stages import Changes, terminal_status
+
+__all__ = ["Orchestrator", "new_workflow_id", "terminal_status"]
 
 S = common_pb2.JobStatus
 log = structlog.get_logger()
@@ -39,20 +48,7 @@ log = structlog.get_logger()
 SCHEDULE_INTERVAL_SECONDS = 1.0
 ALGORITHM_LOG = "algorithm.log"  # the name pods publish it under
 STOP_GRACE_SECONDS = 5
-UNRECOVERABLE = {
-    grpc.StatusCode.NOT_FOUND,
-    grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.FAILED_PRECONDITION,
-}
-
-
-def terminal_status(stage: Stage, proposed: int) -> int:
-    """The status a stage ends with: the engine proposes, the owner's stop and the pods' reports refine."""
-    if stage.stop_requested and proposed != S.JOB_STATUS_FINISHED:
-        return S.JOB_STATUS_STOPPED  # whatever the stop looked like on the engine (even a lost start)
-    if stage.pod_report is not None and proposed in statuses.POD_REFINED | {S.JOB_STATUS_ALGORITHM_FAILED}:
-        return stage.pod_report
-    return proposed or S.JOB_STATUS_LOST
+MAX_BURST = 512  # engine events applied in one unit at most
 
 
 def new_workflow_id() -> str:
@@ -62,6 +58,9 @@ def new_workflow_id() -> str:
 def _log_failure(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("background step failed", exc_info=task.exception())
+
+
+Pending = tuple[str, engine_pb2.JobEvent, "asyncio.Future[bool]"]
 
 
 class Orchestrator:
@@ -83,54 +82,68 @@ class Orchestrator:
         self._wake = asyncio.Event()
         self._followers: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._events: asyncio.Queue[Pending] = asyncio.Queue()
+        self._applier: asyncio.Task[None] | None = None
         # Called with a workflow id once its last stage has ended (payments settle then).
         self.on_workflow_closed: Callable[[str], None] | None = None
 
+    # -- the environments --------------------------------------------------------
+
+    def _terms(self) -> stages.Terms:
+        """Every environment lookup of the orchestrator: the environments of the engines ready now
+        (only these grant capacity) and how long ended stages keep their results."""
+        environments: dict[tuple[str, str], common_pb2.Environment] = {}
+        for supervisor in self.engines.supervisors.values():
+            if supervisor.state is not SupervisorState.READY or supervisor.client is None:
+                continue
+            for env in supervisor.environments():
+                environments[(supervisor.name, env.id)] = env
+        return stages.Terms(environments, float(self.default_storage_expiry_seconds))
+
     # -- submission --------------------------------------------------------------
 
-    def submit(
+    async def submit(
         self,
         owner: str,
         workflow: compute_pb2.Workflow,
         plans: list[StagePlan],
         free: bool,
         workflow_id: str | None = None,
+        *,
+        then: Callable[[], object] | None = None,
     ) -> str:
         """Stores the workflow and its stages in one transaction and wakes the scheduler.
 
-        A paid workflow's id is chosen before its escrow lock is made, and passed here.
+        A paid workflow's id is chosen before its escrow lock is made, and passed here; ``then``
+        runs in the same transaction on the database thread (the payment records its lock).
         """
         now = time.time()
         workflow_id = workflow_id or new_workflow_id()
-        with database_proxy.atomic():
-            Workflow.create(
-                id=workflow_id,
-                owner=owner,
-                environment_id=workflow.environment_id or plans[0].environment.id,
-                free=free,
-                viewers=[v.lower() for v in workflow.viewers],
-                request=json_format.MessageToDict(workflow),
-                created_at=now,
-            )
-            for plan in plans:
-                status = S.JOB_STATUS_WAITING_FOR_PREVIOUS_STAGE if plan.run_after else S.JOB_STATUS_QUEUED
-                Stage.create(
+        new = stages.NewWorkflow(
+            id=workflow_id,
+            owner=owner,
+            environment_id=workflow.environment_id or plans[0].environment.id,
+            free=free,
+            viewers=[v.lower() for v in workflow.viewers],
+            request=json_format.MessageToDict(workflow),
+            created_at=now,
+            queue_deadline=now + self.max_queue_seconds,
+            stages=[
+                stages.NewStage(
                     job_id=plan.job_id,
-                    workflow=workflow_id,
                     index=plan.index,
-                    owner=owner,
                     environment_id=plan.environment.id,
                     engine=plan.engine,
-                    status=status,
-                    status_text=statuses.name(status),
+                    status=S.JOB_STATUS_WAITING_FOR_PREVIOUS_STAGE if plan.run_after else S.JOB_STATUS_QUEUED,
                     spec=stagespec.encode(plan.stage, plan.allow_network),
                     run_after=plan.run_after,
                     resources=plan.resources,
                     max_duration_seconds=plan.max_duration_seconds,
-                    created_at=now,
-                    queue_deadline=now + self.max_queue_seconds,
                 )
-                StatusEvent.create(stage=plan.job_id, status=status, message="accepted", time=now)
+                for plan in plans
+            ],
+        )
+        await runner.run(stages.store_workflow, new, then)
         log.info("workflow accepted", workflow_id=workflow_id, owner=owner, stages=len(plans), free=free)
         self._wake.set()
         return workflow_id
@@ -152,96 +165,81 @@ class Orchestrator:
         self._wake.set()
 
     async def _schedule(self) -> None:
-        now = time.time()
-        self._promote_waiting(now)
-        self._expire_queue(now)
-        queued = (
-            Stage.select()
-            .where(
-                (Stage.terminal == False)
-                & (Stage.status == S.JOB_STATUS_QUEUED)
-                & Stage.granted.is_null(True)
-            )
-            .order_by(Stage.created_at, Stage.index)
-        )
-        full: set[str] = set()  # environments where the oldest waiting stage did not fit
-        for stage in queued:
-            if stage.environment_id in full:
-                continue  # first come, first served: nothing overtakes the stage that waits
+        scheduled = await runner.run(stages.schedule, time.time(), self._terms())
+        self._announce(scheduled.changes)
+        for stage in scheduled.granted:
             supervisor = self._ready_engine(stage.engine)
-            env = self._environment(supervisor, stage.environment_id) if supervisor else None
-            if supervisor is None or env is None or stage.stop_requested:
-                continue
-            if not capacity.try_grant(stage, env, now):
-                full.add(stage.environment_id)
+            if supervisor is None:  # went away since the pass read it: the stage waits for recovery
                 continue
             # StartJob runs beside the scheduler: one slow engine call must not hold up the others.
-            self._spawn(self._launch(Stage.get_by_id(stage.job_id), supervisor))
+            self._spawn(self._launch(stage, supervisor))
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         task.add_done_callback(_log_failure)
 
-    def _promote_waiting(self, now: float) -> None:
-        waiting = Stage.select().where(
-            (Stage.terminal == False) & (Stage.status == S.JOB_STATUS_WAITING_FOR_PREVIOUS_STAGE)
-        )
-        for stage in waiting:
-            before = {row.job_id: row for row in Stage.select().where(Stage.job_id.in_(stage.run_after))}
-            failed = [b for b in before.values() if b.terminal and b.status != S.JOB_STATUS_FINISHED]
-            if failed:
-                self._finish(
-                    stage, S.JOB_STATUS_SKIPPED, f"stage it runs after ended: {failed[0].status_text}", now
-                )
-            elif all(b.status == S.JOB_STATUS_FINISHED for b in before.values()):
-                self._record(stage, S.JOB_STATUS_QUEUED, "previous stages finished", now)
-
-    def _expire_queue(self, now: float) -> None:
-        expired = Stage.select().where(
-            (Stage.terminal == False)
-            & (Stage.status == S.JOB_STATUS_QUEUED)
-            & Stage.granted.is_null(True)
-            & (Stage.queue_deadline < now)
-        )
-        for stage in expired:
-            self._finish(stage, S.JOB_STATUS_QUEUE_EXPIRED, "no capacity became free in time", now)
-
     def _ready_engine(self, name: str) -> EngineSupervisor | None:
         supervisor = self.engines.supervisors.get(name)
-        if supervisor is None or supervisor.state is not SupervisorState.READY or supervisor.stub is None:
+        if supervisor is None or supervisor.state is not SupervisorState.READY or supervisor.client is None:
             return None
         return supervisor
 
-    @staticmethod
-    def _environment(supervisor: EngineSupervisor, env_id: str) -> common_pb2.Environment | None:
-        return next((e for e in supervisor.environments() if e.id == env_id), None)
+    def _announce(self, changes: Changes) -> None:
+        """After a unit committed: log what it changed, tell payments of closed workflows, reschedule."""
+        for recorded in changes.recorded:
+            log.info(
+                "stage status",
+                job_id=recorded.job_id,
+                workflow_id=recorded.workflow_id,
+                status=statuses.name(recorded.status),
+            )
+        for ended in changes.ended:
+            log.info(
+                "stage ended",
+                job_id=ended.job_id,
+                workflow_id=ended.workflow_id,
+                status=statuses.name(ended.status),
+                message=ended.message,
+            )
+        if self.on_workflow_closed is not None:
+            for workflow_id in changes.closed_workflows:
+                self.on_workflow_closed(workflow_id)
+        if changes.ended:
+            self._wake.set()
+
+    async def _end(self, job_id: str, status: int, message: str) -> None:
+        self._announce(
+            await runner.run(stages.end_stage, job_id, status, message, time.time(), self._terms())
+        )
 
     # -- starting and following a stage -----------------------------------------
 
     async def _launch(self, stage: Stage, supervisor: EngineSupervisor) -> None:
         bound = log.bind(job_id=stage.job_id, workflow_id=stage.workflow_id, engine=supervisor.name)
-        spec = self._job_spec(stage, supervisor)
-        try:
-            reply = await supervisor.stub.StartJob(engine_pb2.StartJobRequest(spec=spec), timeout=30)  # type: ignore[union-attr]
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
-                bound.warning("engine refused the stage", detail=exc.details())
-                self._finish(
-                    stage, S.JOB_STATUS_CONTAINER_CREATION_FAILED, exc.details() or "refused", time.time()
-                )
-            else:  # the engine is in trouble: give the capacity back and try again later
-                bound.warning("could not start the stage; will retry", code=exc.code().name)
-                Stage.update(granted=None, started_at=None).where(Stage.job_id == stage.job_id).execute()
+        spec = await self._job_spec(stage, supervisor)
+        client = supervisor.client
+        if client is None:  # the engine went away since the grant: the capacity goes back
+            await runner.run(stages.release_grant, stage.job_id)
             return
-        Stage.update(handle=reply.handle.SerializeToString()).where(Stage.job_id == stage.job_id).execute()
+        try:
+            handle = await client.start_job(spec)
+        except EngineRefused as exc:
+            bound.warning("engine refused the stage", detail=exc.details)
+            await self._end(stage.job_id, S.JOB_STATUS_CONTAINER_CREATION_FAILED, exc.details or "refused")
+            return
+        except EngineError as exc:  # the engine is in trouble: give the capacity back and try again later
+            bound.warning("could not start the stage; will retry", code=exc.code.name)
+            await runner.run(stages.release_grant, stage.job_id)
+            return
+        current = await runner.run(stages.record_handle, stage.job_id, handle)
         bound.info("stage started on engine")
-        self._follow(stage.job_id, supervisor)
-        if Stage.get_by_id(stage.job_id).stop_requested:  # stopped while StartJob was in flight
+        self._follow(stage.job_id, supervisor, current.last_sequence)
+        if current.stop_requested:  # stopped while StartJob was in flight
             await self._request_stop(stage.job_id, supervisor, "stopped by its owner")
 
-    def _job_spec(self, stage: Stage, supervisor: EngineSupervisor) -> engine_pb2.JobSpec:
+    async def _job_spec(self, stage: Stage, supervisor: EngineSupervisor) -> engine_pb2.JobSpec:
         stage_pb = stagespec.decode(stage.spec)
         container = stage_pb.algorithm.container
         spec = engine_pb2.JobSpec(
@@ -261,234 +259,178 @@ class Orchestrator:
             labels={"c2d.workflow": stage.workflow_id, "c2d.stage": str(stage.index)},
         )
         if supervisor.fingerprint is not None and supervisor.fingerprint.capabilities.runs_pods:
-            spec.pod.CopyFrom(self._pod_access(stage))
+            spec.pod.CopyFrom(await self._pod_access(stage))
         return spec
 
-    def _pod_access(self, stage: Stage) -> engine_pb2.PodAccess:
+    async def _pod_access(self, stage: Stage) -> engine_pb2.PodAccess:
         """The stage's own key: created once, kept sealed, handed to the engine on every (re)start."""
         context = stage.job_id.encode()
         if stage.pod_key is None:
             key = auth.new_private_key()
             sealed = self.identity.seal(key.encode(), context)
-            Stage.update(pod_key=sealed, pod_address=auth.address_of(key)).where(
-                Stage.job_id == stage.job_id
-            ).execute()
+            await runner.run(stages.keep_pod_key, stage.job_id, sealed, auth.address_of(key))
         else:
             key = self.identity.unseal(stage.pod_key, context).decode()
         return engine_pb2.PodAccess(
             node_peer_id=self.identity.address, node_http_api=self.pod_endpoint, private_key=key
         )
 
-    def _follow(self, job_id: str, supervisor: EngineSupervisor) -> None:
+    def _follow(self, job_id: str, supervisor: EngineSupervisor, after_sequence: int) -> None:
         if job_id in self._followers and not self._followers[job_id].done():
             return
-        task = asyncio.create_task(self._watch(job_id, supervisor), name=f"follow-{job_id}")
+        task = asyncio.create_task(self._watch(job_id, supervisor, after_sequence), name=f"follow-{job_id}")
+        task.add_done_callback(_log_failure)
         self._followers[job_id] = task
 
-    async def _watch(self, job_id: str, supervisor: EngineSupervisor) -> None:
-        bound = log.bind(job_id=job_id, engine=supervisor.name)
-        stub = supervisor.stub
-        if stub is None:
+    async def _watch(self, job_id: str, supervisor: EngineSupervisor, after_sequence: int) -> None:
+        client = supervisor.client
+        if client is None:
             return
-        stage = Stage.get_by_id(job_id)
-        call = stub.WatchJob(engine_pb2.WatchJobRequest(job_id=job_id, after_sequence=stage.last_sequence))
         try:
-            async for reply in call:
-                if self._apply(job_id, reply.event):
-                    break
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                self._finish(
-                    Stage.get_by_id(job_id),
-                    S.JOB_STATUS_LOST,
-                    "the engine no longer has the job",
-                    time.time(),
-                )
-            else:  # the engine went away; recover_engine picks the stage up after its restart
-                bound.info("stopped following the stage", reason=exc.code().name)
-                return
+            async with contextlib.aclosing(client.watch_job(job_id, after_sequence)) as events:
+                async for event in events:
+                    if await self._apply(job_id, event):
+                        break
+        except JobNotFound:
+            await self._end(job_id, S.JOB_STATUS_LOST, "the engine no longer has the job")
+        except (
+            EngineError
+        ) as exc:  # the engine went away; recover_engine picks the stage up after its restart
+            log.info(
+                "stopped following the stage", job_id=job_id, engine=supervisor.name, reason=exc.code.name
+            )
+            return
         finally:
-            call.cancel()
             self._followers.pop(job_id, None)
-        if Stage.get_by_id(job_id).terminal:
-            await self._keep_engine_log(job_id, supervisor)
+        ended = await runner.run(stages.ended_stage, job_id)
+        if ended is not None:
+            await self._keep_engine_log(ended, supervisor)
             await self._destroy(job_id, supervisor)
 
-    async def _keep_engine_log(self, job_id: str, supervisor: EngineSupervisor) -> None:
+    async def _keep_engine_log(self, stage: Stage, supervisor: EngineSupervisor) -> None:
         """A stage whose pods published no algorithm log (stopped, failed while publishing) gets the
         engine's copy, read before the engine cleans up: the log matters most when something went wrong."""
-        stage = Stage.get_by_id(job_id)
+        client = supervisor.client
         if (
             self.results is None
             or stage.algorithm_started_at is None
-            or supervisor.stub is None
+            or client is None
             or supervisor.fingerprint is None
             or not supervisor.fingerprint.capabilities.log_streaming
-            or self.results.exists(stage, ALGORITHM_LOG, compute_pb2.RESULT_KIND_ALGORITHM_LOG)
+            or await runner.run(
+                self.results.exists, stage, ALGORITHM_LOG, compute_pb2.RESULT_KIND_ALGORITHM_LOG
+            )
         ):
             return
         chunks: list[bytes] = []
-        request = engine_pb2.StreamJobLogsRequest(job_id=job_id, follow=False)
         try:
-            async for reply in supervisor.stub.StreamJobLogs(request, timeout=30):
-                chunks.append(reply.data)
-        except grpc.aio.AioRpcError as exc:
-            log.info("no engine log to keep", job_id=job_id, code=exc.code().name)
+            async with contextlib.aclosing(client.stream_logs(stage.job_id)) as logs:
+                async for chunk in logs:
+                    chunks.append(chunk.data)
+        except EngineError as exc:
+            log.info("no engine log to keep", job_id=stage.job_id, code=exc.code.name)
             return
         if chunks:
-            self.results.store(stage, ALGORITHM_LOG, compute_pb2.RESULT_KIND_ALGORITHM_LOG, b"".join(chunks))
-            log.info("kept the engine's algorithm log", job_id=job_id, size=sum(map(len, chunks)))
+            data = b"".join(chunks)
+            await runner.run(
+                self.results.store, stage, ALGORITHM_LOG, compute_pb2.RESULT_KIND_ALGORITHM_LOG, data
+            )
+            log.info("kept the engine's algorithm log", job_id=stage.job_id, size=len(data))
 
-    def _apply(self, job_id: str, event: engine_pb2.JobEvent) -> bool:
-        """Applies one engine event once (by sequence); True when the stage has ended."""
-        with database_proxy.atomic():
-            stage = Stage.get_by_id(job_id)
-            if stage.terminal:
-                return True
-            if event.sequence <= stage.last_sequence:
-                return False
-            updates: dict[Any, Any] = {Stage.last_sequence: event.sequence}
-            if event.HasField("algorithm_started"):
-                updates[Stage.algorithm_started_at] = event.algorithm_started.ToDatetime().timestamp()
-            if event.HasField("algorithm_finished"):
-                updates[Stage.algorithm_finished_at] = event.algorithm_finished.ToDatetime().timestamp()
-            if event.HasField("exit_code"):
-                updates[Stage.exit_code] = event.exit_code
-            if event.image_digest:
-                updates[Stage.algorithm_image] = event.image_digest
-            Stage.update(updates).where(Stage.job_id == job_id).execute()
-            stage = Stage.get_by_id(job_id)
-            now = event.time.ToDatetime().timestamp() if event.HasField("time") else time.time()
-            if event.terminal:
-                self._finish(stage, terminal_status(stage, event.status), event.message, now)
-                return True
-            if event.status and event.status != stage.status:
-                self._record(stage, event.status, event.message, now)
-            return False
+    async def _apply(self, job_id: str, event: engine_pb2.JobEvent) -> bool:
+        """Applies one engine event once (by sequence), with whatever else is queued; True when the stage has ended."""
+        if self._applier is None or self._applier.done():
+            self._applier = asyncio.create_task(self._apply_bursts(), name="apply-engine-events")
+            self._applier.add_done_callback(_log_failure)
+        applied: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._events.put_nowait((job_id, event, applied))
+        return await applied
+
+    async def _apply_bursts(self) -> None:
+        """Applies the followers' events in bursts: everything queued when a unit starts goes in it."""
+        while True:
+            burst = [await self._events.get()]
+            while len(burst) < MAX_BURST and not self._events.empty():
+                burst.append(self._events.get_nowait())
+            try:
+                await self._apply_burst(burst)
+            except Exception:
+                if len(burst) == 1:
+                    continue  # its follower has the error
+                # One bad event must not fail the others of its burst: each on its own, then.
+                for pending in burst:
+                    with contextlib.suppress(Exception):
+                        await self._apply_burst([pending])
+
+    async def _apply_burst(self, burst: list[Pending]) -> None:
+        """One unit for the burst; each follower gets its answer (or the unit's error)."""
+        try:
+            applied = await runner.run(
+                stages.apply_events, [(job_id, event) for job_id, event, _ in burst], self._terms()
+            )
+        except Exception as exc:
+            if len(burst) == 1 and not burst[0][2].done():
+                burst[0][2].set_exception(exc)
+            raise
+        for (_, _, future), ended in zip(burst, applied.ended, strict=True):
+            if not future.done():
+                future.set_result(ended)
+        self._announce(applied.changes)
 
     async def _destroy(self, job_id: str, supervisor: EngineSupervisor) -> None:
-        if supervisor.stub is None:
+        if supervisor.client is None:
             return
         try:
-            await supervisor.stub.DestroyJob(engine_pb2.DestroyJobRequest(job_id=job_id), timeout=30)
-        except grpc.aio.AioRpcError as exc:
-            log.warning("engine could not clean up the stage yet", job_id=job_id, code=exc.code().name)
+            await supervisor.client.destroy_job(job_id)
+        except EngineError as exc:
+            log.warning("engine could not clean up the stage yet", job_id=job_id, code=exc.code.name)
             return
-        Stage.update(destroyed=True).where(Stage.job_id == job_id).execute()
-
-    # -- status changes ----------------------------------------------------------
-
-    def _record(self, stage: Stage, status: int, message: str, now: float) -> None:
-        Stage.update(status=status, status_text=statuses.name(status)).where(
-            Stage.job_id == stage.job_id
-        ).execute()
-        StatusEvent.create(stage=stage.job_id, status=status, message=message, time=now)
-        log.info(
-            "stage status", job_id=stage.job_id, workflow_id=stage.workflow_id, status=statuses.name(status)
-        )
-
-    def _finish(self, stage: Stage, status: int, message: str, now: float) -> None:
-        """Ends a stage: records the status, frees its capacity, and skips what runs after a failure."""
-        expiry = self._storage_expiry(stage)
-        with database_proxy.atomic():
-            updated = (
-                Stage.update(
-                    status=status,
-                    status_text=statuses.name(status),
-                    terminal=True,
-                    granted=None,
-                    finished_at=now,
-                    results_expire_at=now + expiry,
-                )
-                .where((Stage.job_id == stage.job_id) & (Stage.terminal == False))
-                .execute()
-            )
-            if not updated:
-                return
-            StatusEvent.create(stage=stage.job_id, status=status, message=message, time=now)
-            if status != S.JOB_STATUS_FINISHED:
-                self._skip_dependents(stage, now)
-            self._close_workflow(stage.workflow_id, now)
-        log.info(
-            "stage ended",
-            job_id=stage.job_id,
-            workflow_id=stage.workflow_id,
-            status=statuses.name(status),
-            message=message,
-        )
-        self._wake.set()
-
-    def _skip_dependents(self, stage: Stage, now: float) -> None:
-        dependents = Stage.select().where((Stage.terminal == False) & (Stage.workflow == stage.workflow_id))
-        for dependent in dependents:
-            if stage.job_id in dependent.run_after:
-                self._finish(dependent, S.JOB_STATUS_SKIPPED, f"stage {stage.index} did not finish", now)
-
-    def _close_workflow(self, workflow_id: str, now: float) -> None:
-        open_stages = (
-            Stage.select().where((Stage.workflow == workflow_id) & (Stage.terminal == False)).count()
-        )
-        if not open_stages:
-            Workflow.update(finished_at=now).where(Workflow.id == workflow_id).execute()
-            if self.on_workflow_closed is not None:
-                self.on_workflow_closed(workflow_id)
-
-    def _storage_expiry(self, stage: Stage) -> float:
-        supervisor = self.engines.supervisors.get(stage.engine)
-        env = self._environment(supervisor, stage.environment_id) if supervisor else None
-        return float((env.storage_expiry_seconds if env else 0) or self.default_storage_expiry_seconds)
+        await runner.run(stages.mark_destroyed, job_id)
 
     # -- pods --------------------------------------------------------------------
 
-    def pod_phase(self, stage: Stage, status: int | None, failure: int | None, message: str) -> None:
-        """A pod's report: failures refine the engine's terminal status; progress is recorded."""
-        if failure is not None:
-            Stage.update(pod_report=failure).where(Stage.job_id == stage.job_id).execute()
-            StatusEvent.create(stage=stage.job_id, status=failure, message=message, time=time.time())
-            return
-        if status is not None and status != stage.status:
-            self._record(stage, status, message, time.time())
+    async def pod_phase(self, job_id: str, status: int | None, failure: int | None, message: str) -> None:
+        """A pod's report: failures refine the engine's terminal status; progress is recorded.
+
+        A report on a stage that has ended meanwhile changes nothing."""
+        self._announce(await runner.run(stages.pod_report, job_id, status, failure, message, time.time()))
 
     # -- stopping ----------------------------------------------------------------
 
     async def stop_workflow(self, workflow_id: str, reason: str) -> None:
-        await self.stop(list(Stage.select().where(Stage.workflow == workflow_id)), reason)
+        await self._stop(None, workflow_id, reason)
 
-    async def stop(self, stages: list[Stage], reason: str) -> None:
+    async def stop(self, job_ids: Sequence[str], reason: str) -> None:
         """Stops the stages; one that runs after another being stopped is skipped when that one ends."""
-        stopping = {stage.job_id for stage in stages}
-        for stage in stages:
-            if stage.terminal or stopping.intersection(stage.run_after):
-                continue
-            Stage.update(stop_requested=True).where(Stage.job_id == stage.job_id).execute()
-            if stage.granted is None:  # not on an engine yet
-                self._finish(stage, S.JOB_STATUS_STOPPED, reason, time.time())
-                continue
-            supervisor = self._ready_engine(stage.engine)
+        await self._stop(list(job_ids), None, reason)
+
+    async def _stop(self, job_ids: list[str] | None, workflow_id: str | None, reason: str) -> None:
+        plan = await runner.run(stages.request_stop, job_ids, workflow_id, reason, time.time(), self._terms())
+        self._announce(plan.changes)
+        for job_id, engine in plan.on_engines:
+            supervisor = self._ready_engine(engine)
             if supervisor is not None:
-                await self._request_stop(stage.job_id, supervisor, reason)
+                await self._request_stop(job_id, supervisor, reason)
 
     async def _request_stop(self, job_id: str, supervisor: EngineSupervisor, reason: str) -> None:
-        request = engine_pb2.StopJobRequest(job_id=job_id, grace_seconds=STOP_GRACE_SECONDS, reason=reason)
+        client = supervisor.client
+        if client is None:
+            log.warning("stop request not sent (the engine went away); retried on recovery", job_id=job_id)
+            return
         try:
-            await supervisor.stub.StopJob(request, timeout=STOP_GRACE_SECONDS + 30)  # type: ignore[union-attr]
-        except grpc.aio.AioRpcError as exc:
-            log.warning("stop request failed; retried on recovery", job_id=job_id, code=exc.code().name)
+            await client.stop_job(job_id, grace_seconds=STOP_GRACE_SECONDS, reason=reason)
+        except EngineError as exc:
+            log.warning("stop request failed; retried on recovery", job_id=job_id, code=exc.code.name)
 
     # -- recovery ----------------------------------------------------------------
 
     async def recover_engine(self, supervisor: EngineSupervisor) -> None:
         """After the engine (or the node) started: re-attach every stage the database has on it."""
-        active = Stage.select().where(
-            (Stage.engine == supervisor.name) & (Stage.terminal == False) & Stage.granted.is_null(False)
-        )
-        for stage in active:
+        found = await runner.run(stages.on_engine, supervisor.name)
+        for stage in found.active:
             await self._recover_stage(stage, supervisor)
-        leftovers = Stage.select().where(
-            (Stage.engine == supervisor.name) & (Stage.terminal == True) & (Stage.destroyed == False)
-        )
-        for stage in leftovers:
-            await self._destroy(stage.job_id, supervisor)
+        for job_id in found.leftovers:
+            await self._destroy(job_id, supervisor)
         await self._remove_orphans(supervisor)
         self._wake.set()
 
@@ -498,38 +440,39 @@ class Orchestrator:
             bound.info("restarting a stage whose start was cut off")
             await self._launch(stage, supervisor)
             return
-        handle = engine_pb2.JobHandle.FromString(stage.handle)
+        client = supervisor.client
+        if client is None:
+            return  # gone again; its next start recovers the stage
         try:
-            reply = await supervisor.stub.RecoverJob(engine_pb2.RecoverJobRequest(handle=handle), timeout=30)  # type: ignore[union-attr]
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() not in UNRECOVERABLE:
-                raise
-            bound.warning("engine lost the stage", detail=exc.details())
-            self._finish(stage, S.JOB_STATUS_LOST, "the engine lost the job", time.time())
+            recovered = await client.recover_job(engine_pb2.JobHandle.FromString(stage.handle))
+        except (JobNotFound, EngineRefused) as exc:
+            bound.warning("engine lost the stage", detail=exc.details)
+            await self._end(stage.job_id, S.JOB_STATUS_LOST, "the engine lost the job")
             return
-        Stage.update(handle=reply.handle.SerializeToString()).where(Stage.job_id == stage.job_id).execute()
-        bound.info("re-attached stage", last_sequence=stage.last_sequence)
-        if stage.stop_requested:
+        current = await runner.run(stages.record_handle, stage.job_id, recovered.handle)
+        bound.info("re-attached stage", last_sequence=current.last_sequence)
+        if current.stop_requested:
             await self._request_stop(stage.job_id, supervisor, "stopped by its owner")
-        self._follow(stage.job_id, supervisor)
+        self._follow(stage.job_id, supervisor, current.last_sequence)
 
     async def _remove_orphans(self, supervisor: EngineSupervisor) -> None:
-        """Jobs the engine runs for this node that the database does not know (or has let go of)."""
-        try:
-            listing = await supervisor.stub.ListJobs(engine_pb2.ListJobsRequest(), timeout=30)  # type: ignore[union-attr]
-        except grpc.aio.AioRpcError:
+        """Jobs the engine runs for this node that the database does not know."""
+        if supervisor.client is None:
             return
-        known = {
-            s.job_id
-            for s in Stage.select(Stage.job_id).where(Stage.job_id.in_([j.job_id for j in listing.jobs]))
-        }
-        for job in listing.jobs:
+        try:
+            jobs = await supervisor.client.list_jobs()
+        except EngineError:
+            return
+        known = await runner.run(stages.known_job_ids, [j.job_id for j in jobs])
+        for job in jobs:
             if job.job_id not in known:
                 log.warning("removing orphaned job", job_id=job.job_id, engine=supervisor.name)
                 await self._destroy(job.job_id, supervisor)
 
     async def close(self) -> None:
         tasks = [*self._followers.values(), *self._background]
+        if self._applier is not None:
+            tasks.append(self._applier)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

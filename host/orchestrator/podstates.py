@@ -81,7 +81,7 @@ def state_of(stage: Stage) -> PodState:
 
 def phase_call(phase: int) -> str:
     """``UpdateJobStatus(PROVISIONING_STARTED)``: the key a phase report has in :data:`ALLOWED`."""
-    return f"UpdateJobStatus({P.Name(phase).removeprefix('POD_PHASE_')})"  # type: ignore[arg-type]
+    return f"UpdateJobStatus({P.Name(phase).removeprefix('POD_PHASE_')})"
 
 
 _PROVISIONING = frozenset({PodState.PROVISIONING})

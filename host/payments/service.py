@@ -48,7 +48,7 @@ from host.orchestrator.validation import StagePlan
 from host.payments import states
 from host.payments.gate import lock_refusal, payment_problem
 from host.payments.records import build_records
-from host.store.models import Payment, Stage, Workflow, database_proxy
+from host.store.models import Payment, Stage, Workflow
 
 log = structlog.get_logger()
 T = TypeVar("T")
@@ -130,7 +130,11 @@ class Payments:
         return quote
 
     async def start(
-        self, owner: str, quote: compute_pb2.EscrowQuote, submit: Callable[[str], str], workflow_id: str
+        self,
+        owner: str,
+        quote: compute_pb2.EscrowQuote,
+        submit: Callable[[str, Callable[[], object]], Awaitable[str]],
+        workflow_id: str,
     ) -> Payment:
         """Checks the payer, locks ``quote`` and only then stores the workflow (``submit``)."""
         if int(quote.amount) <= 0:
@@ -143,9 +147,8 @@ class Payments:
         self._locking.add(workflow_id)
         try:
             lock = await self._lock(row, bound)
-            with database_proxy.atomic():
-                submit(workflow_id)
-                self._update(row, status=states.LOCKED, **lock)
+            # The workflow and its LOCKED payment in one transaction (on the database thread).
+            await submit(workflow_id, lambda: self._update(row, status=states.LOCKED, **lock))
         finally:
             self._locking.discard(workflow_id)
         bound.info("escrow locked", amount=row.amount, tx=lock["lock_tx"])

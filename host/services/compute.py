@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-import grpc
 from google.protobuf import timestamp_pb2
 
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
-from c2d.engine.v1 import engine_pb2
 from host import pricing
 from host.assets import AssetRegistry
 from host.auth import ANYONE, verify_consumer
+from host.engines.client import EngineError, LogChunk
 from host.engines.registry import EngineRegistry
 from host.environments import EnvironmentCatalog
 from host.errors import denied, grpc_errors, invalid, precondition
@@ -116,7 +116,9 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
         row = await self.payments.start(
             owner,
             quote,
-            lambda wid: self.orchestrator.submit(owner, request.workflow, plans, free=False, workflow_id=wid),
+            lambda wid, then: self.orchestrator.submit(
+                owner, request.workflow, plans, free=False, workflow_id=wid, then=then
+            ),
             workflow_id,
         )
         refs = [compute_pb2.StageRef(index=p.index, job_id=p.job_id) for p in plans]
@@ -131,7 +133,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
         problem = self._free_problem(plans, owner, request.workflow)
         if problem is not None:
             raise denied(problem)
-        workflow_id = self.orchestrator.submit(owner, request.workflow, plans, free=True)
+        workflow_id = await self.orchestrator.submit(owner, request.workflow, plans, free=True)
         refs = [compute_pb2.StageRef(index=p.index, job_id=p.job_id) for p in plans]
         return compute_pb2.FreeStartComputeResponse(workflow_id=workflow_id, stages=refs)
 
@@ -214,7 +216,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
         if not request.job_id and not request.workflow_id:
             raise invalid("say what to stop: job_id or workflow_id")
         stages = owned_stages(caller, job_id=request.job_id, workflow_id=request.workflow_id)
-        await self.orchestrator.stop(stages, "stopped by its owner")
+        await self.orchestrator.stop([s.job_id for s in stages], "stopped by its owner")
         return compute_pb2.StopComputeResponse(
             jobs=[self._job_info(Stage.get_by_id(s.job_id)) for s in stages]
         )
@@ -305,16 +307,16 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
 
     def _live_logs(self, stage: Stage, follow: bool, offset: int) -> Any:
         supervisor = self.engines.supervisors.get(stage.engine)
+        client = supervisor.client if supervisor is not None else None
         if (
             supervisor is None
-            or supervisor.stub is None
+            or client is None
             or supervisor.fingerprint is None
             or not supervisor.fingerprint.capabilities.log_streaming
             or stage.granted is None
         ):
             return None
-        request = engine_pb2.StreamJobLogsRequest(job_id=stage.job_id, follow=follow, offset=offset)
-        return _tolerant(supervisor.stub.StreamJobLogs(request))
+        return _tolerant(client.stream_logs(stage.job_id, offset=offset, follow=follow))
 
     def _stored_log_file(self, stage: Stage) -> compute_pb2.ResultFile | None:
         """The algorithm log the pods (or the engine) left with the stage's results, if any."""
@@ -393,10 +395,11 @@ def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
     return stamp
 
 
-async def _tolerant(call: Any) -> AsyncIterator[Any]:
+async def _tolerant(chunks: AsyncGenerator[LogChunk, None]) -> AsyncIterator[LogChunk]:
     """Engine log streams end quietly when the engine goes away; the stored log takes over."""
-    try:
-        async for reply in call:
-            yield reply
-    except grpc.aio.AioRpcError:
-        return
+    async with contextlib.aclosing(chunks):
+        try:
+            async for chunk in chunks:
+                yield chunk
+        except EngineError:
+            return

@@ -80,7 +80,7 @@ class PodServicer(pod_pb2_grpc.PodServiceServicer):
             raise invalid(f"unknown pod phase {request.phase}")
         stage = await admitted(podstates.phase_call(request.phase), stage)
         status, failure = PHASES[request.phase]
-        self.orchestrator.pod_phase(stage, status, failure, request.message[:2000])
+        await self.orchestrator.pod_phase(stage.job_id, status, failure, request.message[:2000])
         return pod_pb2.UpdateJobStatusResponse(status=status or stage.status)
 
     @grpc_errors
