@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import os
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ from host.netaddr import own_addresses, resolve_listen
 from host.orchestrator.orchestrator import Orchestrator
 from host.orchestrator.provisioning import Provisioner
 from host.results import ResultStore
-from host.server import start_pod_server, start_public_server
+from host.server import bind_pod_server, serve_pods, start_public_server
 from host.services.compute import ComputeServicer
 from host.services.pods import PodServicer
 from host.store import runner
@@ -106,14 +107,7 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
     engines = EngineRegistry.from_config(
         config, host_id(data_dir), on_ready=lambda supervisor: orchestrator.recover_engine(supervisor)
     )
-    orchestrator = Orchestrator(
-        engines,
-        identity,
-        max_queue_seconds=compute["max_queue_seconds"],
-        default_storage_expiry_seconds=compute["default_storage_expiry_seconds"],
-        results=results,
-    )
-    payments = _payments(chain, identity, orchestrator)
+    payments = _payments(chain, identity, stop_workflow=lambda wid, why: orchestrator.stop_workflow(wid, why))
     catalog = EnvironmentCatalog(
         engines,
         config.environment_terms(),
@@ -122,15 +116,21 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
         payee_address=identity.address,
         default_fees=chain.default_fees if chain else None,
     )
-    provisioner = Provisioner(assets, results, config.raw["assets"])
     pod_listen = resolve_listen(config.raw["pods"]["listen"])
     limits = Limits.from_section(config.raw["limits"])
-    pod_server, pod_port = await start_pod_server(
-        pod_listen, PodServicer(orchestrator, provisioner, results), limits
+    pods = bind_pod_server(pod_listen, limits)
+    orchestrator = Orchestrator(
+        engines,
+        catalog,
+        identity,
+        pod_endpoint=config.raw["pods"]["advertise"] or f"{pod_listen.rpartition(':')[0]}:{pods.port}",
+        max_queue_seconds=compute["max_queue_seconds"],
+        default_storage_expiry_seconds=compute["default_storage_expiry_seconds"],
+        results=results,
+        on_workflow_closed=None if payments is None else lambda _workflow_id: payments.wake(),
     )
-    orchestrator.pod_endpoint = (
-        config.raw["pods"]["advertise"] or f"{pod_listen.rpartition(':')[0]}:{pod_port}"
-    )
+    provisioner = Provisioner(assets, results, config.raw["assets"])
+    pod_server = await serve_pods(pods, PodServicer(orchestrator, provisioner, results))
     servicer = ComputeServicer(
         engines=engines,
         catalog=catalog,
@@ -187,20 +187,14 @@ def _open_chain(config: Config, identity: NodeIdentity, web3: Any) -> ChainSetup
 
 
 def _payments(
-    chain: ChainSetup | None, identity: NodeIdentity, orchestrator: Orchestrator
+    chain: ChainSetup | None, identity: NodeIdentity, *, stop_workflow: Callable[[str, str], Awaitable[None]]
 ) -> Payments | None:
     if chain is None:
         log.info("no chain configured: this node computes in the free tier only")
         return None
     from host.payments.service import Payments
 
-    payments = Payments(
-        chain.escrow,
-        chain.settings,
-        signing_key=identity.private_key,
-        stop_workflow=orchestrator.stop_workflow,
-    )
-    orchestrator.on_workflow_closed = lambda _workflow_id: payments.wake()
+    payments = Payments(chain.escrow, chain.settings, signing_key=identity.private_key, stop_workflow=stop_workflow)
     log.info("payments settle on chain", chain_id=chain.settings.chain_id, escrow=chain.escrow.address)
     return payments
 

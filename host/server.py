@@ -7,6 +7,8 @@ different network than consumers do.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -24,43 +26,51 @@ class AddressInUse(OSError):
     """The port is taken (by another node, or any process): said in one line, and the node exits 1."""
 
 
-async def _serve(listen: str, service_name: str, add: object, limits: Limits) -> tuple[grpc.aio.Server, int]:
-    server = grpc.aio.server(
-        options=limits.server_options(), interceptors=[PeerLimit(limits.max_calls_per_peer)]
-    )
-    add(server)  # type: ignore[operator]
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((service_name, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
-    try:
-        port = server.add_insecure_port(listen)
-    except RuntimeError:  # grpc raises where older versions returned 0
-        port = 0
-    if port == 0:
-        raise AddressInUse(
-            f"cannot listen on {listen}: the address is in use (another node?) or not available here"
+class BoundServer:
+    """A server that owns its port but serves nothing yet: the port is known before the servicer
+    that needs it is built (the orchestrator hands the pod server's address to every stage)."""
+
+    def __init__(self, listen: str, service_name: str, limits: Limits) -> None:
+        self.server = grpc.aio.server(
+            options=limits.server_options(), interceptors=[PeerLimit(limits.max_calls_per_peer)]
         )
-    await server.start()
-    for service in ("", service_name):
-        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    return server, port
+        self.service_name = service_name
+        try:
+            self.port = self.server.add_insecure_port(listen)
+        except RuntimeError:  # grpc raises where older versions returned 0
+            self.port = 0
+        if self.port == 0:
+            raise AddressInUse(
+                f"cannot listen on {listen}: the address is in use (another node?) or not available here"
+            )
+
+    async def serve(self, add: Callable[[grpc.aio.Server], None]) -> grpc.aio.Server:
+        """Adds the service (with health and reflection) and starts answering."""
+        add(self.server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self.server)
+        reflection.enable_server_reflection(
+            (self.service_name, HEALTH_SERVICE, reflection.SERVICE_NAME), self.server
+        )
+        await self.server.start()
+        for service in ("", self.service_name):
+            await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        return self.server
 
 
 async def start_public_server(
     listen: str, servicer: compute_pb2_grpc.ComputeServiceServicer, limits: Limits
 ) -> tuple[grpc.aio.Server, int]:
     """Binds and starts the public API under ``limits`` ([limits]); returns it and the bound port (for port 0)."""
-    return await _serve(
-        listen,
-        COMPUTE_SERVICE,
-        lambda s: compute_pb2_grpc.add_ComputeServiceServicer_to_server(servicer, s),
-        limits,
-    )
+    bound = BoundServer(listen, COMPUTE_SERVICE, limits)
+    server = await bound.serve(lambda s: compute_pb2_grpc.add_ComputeServiceServicer_to_server(servicer, s))
+    return server, bound.port
 
 
-async def start_pod_server(
-    listen: str, servicer: pod_pb2_grpc.PodServiceServicer, limits: Limits
-) -> tuple[grpc.aio.Server, int]:
-    return await _serve(
-        listen, POD_SERVICE, lambda s: pod_pb2_grpc.add_PodServiceServicer_to_server(servicer, s), limits
-    )
+def bind_pod_server(listen: str, limits: Limits) -> BoundServer:
+    """The pods' server, bound first: its address goes into every stage the orchestrator starts."""
+    return BoundServer(listen, POD_SERVICE, limits)
+
+
+async def serve_pods(bound: BoundServer, servicer: pod_pb2_grpc.PodServiceServicer) -> grpc.aio.Server:
+    return await bound.serve(lambda s: pod_pb2_grpc.add_PodServiceServicer_to_server(servicer, s))

@@ -32,6 +32,7 @@ from host import statuses
 from host.engines.client import EngineError, EngineRefused, JobNotFound
 from host.engines.registry import EngineRegistry
 from host.engines.supervisor import EngineSupervisor, SupervisorState
+from host.environments import EnvironmentCatalog
 from host.identity import NodeIdentity
 from host.orchestrator import capacity, stagespec
 from host.orchestrator.validation import StagePlan
@@ -67,37 +68,44 @@ class Orchestrator:
     def __init__(
         self,
         engines: EngineRegistry,
+        environments: EnvironmentCatalog,
         identity: NodeIdentity,
         *,
+        pod_endpoint: str,
         max_queue_seconds: float,
         default_storage_expiry_seconds: int,
         results: ResultStore | None = None,
+        on_workflow_closed: Callable[[str], None] | None = None,
     ) -> None:
+        """``pod_endpoint``: host:port of the PodService, handed to every stage's pods.
+        ``on_workflow_closed``: called with a workflow id once its last stage has ended (payments
+        settle then)."""
         self.engines = engines
+        self.environments = environments
         self.results = results
         self.identity = identity
-        self.pod_endpoint = ""  # host:port of the PodService, set once it listens
+        self.pod_endpoint = pod_endpoint
         self.max_queue_seconds = max_queue_seconds
         self.default_storage_expiry_seconds = default_storage_expiry_seconds
+        self.on_workflow_closed = on_workflow_closed
         self._wake = asyncio.Event()
         self._followers: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._events: asyncio.Queue[Pending] = asyncio.Queue()
         self._applier: asyncio.Task[None] | None = None
-        # Called with a workflow id once its last stage has ended (payments settle then).
-        self.on_workflow_closed: Callable[[str], None] | None = None
 
     # -- the environments --------------------------------------------------------
 
     def _terms(self) -> stages.Terms:
-        """Every environment lookup of the orchestrator: the environments of the engines ready now
-        (only these grant capacity) and how long ended stages keep their results."""
-        environments: dict[tuple[str, str], common_pb2.Environment] = {}
-        for supervisor in self.engines.supervisors.values():
-            if supervisor.state is not SupervisorState.READY or supervisor.client is None:
-                continue
-            for env in supervisor.environments():
-                environments[(supervisor.name, env.id)] = env
+        """Every environment lookup of the orchestrator: the effective environments of the engines
+        ready now (only these grant capacity) and how long ended stages keep their results."""
+        ready = {
+            name
+            for name, supervisor in self.engines.supervisors.items()
+            if supervisor.state is SupervisorState.READY and supervisor.client is not None
+        }
+        # The same view GetEnvironments and the free tier read: the operator's terms applied.
+        environments = {(env.engine, env.id): env for env in self.environments.list() if env.engine in ready}
         return stages.Terms(environments, float(self.default_storage_expiry_seconds))
 
     # -- submission --------------------------------------------------------------
