@@ -4,6 +4,8 @@ Environment overrides are ``C2D_<SECTION>__<KEY>`` (double underscore between
 levels), e.g. ``C2D_NODE__LISTEN=0.0.0.0:8470`` or
 ``C2D_ENGINES__EXTERNAL_STUB__ENABLED=true``; values are read as TOML values
 when they parse as one (``true``, ``3``, ``[1, 2]``) and as strings otherwise.
+A setting whose default is a string takes the text as it is (unless it is a quoted
+TOML string): ``C2D_CHAIN__ESCROW_ADDRESS=0x5FbD...`` is an address, not TOML's hex integer.
 """
 
 from __future__ import annotations
@@ -122,15 +124,142 @@ class ConfigError(ValueError):
     """The configuration cannot be used; the message says where and why."""
 
 
+# Typed sections: what the node's modules read, checked and converted once when the config loads.
+
+
+@dataclass(frozen=True)
+class ChainSection:
+    """[chain]: the EVM chain paid compute settles on (escrow locks and claims)."""
+
+    rpc_url: str
+    chain_id: int
+    escrow_address: str
+    tokens: tuple[str, ...]  # as configured; empty: those the environments' fees name
+    dev: str  # "auto", "anvil", "py-evm" or "off"
+    dev_port: int
+    receipt_timeout_seconds: float
+    confirmations: int
+    claim_margin_seconds: int
+    retry_max_seconds: float
+    withdraw_earnings: bool
+    sweep_interval_seconds: float
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> ChainSection:
+        read = _Reader(section, "chain")
+        return cls(
+            rpc_url=read.text("rpc_url"),
+            chain_id=read.whole("chain_id"),
+            escrow_address=read.text("escrow_address"),
+            tokens=read.texts("tokens"),
+            dev=read.text("dev"),
+            dev_port=read.whole("dev_port"),
+            receipt_timeout_seconds=read.number("receipt_timeout_seconds"),
+            confirmations=read.whole("confirmations"),
+            claim_margin_seconds=read.whole("claim_margin_seconds"),
+            retry_max_seconds=read.number("retry_max_seconds"),
+            withdraw_earnings=read.flag("withdraw_earnings"),
+            sweep_interval_seconds=read.number("sweep_interval_seconds"),
+        )
+
+
+@dataclass(frozen=True)
+class ComputeSection:
+    """[compute]: queueing and the defaults of what an environment does not say."""
+
+    max_queue_seconds: float
+    default_storage_expiry_seconds: int
+    default_max_duration_seconds: int
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> ComputeSection:
+        read = _Reader(section, "compute")
+        return cls(
+            max_queue_seconds=read.number("max_queue_seconds"),
+            default_storage_expiry_seconds=read.whole("default_storage_expiry_seconds"),
+            default_max_duration_seconds=read.whole("default_max_duration_seconds"),
+        )
+
+
+@dataclass(frozen=True)
+class StorageSection:
+    """[storage]: where the node's database is."""
+
+    database_url: str  # peewee database URL; "": SQLite at <data_dir>/node.db
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> StorageSection:
+        return cls(database_url=_Reader(section, "storage").text("database_url"))
+
+
+@dataclass(frozen=True)
+class PodsSection:
+    """[pods]: the PodService listener that pods call back on."""
+
+    listen: str  # HOST:PORT, or "auto:PORT"
+    advertise: str  # HOST:PORT pods are told to call; "": the listen address
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> PodsSection:
+        read = _Reader(section, "pods")
+        return cls(listen=read.text("listen"), advertise=read.text("advertise"))
+
+
+@dataclass(frozen=True)
+class AssetsSection:
+    """[assets]: where registered assets' files are found."""
+
+    data_root: str  # what "local" files are relative to; "": none allowed
+    ipfs_gateway: str
+    arweave_gateway: str
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> AssetsSection:
+        read = _Reader(section, "assets")
+        return cls(
+            data_root=read.text("data_root"),
+            ipfs_gateway=read.text("ipfs_gateway"),
+            arweave_gateway=read.text("arweave_gateway"),
+        )
+
+
+@dataclass(frozen=True)
+class SecuritySection:
+    """[security]: what consumers' URLs may reach besides public addresses."""
+
+    allow_hosts: tuple[str, ...]
+    allow_networks: tuple[str, ...]
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> SecuritySection:
+        read = _Reader(section, "security")
+        return cls(allow_hosts=read.texts("allow_hosts"), allow_networks=read.texts("allow_networks"))
+
+
 @dataclass
 class Config:
-    """The merged configuration; ``raw`` keeps every section for later features."""
+    """The merged configuration: typed sections for what the node reads; ``raw`` keeps every
+    section as merged (the engines' tables are given to them as they are)."""
 
     raw: dict[str, Any]
     # True when no config file was given: engines then get their dev defaults.
     development: bool = True
     source: Path | None = None
     env_overrides: list[str] = field(default_factory=list)
+    chain: ChainSection = field(init=False)
+    compute: ComputeSection = field(init=False)
+    storage: StorageSection = field(init=False)
+    pods: PodsSection = field(init=False)
+    assets: AssetsSection = field(init=False)
+    security: SecuritySection = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.chain = ChainSection.from_section(self.raw["chain"])
+        self.compute = ComputeSection.from_section(self.raw["compute"])
+        self.storage = StorageSection.from_section(self.raw["storage"])
+        self.pods = PodsSection.from_section(self.raw["pods"])
+        self.assets = AssetsSection.from_section(self.raw["assets"])
+        self.security = SecuritySection.from_section(self.raw["security"])
 
     @property
     def node(self) -> dict[str, Any]:
@@ -147,10 +276,10 @@ class Config:
     def dev_chain(self) -> str | None:
         """The dev chain to start ("anvil" preferred, or "py-evm"), or None: a chain is configured,
         or none is wanted."""
-        chain = self.raw["chain"]
-        if chain["rpc_url"] or chain["dev"] == "off" or (chain["dev"] == "auto" and not self.development):
+        chain = self.chain
+        if chain.rpc_url or chain.dev == "off" or (chain.dev == "auto" and not self.development):
             return None
-        return "py-evm" if chain["dev"] == "py-evm" else "anvil"
+        return "py-evm" if chain.dev == "py-evm" else "anvil"
 
     def environment_terms(self) -> dict[str, EnvironmentTerms]:
         """The operator's ``[environments]`` terms, parsed (checked already when the config loaded)."""
@@ -162,6 +291,51 @@ class Config:
         if section is not None and not isinstance(section, dict):
             raise ConfigError(f"[engines.{name}] must be a table, not {type(section).__name__}")
         return section
+
+
+class _Reader:
+    """Reads one section's values as the types its dataclass declares; ConfigError names the key."""
+
+    def __init__(self, section: Mapping[str, Any], where: str) -> None:
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"[{where}] must be a table, not {type(section).__name__}")
+        self._section = section
+        self._where = where
+
+    def _wrong(self, key: str, kind: str) -> ConfigError:
+        return ConfigError(f"{self._where}.{key} must be {kind}, got {self._section.get(key)!r}")
+
+    def text(self, key: str) -> str:
+        value = self._section[key]
+        if not isinstance(value, str):
+            raise self._wrong(key, "a string")
+        return value
+
+    def texts(self, key: str) -> tuple[str, ...]:
+        value = self._section[key]
+        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise self._wrong(key, "a list of strings")
+        return tuple(value)
+
+    def whole(self, key: str) -> int:
+        value = self._section[key]
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._wrong(key, "a whole number")
+        return value
+
+    def number(self, key: str) -> float:
+        value = self._section[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise self._wrong(key, "a number")
+        return float(value)
+
+    def flag(self, key: str) -> bool:
+        value = self._section[key]
+        if not isinstance(value, bool):
+            raise self._wrong(key, "true or false")
+        return value
 
 
 def load_config(
@@ -208,9 +382,22 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
         if not name.startswith(ENV_PREFIX) or name in RESERVED_ENV or "__" not in name:
             continue
         keys = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
-        _set_dotted(raw, keys, _parse_env_value(value))
+        parsed = _parse_env_value(value)
+        if isinstance(_default_at(keys), str) and not isinstance(parsed, str):
+            parsed = value
+        _set_dotted(raw, keys, parsed)
         applied.append(name)
     return applied
+
+
+def _default_at(keys: list[str]) -> Any:
+    """The embedded default of a dotted setting, or None when it has none."""
+    node: Any = DEFAULTS
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
 
 
 def _parse_env_value(value: str) -> Any:

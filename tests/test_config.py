@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,54 @@ def test_bad_config_is_refused_with_a_clear_message(tmp_path: Path, toml: str, m
     path.write_text(toml)
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_config(path, environ={}).engine_section("external_stub")
+
+
+def test_sections_are_typed_records_of_the_merged_values(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(
+        '[chain]\nrpc_url = "http://127.0.0.1:1"\nchain_id = 5\nescrow_address = "0xE"\n'
+        'tokens = ["0xA", "0xB"]\n[compute]\nmax_queue_seconds = 60\n'
+        '[security]\nallow_hosts = ["data.lan"]\n'
+    )
+    config = load_config(
+        path,
+        environ={
+            "C2D_CHAIN__CONFIRMATIONS": "2",
+            "C2D_PODS__ADVERTISE": "10.0.0.1:8471",
+            # TOML would read this as a hex integer; the setting is a string, so it stays text.
+            "C2D_CHAIN__ESCROW_ADDRESS": "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+        },
+    )
+    assert config.chain.rpc_url == "http://127.0.0.1:1"
+    assert config.chain.escrow_address == "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+    assert (config.chain.chain_id, config.chain.confirmations) == (5, 2)
+    assert config.chain.tokens == ("0xA", "0xB")
+    assert config.chain.withdraw_earnings is True  # the default, untouched by the file
+    assert config.compute.max_queue_seconds == 60.0
+    assert isinstance(config.compute.max_queue_seconds, float)
+    assert config.pods.advertise == "10.0.0.1:8471"
+    assert config.security.allow_hosts == ("data.lan",)
+    assert config.security.allow_networks == ()
+    assert config.storage.database_url == ""
+    assert config.dev_chain() is None  # a chain is configured
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[chain]\ndev_port = "8545"\n', "chain.dev_port must be a whole number, got '8545'"),
+        ("[chain]\nwithdraw_earnings = 1\n", "chain.withdraw_earnings must be true or false, got 1"),
+        ("[compute]\nmax_queue_seconds = true\n", "compute.max_queue_seconds must be a number, got True"),
+        ("[compute]\ndefault_max_duration_seconds = 1.5\n", "must be a whole number, got 1.5"),
+        ("[pods]\nlisten = 8471\n", "pods.listen must be a string, got 8471"),
+        ('[storage]\ndatabase_url = ["x"]\n', "storage.database_url must be a string"),
+    ],
+)
+def test_section_values_of_the_wrong_type_are_refused(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(path, environ={})
 
 
 def test_cli_reports_config_errors_without_traceback(tmp_path: Path) -> None:

@@ -56,19 +56,19 @@ class ChainSetup:
 
 def open_chain(config: Config, identity: NodeIdentity, web3: Web3 | None = None) -> ChainSetup | None:
     """The node's chain, or None when it settles no payments."""
-    chain = config.raw["chain"]
+    chain = config.chain
     if web3 is not None:
-        return _setup(config, identity, web3, int(web3.eth.chain_id), chain["escrow_address"])
-    if chain["rpc_url"]:
+        return _setup(config, identity, web3, int(web3.eth.chain_id), chain.escrow_address)
+    if chain.rpc_url:
         try:
-            w3 = connect(chain["rpc_url"], chain["chain_id"])
+            w3 = connect(chain.rpc_url, chain.chain_id)
         except ChainError as exc:
             if exc.retryable:  # the payment loop keeps trying; free compute works meanwhile
-                log.warning("chain unreachable at start", rpc=chain["rpc_url"], error=exc.message)
-                w3 = Web3(Web3.HTTPProvider(chain["rpc_url"], request_kwargs={"timeout": 10}))
+                log.warning("chain unreachable at start", rpc=chain.rpc_url, error=exc.message)
+                w3 = Web3(Web3.HTTPProvider(chain.rpc_url, request_kwargs={"timeout": 10}))
             else:
                 raise
-        return _setup(config, identity, w3, int(chain["chain_id"]), chain["escrow_address"])
+        return _setup(config, identity, w3, chain.chain_id, chain.escrow_address)
     dev = config.dev_chain()
     if dev is None:
         return None
@@ -82,28 +82,28 @@ def open_chain(config: Config, identity: NodeIdentity, web3: Web3 | None = None)
 def _setup(
     config: Config, identity: NodeIdentity, w3: Web3, chain_id: int, escrow_address: str
 ) -> ChainSetup:
-    chain = config.raw["chain"]
+    chain = config.chain
     client = ChainClient(
         w3,
         identity.private_key,
-        receipt_timeout=chain["receipt_timeout_seconds"],
-        confirmations=int(chain["confirmations"]),
+        receipt_timeout=chain.receipt_timeout_seconds,
+        confirmations=chain.confirmations,
     )
     settings = PaymentSettings(
         chain_id=chain_id,
-        tokens=tuple(t.lower() for t in chain["tokens"]),
-        claim_margin_seconds=int(chain["claim_margin_seconds"]),
-        queue_seconds=int(config.raw["compute"]["max_queue_seconds"]),
-        retry_max_seconds=float(chain["retry_max_seconds"]),
-        withdraw_earnings=bool(chain["withdraw_earnings"]),
-        sweep_interval_seconds=float(chain["sweep_interval_seconds"]),
-        receipt_timeout_seconds=float(chain["receipt_timeout_seconds"]),
+        tokens=tuple(t.lower() for t in chain.tokens),
+        claim_margin_seconds=chain.claim_margin_seconds,
+        queue_seconds=int(config.compute.max_queue_seconds),
+        retry_max_seconds=chain.retry_max_seconds,
+        withdraw_earnings=chain.withdraw_earnings,
+        sweep_interval_seconds=chain.sweep_interval_seconds,
+        receipt_timeout_seconds=chain.receipt_timeout_seconds,
     )
     return ChainSetup(EscrowClient(client, escrow_address), settings)
 
 
 def _dev_setup(config: Config, identity: NodeIdentity, prefer: str) -> ChainSetup:
-    dev = start_dev_chain(prefer, port=int(config.raw["chain"]["dev_port"]))
+    dev = start_dev_chain(prefer, port=config.chain.dev_port)
     try:
         dev.fund(identity.address)
         setup = _setup(config, identity, dev.w3, dev.chain_id, dev.escrow_address)
