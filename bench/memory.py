@@ -255,7 +255,8 @@ def report(
 ) -> dict[str, Any]:
     total = sample["stage_pss_kib"]
     per_stage = total / running if running else None
-    scaled_200 = per_stage * 200 * 1024 if per_stage is not None else None
+    # The most the stage processes held in any reading: all running, or while pods still ran.
+    most_kib = max(total, peak.get("stage_pss_kib") or 0)
     return {
         "config": {
             "stages": opts.stages,
@@ -285,8 +286,10 @@ def report(
         "stage_over_sleeps": round(total / sleeps["pss_kib"], 1) if sleeps["pss_kib"] and total else None,
         "goal": {
             "bytes_for_200": GOAL_BYTES_PER_200,
-            "scaled_to_200_bytes": None if scaled_200 is None else int(scaled_200),
-            "met": scaled_200 is not None and running == opts.stages and scaled_200 < GOAL_BYTES_PER_200,
+            "most_bytes": most_kib * 1024,
+            "running_scaled_to_200_bytes": None if per_stage is None else int(per_stage * 200 * 1024),
+            # Only a run of 200 stages or more, all running at once, can meet it.
+            "met": running == opts.stages >= 200 and most_kib * 1024 < GOAL_BYTES_PER_200,
         },
         "errors": errors,
     }
@@ -328,10 +331,13 @@ def print_report(rep: dict[str, Any]) -> None:
     vwidth = max(len(r[1]) for r in rows)
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>{vwidth}}  {note}")
-    scaled = rep["goal"]["scaled_to_200_bytes"]
+    goal = rep["goal"]
+    scaled = goal["running_scaled_to_200_bytes"]
     print(
-        f"goal < 1 GiB for 200 concurrent stages (here {fmt(None if scaled is None else scaled / (1 << 30), ' GiB')}"
-        f" scaled to 200): {met(rep['goal']['met'])}"
+        f"goal < 1 GiB for 200 concurrent stages, the larger reading (here {goal['most_bytes'] / (1 << 30):.2f} GiB"
+        f" for {st['running_when_measured']} stages; all running, scaled to 200: "
+        f"{fmt(None if scaled is None else scaled / (1 << 30), ' GiB')}): "
+        f"{met(goal['met'])}"
     )
     if rep["errors"]:
         print(f"errors: {rep['errors'][:5]}")
