@@ -16,13 +16,6 @@ from typing import Any
 
 from c2d.common.v1 import common_pb2
 from host.store.models import Stage
-from host.store.prepared import Prepared
-
-_HOLDERS: Prepared[Stage] = Prepared(  # every stage holding capacity, with what it holds
-    lambda: Stage.select(Stage.environment_id, Stage.granted).where(
-        (Stage.terminal == False) & Stage.granted.is_null(False)
-    )
-)
 
 
 @dataclass
@@ -54,7 +47,10 @@ class Ledger:
     def load(cls) -> Ledger:
         """One query: the grants of every stage that holds capacity, summed per environment."""
         usage: dict[str, Usage] = defaultdict(Usage)
-        for row in _HOLDERS.rows():
+        query = Stage.select(Stage.environment_id, Stage.granted).where(
+            (Stage.terminal == False) & Stage.granted.is_null(False)
+        )
+        for row in query:
             usage[row.environment_id].add(row.granted)
         return cls(usage)
 

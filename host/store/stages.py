@@ -30,7 +30,6 @@ from c2d.engine.v1 import engine_pb2
 from host import statuses
 from host.orchestrator.capacity import Ledger
 from host.store.models import Stage, StatusEvent, Workflow, database_proxy
-from host.store.prepared import Prepared
 
 S = common_pb2.JobStatus
 
@@ -53,77 +52,6 @@ def _writing() -> AbstractContextManager[Any]:
     if isinstance(db, pw.SqliteDatabase):
         return db.atomic("IMMEDIATE")
     return database_proxy.atomic()
-
-
-# -- the queries a loaded node runs per event and per stage, their SQL built once ---------
-
-_BY_IDS: Prepared[Stage] = Prepared(lambda ids: Stage.select().where(Stage.job_id.in_(ids)))
-_OPEN_BY_ID: Prepared[Stage] = Prepared(
-    lambda job_id: Stage.select().where((Stage.job_id == job_id) & (Stage.terminal == False))
-)
-_ENDED_BY_ID: Prepared[Stage] = Prepared(
-    lambda job_id: Stage.select().where((Stage.job_id == job_id) & (Stage.terminal == True))
-)
-_OPEN_IN_WORKFLOW: Prepared[Stage] = Prepared(
-    lambda workflow_id: Stage.select().where((Stage.workflow == workflow_id) & (Stage.terminal == False))
-)
-_OPEN_COUNT_IN_WORKFLOW: Prepared[Stage] = Prepared(
-    lambda workflow_id: Stage.select(pw.fn.COUNT(Stage.job_id)).where(
-        (Stage.workflow == workflow_id) & (Stage.terminal == False)
-    )
-)
-_IN_WORKFLOW: Prepared[Stage] = Prepared(
-    lambda workflow_id: Stage.select().where(Stage.workflow == workflow_id).order_by(Stage.index)
-)
-_WAITING: Prepared[Stage] = Prepared(
-    lambda: Stage.select().where(
-        (Stage.terminal == False) & (Stage.status == S.JOB_STATUS_WAITING_FOR_PREVIOUS_STAGE)
-    )
-)
-_OUTCOMES: Prepared[Stage] = Prepared(  # how the stages others run after stand
-    lambda ids: Stage.select(Stage.job_id, Stage.terminal, Stage.status, Stage.status_text).where(
-        Stage.job_id.in_(ids)
-    )
-)
-_EXPIRED: Prepared[Stage] = Prepared(
-    lambda now: Stage.select().where(
-        (Stage.terminal == False)
-        & (Stage.status == S.JOB_STATUS_QUEUED)
-        & Stage.granted.is_null(True)
-        & (Stage.queue_deadline < now)
-    )
-)
-_QUEUED: Prepared[Stage] = Prepared(  # what a grant decision needs, oldest first
-    lambda: (
-        Stage.select(Stage.job_id, Stage.engine, Stage.environment_id, Stage.resources, Stage.stop_requested)
-        .where(
-            (Stage.terminal == False) & (Stage.status == S.JOB_STATUS_QUEUED) & Stage.granted.is_null(True)
-        )
-        .order_by(Stage.created_at, Stage.index)
-    )
-)
-
-
-_UPDATES: dict[tuple[tuple[str, ...], bool], Prepared[Stage]] = {}
-
-
-def _update(job_id: str, values: Mapping[str, Any], *, open_only: bool = False) -> int:
-    """Sets fields of one stage (of one not yet ended, with ``open_only``); the rows changed (0 or 1).
-
-    Its SQL is built once per set of fields; the values are converted as peewee would."""
-    names = tuple(values)
-    prepared = _UPDATES.get((names, open_only))
-    if prepared is None:
-
-        def build(job_id_place: pw.Node, *places: pw.Node) -> pw.Query:
-            where = Stage.job_id == job_id_place
-            query = Stage.update(
-                {getattr(Stage, name): place for name, place in zip(names, places, strict=True)}
-            )
-            return query.where(where & (Stage.terminal == False) if open_only else where)
-
-        prepared = _UPDATES[(names, open_only)] = Prepared(build)
-    return prepared.execute(job_id, *(getattr(Stage, name).db_value(v) for name, v in values.items()))
 
 
 # -- what crosses to the database thread and back ------------------------------------
@@ -254,7 +182,9 @@ class _Unit:
 
 
 def _record(unit: _Unit, stage: Stage, status: int, message: str, now: float, **fields: Any) -> None:
-    _update(stage.job_id, {"status": status, "status_text": statuses.name(status), **fields})
+    Stage.update(status=status, status_text=statuses.name(status), **fields).where(
+        Stage.job_id == stage.job_id
+    ).execute()
     stage.status, stage.status_text = status, statuses.name(status)
     unit.event(stage.job_id, status, message, now)
     unit.changes.recorded.append(Recorded(stage.job_id, stage.workflow_id, status))
@@ -271,7 +201,12 @@ def _finish(unit: _Unit, stage: Stage, status: int, message: str, now: float, **
         "results_expire_at": now + unit.expiry(stage),
         **fields,
     }
-    if not _update(stage.job_id, values, open_only=True):
+    updated = (
+        Stage.update({getattr(Stage, name): value for name, value in values.items()})
+        .where((Stage.job_id == stage.job_id) & (Stage.terminal == False))
+        .execute()
+    )
+    if not updated:
         stage.terminal = True  # it had ended before (this row was read earlier)
         return False
     for name, value in values.items():
@@ -285,14 +220,16 @@ def _finish(unit: _Unit, stage: Stage, status: int, message: str, now: float, **
 
 
 def _skip_dependents(unit: _Unit, stage: Stage, now: float) -> None:
-    for row in _OPEN_IN_WORKFLOW.rows(stage.workflow_id):
+    dependents = Stage.select().where((Stage.terminal == False) & (Stage.workflow == stage.workflow_id))
+    for row in dependents:
         if stage.job_id in row.run_after:
             dependent = unit.rows.get(row.job_id, row)
             _finish(unit, dependent, S.JOB_STATUS_SKIPPED, f"stage {stage.index} did not finish", now)
 
 
 def _close_workflow(unit: _Unit, workflow_id: str, now: float) -> None:
-    if not _OPEN_COUNT_IN_WORKFLOW.scalar(workflow_id):
+    open_stages = Stage.select().where((Stage.workflow == workflow_id) & (Stage.terminal == False)).count()
+    if not open_stages:
         Workflow.update(finished_at=now).where(Workflow.id == workflow_id).execute()
         unit.changes.closed_workflows.append(workflow_id)
 
@@ -365,7 +302,17 @@ def schedule(now: float, terms: Terms) -> Scheduled:
         unit = _Unit(terms)
         _promote_waiting(unit, now)
         _expire_queue(unit, now)
-        queued = _QUEUED.rows()
+        queued = (
+            Stage.select(
+                Stage.job_id, Stage.engine, Stage.environment_id, Stage.resources, Stage.stop_requested
+            )
+            .where(
+                (Stage.terminal == False)
+                & (Stage.status == S.JOB_STATUS_QUEUED)
+                & Stage.granted.is_null(True)
+            )
+            .order_by(Stage.created_at, Stage.index)
+        )
         ledger: Ledger | None = None
         full: set[str] = set()  # environments where the oldest waiting stage did not fit
         granted: list[str] = []
@@ -380,17 +327,29 @@ def schedule(now: float, terms: Terms) -> Scheduled:
                 full.add(stage.environment_id)
                 continue
             granted.append(stage.job_id)
-        rows = {s.job_id: s for s in _BY_IDS.rows(granted)}
+        rows = {s.job_id: s for s in Stage.select().where(Stage.job_id.in_(granted))} if granted else {}
         return Scheduled([rows[job_id] for job_id in granted], unit.flush())
 
 
 def _promote_waiting(unit: _Unit, now: float) -> None:
     """Waiting stages whose previous stages all finished are queued; one whose previous stage failed is skipped."""
-    waiting = _hold(unit, _WAITING.rows())
+    waiting = _hold(
+        unit,
+        list(
+            Stage.select().where(
+                (Stage.terminal == False) & (Stage.status == S.JOB_STATUS_WAITING_FOR_PREVIOUS_STAGE)
+            )
+        ),
+    )
     if not waiting:
         return
     needed = {job_id for stage in waiting for job_id in stage.run_after}
-    before = {row.job_id: row for row in _OUTCOMES.rows(sorted(needed))}
+    before = {
+        row.job_id: row
+        for row in Stage.select(Stage.job_id, Stage.terminal, Stage.status, Stage.status_text).where(
+            Stage.job_id.in_(list(needed))
+        )
+    }
     for stage in waiting:
         if stage.terminal:
             continue  # skipped just now, with a stage it runs after
@@ -405,7 +364,13 @@ def _promote_waiting(unit: _Unit, now: float) -> None:
 
 
 def _expire_queue(unit: _Unit, now: float) -> None:
-    for stage in _hold(unit, _EXPIRED.rows(now)):
+    expired = Stage.select().where(
+        (Stage.terminal == False)
+        & (Stage.status == S.JOB_STATUS_QUEUED)
+        & Stage.granted.is_null(True)
+        & (Stage.queue_deadline < now)
+    )
+    for stage in _hold(unit, list(expired)):
         _finish(unit, stage, S.JOB_STATUS_QUEUE_EXPIRED, "no capacity became free in time", now)
 
 
@@ -414,29 +379,26 @@ def _expire_queue(unit: _Unit, now: float) -> None:
 
 def keep_pod_key(job_id: str, sealed: bytes, address: str) -> None:
     """Stores a stage's new pod key (sealed) before any engine is handed it."""
-    _update(job_id, {"pod_key": sealed, "pod_address": address})
+    Stage.update(pod_key=sealed, pod_address=address).where(Stage.job_id == job_id).execute()
 
 
 def release_grant(job_id: str) -> None:
     """The engine could not take the stage now: its capacity goes back, and it queues again."""
-    _update(job_id, {"granted": None, "started_at": None})
+    Stage.update(granted=None, started_at=None).where(Stage.job_id == job_id).execute()
 
 
 def record_handle(job_id: str, handle: engine_pb2.JobHandle) -> Stage:
     """Stores the engine's handle of a started or re-attached stage; returns the stage as it is now."""
     with _writing():
-        _update(job_id, {"handle": handle.SerializeToString()})
-        stage = _BY_IDS.first([job_id])
-        if stage is None:
-            raise Stage.DoesNotExist(job_id)
-        return stage
+        Stage.update(handle=handle.SerializeToString()).where(Stage.job_id == job_id).execute()
+        return Stage.get_by_id(job_id)
 
 
 def end_stage(job_id: str, status: int, message: str, now: float, terms: Terms) -> Changes:
     """Ends a stage the engine refused or lost (once: nothing happens if it has ended already)."""
     with _writing():
         unit = _Unit(terms)
-        stage = _OPEN_BY_ID.first(job_id)
+        stage = Stage.get_or_none(Stage.job_id == job_id)
         if stage is not None:
             _finish(unit, stage, status, message, now)
         return unit.flush()
@@ -444,12 +406,12 @@ def end_stage(job_id: str, status: int, message: str, now: float, terms: Terms) 
 
 def ended_stage(job_id: str) -> Stage | None:
     """The stage if it has ended (its follower then keeps its log and has the engine clean up)."""
-    return _ENDED_BY_ID.first(job_id)
+    return Stage.get_or_none((Stage.job_id == job_id) & (Stage.terminal == True))
 
 
 def mark_destroyed(job_id: str) -> None:
     """The engine has removed everything the stage left."""
-    _update(job_id, {"destroyed": True})
+    Stage.update(destroyed=True).where(Stage.job_id == job_id).execute()
 
 
 # -- engine events ---------------------------------------------------------------------
@@ -460,7 +422,7 @@ def apply_events(events: Sequence[tuple[str, engine_pb2.JobEvent]], terms: Terms
     with _writing():
         unit = _Unit(terms)
         ids = list({job_id for job_id, _ in events})
-        _hold(unit, _BY_IDS.rows(ids))
+        _hold(unit, list(Stage.select().where(Stage.job_id.in_(ids))))
         ended = [_apply(unit, job_id, event) for job_id, event in events]
         return Applied(ended, unit.flush())
 
@@ -489,7 +451,7 @@ def _apply(unit: _Unit, job_id: str, event: engine_pb2.JobEvent) -> bool:
     if event.status and event.status != stage.status:
         _record(unit, stage, event.status, event.message, now, **fields)
     else:
-        _update(job_id, fields)
+        Stage.update(fields).where(Stage.job_id == job_id).execute()
     return False
 
 
@@ -501,11 +463,11 @@ def pod_report(job_id: str, status: int | None, failure: int | None, message: st
     (kept for :func:`terminal_status`); progress is recorded when it changes the status."""
     with _writing():
         unit = _Unit(None)
-        stage = _OPEN_BY_ID.first(job_id)
+        stage = Stage.get_or_none((Stage.job_id == job_id) & (Stage.terminal == False))
         if stage is None:
             return unit.changes
         if failure is not None:
-            _update(job_id, {"pod_report": failure})
+            Stage.update(pod_report=failure).where(Stage.job_id == job_id).execute()
             unit.event(job_id, failure, message, now)
         elif status is not None and status != stage.status:
             _record(unit, stage, status, message, now)
@@ -527,9 +489,9 @@ def request_stop(
     with _writing():
         unit = _Unit(terms)
         if workflow_id is not None:
-            rows = _IN_WORKFLOW.rows(workflow_id)
+            rows = list(Stage.select().where(Stage.workflow == workflow_id).order_by(Stage.index))
         else:
-            found = {s.job_id: s for s in _BY_IDS.rows(list(dict.fromkeys(job_ids or [])))}
+            found = {s.job_id: s for s in Stage.select().where(Stage.job_id.in_(list(job_ids or [])))}
             rows = [found[job_id] for job_id in dict.fromkeys(job_ids or []) if job_id in found]
         _hold(unit, rows)
         stopping = {stage.job_id for stage in rows}
@@ -537,7 +499,7 @@ def request_stop(
         for stage in rows:
             if stage.terminal or stopping.intersection(stage.run_after):
                 continue
-            _update(stage.job_id, {"stop_requested": True})
+            Stage.update(stop_requested=True).where(Stage.job_id == stage.job_id).execute()
             stage.stop_requested = True
             if stage.granted is None:  # not on an engine yet
                 _finish(unit, stage, S.JOB_STATUS_STOPPED, reason, now)
