@@ -40,7 +40,7 @@ from c2d.client import C2DError, Client
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
 from host.chain.devchain import DevChain, find_anvil, start_dev_chain
-from nodeproc import NodeProcess, free_port, running_node, wait_for
+from nodeproc import NodeProcess, children_of, free_port, process_alive, running_node, wait_for
 
 S = common_pb2.JobStatus
 P = compute_pb2
@@ -407,6 +407,22 @@ def test_a_development_node_offers_a_dev_chain_to_pay_on(tmp_path: Path) -> None
             client.wait(started.workflow_id, timeout=60)
             paid = wait_payment(client, started.workflow_id, {P.PAYMENT_STATUS_CLAIMED})
         assert 0 < int(paid.claimed_amount) < int(started.quote.amount)
+
+
+def test_a_killed_development_node_leaves_no_dev_chain_running(tmp_path: Path) -> None:
+    """The dev chain is the node's helper: SIGKILL the node and anvil goes with it."""
+    if find_anvil() is None:
+        pytest.skip("anvil is missing: scripts/setup-dev installs it with npm ci")
+    env = {"C2D_CHAIN__DEV": "anvil", "C2D_CHAIN__DEV_PORT": str(free_port())}
+    with running_node(tmp_path / "node", env=env) as node:
+        node.wait_listening()
+        (chain,) = wait_for(
+            lambda: [p for p in children_of(node.pid) if "anvil" in Path(f"/proc/{p}/cmdline").read_text()],
+            60,
+            "the node's anvil",
+        )
+        node.kill()
+    wait_for(lambda: not process_alive(chain), 30, "anvil to die with its node")
 
 
 def test_a_lock_whose_start_was_cut_off_is_released(own_node: list[NodeProcess], anvil: DevChain) -> None:

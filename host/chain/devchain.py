@@ -7,8 +7,11 @@ newcomer's consumer address is the same on every run and on both backends. Not f
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -135,6 +138,19 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+_PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before any fork: the child only calls it
+
+
+def _die_with_starter(starter: int) -> None:
+    """In anvil's child before exec: SIGKILL when the thread that started it dies, a SIGKILLed node
+    included, so no dev chain outlives its node (its own stop() handles orderly shutdowns). If the
+    starter is already gone, exit at once rather than run unowned."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != starter:
+        os._exit(1)
+
+
 def _start_anvil(
     binary: str, timeout: float = 10.0, port: int | None = None
 ) -> tuple[Web3, str, subprocess.Popen]:
@@ -155,6 +171,7 @@ def _start_anvil(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=functools.partial(_die_with_starter, os.getpid()),
         )
         url = f"http://127.0.0.1:{port}"
         w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 5}))
