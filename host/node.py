@@ -78,7 +78,7 @@ async def run_node(config: Config, stop: asyncio.Event, *, web3: Any = None) -> 
     data_dir = config.data_dir
     lock = lock_data_dir(data_dir)
     try:
-        db = open_database(data_dir, config.raw["storage"]["database_url"] or None)
+        db = open_database(data_dir, config.storage.database_url or None)
         identity = load_identity(data_dir)
         chain = await asyncio.to_thread(_open_chain, config, identity, web3)
         try:
@@ -94,13 +94,12 @@ async def run_node(config: Config, stop: asyncio.Event, *, web3: Any = None) -> 
 
 async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chain: ChainSetup | None) -> None:
     data_dir = config.data_dir
-    compute = config.raw["compute"]
     results = ResultStore(data_dir / "results")
-    security = config.raw["security"]
+    security = config.security
     assets = AssetRegistry(
-        data_root=config.raw["assets"]["data_root"] or None,
+        data_root=config.assets.data_root or None,
         consumer_reach=Reach.from_lists(
-            security["allow_hosts"], security["allow_networks"], deny=own_addresses()
+            security.allow_hosts, security.allow_networks, deny=own_addresses()
         ),
     )
     # The registry calls back once an engine is (re)started; the orchestrator then re-attaches its stages.
@@ -116,16 +115,16 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
         payee_address=identity.address,
         default_fees=chain.default_fees if chain else None,
     )
-    pod_listen = resolve_listen(config.raw["pods"]["listen"])
+    pod_listen = resolve_listen(config.pods.listen)
     limits = Limits.from_section(config.raw["limits"])
     pods = bind_pod_server(pod_listen, limits)
     orchestrator = Orchestrator(
         engines,
         catalog,
         identity,
-        pod_endpoint=config.raw["pods"]["advertise"] or f"{pod_listen.rpartition(':')[0]}:{pods.port}",
-        max_queue_seconds=compute["max_queue_seconds"],
-        default_storage_expiry_seconds=compute["default_storage_expiry_seconds"],
+        pod_endpoint=config.pods.advertise or f"{pod_listen.rpartition(':')[0]}:{pods.port}",
+        max_queue_seconds=config.compute.max_queue_seconds,
+        default_storage_expiry_seconds=config.compute.default_storage_expiry_seconds,
         results=results,
         on_workflow_closed=None if payments is None else lambda _workflow_id: payments.wake(),
     )
@@ -138,7 +137,7 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
         assets=assets,
         results=results,
         identity=identity,
-        default_duration=int(compute["default_max_duration_seconds"]),
+        default_duration=config.compute.default_max_duration_seconds,
         payments=payments,
     )
     try:
@@ -179,7 +178,7 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
 
 def _open_chain(config: Config, identity: NodeIdentity, web3: Any) -> ChainSetup | None:
     """The chain payments settle on; web3 is imported only when there may be one (it is slow to load)."""
-    if web3 is None and not config.raw["chain"]["rpc_url"] and config.dev_chain() is None:
+    if web3 is None and not config.chain.rpc_url and config.dev_chain() is None:
         return None
     from host.payments.setup import open_chain
 

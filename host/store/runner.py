@@ -53,11 +53,6 @@ async def run(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     return await loop.run_in_executor(_thread(), functools.partial(_connected, fn, *args, **kwargs))
 
 
-def run_sync(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-    """The same from a thread that is not the event loop's (start-up, shutdown, tools)."""
-    return _thread().submit(_connected, fn, *args, **kwargs).result()
-
-
 def close() -> None:
     """Closes the database thread's connection (the node is stopping, or another database is bound next)."""
     db = models.database_proxy.obj
