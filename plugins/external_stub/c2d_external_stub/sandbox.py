@@ -127,8 +127,12 @@ else
 fi
 set +e
 # Not exec: this shell stays pid 1 of the namespace, so the algorithm gets signals as any process does.
+# The algorithm's stderr is the log, passed as fd 3; this shell's own is not, so its report of a
+# child killed by a signal (sh prints "Terminated" when a stop reaches the algorithm) never lands
+# in the algorithm's log.
+exec 3>&2 2>/dev/null
 chroot "$R" /usr/bin/setpriv $drop --no-new-privs --inh-caps=-all --bounding-set=-all -- \
-  /bin/sh -c 'cd "$0" || exit 126; exec /bin/sh -c "$1"' "$job" "$cmd"
+  /bin/sh -c 'exec 2>&3 3>&-; cd "$0" || exit 126; exec /bin/sh -c "$1"' "$job" "$cmd"
 exit $?
 """
 
