@@ -21,6 +21,7 @@ from c2d.compute.v1 import compute_pb2
 from c2d.netpolicy import Reach
 from host.errors import RequestError, denied, invalid, not_found
 from host.files import FileRef, parse_files, resolve_local
+from host.store import assets as rows
 from host.store import models
 
 AssetPb = compute_pb2.Asset
@@ -53,6 +54,10 @@ class AssetRegistry:
     ``consumer_reach`` is where consumers' own files may be fetched from (the
     config's ``[security]`` exceptions to public-only); the registry is what
     decides which files a stage may use, so admission and provisioning read it here.
+
+    Its methods read and write the database (through :mod:`host.store.assets`), so they run on
+    the database thread: the services call them inside :func:`host.store.runner.run` units
+    (admission and provisioning are whole units of their own).
     """
 
     def __init__(
@@ -69,17 +74,8 @@ class AssetRegistry:
         """Validates and stores ``asset``; ALREADY_EXISTS for a known did unless ``replace``."""
         clean = self.validate(asset)
         services = [json_format.MessageToDict(s) for s in clean.services]
-        with models.database_proxy.atomic():
-            row = models.Asset.get_or_none(models.Asset.did == clean.did)
-            if row is not None and not replace:
-                raise already_exists(f"asset {clean.did} is already registered; set replace to overwrite it")
-            if row is None:
-                models.Asset.create(
-                    did=clean.did, name=clean.name, services=services, created_at=self.clock()
-                )
-            else:
-                row.name, row.services = clean.name, services
-                row.save()
+        if not rows.save(clean.did, clean.name, services, self.clock(), replace=replace):
+            raise already_exists(f"asset {clean.did} is already registered; set replace to overwrite it")
         return clean
 
     def validate(self, asset: AssetPb) -> AssetPb:
@@ -132,7 +128,7 @@ class AssetRegistry:
 
     def list(self) -> list[AssetPb]:
         """Every asset, ordered by did, with every ``files`` cleared: safe to send to the operator."""
-        assets = [_to_pb(row) for row in models.Asset.select().order_by(models.Asset.did)]
+        assets = [_to_pb(row) for row in rows.every()]
         for asset in assets:
             for service in asset.services:
                 service.ClearField("files")
@@ -140,14 +136,14 @@ class AssetRegistry:
 
     def get(self, did: str) -> AssetPb:
         """The asset with its files (internal use only), or NOT_FOUND."""
-        row = models.Asset.get_or_none(models.Asset.did == did)
+        row = rows.find(did)
         if row is None:
             raise not_found(f"no asset with did {did!r} is registered on this node")
         return _to_pb(row)
 
     def remove(self, did: str) -> None:
         """Forgets the asset; NOT_FOUND if it is not registered."""
-        if not models.Asset.delete().where(models.Asset.did == did).execute():
+        if not rows.delete(did):
             raise not_found(f"no asset with did {did!r} is registered on this node")
 
     def service(self, did: str, service_id: str, kind: int) -> tuple[AssetPb, ServicePb]:

@@ -1,8 +1,13 @@
 """Checking signed calls: consumers' (by address) and pods' (by the stage's pod key).
 
 The signed text and digest are defined once, in :mod:`c2d.auth`, for every
-client. Nonces are checked and raised in one conditional UPDATE, so two
-concurrent calls can never both use the same nonce.
+client. Nonces are checked and raised in one conditional UPDATE
+(:mod:`host.store.nonces`), so two concurrent calls can never both use the same nonce.
+
+A consumer's signature is recovered on the event loop (about 0.1 ms with the native
+curve, less than a hop to the database thread) and only the nonce goes to the database
+thread. A pod's key is the stage's, so its check is one database unit: the stage's row,
+the recovery and the nonce together.
 """
 
 from __future__ import annotations
@@ -10,13 +15,13 @@ from __future__ import annotations
 import re
 
 import grpc
-import peewee as pw
 from google.protobuf.message import Message
 
 from c2d import auth
 from c2d.quoting import quoted
 from host.errors import RequestError
-from host.store.models import Nonce, Stage
+from host.store import jobs, nonces, runner
+from host.store.models import Stage
 
 ADDRESS = re.compile(r"^0x[0-9a-f]{40}$")
 MAX_NONCE = 2**63  # stored as a signed 64-bit integer
@@ -29,7 +34,7 @@ def unauthenticated(message: str) -> RequestError:
     return RequestError(grpc.StatusCode.UNAUTHENTICATED, message)
 
 
-def verify_consumer(method: str, request: Message) -> str:
+async def verify_consumer(method: str, request: Message) -> str:
     """The caller's lower-case address, once its signature and nonce check out."""
     credentials = request.auth  # type: ignore[attr-defined]
     if not credentials.address or not credentials.signature:
@@ -43,33 +48,43 @@ def verify_consumer(method: str, request: Message) -> str:
         raise unauthenticated(f"auth.address {quoted(credentials.address)} is not an Ethereum address")
     text = auth.signing_text(address, credentials.nonce, method, auth.body_digest(request))
     _check_signer(text, credentials.signature, address, "address")
-    _consume_nonce(address, credentials.nonce)
+    last = await runner.run(nonces.consume, address, credentials.nonce)
+    if last is not None:
+        raise RequestError(
+            grpc.StatusCode.UNAUTHENTICATED,
+            f"nonce {credentials.nonce} was already used: it must be greater than {last}, "
+            "the last one accepted (replayed request?)",
+            reason=auth.STALE_NONCE,
+            metadata={"last_nonce": str(last)},
+        )
     return address
 
 
-def verify_pod(method: str, request: Message) -> Stage:
+async def verify_pod(method: str, request: Message) -> Stage:
     """The stage whose pod signed this call; refused unless the key, the nonce and the stage fit."""
     credentials = request.auth  # type: ignore[attr-defined]
     if credentials.nonce >= MAX_NONCE:
         raise unauthenticated(f"auth.nonce must be below 2^63, got {credentials.nonce}")
-    stage = Stage.get_or_none(Stage.job_id == credentials.job_id) if credentials.job_id else None
+    digest = auth.body_digest(request)
+    return await runner.run(
+        _pod_check, credentials.job_id, credentials.nonce, method, digest, credentials.signature
+    )
+
+
+def _pod_check(job_id: str, nonce: int, method: str, digest: str, signature: bytes) -> Stage:
+    """On the database thread: the stage, its pod's signature, its nonce, as one unit."""
+    stage = jobs.stage(job_id)
     if stage is None or not stage.pod_address:
         raise unauthenticated("unknown job or no pod key for it")
-    text = auth.signing_text(stage.job_id, credentials.nonce, method, auth.body_digest(request))
-    _check_signer(text, credentials.signature, stage.pod_address, "job's pod key")
+    text = auth.signing_text(stage.job_id, nonce, method, digest)
+    _check_signer(text, signature, stage.pod_address, "job's pod key")
     if stage.terminal:
         raise RequestError(
             grpc.StatusCode.PERMISSION_DENIED, "the stage has ended: its pod key is no longer valid"
         )
-    updated = (
-        Stage.update(pod_nonce=credentials.nonce)
-        .where(Stage.job_id == stage.job_id, Stage.pod_nonce < credentials.nonce)
-        .execute()
-    )
-    if not updated:
-        raise unauthenticated(
-            f"nonce {credentials.nonce} is not greater than the last one used (replayed call?)"
-        )
+    if not nonces.consume_pod(stage.job_id, nonce):
+        raise unauthenticated(f"nonce {nonce} is not greater than the last one used (replayed call?)")
+    stage.pod_nonce = nonce
     return stage
 
 
@@ -82,23 +97,3 @@ def _check_signer(text: str, signature: bytes, expected: str, what: str) -> None
         raise unauthenticated(
             f"the signature does not match the {what} (wrong key, or the request was altered)"
         )
-
-
-def _consume_nonce(address: str, nonce: int) -> None:
-    """Accepts ``nonce`` only if it is above the last one accepted from ``address``."""
-    if Nonce.update(value=nonce).where(Nonce.address == address, Nonce.value < nonce).execute():
-        return
-    try:
-        Nonce.insert(address=address, value=nonce).execute()
-        return
-    except pw.IntegrityError:
-        pass
-    if Nonce.update(value=nonce).where(Nonce.address == address, Nonce.value < nonce).execute():
-        return
-    last = Nonce.get(Nonce.address == address).value
-    raise RequestError(
-        grpc.StatusCode.UNAUTHENTICATED,
-        f"nonce {nonce} was already used: it must be greater than {last}, the last one accepted (replayed request?)",
-        reason=auth.STALE_NONCE,
-        metadata={"last_nonce": str(last)},
-    )

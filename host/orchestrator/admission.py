@@ -25,7 +25,8 @@ def admit_stage(plan: StagePlan, registry: AssetRegistry, consumer: str) -> bool
 
     ``consumer`` empty (:data:`host.auth.ANYONE`, an unsigned InitializeCompute): the datasets'
     and algorithms' allowed consumers are not checked (they are at start), so the answer does not
-    tell whether some address is on an allow list.
+    tell whether some address is on an allow list. Registered assets are read from the
+    database: this runs on the database thread, within :func:`plan_workflow`'s unit.
     """
     stage, where = plan.stage, f"stage {plan.index}"
     algorithm = stage.algorithm

@@ -7,6 +7,10 @@ their names: a file is named by the operator's ``name`` or, by the pod, by its
 index (``file-<n>``), never by the last segment of a private path or URL.
 Consumers' own files are marked as theirs, so the pod fetches them from
 public addresses only (see :mod:`pods.netguard`).
+
+Both :meth:`Provisioner.provisioning` and :meth:`Provisioner.open_token` read the
+database (assets, earlier stages' results): each runs as one unit on the database
+thread (:func:`host.store.runner.run`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from host.errors import denied, invalid
 from host.files import FileRef, parse_files, resolve_local, to_file_source
 from host.orchestrator import stagespec
 from host.results import ResultStore
+from host.store import jobs
 from host.store.models import Stage
 
 DATASET = compute_pb2.AssetService.KIND_DATASET
@@ -70,12 +75,10 @@ class Provisioner:
         return to_file_source(ref, self.settings, token if ref.type == "local" else None)
 
     def _outputs_of(self, job_id: str) -> list[pod_pb2.FileSource]:
-        previous = Stage.get_by_id(job_id)
         sources = []
-        for result in self.results.list(previous):
+        for result in jobs.complete_results(job_id):
             if result.kind != compute_pb2.RESULT_KIND_OUTPUT:
                 continue
-            archive = self.results.get(previous, result.index).archive
             sources.append(
                 pod_pb2.FileSource(
                     type="node",
@@ -83,7 +86,7 @@ class Provisioner:
                     name=result.name,
                     checksum=f"sha256:{result.sha256}",
                     size=result.size,
-                    archive=archive,
+                    archive=result.archive,
                 )
             )
         return sources
@@ -111,7 +114,7 @@ class Provisioner:
             job_id, _, index = rest.rpartition(":")
             if job_id not in stage.run_after or not index.isdigit():
                 raise denied("this stage was not given that input")
-            path = self.results.path(Stage.get_by_id(job_id), int(index))
+            path = self.results.path(job_id, int(index))
             return path, path.stat().st_size
         if kind == "asset":
             did_service, _, index = rest.rpartition(":")

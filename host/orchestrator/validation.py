@@ -20,7 +20,7 @@ from c2d.compute.v1 import compute_pb2
 from c2d.quoting import quoted
 from host import statuses
 from host.errors import invalid
-from host.store.models import Stage
+from host.store import jobs
 
 MAX_STAGES = 64
 ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -81,7 +81,9 @@ def plan_workflow(
     """Validates ``workflow`` for ``owner`` and returns one plan per stage, in index order.
 
     ``check_stage(plan)`` applies asset and policy checks to one stage and
-    returns whether its algorithm may use the network.
+    returns whether its algorithm may use the network. Jobs named in runAfter (and, through
+    ``check_stage``, registered assets) are read from the database: call it on the database
+    thread, in one :func:`host.store.runner.run` unit with whatever the caller checks next.
     """
     stages = list(workflow.stages)
     if not stages:
@@ -228,7 +230,7 @@ def _resolve_dependencies(plan: StagePlan, indices: set[int], owner: str) -> Non
         elif target == "job_id" and not owner:
             plan.run_after_jobs.append(dependency.job_id)
         elif target == "job_id":
-            previous = Stage.get_or_none(Stage.job_id == dependency.job_id)
+            previous = jobs.stage(dependency.job_id)
             if previous is None or previous.owner != owner:
                 raise invalid(f"{where}: runAfter names unknown job {quoted(dependency.job_id)}")
             if previous.status != statuses.S.JOB_STATUS_FINISHED:

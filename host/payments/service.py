@@ -19,7 +19,8 @@ once on restart:
 - **sweep**: live locks naming this node that no open payment owns are released.
 
 Chain calls block, so they run on one worker thread (which also keeps an
-in-process py-evm chain single-threaded); the database is only touched on the event loop.
+in-process py-evm chain single-threaded); the database is touched only on the database
+thread (:mod:`host.store.payments` through :func:`host.store.runner.run`), one unit per step.
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ from host.orchestrator.validation import StagePlan
 from host.payments import states
 from host.payments.gate import lock_refusal, payment_problem
 from host.payments.records import build_records
-from host.store.models import Payment, Stage, Workflow
+from host.store import payments as rows
+from host.store import runner
+from host.store.models import Payment
 
 log = structlog.get_logger()
 T = TypeVar("T")
@@ -142,7 +145,7 @@ class Payments:
         problem = await self._guarded(lambda: payment_problem(self.escrow, quote, owner))
         if problem:
             raise precondition(problem)
-        row = self._store_intent(owner, quote, workflow_id)
+        row = await runner.run(self._store_intent, owner, quote, workflow_id)
         bound = log.bind(workflow_id=workflow_id, payer=owner)
         self._locking.add(workflow_id)
         try:
@@ -152,7 +155,7 @@ class Payments:
         finally:
             self._locking.discard(workflow_id)
         bound.info("escrow locked", amount=row.amount, tx=lock["lock_tx"])
-        return Payment.get_by_id(workflow_id)
+        return row  # as stored: the unit that stored the workflow updated it (``_update``)
 
     async def _guarded(self, fn: Callable[[], T]) -> T:
         """A chain read for a consumer's request: an unreachable chain is UNAVAILABLE, not INTERNAL."""
@@ -164,8 +167,9 @@ class Payments:
             ) from None
 
     def _store_intent(self, owner: str, quote: compute_pb2.EscrowQuote, workflow_id: str) -> Payment:
+        """On the database thread: the ``locking`` row, before the lock is sent."""
         now = time.time()
-        return Payment.create(
+        return rows.create(
             workflow_id=workflow_id,
             status=states.LOCKING,
             chain_id=quote.chain_id,
@@ -190,18 +194,18 @@ class Payments:
             )
         except ChainError as exc:
             if exc.kind == E.REVERT:  # refused: nothing is locked
-                self._update(row, status=states.LOCK_FAILED, last_error=exc.message)
+                await self._save(row, status=states.LOCK_FAILED, last_error=exc.message)
                 bound.info("escrow refused the lock", reason=exc.reason)
                 raise lock_refusal(exc.reason) from None
             if exc.kind == E.INSUFFICIENT_FUNDS:  # the chain would not take the node's transaction
-                self._update(row, status=states.LOCK_FAILED, last_error=exc.message)
+                await self._save(row, status=states.LOCK_FAILED, last_error=exc.message)
                 bound.error("the node's account cannot pay gas: fund it", node=self.node, error=exc.message)
                 raise unavailable(
                     "the node cannot pay the gas for your escrow lock right now (its operator must fund "
                     "its account); nothing was locked"
                 ) from None
             # Sent or not, we cannot tell: the loop looks for the lock and gives it back.
-            self._update(row, last_error=exc.message)
+            await self._save(row, last_error=exc.message)
             bound.warning("escrow lock unconfirmed", error=exc.message)
             raise unavailable(
                 "the chain did not confirm the escrow lock; nothing will run, and a lock made anyway "
@@ -237,10 +241,15 @@ class Payments:
 
     @staticmethod
     def _update(row: Payment, **fields: Any) -> None:
+        """On the database thread (a unit, or inside one): writes ``fields`` and keeps ``row`` current."""
         fields["updated_at"] = time.time()
-        Payment.update(**fields).where(Payment.workflow_id == row.workflow_id).execute()
+        rows.update(row.workflow_id, fields)
         for name, value in fields.items():
             setattr(row, name, value)
+
+    async def _save(self, row: Payment, **fields: Any) -> None:
+        """:meth:`_update` as a unit of its own."""
+        await runner.run(self._update, row, **fields)
 
     # -- the loop ----------------------------------------------------------------
 
@@ -271,14 +280,13 @@ class Payments:
 
     async def _pass(self) -> None:
         now = time.time()
-        due = Payment.select().where(Payment.status.in_(states.OPEN) & (Payment.next_attempt_at <= now))
-        for row in list(due):
+        for row in await runner.run(rows.due, states.OPEN, now):
             if row.workflow_id in self._locking:
                 continue
             try:
                 await self._step(row, now)
             except ChainError as exc:
-                self._retry_later(row, exc)
+                await self._retry_later(row, exc)
         if now >= self._next_sweep:
             try:
                 await self._sweep()
@@ -295,9 +303,9 @@ class Payments:
         elif row.status == states.CLAIMING:
             await self._claim(row)
 
-    def _retry_later(self, row: Payment, exc: ChainError) -> None:
+    async def _retry_later(self, row: Payment, exc: ChainError) -> None:
         delay = min(self.settings.retry_max_seconds, 0.5 * 2 ** min(row.attempts, 10))
-        self._update(
+        await self._save(
             row, attempts=row.attempts + 1, next_attempt_at=time.time() + delay, last_error=exc.message
         )
         log.warning(
@@ -313,22 +321,21 @@ class Payments:
         lock = await self._chain(self._live_lock, row)
         if lock is not None:
             outcome = await self._chain(self._release_sync, row)
-            self._finish(row, outcome, note="its start was cut off before the workflow was stored")
+            await self._finish(row, outcome, note="its start was cut off before the workflow was stored")
         elif now - row.created_at > self.settings.receipt_timeout_seconds:
-            self._update(row, status=states.LOCK_FAILED)
+            await self._save(row, status=states.LOCK_FAILED)
             log.info("escrow lock never made", workflow_id=row.workflow_id)
         else:  # the lock may still be in flight: look again later
-            self._update(row, next_attempt_at=now + POLL_SECONDS)
+            await self._save(row, next_attempt_at=now + POLL_SECONDS)
 
     async def _settle_when_ended(self, row: Payment, now: float) -> None:
-        workflow = Workflow.get_or_none(Workflow.id == row.workflow_id)
-        if workflow is not None and workflow.finished_at is None:
+        workflow = await runner.run(rows.workflow_state, row.workflow_id)
+        if workflow.running:
             await self._stop_before_expiry(row, now)
             return
-        stages = list(Stage.select().where(Stage.workflow == row.workflow_id))
-        data = build_records(row, stages, now)
+        data = build_records(row, workflow.stages, now)
         records = billing.canonical(data)
-        self._update(
+        await self._save(
             row,
             status=states.CLAIMING,
             records=records,
@@ -350,10 +357,10 @@ class Payments:
 
     async def _claim(self, row: Payment) -> None:
         outcome = await self._chain(self._claim_sync, row)
-        self._finish(row, outcome)
+        await self._finish(row, outcome)
 
-    def _finish(self, row: Payment, outcome: ClaimOutcome, note: str = "") -> None:
-        self._update(
+    async def _finish(self, row: Payment, outcome: ClaimOutcome, note: str = "") -> None:
+        await self._save(
             row,
             status=outcome.status,
             claim_tx=outcome.tx_hash,
@@ -420,9 +427,10 @@ class Payments:
     async def _sweep(self) -> None:
         """Gives back live locks naming this node that no open payment owns (e.g. a lost database)."""
         locks = await self._chain(self._checked, lambda: self.escrow.get_locks(payee=self.node))
+        owned = await runner.run(rows.statuses_by_lock, [str(lock.job_id) for lock in locks])
         for lock in locks:
-            row = Payment.get_or_none(Payment.lock_id == str(lock.job_id))
-            if row is not None and row.status not in states.SETTLED:
+            status = owned.get(str(lock.job_id))
+            if status is not None and status not in states.SETTLED:
                 continue
             log.warning(
                 "releasing an escrow lock no workflow owns", lock_id=str(lock.job_id), payer=lock.payer

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import timestamp_pb2
 
-from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
 from host import pricing
 from host.assets import AssetRegistry
@@ -17,16 +16,19 @@ from host.auth import ANYONE, verify_consumer
 from host.engines.client import EngineError, LogChunk
 from host.engines.registry import EngineRegistry
 from host.environments import EnvironmentCatalog
-from host.errors import denied, grpc_errors, invalid, precondition
+from host.errors import denied, grpc_errors, invalid, not_found, precondition
 from host.identity import NodeIdentity
 from host.orchestrator import capacity
 from host.orchestrator.admission import admit_stage
 from host.orchestrator.orchestrator import Orchestrator, new_workflow_id
 from host.orchestrator.validation import EnvironmentLookup, StagePlan, plan_workflow
 from host.payments.states import payment_state
-from host.results import ResultStore
-from host.services.access import owned_stages, visible_stage, visible_workflow
-from host.store.models import Payment, Stage, StatusEvent, Workflow
+from host.results import ResultStore, result_file
+from host.services.access import owned_stages, readable_stage, visible_stage, visible_workflow
+from host.store import jobs, runner
+from host.store import payments as payments_store
+from host.store.jobs import FreeUsage, JobView
+from host.store.models import Payment, Result, Stage, Workflow
 
 if TYPE_CHECKING:
     from host.payments.service import Payments
@@ -66,7 +68,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
 
     @grpc_errors
     async def GetEnvironments(self, request: Any, context: Any) -> compute_pb2.GetEnvironmentsResponse:
-        environments = self.catalog.list(engine=request.engine)
+        environments = await self.catalog.listing(request.engine)
         if request.chain_id:
             for env in environments:
                 kept = [fees for fees in env.fees if fees.chain_id == request.chain_id]
@@ -74,11 +76,23 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
                 env.fees.extend(kept)
         return compute_pb2.GetEnvironmentsResponse(environments=environments)
 
-    def _plan(self, workflow: compute_pb2.Workflow, owner: str) -> list[StagePlan]:
-        lookup = EnvironmentLookup(self.catalog.list())
+    def _plan(self, workflow: compute_pb2.Workflow, owner: str, lookup: EnvironmentLookup) -> list[StagePlan]:
+        """Validates and plans the workflow: on the database thread (assets, runAfter jobs)."""
         return plan_workflow(
             workflow, owner, lookup, lambda plan: admit_stage(plan, self.assets, owner), self.default_duration
         )
+
+    def _lookup(self) -> EnvironmentLookup:
+        """The environments as the catalog has them now (read on the loop, where the engines are)."""
+        return EnvironmentLookup(self.catalog.list())
+
+    def _plan_with_usage(
+        self, workflow: compute_pb2.Workflow, owner: str, lookup: EnvironmentLookup
+    ) -> tuple[list[StagePlan], dict[str, FreeUsage]]:
+        """The plans, and the free tier's usage of each environment they use (one unit)."""
+        plans = self._plan(workflow, owner, lookup)
+        usage = {env_id: jobs.free_usage(env_id, owner) for env_id in {p.environment.id for p in plans}}
+        return plans, usage
 
     @grpc_errors
     async def InitializeCompute(self, request: Any, context: Any) -> compute_pb2.InitializeComputeResponse:
@@ -87,13 +101,12 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
         allowed consumers, the free tier's jobs per consumer) run only for a signed caller, and
         ``consumer_address`` (a claim anyone can make) is never used."""
         signed = bool(request.auth.signature or request.auth.address)
-        owner = verify_consumer(method("InitializeCompute"), request) if signed else ANYONE
-        plans = self._plan(request.workflow, owner)
+        owner = await verify_consumer(method("InitializeCompute"), request) if signed else ANYONE
+        plans, usage = await runner.run(self._plan_with_usage, request.workflow, owner, self._lookup())
         quote = self._quote(plans, request.payment) if request.HasField("payment") else None
+        problem = _free_tier_problem(plans, request.workflow) or _free_capacity_problem(plans, owner, usage)
         return compute_pb2.InitializeComputeResponse(
-            quote=quote,
-            free_eligible=self._free_problem(plans, owner, request.workflow) is None,
-            consumer_checked=signed,
+            quote=quote, free_eligible=problem is None, consumer_checked=signed
         )
 
     def _quote(self, plans: list[StagePlan], payment: compute_pb2.Payment) -> compute_pb2.EscrowQuote:
@@ -103,14 +116,14 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
 
     @grpc_errors
     async def StartCompute(self, request: Any, context: Any) -> compute_pb2.StartComputeResponse:
-        owner = verify_consumer(method("StartCompute"), request)
+        owner = await verify_consumer(method("StartCompute"), request)
         if self.payments is None:
             raise precondition(_NO_PAYMENTS)
         if not request.HasField("payment"):
             raise invalid(
                 "a paid start names its payment (chain_id, token_address); free compute is FreeStartCompute"
             )
-        plans = self._plan(request.workflow, owner)
+        plans = await runner.run(self._plan, request.workflow, owner, self._lookup())
         quote = self.payments.quote(plans, request.payment)
         workflow_id = new_workflow_id()
         row = await self.payments.start(
@@ -128,133 +141,59 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
 
     @grpc_errors
     async def FreeStartCompute(self, request: Any, context: Any) -> compute_pb2.FreeStartComputeResponse:
-        owner = verify_consumer(method("FreeStartCompute"), request)
-        plans = self._plan(request.workflow, owner)
-        problem = self._free_problem(plans, owner, request.workflow)
+        """Starts a workflow in the free tier. Its capacity (jobs per consumer, free jobs at once)
+        is checked in the transaction that stores the workflow, so concurrent starts never
+        overfill it: the one that would is refused and leaves nothing stored."""
+        owner = await verify_consumer(method("FreeStartCompute"), request)
+        plans = await runner.run(self._plan, request.workflow, owner, self._lookup())
+        problem = _free_tier_problem(plans, request.workflow)
         if problem is not None:
             raise denied(problem)
-        workflow_id = await self.orchestrator.submit(owner, request.workflow, plans, free=True)
+        workflow_id = new_workflow_id()
+
+        def fits() -> None:  # on the database thread, inside the transaction storing the workflow
+            usage = {
+                env_id: jobs.free_usage(env_id, owner, besides=workflow_id)
+                for env_id in {p.environment.id for p in plans}
+            }
+            problem = _free_capacity_problem(plans, owner, usage)
+            if problem is not None:
+                raise denied(problem)
+
+        await self.orchestrator.submit(
+            owner, request.workflow, plans, free=True, workflow_id=workflow_id, then=fits
+        )
         refs = [compute_pb2.StageRef(index=p.index, job_id=p.job_id) for p in plans]
         return compute_pb2.FreeStartComputeResponse(workflow_id=workflow_id, stages=refs)
-
-    def _free_problem(self, plans: list[StagePlan], owner: str, workflow: compute_pb2.Workflow) -> str | None:
-        """Why the workflow is outside the free tier, or None when it fits.
-
-        A stage that names no duration gets the free tier's maximum rather than a refusal.
-        """
-        for plan in plans:
-            env = self.catalog.get(plan.environment.id)
-            tier = env.free if env is not None else common_pb2.FreeTier()
-            where = f"stage {plan.index}"
-            if not tier.enabled:
-                return f"{where}: environment {plan.environment.id!r} has no free tier"
-            asked = plan.stage.max_duration_seconds or workflow.max_duration_seconds
-            cap = tier.max_job_duration_seconds
-            if cap and plan.max_duration_seconds > cap:
-                if asked:
-                    return f"{where}: max duration {asked}s exceeds the free tier's {cap}s"
-                plan.max_duration_seconds = cap
-            limits = {r.id: r.max for r in tier.resources}
-            for grant in plan.resources:
-                if grant["id"] in limits and grant["amount"] > limits[grant["id"]]:
-                    return f"{where}: {grant['id']} = {grant['amount']:g} exceeds the free tier's {limits[grant['id']]:g}"
-        for env_id in sorted({plan.environment.id for plan in plans}):
-            problem = self._free_capacity_problem(env_id, plans, owner)
-            if problem:
-                return problem
-        return None
-
-    def _free_capacity_problem(self, env_id: str, plans: list[StagePlan], owner: str) -> str | None:
-        env = self.catalog.get(env_id)
-        tier = env.free if env is not None else common_pb2.FreeTier()
-        wanted = sum(1 for p in plans if p.environment.id == env_id)
-        active = (
-            Stage.select()
-            .join(Workflow)
-            .where((Stage.terminal == False) & (Stage.environment_id == env_id) & (Workflow.free == True))
-        )
-        if tier.max_jobs_per_consumer and owner != ANYONE:  # an unsigned caller's own usage is unknown
-            mine = active.where(Stage.owner == owner).count()
-            if mine + wanted > tier.max_jobs_per_consumer:
-                return (
-                    f"the free tier of {env_id!r} allows {tier.max_jobs_per_consumer} jobs per consumer at once; "
-                    f"this workflow has {wanted} and you have {mine} running or queued"
-                )
-        if tier.max_concurrent_jobs:
-            everyone = active.count()
-            if everyone + wanted > tier.max_concurrent_jobs:
-                return (
-                    f"the free tier of {env_id!r} is full: {everyone} of {tier.max_concurrent_jobs} free jobs "
-                    "are running or queued; try again later"
-                )
-        return None
 
     # -- status, stop --------------------------------------------------------------
 
     @grpc_errors
     async def GetComputeStatus(self, request: Any, context: Any) -> compute_pb2.GetComputeStatusResponse:
-        caller = verify_consumer(method("GetComputeStatus"), request)
+        caller = await verify_consumer(method("GetComputeStatus"), request)
         target = request.WhichOneof("target")
         if target == "job_id":
-            stages = [visible_stage(request.job_id, caller)]
+            views = await runner.run(_job_status, request.job_id, caller)
         elif target == "workflow_id":
-            stages = list(visible_workflow(request.workflow_id, caller).stages.order_by(Stage.index))
+            views = await runner.run(_workflow_status, request.workflow_id, caller)
         elif target == "all":
-            stages = list(
-                Stage.select()
-                .where(Stage.owner == caller)
-                .order_by(Stage.created_at.desc())
-                .limit(MAX_STATUS_JOBS)
-            )
+            views = await runner.run(jobs.owner_views, caller, MAX_STATUS_JOBS)
         else:
             raise invalid("say which jobs: job_id, workflow_id or all")
-        return compute_pb2.GetComputeStatusResponse(jobs=[self._job_info(s) for s in stages])
+        return _listing(views, compute_pb2.GetComputeStatusResponse())
 
     @grpc_errors
     async def StopCompute(self, request: Any, context: Any) -> compute_pb2.StopComputeResponse:
-        caller = verify_consumer(method("StopCompute"), request)
+        caller = await verify_consumer(method("StopCompute"), request)
         if not request.job_id and not request.workflow_id:
             raise invalid("say what to stop: job_id or workflow_id")
-        stages = owned_stages(caller, job_id=request.job_id, workflow_id=request.workflow_id)
-        await self.orchestrator.stop([s.job_id for s in stages], "stopped by its owner")
-        return compute_pb2.StopComputeResponse(
-            jobs=[self._job_info(Stage.get_by_id(s.job_id)) for s in stages]
+        stages = await runner.run(
+            owned_stages, caller, job_id=request.job_id, workflow_id=request.workflow_id
         )
-
-    def _job_info(self, stage: Stage) -> compute_pb2.JobInfo:
-        info = compute_pb2.JobInfo(
-            job_id=stage.job_id,
-            workflow_id=stage.workflow_id,
-            stage_index=stage.index,
-            owner=stage.owner,
-            environment_id=stage.environment_id,
-            status=stage.status,
-            status_text=stage.status_text,
-            run_after_job_ids=stage.run_after,
-            resources=capacity.granted_resources(stage.granted or stage.resources),
-            max_duration_seconds=stage.max_duration_seconds,
-            results=self.results.list(stage),
-            algorithm_image=stage.algorithm_image,
-            terminal=stage.terminal,
-            payment=payment_state(Payment.get_or_none(Payment.workflow_id == stage.workflow_id)),
-        )
-        for field, value in (
-            ("created", stage.created_at),
-            ("started", stage.algorithm_started_at),
-            ("finished", stage.finished_at),
-            ("results_expire", stage.results_expire_at),
-        ):
-            if value is not None:
-                getattr(info, field).CopyFrom(_timestamp(value))
-        if stage.exit_code is not None:
-            info.exit_code = stage.exit_code
-        for event in StatusEvent.select().where(StatusEvent.stage == stage.job_id).order_by(StatusEvent.id):
-            info.history.append(
-                common_pb2.StatusEvent(
-                    status=event.status, message=event.message, time=_timestamp(event.time)
-                )
-            )
-        return info
+        job_ids = [s.job_id for s in stages]
+        await self.orchestrator.stop(job_ids, "stopped by its owner")
+        views = await runner.run(jobs.job_views, job_ids)
+        return _listing(views, compute_pb2.StopComputeResponse())
 
     # -- results and logs -----------------------------------------------------------
 
@@ -262,13 +201,14 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
     async def GetComputeResult(
         self, request: Any, context: Any
     ) -> AsyncIterator[compute_pb2.GetComputeResultResponse]:
-        caller = verify_consumer(method("GetComputeResult"), request)
-        stage = visible_stage(request.job_id, caller)
-        row = self.results.get(stage, request.index)
-        file = next(f for f in self.results.list(stage) if f.index == row.index)
+        caller = await verify_consumer(method("GetComputeResult"), request)
+        row = await runner.run(
+            lambda: self.results.get(visible_stage(request.job_id, caller), request.index)
+        )  # one unit: who may read it, and the file
+        file = result_file(row)
         offset = request.offset
         first = True
-        for chunk in self.results.read(stage, request.index, request.offset):
+        async for chunk in self.results.chunks(row, request.offset):
             reply = compute_pb2.GetComputeResultResponse(data=chunk, offset=offset)
             if first:
                 reply.file.CopyFrom(file)
@@ -282,11 +222,11 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
     async def StreamComputeLogs(
         self, request: Any, context: Any
     ) -> AsyncIterator[compute_pb2.StreamComputeLogsResponse]:
-        caller = verify_consumer(method("StreamComputeLogs"), request)
-        stage = visible_stage(request.job_id, caller)
+        caller = await verify_consumer(method("StreamComputeLogs"), request)
+        stage = await readable_stage(request.job_id, caller)
         offset = request.offset
         if stage.terminal:
-            stored = self._stored_log_file(stage)
+            stored = await self._stored_log_file(stage)
             _check_log_offset(stored.size if stored else 0, offset)
         while not stage.terminal:
             live = self._live_logs(stage, request.follow, offset)
@@ -294,15 +234,15 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
                 async for reply in live:
                     offset = reply.offset + len(reply.data)
                     yield compute_pb2.StreamComputeLogsResponse(data=reply.data, offset=reply.offset)
-                stage = Stage.get_by_id(stage.job_id)
+                stage = await _reread(stage)
                 if not request.follow:
                     return
                 continue
             if not request.follow:
                 break
             await asyncio.sleep(LOG_POLL_SECONDS)
-            stage = Stage.get_by_id(stage.job_id)
-        for reply in self._stored_log(stage, offset):
+            stage = await _reread(stage)
+        async for reply in self._stored_log(stage, offset):
             yield reply
 
     def _live_logs(self, stage: Stage, follow: bool, offset: int) -> Any:
@@ -318,26 +258,25 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
             return None
         return _tolerant(client.stream_logs(stage.job_id, offset=offset, follow=follow))
 
-    def _stored_log_file(self, stage: Stage) -> compute_pb2.ResultFile | None:
+    async def _stored_log_file(self, stage: Stage) -> Result | None:
         """The algorithm log the pods (or the engine) left with the stage's results, if any."""
-        kind = compute_pb2.RESULT_KIND_ALGORITHM_LOG
-        return next((f for f in self.results.list(stage) if f.kind == kind), None)
+        return await runner.run(self.results.first_of_kind, stage, compute_pb2.RESULT_KIND_ALGORITHM_LOG)
 
-    def _stored_log(self, stage: Stage, offset: int) -> list[compute_pb2.StreamComputeLogsResponse]:
-        stored = self._stored_log_file(stage)
+    async def _stored_log(
+        self, stage: Stage, offset: int
+    ) -> AsyncIterator[compute_pb2.StreamComputeLogsResponse]:
+        """The stored log from ``offset``, streamed from the file (read off the loop, as results are)."""
+        stored = await self._stored_log_file(stage)
         if stored is None or offset >= stored.size:
-            return []
-        replies = []
-        for chunk in self.results.read(stage, stored.index, offset):
-            replies.append(compute_pb2.StreamComputeLogsResponse(data=chunk, offset=offset))
+            return
+        async for chunk in self.results.chunks(stored, offset):
+            yield compute_pb2.StreamComputeLogsResponse(data=chunk, offset=offset)
             offset += len(chunk)
-        return replies
 
     @grpc_errors
     async def GetPaymentProof(self, request: Any, context: Any) -> compute_pb2.GetPaymentProofResponse:
-        caller = verify_consumer(method("GetPaymentProof"), request)
-        workflow = visible_workflow(request.workflow_id, caller)
-        row = Payment.get_or_none(Payment.workflow_id == workflow.id)
+        caller = await verify_consumer(method("GetPaymentProof"), request)
+        workflow, row = await runner.run(_payment_of, request.workflow_id, caller)
         if workflow.free or row is None:
             raise precondition("this workflow ran in the free tier: there is no payment to prove")
         if row.records is None:
@@ -350,30 +289,30 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
 
     # -- operator ---------------------------------------------------------------------
 
-    def _operator(self, name: str, request: Any) -> None:
-        if verify_consumer(method(name), request) != self.identity.address:
+    async def _operator(self, name: str, request: Any) -> None:
+        if await verify_consumer(method(name), request) != self.identity.address:
             raise denied(f"{name} is for the node's operator (signed with the node key)")
 
     @grpc_errors
     async def RegisterAsset(self, request: Any, context: Any) -> compute_pb2.RegisterAssetResponse:
-        self._operator("RegisterAsset", request)
-        self.assets.register(request.asset, replace=request.replace)
+        await self._operator("RegisterAsset", request)
+        await runner.run(self.assets.register, request.asset, replace=request.replace)
         return compute_pb2.RegisterAssetResponse()
 
     @grpc_errors
     async def ListAssets(self, request: Any, context: Any) -> compute_pb2.ListAssetsResponse:
-        self._operator("ListAssets", request)
-        return compute_pb2.ListAssetsResponse(assets=self.assets.list())
+        await self._operator("ListAssets", request)
+        return compute_pb2.ListAssetsResponse(assets=await runner.run(self.assets.list))
 
     @grpc_errors
     async def RemoveAsset(self, request: Any, context: Any) -> compute_pb2.RemoveAssetResponse:
-        self._operator("RemoveAsset", request)
-        self.assets.remove(request.did)
+        await self._operator("RemoveAsset", request)
+        await runner.run(self.assets.remove, request.did)
         return compute_pb2.RemoveAssetResponse()
 
     @grpc_errors
     async def ListEngines(self, request: Any, context: Any) -> compute_pb2.ListEnginesResponse:
-        self._operator("ListEngines", request)
+        await self._operator("ListEngines", request)
         return compute_pb2.ListEnginesResponse(engines=self.engines.describe())
 
 
@@ -389,10 +328,129 @@ def _check_log_offset(size: int, offset: int) -> None:
         raise invalid(f"offset {offset} is past the end of the log ({size} bytes)")
 
 
-def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp
+def _stamp(stamp: timestamp_pb2.Timestamp, seconds: float) -> None:
+    nanos = int(seconds * 1e9)
+    stamp.seconds = nanos // 1_000_000_000
+    stamp.nanos = nanos % 1_000_000_000
+
+
+def job_info(view: JobView, info: compute_pb2.JobInfo | None = None) -> compute_pb2.JobInfo:
+    """The wire's JobInfo of a job's status view, written into ``info`` (e.g. a reply's
+    ``jobs.add()``, so a long listing copies nothing) or a new one.
+
+    Every nested message is filled in place: per-field work in Python is what a long listing
+    costs, not the database (1,000 jobs: ~12 ms here, against ~20 ms building sub-messages
+    and copying them in).
+    """
+    if info is None:
+        info = compute_pb2.JobInfo()
+    info.job_id = view.job_id
+    info.workflow_id = view.workflow_id
+    info.stage_index = view.stage_index
+    info.owner = view.owner
+    info.environment_id = view.environment_id
+    info.status = view.status
+    info.status_text = view.status_text
+    info.run_after_job_ids.extend(view.run_after)
+    info.max_duration_seconds = view.max_duration_seconds
+    info.algorithm_image = view.algorithm_image
+    info.terminal = view.terminal
+    if view.exit_code is not None:
+        info.exit_code = view.exit_code
+    _stamp(info.created, view.created_at)
+    if view.started_at is not None:
+        _stamp(info.started, view.started_at)
+    if view.finished_at is not None:
+        _stamp(info.finished, view.finished_at)
+    if view.results_expire_at is not None:
+        _stamp(info.results_expire, view.results_expire_at)
+    info.resources.extend(capacity.granted_resources(view.resources))
+    add_result = info.results.add
+    for r in view.results:
+        add_result(index=r.index, name=r.name, kind=r.kind, size=r.size, sha256=r.sha256)
+    add_event = info.history.add
+    for e in view.history:
+        _stamp(add_event(status=e.status, message=e.message).time, e.time)
+    info.payment.CopyFrom(payment_state(view.payment))
+    return info
+
+
+def _listing(views: list[JobView], reply: Any) -> Any:
+    """``reply`` (a message with ``repeated JobInfo jobs``) with one entry per view, built in place."""
+    add = reply.jobs.add
+    for view in views:
+        job_info(view, add())
+    return reply
+
+
+# -- units on the database thread --------------------------------------------------------
+
+
+def _job_status(job_id: str, caller: str) -> list[JobView]:
+    return jobs.job_views([visible_stage(job_id, caller).job_id])
+
+
+def _workflow_status(workflow_id: str, caller: str) -> list[JobView]:
+    return jobs.workflow_views(visible_workflow(workflow_id, caller).id)
+
+
+def _payment_of(workflow_id: str, caller: str) -> tuple[Workflow, Payment | None]:
+    workflow = visible_workflow(workflow_id, caller)
+    return workflow, payments_store.payment(workflow.id)
+
+
+async def _reread(stage: Stage) -> Stage:
+    """The stage as the database has it now (NOT_FOUND once its results expired and it is gone)."""
+    row = await runner.run(jobs.stage, stage.job_id)
+    if row is None:
+        raise not_found(f"no job {stage.job_id}")
+    return row
+
+
+def _free_tier_problem(plans: list[StagePlan], workflow: compute_pb2.Workflow) -> str | None:
+    """Why a stage is outside its environment's free tier, or None when every one fits.
+
+    A stage that names no duration gets the free tier's maximum rather than a refusal (its plan
+    is changed so). The environment is the one the plan was made with (the catalog's view).
+    """
+    for plan in plans:
+        tier = plan.environment.free
+        where = f"stage {plan.index}"
+        if not tier.enabled:
+            return f"{where}: environment {plan.environment.id!r} has no free tier"
+        asked = plan.stage.max_duration_seconds or workflow.max_duration_seconds
+        cap = tier.max_job_duration_seconds
+        if cap and plan.max_duration_seconds > cap:
+            if asked:
+                return f"{where}: max duration {asked}s exceeds the free tier's {cap}s"
+            plan.max_duration_seconds = cap
+        limits = {r.id: r.max for r in tier.resources}
+        for grant in plan.resources:
+            if grant["id"] in limits and grant["amount"] > limits[grant["id"]]:
+                return f"{where}: {grant['id']} = {grant['amount']:g} exceeds the free tier's {limits[grant['id']]:g}"
+    return None
+
+
+def _free_capacity_problem(plans: list[StagePlan], owner: str, usage: dict[str, FreeUsage]) -> str | None:
+    """Why the workflow's stages do not fit in the free tier's capacity now, given ``usage``
+    (free jobs running or queued per environment, the workflow's own not counted)."""
+    for env_id in sorted(usage):
+        env = next(p.environment for p in plans if p.environment.id == env_id)
+        tier = env.free
+        wanted = sum(1 for p in plans if p.environment.id == env_id)
+        used = usage[env_id]
+        mine_counts = tier.max_jobs_per_consumer and owner != ANYONE  # an unsigned caller's is unknown
+        if mine_counts and used.mine + wanted > tier.max_jobs_per_consumer:
+            return (
+                f"the free tier of {env_id!r} allows {tier.max_jobs_per_consumer} jobs per consumer at once; "
+                f"this workflow has {wanted} and you have {used.mine} running or queued"
+            )
+        if tier.max_concurrent_jobs and used.everyone + wanted > tier.max_concurrent_jobs:
+            return (
+                f"the free tier of {env_id!r} is full: {used.everyone} of {tier.max_concurrent_jobs} free jobs "
+                "are running or queued; try again later"
+            )
+    return None
 
 
 async def _tolerant(chunks: AsyncGenerator[LogChunk, None]) -> AsyncIterator[LogChunk]:

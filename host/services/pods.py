@@ -14,11 +14,11 @@ from host.errors import grpc_errors, invalid, precondition, unavailable
 from host.orchestrator import podstates
 from host.orchestrator.orchestrator import Orchestrator
 from host.orchestrator.provisioning import Provisioner
-from host.results import ResultStore
+from host.results import ResultStore, file_chunks
+from host.store import jobs, runner
 from host.store.models import Stage
 
 SERVICE = pod_pb2.DESCRIPTOR.services_by_name["PodService"].full_name
-CHUNK = 256 * 1024
 S = common_pb2.JobStatus
 P = pod_pb2.PodPhase
 
@@ -49,7 +49,7 @@ async def admitted(call: str, stage: Stage) -> Stage:
     deadline = time.monotonic() + podstates.CATCH_UP_SECONDS
     while state not in allowed and podstates.may_catch_up(state, allowed) and time.monotonic() < deadline:
         await asyncio.sleep(podstates.CATCH_UP_POLL_SECONDS)
-        stage = Stage.get_by_id(stage.job_id)
+        stage = await runner.run(jobs.stage, stage.job_id) or stage
         state = podstates.state_of(stage)
     if state in allowed:
         return stage
@@ -70,12 +70,12 @@ class PodServicer(pod_pb2_grpc.PodServiceServicer):
 
     @grpc_errors
     async def GetProvisioning(self, request: Any, context: Any) -> pod_pb2.GetProvisioningResponse:
-        stage = await admitted("GetProvisioning", verify_pod(method("GetProvisioning"), request))
-        return self.provisioner.provisioning(stage)
+        stage = await admitted("GetProvisioning", await verify_pod(method("GetProvisioning"), request))
+        return await runner.run(self.provisioner.provisioning, stage)
 
     @grpc_errors
     async def UpdateJobStatus(self, request: Any, context: Any) -> pod_pb2.UpdateJobStatusResponse:
-        stage = verify_pod(method("UpdateJobStatus"), request)
+        stage = await verify_pod(method("UpdateJobStatus"), request)
         if request.phase not in PHASES:
             raise invalid(f"unknown pod phase {request.phase}")
         stage = await admitted(podstates.phase_call(request.phase), stage)
@@ -85,28 +85,29 @@ class PodServicer(pod_pb2_grpc.PodServiceServicer):
 
     @grpc_errors
     async def GetUploadOffset(self, request: Any, context: Any) -> pod_pb2.GetUploadOffsetResponse:
-        stage = await admitted("GetUploadOffset", verify_pod(method("GetUploadOffset"), request))
-        return pod_pb2.GetUploadOffsetResponse(offset=self.results.offset(stage, request.name, request.kind))
+        stage = await admitted("GetUploadOffset", await verify_pod(method("GetUploadOffset"), request))
+        offset = await runner.run(self.results.offset, stage.job_id, request.name, request.kind)
+        return pod_pb2.GetUploadOffsetResponse(offset=offset)
 
     @grpc_errors
     async def PublishResult(self, request_iterator: Any, context: Any) -> pod_pb2.PublishResultResponse:
         first = await anext(request_iterator, None)
         if first is None or first.WhichOneof("part") != "header":
             raise invalid("the first message of an upload must be its header")
-        stage = await admitted("PublishResult", verify_pod(method("PublishResult"), first.header))
-        result = self.results.begin(stage, first.header)
-        async for message in request_iterator:
-            if message.WhichOneof("part") != "data":
-                raise invalid("only data may follow the header")
-            self.results.write(result, message.data)
-        complete = result.received == result.size
-        if complete and not result.complete:
-            result = self.results.finish(result)
+        stage = await admitted("PublishResult", await verify_pod(method("PublishResult"), first.header))
+
+        async def data() -> AsyncIterator[bytes]:
+            async for message in request_iterator:
+                if message.WhichOneof("part") != "data":
+                    raise invalid("only data may follow the header")
+                yield message.data
+
+        result = await self.results.receive(stage, first.header, data())
         return pod_pb2.PublishResultResponse(received=result.received, complete=result.complete)
 
     @grpc_errors
     async def FetchInput(self, request: Any, context: Any) -> AsyncIterator[pod_pb2.FetchInputResponse]:
-        stage = verify_pod(method("FetchInput"), request)
+        stage = await verify_pod(method("FetchInput"), request)
         path, size = self.provisioner.open_token(
             stage, request.source
         )  # another stage's token: refused first
@@ -114,8 +115,6 @@ class PodServicer(pod_pb2_grpc.PodServiceServicer):
         if request.offset > size:
             raise invalid(f"offset {request.offset} is past the end ({size} bytes)")
         offset = request.offset
-        with path.open("rb") as f:
-            f.seek(offset)
-            while chunk := f.read(CHUNK):
-                yield pod_pb2.FetchInputResponse(data=chunk, offset=offset)
-                offset += len(chunk)
+        async for chunk in file_chunks(path, offset, size):
+            yield pod_pb2.FetchInputResponse(data=chunk, offset=offset)
+            offset += len(chunk)
