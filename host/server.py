@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from c2d.bulkio import keep_freed_buffers
 from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
 from c2d.pod.v1 import pod_pb2, pod_pb2_grpc
 from host.limits import Limits, PeerLimit
@@ -31,6 +32,7 @@ class BoundServer:
     that needs it is built (the orchestrator hands the pod server's address to every stage)."""
 
     def __init__(self, listen: str, service_name: str, limits: Limits) -> None:
+        keep_freed_buffers()  # results stream through in MiB messages (c2d.bulkio says why)
         self.server = grpc.aio.server(
             options=limits.server_options(), interceptors=[PeerLimit(limits.max_calls_per_peer)]
         )

@@ -18,6 +18,7 @@ import pytest
 from c2d.pod.v1 import pod_pb2
 from pods.failures import SourceFailure
 from pods.unzip import unpack
+from pods.upload import CHUNK_BYTES
 from podservice import (
     FakePodService,
     FileServer,
@@ -279,7 +280,7 @@ def test_publishing_nothing_uploads_only_logs(stage: Stage, service: FakePodServ
 
 
 def test_upload_resumes_after_the_node_fails(stage: Stage, service: FakePodService, data: Path) -> None:
-    big = os.urandom(1024 * 1024 + 123)
+    big = os.urandom(CHUNK_BYTES + 123)
     lay_out(data, {"model.bin": big})
     service.break_streams["PublishResult"] = 1  # the stream dies after its first chunk arrived
     service.fail_calls["GetUploadOffset"] = 1  # and the node is away for one more call
@@ -289,7 +290,7 @@ def test_upload_resumes_after_the_node_fails(stage: Stage, service: FakePodServi
     assert result.returncode == 0, result.stderr
     assert service.upload(Kind.UPLOAD_KIND_OUTPUT, "model.bin") == big
     assert service.calls["PublishResult"] == 1 + 4  # the output twice, then three logs
-    assert service.upload_offsets[:2] == [("model.bin", 0), ("model.bin", 256 * 1024)]  # resumed, not redone
+    assert service.upload_offsets[:2] == [("model.bin", 0), ("model.bin", CHUNK_BYTES)]  # resumed, not redone
     log = service.upload(Kind.UPLOAD_KIND_PUBLISHING_LOG, "publishing.log")
     assert log is not None and b"UNAVAILABLE" in log
 

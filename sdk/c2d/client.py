@@ -26,6 +26,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 from c2d import auth
+from c2d.bulkio import keep_freed_buffers
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
 from c2d.workflow import parse_workflow
@@ -311,8 +312,11 @@ class Client:
         Bytes go to ``<dest>.part`` first; an interrupted download resumes from
         the part's size (``resume``), the whole file is checked against the
         node's sha256, and only then renamed into place, so ``dest_path``
-        existing means a complete, verified file.
+        existing means a complete, verified file. The bytes are hashed as they
+        arrive, never read back. The first download tunes this process's malloc
+        for MiB-sized buffers (:mod:`c2d.bulkio`: two to three times the speed).
         """
+        keep_freed_buffers()
         return _Download(self, job_id, index, Path(dest_path), on_progress, expected).run(resume)
 
     def results(
@@ -541,9 +545,10 @@ class _Download:
 
     def _fetch_and_verify(self) -> bool:
         failures = 0
+        digest = _PartDigest()
         while True:
             try:
-                self._fetch_from(self._part_size())
+                self._fetch_from(digest)
                 break
             except C2DError as exc:
                 if exc.code in BAD_OFFSET and self._part_size() > 0:
@@ -554,9 +559,12 @@ class _Download:
                 if not self.client._retryable(exc) or failures > STREAM_RETRIES:
                     raise
                 time.sleep(min(0.2 * 2**failures, 3.0))
-        return self._verify()
+        return self._verify(digest)
 
-    def _fetch_from(self, offset: int) -> None:
+    def _fetch_from(self, digest: _PartDigest) -> None:
+        """One stream from the part's end; each chunk is hashed as it is written, so the part is
+        never read back (only a part an earlier run left is hashed, once, before it resumes)."""
+        offset = digest.catch_up(self.part)
         request = compute_pb2.GetComputeResultRequest(job_id=self.job_id, index=self.index, offset=offset)
         position = offset
         with self.part.open("ab") as out:
@@ -565,16 +573,18 @@ class _Download:
                     self.file = message.file
                 data = _unseen(message.data, message.offset or position, position)
                 out.write(data)
+                digest.update(data)
                 position += len(data)
                 if self.on_progress is not None:
                     self.on_progress(position, self.file.size if self.file is not None else None)
             out.flush()
             os.fsync(out.fileno())
 
-    def _verify(self) -> bool:
+    def _verify(self, digest: _PartDigest) -> bool:
         if self.file is None:
             self.file = self._file_from_status()
-        return _matches(self.part, self.file)
+        digest.catch_up(self.part)
+        return digest.size == self.file.size and digest.hexdigest() == self.file.sha256.lower()
 
     def _file_from_status(self) -> compute_pb2.ResultFile:
         for job in self.client.status(job_id=self.job_id):
@@ -594,6 +604,37 @@ class _Download:
             f"result {self.index} of job {self.job_id} does not match its sha256 {self.file.sha256} "
             f"({self.file.size} bytes expected)",
         )
+
+
+class _PartDigest:
+    """The SHA-256 of a download's part file as it grows: fed the bytes as they are written; what
+    it has not seen (a part left by an earlier run) is read from the disk once."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def update(self, data: bytes) -> None:
+        self._digest.update(data)
+        self.size += len(data)
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+    def catch_up(self, part: Path) -> int:
+        """Hashes what the part holds past the bytes seen (from scratch if it shrank); its size."""
+        try:
+            on_disk = part.stat().st_size
+        except FileNotFoundError:
+            on_disk = 0
+        if on_disk < self.size:
+            self._digest, self.size = hashlib.sha256(), 0
+        if on_disk > self.size:
+            with part.open("rb") as handle:
+                handle.seek(self.size)
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    self.update(block)
+        return self.size
 
 
 def _matches(path: Path, file: compute_pb2.ResultFile) -> bool:
