@@ -27,7 +27,6 @@ import sys
 from pathlib import Path
 
 import grpc
-from google.protobuf import json_format
 
 from c2d.pod.v1 import pod_pb2
 from pods.client import PodClient
@@ -169,6 +168,8 @@ class Configuration:
             self.write_custom_data(provisioning)
 
     def write_custom_data(self, provisioning: pod_pb2.GetProvisioningResponse) -> None:
+        from google.protobuf import json_format  # only stages with custom data pay its import
+
         data = json_format.MessageToDict(provisioning.algorithm_custom_data)
         try:
             (self.env.inputs / CUSTOM_DATA_NAME).write_text(json.dumps(data, indent=1))

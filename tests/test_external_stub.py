@@ -218,6 +218,16 @@ def test_resource_limits_reach_the_algorithm(runner: asyncio.Runner, engine: Eng
     assert lines == [str(GIB // 1024), "10", f"10 {GIB} {GIB // 2}", str(job_dir), str(job_dir)]
 
 
+def test_jobs_run_at_a_lower_cpu_priority_than_the_node(
+    runner: asyncio.Runner, engine: Engine, state_dir: Path
+) -> None:
+    """The plugin runs at the node's niceness; every process of a job (here the algorithm) gets 10 more."""
+    events = runner.run(engine.run(job("niceness", "nice")))  # coreutils' nice prints its niceness
+    assert_one_terminal(events, Status.JOB_STATUS_FINISHED)
+    logged = (state_dir / "jobs" / "niceness" / "logs" / "algorithm.log").read_text()
+    assert int(logged) == min(os.nice(0) + 10, 19)
+
+
 def test_time_limit_and_stop(runner: asyncio.Runner, engine: Engine) -> None:
     async def scenario() -> None:
         await engine.start(job("stopme", "sleep 30"))
