@@ -11,12 +11,12 @@ from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from c2d.bulkio import keep_freed_buffers
 from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
 from c2d.pod.v1 import pod_pb2, pod_pb2_grpc
 from host.limits import Limits, PeerLimit
+from host.reflection import enable_reflection
 
 COMPUTE_SERVICE = compute_pb2.DESCRIPTOR.services_by_name["ComputeService"].full_name
 POD_SERVICE = pod_pb2.DESCRIPTOR.services_by_name["PodService"].full_name
@@ -51,9 +51,7 @@ class BoundServer:
         add(self.server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self.server)
-        reflection.enable_server_reflection(
-            (self.service_name, HEALTH_SERVICE, reflection.SERVICE_NAME), self.server
-        )
+        enable_reflection((self.service_name, HEALTH_SERVICE), self.server)
         await self.server.start()
         for service in ("", self.service_name):
             await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
