@@ -47,7 +47,10 @@ class Stage(BaseModel):
 
     job_id = pw.CharField(primary_key=True)
     workflow = pw.ForeignKeyField(Workflow, backref="stages", on_delete="CASCADE")
-    index = pw.IntegerField()
+    workflow_id: str  # the foreign key's value, an attribute peewee adds (the stubs don't know it)
+    # The field shadows Model.index (a classmethod building an index, unused here: Meta.indexes
+    # declares them), which the stubs cannot express; the column keeps its name.
+    index = pw.IntegerField()  # type: ignore[assignment]
     owner = pw.CharField()
     environment_id = pw.CharField()
     engine = pw.CharField()
@@ -110,7 +113,8 @@ class Asset(BaseModel):
 class Result(BaseModel):
     id = pw.AutoField()
     stage = pw.ForeignKeyField(Stage, backref="results", on_delete="CASCADE")
-    index = pw.IntegerField()
+    stage_id: str  # the foreign key's value (the stage's job id), an attribute peewee adds
+    index = pw.IntegerField()  # type: ignore[assignment]  # shadows Model.index, as Stage.index does
     name = pw.CharField()
     kind = pw.IntegerField()  # c2d.compute.v1.ResultKind
     size = pw.BigIntegerField()
