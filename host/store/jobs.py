@@ -19,6 +19,8 @@ from typing import Any
 
 import peewee as pw
 
+from c2d.common.v1 import common_pb2
+from c2d.compute.v1 import compute_pb2
 from host.store.models import Payment, Result, Stage, StatusEvent, Workflow, database_proxy
 
 # The Stage columns a status view reads (not the spec, the handle or the pod key).
@@ -48,7 +50,7 @@ _VIEW_COLUMNS = (
 class EventView:
     """One entry of a job's status history."""
 
-    status: int
+    status: common_pb2.JobStatus
     message: str
     time: float
 
@@ -59,7 +61,7 @@ class ResultView:
 
     index: int
     name: str
-    kind: int
+    kind: compute_pb2.ResultKind
     size: int
     sha256: str
     archive: bool = False
@@ -78,7 +80,7 @@ class JobView:
     stage_index: int
     owner: str
     environment_id: str
-    status: int
+    status: common_pb2.JobStatus
     status_text: str
     terminal: bool
     run_after: list[str]
