@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -261,7 +262,7 @@ def _check_acyclic(plans: list[StagePlan]) -> None:
         visit(node, [])
 
 
-def _check_viewers(viewers: list[str]) -> None:
+def _check_viewers(viewers: Iterable[str]) -> None:
     for viewer in viewers:
         if not ADDRESS.match(viewer):
             raise invalid(f"viewer {quoted(viewer)} is not an Ethereum address")
