@@ -21,7 +21,7 @@ import peewee as pw
 
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
-from host.store.models import Payment, Result, Stage, StatusEvent, Workflow, database_proxy
+from host.store.models import Payment, Result, Stage, StageResource, StatusEvent, Workflow, database_proxy
 
 # The Stage columns a status view reads (not the spec, the handle or the pod key).
 _VIEW_COLUMNS = (
@@ -84,7 +84,7 @@ class JobView:
     status_text: str
     terminal: bool
     run_after: list[str]
-    resources: list[dict[str, Any]]
+    resources: list[StageResource]
     max_duration_seconds: int
     algorithm_image: str
     created_at: float

@@ -7,11 +7,24 @@ the same models serve SQLite (the default) and PostgreSQL.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import peewee as pw
 
+from c2d.common.v1 import common_pb2
+
 database_proxy = pw.DatabaseProxy()
+
+
+class StageResource(TypedDict):
+    """One resource of a stage as its JSON columns keep it: an entry of ``Stage.resources`` (what
+    it asks for, every resource of its environment with an amount) or of ``Stage.granted`` (what
+    it holds while it runs, with the devices it was given)."""
+
+    id: str
+    type: common_pb2.ResourceType
+    amount: float
+    device_ids: NotRequired[list[str]]  # granted entries only
 
 
 class JSONField(pw.TextField):
@@ -59,8 +72,8 @@ class Stage(BaseModel):
     terminal = pw.BooleanField(default=False)
     spec = JSONField()  # the c2d.compute.v1.Stage as JSON
     run_after = JSONField(default=list)  # job ids this stage waits for
-    resources = JSONField(default=list)  # requested: [{"id", "amount"}]
-    granted = JSONField(null=True)  # while it holds capacity: [{"id", "type", "amount", "device_ids"}]
+    resources = JSONField(default=list)  # requested: [StageResource] without device_ids
+    granted = JSONField(null=True)  # while it holds capacity: [StageResource] with device_ids
     max_duration_seconds = pw.IntegerField()
     created_at = pw.FloatField()
     queue_deadline = pw.FloatField(null=True)  # expires in the queue after this

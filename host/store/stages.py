@@ -29,7 +29,7 @@ from c2d.common.v1 import common_pb2
 from c2d.engine.v1 import engine_pb2
 from host import statuses
 from host.orchestrator.capacity import Ledger
-from host.store.models import Stage, StatusEvent, Workflow, database_proxy
+from host.store.models import Stage, StageResource, StatusEvent, Workflow, database_proxy
 
 S = common_pb2.JobStatus
 
@@ -86,7 +86,7 @@ class NewStage:
     status: int  # queued, or waiting for the stages it runs after
     spec: Any  # the c2d.compute.v1.Stage as JSON (host.orchestrator.stagespec)
     run_after: list[str]
-    resources: list[dict[str, Any]]
+    resources: list[StageResource]
     max_duration_seconds: int
 
 
