@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import peewee as pw
 
@@ -155,13 +155,22 @@ class StopPlan:
     changes: Changes
 
 
+class _EventRow(TypedDict):
+    """A StatusEvent row as the unit inserts it (``StatusEvent.insert_many``)."""
+
+    stage: str  # the job id
+    status: int
+    message: str
+    time: float
+
+
 class _Unit:
     """One unit's working state: the status events to insert at the end, the changes, rows read."""
 
     def __init__(self, terms: Terms | None) -> None:
         self.terms = terms
         self.changes = Changes()
-        self.events: list[dict[str, Any]] = []
+        self.events: list[_EventRow] = []
         self.rows: dict[str, Stage] = {}  # stages this unit holds in memory (kept current as it writes)
 
     def event(self, job_id: str, status: int, message: str, now: float) -> None:
