@@ -28,7 +28,8 @@ AssetPb = compute_pb2.Asset
 ServicePb = compute_pb2.AssetService
 DATASET = compute_pb2.AssetService.KIND_DATASET
 ALGORITHM = compute_pb2.AssetService.KIND_ALGORITHM
-KIND_NAMES = {DATASET: "dataset", ALGORITHM: "algorithm"}
+# Keyed by any int: a stored or requested kind may be one no name is known for.
+KIND_NAMES: dict[int, str] = {DATASET: "dataset", ALGORITHM: "algorithm"}
 
 MAX_ID = 255
 _ADDRESS = re.compile(r"0x[0-9a-f]{40}")

@@ -13,8 +13,9 @@ The cached messages are shared: readers must not change them
 
 from __future__ import annotations
 
+import builtins
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import peewee as pw
 
@@ -61,7 +62,8 @@ class EnvironmentCatalog:
         self._refresh()
         return self._by_id.get(env_id)
 
-    async def listing(self, engine: str = "") -> list[common_pb2.Environment]:
+    # builtins.list: inside this class ``list`` is the method above.
+    async def listing(self, engine: str = "") -> builtins.list[common_pb2.Environment]:
         """What ``GetEnvironments`` answers: copies of the environments with their live job counts."""
         counts = await runner.run(_counts)
         listed = []
@@ -108,10 +110,11 @@ class EnvironmentCatalog:
 def _counts() -> dict[str, tuple[int, int]]:
     """(running, queued) per environment, from the (terminal, environment_id) index."""
     running = pw.fn.SUM(pw.Case(None, [(Stage.granted.is_null(False), 1)], 0))
-    rows = (
+    query = (
         Stage.select(Stage.environment_id, running.alias("running"), pw.fn.COUNT(Stage.job_id).alias("all"))
         .where(Stage.terminal == False)
         .group_by(Stage.environment_id)
-        .tuples()
     )
+    # Executed as tuples (what iterating the query runs): environment id, running (NULL: none), all.
+    rows: Iterable[tuple[str, int | None, int]] = query.tuples().execute()
     return {env_id: (int(run or 0), int(total) - int(run or 0)) for env_id, run, total in rows}

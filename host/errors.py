@@ -50,7 +50,7 @@ class RequestError(Exception):
         self.reason = reason
         self.metadata = metadata or {}
 
-    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
+    def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
         if not self.reason:
             return ()
         info = error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata)

@@ -30,7 +30,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 from google.protobuf import json_format, struct_pb2
@@ -71,6 +71,13 @@ class FileRef:
     data: bytes = field(default=b"", repr=False)
     name: str = ""
     checksum: str = ""
+
+
+class _Naming(TypedDict):
+    """What every file type may carry besides its location: FileRef's ``name`` and ``checksum``."""
+
+    name: str
+    checksum: str
 
 
 def parse_files(
@@ -126,7 +133,7 @@ def _parse_file(item: Any, allow_local: bool, where: str) -> FileRef:
     kind = item.get("type")
     if kind not in FILE_TYPES:
         raise invalid(f"{where} has type {_short(kind)}; expected one of {', '.join(FILE_TYPES)}")
-    common = {"name": _name(item.get("name"), where), "checksum": _checksum(item.get("checksum"), where)}
+    common = _Naming(name=_name(item.get("name"), where), checksum=_checksum(item.get("checksum"), where))
     if kind == "url":
         return _parse_url(item, where, common)
     if kind == "data":
@@ -167,7 +174,7 @@ def _checksum(value: Any, where: str) -> str:
     return value.lower()
 
 
-def _parse_url(item: Mapping[str, Any], where: str, common: dict[str, str]) -> FileRef:
+def _parse_url(item: Mapping[str, Any], where: str, common: _Naming) -> FileRef:
     url = item.get("url")
     if not isinstance(url, str) or not url:
         raise invalid(f"{where} has no url")

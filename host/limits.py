@@ -23,12 +23,15 @@ import dataclasses
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 MS = 1000
+# The request and response messages of the method a handler serves.
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 
 
 @dataclass(frozen=True)
@@ -80,9 +83,9 @@ class PeerLimit(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Req, Resp] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Req, Resp] | None:
         handler = await continuation(handler_call_details)
         if handler is None or not self.limit or handler_call_details.method.startswith(HEALTH_PREFIX):
             return handler
@@ -109,7 +112,7 @@ class PeerLimit(grpc.aio.ServerInterceptor):
             f"too many calls at once from your address (at most {self.limit}): wait for some to end",
         )
 
-    def _wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _wrap(self, handler: grpc.RpcMethodHandler[Req, Resp]) -> grpc.RpcMethodHandler[Req, Resp]:
         kinds = (
             ("unary_unary", grpc.unary_unary_rpc_method_handler),
             ("unary_stream", grpc.unary_stream_rpc_method_handler),
@@ -119,7 +122,7 @@ class PeerLimit(grpc.aio.ServerInterceptor):
         for attribute, make in kinds:
             behavior = getattr(handler, attribute)
             if behavior is not None:
-                return make(  # type: ignore[operator]
+                return make(
                     self._limited(behavior),
                     request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer,

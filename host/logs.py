@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
 
 import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
 def configure_logging(fmt: str = "console", level: str = "info") -> None:
-    renderer: Any = (
+    renderer: Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
@@ -32,7 +32,7 @@ def configure_logging(fmt: str = "console", level: str = "info") -> None:
     )
 
 
-def _keep_exc_info(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _keep_exc_info(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     return event
 
 

@@ -38,7 +38,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 import peewee as pw
@@ -182,9 +182,9 @@ class ResultStore:
         A unit of the database thread, file work included: the data is small and already here."""
         header = pod_pb2.UploadHeader(
             name=name,
-            kind=kind,
+            kind=as_upload_kind(kind),
             size=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),  # type: ignore[arg-type]
+            sha256=hashlib.sha256(data).hexdigest(),
         )
         job_id = _job_id(stage)
         key = self._claim(job_id, header)
@@ -206,7 +206,7 @@ class ResultStore:
     async def save(self, stage: StageLike, name: str, kind: int, data: bytes) -> models.Result:
         """:meth:`store` from the loop: the same result, its file work in threads (a log may be large)."""
         digest = await _in_thread(lambda: hashlib.sha256(data).hexdigest())
-        header = pod_pb2.UploadHeader(name=name, kind=kind, size=len(data), sha256=digest)  # type: ignore[arg-type]
+        header = pod_pb2.UploadHeader(name=name, kind=as_upload_kind(kind), size=len(data), sha256=digest)
 
         async def whole() -> AsyncIterator[bytes]:
             if data:
@@ -320,7 +320,8 @@ class ResultStore:
         """Deletes a stage's result files, then their rows; returns how many rows went."""
         job_id = _job_id(stage)
         shutil.rmtree(self.root / job_id, ignore_errors=True)
-        return models.Result.delete().where(models.Result.stage == job_id).execute()
+        # Result.delete() builds exactly this; the stubs declare it in a way mypy cannot read off a class.
+        return pw.ModelDelete(models.Result).where(models.Result.stage == job_id).execute()
 
     # Helpers.
 
@@ -370,6 +371,18 @@ def _validate_header(header: pod_pb2.UploadHeader, max_size: int) -> str:
     if not _SHA256.fullmatch(sha256):
         raise invalid("the upload's sha256 must be 64 hex digits")
     return sha256
+
+
+def as_upload_kind(kind: int) -> pod_pb2.UploadKind:
+    """A kind kept as an int (a ResultKind, a database column) as the pods' UploadKind: the two
+    share their numbers, and an enum value is a plain int at run time; the stubs' enum classes
+    are each their own type."""
+    return cast(pod_pb2.UploadKind, kind)
+
+
+def as_result_kind(kind: int) -> compute_pb2.ResultKind:
+    """A kind kept as an int (an UploadKind, a database column) as the consumers' ResultKind."""
+    return cast(compute_pb2.ResultKind, kind)
 
 
 def _check_name_and_kind(name: str, kind: int) -> None:
@@ -619,5 +632,5 @@ def _fsync(path: Path) -> None:
 
 def result_file(row: models.Result) -> compute_pb2.ResultFile:
     return compute_pb2.ResultFile(
-        index=row.index, name=row.name, kind=row.kind, size=row.size, sha256=row.sha256
+        index=row.index, name=row.name, kind=as_result_kind(row.kind), size=row.size, sha256=row.sha256
     )

@@ -20,7 +20,8 @@ from c2d.auth import new_nonce, sign_pod_request
 from c2d.pod.v1 import pod_pb2, pod_pb2_grpc
 from pods.retry import Backoff
 
-T = TypeVar("T")
+# A reply message; _unary is told its class, since the generated stub carries no hints.
+R = TypeVar("R", bound=Message)
 
 SERVICE = "/c2d.pod.v1.PodService/"
 CALL_TIMEOUT_SECONDS = 30.0
@@ -80,27 +81,37 @@ class PodClient:
         self._last_nonce = nonce
         sign_pod_request(self._key, self.job_id, SERVICE + method, request, nonce=nonce)
 
-    def _unary(self, method: str, request: Message, retry: bool = True) -> T:
+    def _unary(self, method: str, request: Message, reply: type[R], retry: bool = True) -> R:
+        """One signed unary call of ``method``, whose reply is a ``reply``."""
         call = getattr(self._stub, method)
 
-        def attempt() -> T:
+        def attempt() -> R:
             self.sign(method, request)
-            return call(request, timeout=self.call_timeout)  # type: ignore[no-any-return]
+            return call(request, timeout=self.call_timeout)
 
         return self.backoff.run(attempt, on_retry=self.on_retry) if retry else attempt()
 
     # Unary calls, retried -------------------------------------------------------------
 
     def get_provisioning(self) -> pod_pb2.GetProvisioningResponse:
-        return self._unary("GetProvisioning", pod_pb2.GetProvisioningRequest())
+        return self._unary(
+            "GetProvisioning", pod_pb2.GetProvisioningRequest(), pod_pb2.GetProvisioningResponse
+        )
 
-    def update_status(self, phase: pod_pb2.PodPhase.ValueType, message: str = "") -> None:
-        self._unary("UpdateJobStatus", pod_pb2.UpdateJobStatusRequest(phase=phase, message=message))
+    def update_status(self, phase: pod_pb2.PodPhase, message: str = "") -> None:
+        self._unary(
+            "UpdateJobStatus",
+            pod_pb2.UpdateJobStatusRequest(phase=phase, message=message),
+            pod_pb2.UpdateJobStatusResponse,
+        )
 
-    def get_upload_offset(self, name: str, kind: pod_pb2.UploadKind.ValueType, *, retry: bool = True) -> int:
+    def get_upload_offset(self, name: str, kind: pod_pb2.UploadKind, *, retry: bool = True) -> int:
         """How many bytes of this upload the node holds; ``retry=False`` inside a caller's own retry loop."""
-        reply: pod_pb2.GetUploadOffsetResponse = self._unary(
-            "GetUploadOffset", pod_pb2.GetUploadOffsetRequest(name=name, kind=kind), retry
+        reply = self._unary(
+            "GetUploadOffset",
+            pod_pb2.GetUploadOffsetRequest(name=name, kind=kind),
+            pod_pb2.GetUploadOffsetResponse,
+            retry,
         )
         return reply.offset
 
@@ -115,10 +126,10 @@ class PodClient:
             for chunk in chunks:
                 yield pod_pb2.PublishResultRequest(data=chunk)
 
-        return self._stub.PublishResult(requests(), timeout=self.stream_timeout)  # type: ignore[no-any-return]
+        return self._stub.PublishResult(requests(), timeout=self.stream_timeout)
 
     def fetch(self, source: str, offset: int) -> Iterator[pod_pb2.FetchInputResponse]:
         """One FetchInput stream of a "node" file from ``offset``."""
         request = pod_pb2.FetchInputRequest(source=source, offset=offset)
         self.sign("FetchInput", request)
-        return self._stub.FetchInput(request, timeout=self.stream_timeout)  # type: ignore[no-any-return]
+        return self._stub.FetchInput(request, timeout=self.stream_timeout)

@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import grpc
@@ -77,13 +78,15 @@ class Configuration:
         except AlgorithmFailure as failure:
             return self.fail(Phase.POD_PHASE_ALGORITHM_PROVISIONING_FAILED, failure)
         except grpc.RpcError as exc:
-            failure = PodFailure(
+            unreachable = PodFailure(
                 f"could not get the stage's inputs from the node: {describe_rpc_error(exc)}", str(exc)
             )
-            return self.fail(Phase.POD_PHASE_DATA_PROVISIONING_FAILED, failure)
+            return self.fail(Phase.POD_PHASE_DATA_PROVISIONING_FAILED, unreachable)
         except OSError as exc:
-            failure = PodFailure(f"could not write the data folder ({exc.strerror or 'I/O error'})", str(exc))
-            return self.fail(Phase.POD_PHASE_DATA_PROVISIONING_FAILED, failure)
+            unwritable = PodFailure(
+                f"could not write the data folder ({exc.strerror or 'I/O error'})", str(exc)
+            )
+            return self.fail(Phase.POD_PHASE_DATA_PROVISIONING_FAILED, unwritable)
         self.log.info("provisioning finished")
         try:
             self.client.update_status(Phase.POD_PHASE_PROVISIONING_FINISHED)
@@ -96,7 +99,7 @@ class Configuration:
         for folder in (self.env.inputs, self.env.transformations, self.env.outputs, self.env.logs):
             folder.mkdir(parents=True, exist_ok=True)
 
-    def fail(self, phase: pod_pb2.PodPhase.ValueType, failure: PodFailure) -> int:
+    def fail(self, phase: pod_pb2.PodPhase, failure: PodFailure) -> int:
         """Logs and reports a failure (best effort: the node may be the thing that failed)."""
         self.log.info(f"provisioning failed: {failure.public}")
         self.log.private(failure.detail)
@@ -108,7 +111,7 @@ class Configuration:
 
     # Inputs ---------------------------------------------------------------------------
 
-    def provision_inputs(self, inputs: list[pod_pb2.ProvisionedInput]) -> None:
+    def provision_inputs(self, inputs: Iterable[pod_pb2.ProvisionedInput]) -> None:
         for provisioned in inputs:
             folder_name = safe_name(provisioned.folder)
             if folder_name is None:

@@ -26,7 +26,7 @@ Body = Callable[[PodEnv, PodClient, PodLog], int]
 USAGE_EXIT = 2
 
 
-def run_pod(pod: str, log_name: str, body: Body, crash_phase: pod_pb2.PodPhase.ValueType) -> int:
+def run_pod(pod: str, log_name: str, body: Body, crash_phase: pod_pb2.PodPhase) -> int:
     """Runs ``body`` with the pod's environment, log and client; its exit status."""
     try:
         env = PodEnv.from_environ()

@@ -45,7 +45,8 @@ def checked_addresses(host: str, port: int, reach: Reach) -> list[tuple[Any, ...
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     found = []
     for family, _, _, _, sockaddr in infos:
-        address: IPAddress = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
+        # A TCP address of either family: sockaddr[0] is its host string (with any %scope).
+        address: IPAddress = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
         rule = reach.address_refusal(host, address)
         if rule is not None:
             raise DestinationRefused(f"refused: {explain(rule)}", f"{host} -> {address}: {rule}")

@@ -38,7 +38,7 @@ class TransientError(Exception):
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, TransientError):
         return True
-    return isinstance(exc, grpc.RpcError) and exc.code() in TRANSIENT_CODES  # type: ignore[attr-defined]
+    return isinstance(exc, grpc.RpcError) and exc.code() in TRANSIENT_CODES
 
 
 @dataclass(frozen=True)

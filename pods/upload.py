@@ -31,7 +31,7 @@ READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 class Upload:
     path: Path
     name: str
-    kind: pod_pb2.UploadKind.ValueType
+    kind: pod_pb2.UploadKind
     archive: bool = False
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from c2d.common.v1 import common_pb2
-from host.store.models import Stage
+from host.store.models import Stage, StageResource
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Usage:
     devices: set[str] = field(default_factory=set)  # device ids held
     holders: int = 0  # stages holding capacity
 
-    def add(self, granted: list[dict[str, Any]]) -> None:
+    def add(self, granted: list[StageResource]) -> None:
         self.holders += 1
         for grant in granted:
             self.amounts[grant["id"]] += grant["amount"]
@@ -78,16 +78,16 @@ class Ledger:
 
 
 def _fit(
-    requested: list[dict[str, Any]], env: common_pb2.Environment, used: dict[str, float], held: set[str]
-) -> list[dict[str, Any]] | None:
+    requested: list[StageResource], env: common_pb2.Environment, used: dict[str, float], held: set[str]
+) -> list[StageResource] | None:
     by_id = {r.id: r for r in env.resources}
-    granted = []
+    granted: list[StageResource] = []
     for request in requested:
         resource = by_id.get(request["id"])
         amount = request["amount"]
         if resource is None or not _fits(used[request["id"]], amount, resource.total):
             return None
-        grant = {**request, "device_ids": []}
+        grant: StageResource = {**request, "device_ids": []}
         if resource.type == common_pb2.RESOURCE_TYPE_GPU and resource.devices:
             free = [d.id for d in resource.devices if d.id not in held]
             if len(free) < int(request["amount"]):
@@ -103,10 +103,13 @@ def _fits(used: float, amount: float, total: float) -> bool:
     return math.isfinite(used) and math.isfinite(amount) and amount >= 0 and used + amount <= total + 1e-9
 
 
-def granted_resources(granted: list[dict[str, Any]] | None) -> list[common_pb2.GrantedResource]:
+def granted_resources(granted: Sequence[StageResource] | None) -> list[common_pb2.GrantedResource]:
     return [
         common_pb2.GrantedResource(
-            id=g["id"], type=g.get("type", 0), amount=g["amount"], device_ids=g.get("device_ids", [])
+            id=g["id"],
+            type=g.get("type", common_pb2.RESOURCE_TYPE_UNSPECIFIED),
+            amount=g["amount"],
+            device_ids=g.get("device_ids", []),
         )
         for g in granted or []
     ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from c2d.quoting import quoted
 from host import statuses
 from host.errors import invalid
 from host.store import jobs
+from host.store.models import StageResource
 
 MAX_STAGES = 64
 ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -44,7 +46,7 @@ class StagePlan:
     environment: common_pb2.Environment
     engine: str
     stage: compute_pb2.Stage
-    resources: list[dict[str, Any]]
+    resources: list[StageResource]
     max_duration_seconds: int
     run_after_indices: list[int] = field(default_factory=list)
     run_after_jobs: list[str] = field(default_factory=list)
@@ -122,7 +124,7 @@ def plan_workflow(
 
 def grant_request(
     env: common_pb2.Environment, requested: list[common_pb2.ResourceRequest], where: str
-) -> list[dict[str, Any]]:
+) -> list[StageResource]:
     """What the stage asks for, every resource of the environment included (at its minimum if unasked)."""
     by_id = {r.id: r for r in env.resources}
     asked: dict[str, float] = {}
@@ -134,12 +136,12 @@ def grant_request(
         if request.id in asked:
             raise invalid(f"{where}: resource {quoted(request.id)} is requested twice")
         asked[request.id] = request.amount
-    plan = []
+    plan: list[StageResource] = []
     for resource in env.resources:
         amount = asked.get(resource.id, resource.min)
         _check_amount(resource, amount, where)
         if amount > 0:
-            plan.append({"id": resource.id, "type": int(resource.type), "amount": amount})
+            plan.append({"id": resource.id, "type": resource.type, "amount": amount})
     return plan
 
 
@@ -261,7 +263,7 @@ def _check_acyclic(plans: list[StagePlan]) -> None:
         visit(node, [])
 
 
-def _check_viewers(viewers: list[str]) -> None:
+def _check_viewers(viewers: Iterable[str]) -> None:
     for viewer in viewers:
         if not ADDRESS.match(viewer):
             raise invalid(f"viewer {quoted(viewer)} is not an Ethereum address")

@@ -435,6 +435,4 @@ class Payments:
             log.warning(
                 "releasing an escrow lock no workflow owns", lock_id=str(lock.job_id), payer=lock.payer
             )
-            await self._chain(
-                lambda lk=lock: self.escrow.claim_lock(lk.job_id, lk.token, lk.payer, 0, b"")  # type: ignore[misc]
-            )
+            await self._chain(lambda lk=lock: self.escrow.claim_lock(lk.job_id, lk.token, lk.payer, 0, b""))

@@ -15,6 +15,7 @@ from host.orchestrator import podstates
 from host.orchestrator.orchestrator import Orchestrator
 from host.orchestrator.provisioning import Provisioner
 from host.results import ResultStore, file_chunks
+from host.statuses import as_job_status
 from host.store import jobs, runner
 from host.store.models import Stage
 
@@ -23,7 +24,7 @@ S = common_pb2.JobStatus
 P = pod_pb2.PodPhase
 
 # phase -> (status to record, failure that refines the engine's terminal status)
-PHASES: dict[int, tuple[int | None, int | None]] = {
+PHASES: dict[pod_pb2.PodPhase, tuple[common_pb2.JobStatus | None, common_pb2.JobStatus | None]] = {
     P.POD_PHASE_PROVISIONING_STARTED: (S.JOB_STATUS_PROVISIONING, None),
     P.POD_PHASE_PROVISIONING_FINISHED: (None, None),
     P.POD_PHASE_DATA_PROVISIONING_FAILED: (None, S.JOB_STATUS_DATA_PROVISIONING_FAILED),
@@ -49,7 +50,8 @@ async def admitted(call: str, stage: Stage) -> Stage:
     deadline = time.monotonic() + podstates.CATCH_UP_SECONDS
     while state not in allowed and podstates.may_catch_up(state, allowed) and time.monotonic() < deadline:
         await asyncio.sleep(podstates.CATCH_UP_POLL_SECONDS)
-        stage = await runner.run(jobs.stage, stage.job_id) or stage
+        fresh = await runner.run(jobs.stage, stage.job_id)
+        stage = fresh or stage
         state = podstates.state_of(stage)
     if state in allowed:
         return stage
@@ -81,7 +83,7 @@ class PodServicer(pod_pb2_grpc.PodServiceServicer):
         stage = await admitted(podstates.phase_call(request.phase), stage)
         status, failure = PHASES[request.phase]
         await self.orchestrator.pod_phase(stage.job_id, status, failure, request.message[:2000])
-        return pod_pb2.UpdateJobStatusResponse(status=status or stage.status)
+        return pod_pb2.UpdateJobStatusResponse(status=as_job_status(status or stage.status))
 
     @grpc_errors
     async def GetUploadOffset(self, request: Any, context: Any) -> pod_pb2.GetUploadOffsetResponse:

@@ -19,7 +19,9 @@ from typing import Any
 
 import peewee as pw
 
-from host.store.models import Payment, Result, Stage, StatusEvent, Workflow, database_proxy
+from c2d.common.v1 import common_pb2
+from c2d.compute.v1 import compute_pb2
+from host.store.models import Payment, Result, Stage, StageResource, StatusEvent, Workflow, database_proxy
 
 # The Stage columns a status view reads (not the spec, the handle or the pod key).
 _VIEW_COLUMNS = (
@@ -48,7 +50,7 @@ _VIEW_COLUMNS = (
 class EventView:
     """One entry of a job's status history."""
 
-    status: int
+    status: common_pb2.JobStatus
     message: str
     time: float
 
@@ -59,7 +61,7 @@ class ResultView:
 
     index: int
     name: str
-    kind: int
+    kind: compute_pb2.ResultKind
     size: int
     sha256: str
     archive: bool = False
@@ -78,11 +80,11 @@ class JobView:
     stage_index: int
     owner: str
     environment_id: str
-    status: int
+    status: common_pb2.JobStatus
     status_text: str
     terminal: bool
     run_after: list[str]
-    resources: list[dict[str, Any]]
+    resources: list[StageResource]
     max_duration_seconds: int
     algorithm_image: str
     created_at: float
@@ -129,10 +131,10 @@ def job_views(job_ids: Sequence[str]) -> list[JobView]:
 def _rows(query: pw.BaseQuery) -> list[tuple[Any, ...]]:
     """The query's rows as the driver returns them: no per-value conversion by peewee, which is
     most of the cost of a long listing (JSON columns and booleans are converted here, by hand)."""
-    return database_proxy.execute(query).fetchall()  # type: ignore[no-any-return]
+    return database_proxy.execute(query).fetchall()
 
 
-def _views(query: pw.ModelSelect, chosen: pw.ModelSelect | list[str]) -> list[JobView]:
+def _views(query: pw.ModelSelect[Stage], chosen: pw.ModelSelect[Stage] | list[str]) -> list[JobView]:
     """Views of the stages ``query`` selects (``_VIEW_COLUMNS``); ``chosen`` selects the same job ids,
     as a subquery (or a short list), so the three batched reads need no bound parameter per job."""
     views: list[JobView] = []
@@ -168,7 +170,7 @@ def _views(query: pw.ModelSelect, chosen: pw.ModelSelect | list[str]) -> list[Jo
     return views
 
 
-def _complete_results(chosen: pw.ModelSelect | list[str]) -> list[tuple[str, ResultView]]:
+def _complete_results(chosen: pw.ModelSelect[Stage] | list[str]) -> list[tuple[str, ResultView]]:
     query = (
         Result.select(
             Result.stage, Result.index, Result.name, Result.kind, Result.size, Result.sha256, Result.archive
@@ -249,5 +251,7 @@ def free_usage(environment_id: str, owner: str, *, besides: str = "") -> FreeUsa
     )
     if besides:
         active = active.where(Stage.workflow != besides)
-    everyone, mine = active.tuples().get()
+    # One row of two aggregates (SUM is NULL when no row matches).
+    counts: tuple[int, int | None] = active.scalar(as_tuple=True)
+    everyone, mine = counts
     return FreeUsage(mine=int(mine or 0) if owner else 0, everyone=int(everyone or 0))

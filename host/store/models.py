@@ -7,11 +7,24 @@ the same models serve SQLite (the default) and PostgreSQL.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import peewee as pw
 
+from c2d.common.v1 import common_pb2
+
 database_proxy = pw.DatabaseProxy()
+
+
+class StageResource(TypedDict):
+    """One resource of a stage as its JSON columns keep it: an entry of ``Stage.resources`` (what
+    it asks for, every resource of its environment with an amount) or of ``Stage.granted`` (what
+    it holds while it runs, with the devices it was given)."""
+
+    id: str
+    type: common_pb2.ResourceType
+    amount: float
+    device_ids: NotRequired[list[str]]  # granted entries only
 
 
 class JSONField(pw.TextField):
@@ -47,7 +60,10 @@ class Stage(BaseModel):
 
     job_id = pw.CharField(primary_key=True)
     workflow = pw.ForeignKeyField(Workflow, backref="stages", on_delete="CASCADE")
-    index = pw.IntegerField()
+    workflow_id: str  # the foreign key's value, an attribute peewee adds (the stubs don't know it)
+    # The field shadows Model.index (a classmethod building an index, unused here: Meta.indexes
+    # declares them), which the stubs cannot express; the column keeps its name.
+    index = pw.IntegerField()  # type: ignore[assignment]
     owner = pw.CharField()
     environment_id = pw.CharField()
     engine = pw.CharField()
@@ -56,8 +72,8 @@ class Stage(BaseModel):
     terminal = pw.BooleanField(default=False)
     spec = JSONField()  # the c2d.compute.v1.Stage as JSON
     run_after = JSONField(default=list)  # job ids this stage waits for
-    resources = JSONField(default=list)  # requested: [{"id", "amount"}]
-    granted = JSONField(null=True)  # while it holds capacity: [{"id", "type", "amount", "device_ids"}]
+    resources = JSONField(default=list)  # requested: [StageResource] without device_ids
+    granted = JSONField(null=True)  # while it holds capacity: [StageResource] with device_ids
     max_duration_seconds = pw.IntegerField()
     created_at = pw.FloatField()
     queue_deadline = pw.FloatField(null=True)  # expires in the queue after this
@@ -110,7 +126,8 @@ class Asset(BaseModel):
 class Result(BaseModel):
     id = pw.AutoField()
     stage = pw.ForeignKeyField(Stage, backref="results", on_delete="CASCADE")
-    index = pw.IntegerField()
+    stage_id: str  # the foreign key's value (the stage's job id), an attribute peewee adds
+    index = pw.IntegerField()  # type: ignore[assignment]  # shadows Model.index, as Stage.index does
     name = pw.CharField()
     kind = pw.IntegerField()  # c2d.compute.v1.ResultKind
     size = pw.BigIntegerField()

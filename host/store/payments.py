@@ -54,5 +54,5 @@ def statuses_by_lock(lock_ids: Sequence[str]) -> dict[str, str]:
     ids = list(lock_ids)
     if not ids:
         return {}
-    rows = Payment.select(Payment.lock_id, Payment.status).where(Payment.lock_id.in_(ids)).tuples()
-    return dict(rows)
+    rows = Payment.select(Payment.lock_id, Payment.status).where(Payment.lock_id.in_(ids))
+    return {row.lock_id: row.status for row in rows}

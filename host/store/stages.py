@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import peewee as pw
 
@@ -29,7 +29,7 @@ from c2d.common.v1 import common_pb2
 from c2d.engine.v1 import engine_pb2
 from host import statuses
 from host.orchestrator.capacity import Ledger
-from host.store.models import Stage, StatusEvent, Workflow, database_proxy
+from host.store.models import Stage, StageResource, StatusEvent, Workflow, database_proxy
 
 S = common_pb2.JobStatus
 
@@ -86,7 +86,7 @@ class NewStage:
     status: int  # queued, or waiting for the stages it runs after
     spec: Any  # the c2d.compute.v1.Stage as JSON (host.orchestrator.stagespec)
     run_after: list[str]
-    resources: list[dict[str, Any]]
+    resources: list[StageResource]
     max_duration_seconds: int
 
 
@@ -155,13 +155,22 @@ class StopPlan:
     changes: Changes
 
 
+class _EventRow(TypedDict):
+    """A StatusEvent row as the unit inserts it (``StatusEvent.insert_many``)."""
+
+    stage: str  # the job id
+    status: int
+    message: str
+    time: float
+
+
 class _Unit:
     """One unit's working state: the status events to insert at the end, the changes, rows read."""
 
     def __init__(self, terms: Terms | None) -> None:
         self.terms = terms
         self.changes = Changes()
-        self.events: list[dict[str, Any]] = []
+        self.events: list[_EventRow] = []
         self.rows: dict[str, Stage] = {}  # stages this unit holds in memory (kept current as it writes)
 
     def event(self, job_id: str, status: int, message: str, now: float) -> None:

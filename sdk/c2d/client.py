@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
@@ -81,7 +81,10 @@ class C2DError(Exception):
         return self.code in TRANSIENT
 
 
-class StageRef(NamedTuple):
+@dataclass(frozen=True)
+class StageRef:
+    """One stage of a started workflow: its index and the job id the node gave it."""
+
     index: int
     job_id: str
 
@@ -193,10 +196,10 @@ class Client:
             request = compute_pb2.FreeStartComputeRequest(workflow=wf)
             reply = self._unary("FreeStartCompute", request, timeout=timeout)
             return StartResult(reply.workflow_id, _stage_refs(reply.stages))
-        request = compute_pb2.StartComputeRequest(workflow=wf)
+        paid = compute_pb2.StartComputeRequest(workflow=wf)
         if payment is not None:
-            request.payment.CopyFrom(payment)
-        reply = self._unary("StartCompute", request, timeout=timeout or max(self.timeout, START_TIMEOUT))
+            paid.payment.CopyFrom(payment)
+        reply = self._unary("StartCompute", paid, timeout=timeout or max(self.timeout, START_TIMEOUT))
         return StartResult(reply.workflow_id, _stage_refs(reply.stages), reply.quote, reply.payment)
 
     def status(
@@ -223,7 +226,7 @@ class Client:
         """
         fetch = self._fetcher(target)
         deadline = None if timeout is None else time.monotonic() + timeout
-        seen: list[tuple[str, int, str]] | None = None
+        seen: list[tuple[str, common_pb2.JobStatus, str]] | None = None
         failures = 0
         while True:
             try:

@@ -106,6 +106,6 @@ def environment(
 
 
 def resource(
-    resource_id: str, kind: common_pb2.ResourceType.ValueType, unit: str, total: float, in_use: float
+    resource_id: str, kind: common_pb2.ResourceType, unit: str, total: float, in_use: float
 ) -> common_pb2.Resource:
     return kit.resource(resource_id, kind, unit, total, min(MIN_PER_JOB[resource_id], total), in_use)
