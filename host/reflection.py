@@ -10,11 +10,13 @@ The v1 file descriptor is registered too, so the v1 service can itself be descri
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from typing import cast
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
 V1ALPHA_SERVICE = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name
@@ -23,23 +25,50 @@ V1_SERVICE = f"{V1_PACKAGE}.ServerReflection"
 V1_FILE = "grpc/reflection/v1/reflection.proto"
 
 
-class MethodAwareReflection(ReflectionServicer):
-    """grpcio-reflection's servicer, also resolving ``package.Service.Method`` symbols."""
+class MethodAwareReflection:
+    """grpcio-reflection's servicer, also resolving ``package.Service.Method`` symbols: such a
+    request is answered as one for its service (the file is the same), echoing the original."""
 
-    def _file_containing_symbol(
-        self, request: reflection_pb2.ServerReflectionRequest, fully_qualified_name: str
-    ) -> reflection_pb2.ServerReflectionResponse:
-        service_name, _, method = fully_qualified_name.rpartition(".")
+    def __init__(self, service_names: Iterable[str], pool: descriptor_pool.DescriptorPool) -> None:
+        self.servicer = ReflectionServicer(service_names, pool=pool)
+        self.pool = pool
+
+    async def ServerReflectionInfo(
+        self, request_iterator: AsyncIterable[reflection_pb2.ServerReflectionRequest], unused_context: object
+    ) -> AsyncIterator[reflection_pb2.ServerReflectionResponse]:
+        originals: deque[reflection_pb2.ServerReflectionRequest] = deque()
+
+        async def resolved() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+            async for request in request_iterator:
+                originals.append(request)
+                if request.HasField("file_containing_symbol"):
+                    symbol = self.service_of_method(request.file_containing_symbol)
+                    if symbol:
+                        request = reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol)
+                yield request
+
+        # An async generator; types-grpcio-reflection declares it a coroutine returning one.
+        replies = cast(
+            AsyncIterator[reflection_pb2.ServerReflectionResponse],
+            self.servicer.ServerReflectionInfo(resolved(), unused_context),
+        )
+        async for reply in replies:
+            reply.original_request.CopyFrom(originals.popleft())  # one reply per request, in order
+            yield reply
+
+    def service_of_method(self, symbol: str) -> str | None:
+        """The service's full name when ``symbol`` is one of its methods (and no symbol of its own)."""
         try:
-            self._pool.FindFileContainingSymbol(fully_qualified_name)
+            self.pool.FindFileContainingSymbol(symbol)
+            return None
         except KeyError:
-            try:
-                service = self._pool.FindServiceByName(service_name)
-            except KeyError:
-                service = None
-            if service is not None and method in service.methods_by_name:
-                fully_qualified_name = service.full_name
-        return super()._file_containing_symbol(request, fully_qualified_name)  # type: ignore[no-any-return]
+            pass
+        service_name, _, method = symbol.rpartition(".")
+        try:
+            service = self.pool.FindServiceByName(service_name)
+        except KeyError:
+            return None
+        return service.full_name if method in service.methods_by_name else None
 
 
 def register_v1_descriptor(pool: descriptor_pool.DescriptorPool) -> None:
@@ -69,12 +98,14 @@ def enable_reflection(service_names: Iterable[str], server: grpc.aio.Server) -> 
     pool = descriptor_pool.Default()
     register_v1_descriptor(pool)
     servicer = MethodAwareReflection((*service_names, V1_SERVICE, V1ALPHA_SERVICE), pool=pool)
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
     handler = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,
         request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
         response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
     )
     server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(V1_SERVICE, {"ServerReflectionInfo": handler}),)
+        tuple(
+            grpc.method_handlers_generic_handler(service, {"ServerReflectionInfo": handler})
+            for service in (V1_SERVICE, V1ALPHA_SERVICE)
+        )
     )
