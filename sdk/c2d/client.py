@@ -424,7 +424,10 @@ class _BytesStub:
 
     def __init__(self, channel: grpc.Channel) -> None:
         for method in compute_pb2.DESCRIPTOR.services_by_name["ComputeService"].methods:
-            make = channel.unary_stream if method.server_streaming else channel.unary_unary
+            # Callable[..., Any]: grpc's stubs do not name _registered_method (the generated stubs pass it)
+            make: Callable[..., Any] = (
+                channel.unary_stream if method.server_streaming else channel.unary_unary
+            )
             response = GetMessageClass(method.output_type)
             setattr(
                 self,
@@ -451,7 +454,7 @@ def _error_info(trailing: Any) -> tuple[str, dict[str, str]]:
     return "", {}
 
 
-def _call(method: Any, request: Message, timeout: float) -> Any:
+def _call(method: Any, request: Message | bytes, timeout: float) -> Any:
     try:
         return method(request, timeout=timeout)
     except grpc.RpcError as exc:
