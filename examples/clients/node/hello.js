@@ -22,12 +22,23 @@ function parseArgs(argv) {
     out: "out",
     timeout: 120,
   };
+  const flags = {
+    "--node": "node",
+    "--key": "key",
+    "--key-file": "keyFile",
+    "--env": "env",
+    "--workflow": "workflow",
+    "--out": "out",
+    "--timeout": "timeout",
+  };
   for (let i = 0; i < argv.length; i += 2) {
     const [flag, value] = [argv[i], argv[i + 1]];
-    const key = { "--node": "node", "--key": "key", "--key-file": "keyFile", "--env": "env" }[flag] ||
-      { "--workflow": "workflow", "--out": "out", "--timeout": "timeout" }[flag];
-    if (!key || value === undefined) throw new Error(`usage: node hello.js [--node HOST:PORT] [--key-file FILE] ...: ${flag}`);
-    args[key] = value;
+    if (!flags[flag] || value === undefined) {
+      throw new Error(
+        `usage: node hello.js [--node HOST:PORT] [--key-file FILE | --key HEX] [--env ID] [--workflow FILE] [--out DIR] [--timeout S] (at ${flag})`,
+      );
+    }
+    args[flags[flag]] = value;
   }
   return args;
 }
@@ -110,13 +121,13 @@ async function main() {
       const directory = path.join(args.out, job.jobId);
       fs.mkdirSync(directory, { recursive: true });
       const results = [];
-      for (const file of job.results || []) {
-        const file_ = { ...file, index: file.index || 0 };
-        const data = await download(client, job.jobId, file_);
-        const where = path.join(directory, path.basename(file_.name));
+      for (const listed of job.results || []) {
+        const file = { ...listed, index: listed.index || 0 }; // index 0 is absent from the decoded object
+        const data = await download(client, job.jobId, file);
+        const where = path.join(directory, path.basename(file.name));
         fs.writeFileSync(where, data);
-        console.log(`stage ${job.stageIndex || 0}: result ${file_.index} ${file_.name} (${data.length} bytes) -> ${where}`);
-        results.push({ index: file_.index, name: file_.name, kind: file_.kind, size: data.length, sha256: file_.sha256, path: where });
+        console.log(`stage ${job.stageIndex || 0}: result ${file.index} ${file.name} (${data.length} bytes) -> ${where}`);
+        results.push({ index: file.index, name: file.name, kind: file.kind, size: data.length, sha256: file.sha256, path: where });
       }
       const chunks = await client.signedStream("StreamComputeLogs", { jobId: job.jobId, follow: false, offset: "0" });
       const log = Buffer.concat(chunks.map((chunk) => chunk.data || Buffer.alloc(0))).toString("utf8");
