@@ -12,6 +12,7 @@ from collections.abc import Callable
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from c2d import wire
 from c2d.bulkio import keep_freed_buffers
 from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
 from c2d.pod.v1 import pod_pb2, pod_pb2_grpc
@@ -61,9 +62,12 @@ class BoundServer:
 async def start_public_server(
     listen: str, servicer: compute_pb2_grpc.ComputeServiceServicer, limits: Limits
 ) -> tuple[grpc.aio.Server, int]:
-    """Binds and starts the public API under ``limits`` ([limits]); returns it and the bound port (for port 0)."""
+    """Binds and starts the public API under ``limits`` ([limits]); returns it and the bound port (for port 0).
+    Each request keeps the bytes it arrived in: signatures (scheme v2) cover them."""
     bound = BoundServer(listen, COMPUTE_SERVICE, limits)
-    server = await bound.serve(lambda s: compute_pb2_grpc.add_ComputeServiceServicer_to_server(servicer, s))
+    server = await bound.serve(
+        lambda s: wire.add_keeping_bytes(compute_pb2_grpc.add_ComputeServiceServicer_to_server, servicer, s)
+    )
     return server, bound.port
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 import pytest
 
-from c2d import auth
+from c2d import auth, wire
 from c2d.cli import main
 from c2d.cli import output as cli_output
 from c2d.client import C2DError, Client, StartResult
@@ -64,7 +64,11 @@ class FakeNode(compute_pb2_grpc.ComputeServiceServicer):
 
     def _check(self, method: str, request: Any, context: grpc.ServicerContext) -> None:
         text = auth.signing_text(
-            request.auth.address.lower(), request.auth.nonce, SERVICE + method, auth.body_digest(request)
+            request.auth.address.lower(),
+            request.auth.nonce,
+            SERVICE + method,
+            auth.wire_digest(request, wire.received_bytes(request)),
+            request.auth.version,
         )
         try:
             signer = auth.recover_signer(text, request.auth.signature)
@@ -181,7 +185,7 @@ class FakeNode(compute_pb2_grpc.ComputeServiceServicer):
 def node() -> Iterator[tuple[FakeNode, str]]:
     servicer = FakeNode()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    compute_pb2_grpc.add_ComputeServiceServicer_to_server(servicer, server)
+    wire.add_keeping_bytes(compute_pb2_grpc.add_ComputeServiceServicer_to_server, servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     yield servicer, f"127.0.0.1:{port}"
@@ -429,8 +433,10 @@ def test_status_is_signed(
 
     method, request = servicer.calls[0]
     assert method == "GetComputeStatus" and request.job_id == "job-7"
+    assert request.auth.version == auth.SCHEME_V2  # the SDK signs the bytes it sends
+    digest = auth.wire_digest(request, request.SerializeToString())
     text = auth.signing_text(
-        ADDRESS, request.auth.nonce, SERVICE + "GetComputeStatus", auth.body_digest(request)
+        ADDRESS, request.auth.nonce, SERVICE + "GetComputeStatus", digest, auth.SCHEME_V2
     )
     assert auth.recover_signer(text, request.auth.signature) == ADDRESS
     assert servicer.calls[1][1].auth.nonce > request.auth.nonce

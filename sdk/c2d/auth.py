@@ -1,11 +1,21 @@
 """Request signatures: what a consumer (or a pod) signs, and how the node checks it.
 
 A signature is EIP-191 (``personal_sign``) over a short text naming the
-signer, a nonce, the full gRPC method and the SHA-256 of the request
-serialized deterministically with its ``auth`` field cleared. It therefore
-cannot be replayed (the nonce must rise), moved to another method, or moved to
-another request body. Any Ethereum wallet (ethers ``signMessage``) can
-produce it from the same text.
+signer, a nonce, the full gRPC method and the SHA-256 of the request body. It
+therefore cannot be replayed (the nonce must rise), moved to another method, or
+moved to another request body. Any Ethereum wallet (ethers ``signMessage``) can
+produce it from the same text. docs/signing.md is the specification, with test
+vectors.
+
+Two schemes say what "the request body" is (``Auth.version``):
+
+- v2 (:data:`SCHEME_V2`, what this SDK sends): the request's bytes as sent, less
+  every top-level occurrence of its ``auth`` field. A client serializes the request
+  without auth with whatever protobuf library it has, signs those bytes, and sends
+  them followed by the encoded auth field (:func:`signed_request_bytes`).
+- v1 (0 or 1, deprecated): the request re-serialized deterministically by Python's
+  protobuf with auth cleared. Libraries that write explicitly set zero values
+  (protobufjs) cannot match it. Pods (``PodAuth`` has no version) still sign v1.
 
 The curve work is libsecp256k1's, through coincurve, called directly: every pod
 imports this module, and eth-keys (with eth-utils and pydantic behind it) cost
@@ -22,13 +32,23 @@ import coincurve
 from eth_hash.auto import keccak
 from google.protobuf.message import Message
 
+from c2d import wire
+
 DOMAIN = "c2d-auth-v1"
+DOMAIN_V2 = "c2d-auth-v2"
+SCHEME_V1 = 1  # Auth.version 0 (unset) means v1 too
+SCHEME_V2 = 2
+SCHEMES = (SCHEME_V1, SCHEME_V2)
 # The order of secp256k1: r, s and private keys lie in [1, _ORDER).
 _ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
 # The ErrorInfo reason of a refused nonce; metadata "last_nonce" is the last one the node accepted.
 STALE_NONCE = "STALE_NONCE"
+# The ErrorInfo reason of a signature that does not recover to the signer: its metadata is what
+# the node computed (method, scheme, digest, signing_text, signer, recovered, body_size and, for
+# a small body, body_hex), for a client author to compare with what the client signed.
+BAD_SIGNATURE = "BAD_SIGNATURE"
 
 
 def body_digest(request: Message) -> str:
@@ -39,9 +59,20 @@ def body_digest(request: Message) -> str:
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
 
 
-def signing_text(signer: str, nonce: int, method: str, digest: str) -> str:
+def auth_field_number(request: Message) -> int:
+    """The number of the request's top-level ``auth`` field (4 in InitializeComputeRequest, else 1)."""
+    return request.DESCRIPTOR.fields_by_name["auth"].number
+
+
+def wire_digest(request: Message, data: bytes) -> str:
+    """v2: SHA-256 (hex) of ``data`` (a serialized ``request``) less every top-level auth field."""
+    return wire.digest_without(data, auth_field_number(request))
+
+
+def signing_text(signer: str, nonce: int, method: str, digest: str, scheme: int = SCHEME_V1) -> str:
     """The exact text signed. ``signer`` is a lower-case address or, for pods, the job id."""
-    return f"{DOMAIN}\nsigner:{signer}\nnonce:{nonce}\nmethod:{method}\nbody:{digest}"
+    domain = DOMAIN_V2 if scheme == SCHEME_V2 else DOMAIN
+    return f"{domain}\nsigner:{signer}\nnonce:{nonce}\nmethod:{method}\nbody:{digest}"
 
 
 def _eip191_hash(text: str) -> bytes:
@@ -103,11 +134,34 @@ def new_private_key() -> str:
             return "0x" + raw.hex()
 
 
+def signed_request_bytes(
+    private_key: str | bytes, method: str, request: Message, nonce: int | None = None
+) -> bytes:
+    """v2: the bytes to send for ``request`` signed by the consumer owning ``private_key``.
+
+    They are the request serialized without auth (the signed body), followed by the encoded
+    auth field; ``request.auth`` is filled in too, so the message says what was sent."""
+    address = address_of(private_key)
+    nonce = new_nonce() if nonce is None else nonce
+    number = auth_field_number(request)
+    body = wire.strip_field(request.SerializeToString(), number)
+    text = signing_text(address, nonce, method, hashlib.sha256(body).hexdigest(), SCHEME_V2)
+    credentials = request.auth  # type: ignore[attr-defined]
+    credentials.Clear()
+    credentials.address = address
+    credentials.nonce = nonce
+    credentials.signature = sign_text(private_key, text)
+    credentials.version = SCHEME_V2
+    return body + wire.length_delimited(number, credentials.SerializeToString())
+
+
 def sign_request(private_key: str | bytes, method: str, request: Message, nonce: int | None = None) -> None:
-    """Fills ``request.auth`` (a c2d.compute.v1.Auth) in place for the consumer owning ``private_key``."""
+    """v1 (deprecated): fills ``request.auth`` (a c2d.compute.v1.Auth) in place for the consumer
+    owning ``private_key``. Any serialization of the message may be sent."""
     address = address_of(private_key)
     nonce = new_nonce() if nonce is None else nonce
     text = signing_text(address, nonce, method, body_digest(request))
+    request.auth.Clear()  # type: ignore[attr-defined]
     request.auth.address = address  # type: ignore[attr-defined]
     request.auth.nonce = nonce  # type: ignore[attr-defined]
     request.auth.signature = sign_text(private_key, text)  # type: ignore[attr-defined]

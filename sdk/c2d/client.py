@@ -23,12 +23,13 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
 from google.rpc import error_details_pb2, status_pb2
 
 from c2d import auth
 from c2d.bulkio import keep_freed_buffers
 from c2d.common.v1 import common_pb2
-from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
+from c2d.compute.v1 import compute_pb2
 from c2d.workflow import parse_workflow
 
 DEFAULT_TIMEOUT = 30.0
@@ -136,7 +137,7 @@ class Client:
             self._channel = grpc.insecure_channel(address, options=options)
         else:
             self._channel = grpc.secure_channel(address, credentials, options=options)
-        self._stub = compute_pb2_grpc.ComputeServiceStub(self._channel)
+        self._stub = _BytesStub(self._channel)
         self._nonce_lock = threading.Lock()
         self._last_nonce = 0
         self._send_lock = threading.Lock()
@@ -368,10 +369,11 @@ class Client:
             self._last_nonce = max(auth.new_nonce(), self._last_nonce + 1)
             return self._last_nonce
 
-    def _sign(self, name: str, request: Message) -> None:
+    def _sign(self, name: str, request: Message) -> bytes:
+        """The bytes to send: ``request`` signed (scheme v2, whose signature covers these bytes)."""
         if not self._key:
             raise C2DError("UNAUTHENTICATED", f"{name} is a signed call: this client has no private key")
-        auth.sign_request(self._key, f"/{SERVICE}/{name}", request, nonce=self.next_nonce())
+        return auth.signed_request_bytes(self._key, f"/{SERVICE}/{name}", request, nonce=self.next_nonce())
 
     def _unary(
         self, name: str, request: Message, *, signed: bool = True, timeout: float | None = None
@@ -390,8 +392,7 @@ class Client:
 
     def _signed_call(self, name: str, method: Any, request: Message, timeout: float) -> Any:
         with self._send_lock:
-            self._sign(name, request)
-            return _call(method, request, timeout)
+            return _call(method, self._sign(name, request), timeout)
 
     def _retryable(self, error: C2DError) -> bool:
         """Whether sending the call again may work: a transient failure, or a nonce the node had
@@ -407,14 +408,40 @@ class Client:
     def _stream(self, name: str, request: Message) -> Iterator[Any]:
         """A signed server stream whose failures come out as C2DError; cancelled when dropped."""
         with self._send_lock:
-            self._sign(name, request)
-            call = getattr(self._stub, name)(request)
+            call = getattr(self._stub, name)(self._sign(name, request))
         try:
             yield from call
         except grpc.RpcError as exc:
             raise C2DError.from_rpc_error(exc) from None
         finally:
             call.cancel()
+
+
+def _serialize(request: Message | bytes) -> bytes:
+    """A request's bytes: a signed request arrives already serialized (its signature covers them)."""
+    return request if isinstance(request, bytes) else request.SerializeToString()
+
+
+class _BytesStub:
+    """compute_pb2_grpc.ComputeServiceStub's methods, taking a message or the bytes to send."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        for method in compute_pb2.DESCRIPTOR.services_by_name["ComputeService"].methods:
+            # Callable[..., Any]: grpc's stubs do not name _registered_method (the generated stubs pass it)
+            make: Callable[..., Any] = (
+                channel.unary_stream if method.server_streaming else channel.unary_unary
+            )
+            response = GetMessageClass(method.output_type)
+            setattr(
+                self,
+                method.name,
+                make(
+                    f"/{SERVICE}/{method.name}",
+                    request_serializer=_serialize,
+                    response_deserializer=response.FromString,
+                    _registered_method=True,
+                ),
+            )
 
 
 def _error_info(trailing: Any) -> tuple[str, dict[str, str]]:
@@ -430,7 +457,7 @@ def _error_info(trailing: Any) -> tuple[str, dict[str, str]]:
     return "", {}
 
 
-def _call(method: Any, request: Message, timeout: float) -> Any:
+def _call(method: Any, request: Message | bytes, timeout: float) -> Any:
     try:
         return method(request, timeout=timeout)
     except grpc.RpcError as exc:

@@ -45,14 +45,16 @@ PAYMENT_STATUS_CLAIMED: PaymentStatus
 PAYMENT_STATUS_RELEASED: PaymentStatus
 
 class Auth(_message.Message):
-    __slots__ = ("address", "nonce", "signature")
+    __slots__ = ("address", "nonce", "signature", "version")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     address: str
     nonce: int
     signature: bytes
-    def __init__(self, address: _Optional[str] = ..., nonce: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    version: int
+    def __init__(self, address: _Optional[str] = ..., nonce: _Optional[int] = ..., signature: _Optional[bytes] = ..., version: _Optional[int] = ...) -> None: ...
 
 class GetEnvironmentsRequest(_message.Message):
     __slots__ = ("engine", "chain_id")
