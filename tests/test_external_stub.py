@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,8 @@ from google.protobuf import struct_pb2
 from c2d.common.v1 import common_pb2
 from c2d.engine.v1 import engine_pb2, engine_pb2_grpc
 from c2d.plugin import launcher
+from c2d_external_stub import procinfo
+from nodeproc import wait_for
 
 PLUGIN_ARGV = [sys.executable, "-m", "c2d_external_stub"]
 HOST_ID = "test-node"
@@ -226,6 +229,18 @@ def test_jobs_run_at_a_lower_cpu_priority_than_the_node(
     assert_one_terminal(events, Status.JOB_STATUS_FINISHED)
     logged = (state_dir / "jobs" / "niceness" / "logs" / "algorithm.log").read_text()
     assert int(logged) == min(os.nice(0) + 10, 19)
+
+
+def test_a_stop_signals_a_shell_before_the_child_it_waits_for() -> None:
+    """The shim's SIGTERM order under a sandbox: the shell first, or it would log its child's death."""
+    shell = subprocess.Popen(["/bin/sh", "-c", "sleep 30; true"], start_new_session=True)
+    try:
+        (child,) = wait_for(lambda: procinfo.children_of(shell.pid), 10, "the shell's sleep")
+        assert procinfo.parents_first([child, shell.pid]) == [shell.pid, child]
+        assert procinfo.parents_first([shell.pid, child]) == [shell.pid, child]
+    finally:
+        os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait()
 
 
 def test_time_limit_and_stop(runner: asyncio.Runner, engine: Engine) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +112,21 @@ def group_members(pgid: int) -> list[int]:
 def children_of(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (field 4 of /proc/<pid>/stat)."""
     return [child for child, fields in _all_stats() if int(fields[1]) == pid]
+
+
+def parents_first(pids: Iterable[int]) -> list[int]:
+    """``pids`` ordered so that each comes after its ancestors. A SIGTERM sent in this order reaches
+    a shell before the child it waits for: a shell that saw its child die first would report it
+    ("Terminated") into the algorithm's log before its own signal arrived."""
+    parent = {pid: int(fields[1]) for pid, fields in _all_stats()}
+
+    def depth(pid: int) -> int:
+        steps = 0
+        while pid in parent and steps <= len(parent):  # bounded: a pid reused mid-scan can't loop
+            pid, steps = parent[pid], steps + 1
+        return steps
+
+    return sorted(pids, key=depth)
 
 
 def _all_stats() -> list[tuple[int, list[str]]]:

@@ -29,7 +29,14 @@ from typing import Any
 
 from c2d_external_stub import podsteps
 from c2d_external_stub.jobdir import ALGORITHM, POD, SHIM, SHIM_LOG, JobDir, Record, utc_now
-from c2d_external_stub.procinfo import ProcessRef, children_of, group_members, signal_group, signal_name
+from c2d_external_stub.procinfo import (
+    ProcessRef,
+    children_of,
+    group_members,
+    parents_first,
+    signal_group,
+    signal_name,
+)
 from c2d_external_stub.sandbox import Sandbox
 
 POLL_SECONDS = 0.05
@@ -254,7 +261,7 @@ class Supervisor:
             signal_group(pgid, signal.SIGTERM)
             return
         wrappers = {self.wrapped, *children_of(self.wrapped)}
-        for pid in group_members(pgid):
+        for pid in parents_first(group_members(pgid)):
             if pid not in wrappers:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGTERM)
