@@ -159,7 +159,6 @@ class ResultStore:
             size=header.size,
             sha256=sha256,
             archive=header.archive,
-            path=f"{job_id}/{index}",
             received=0,
             created_at=self.clock(),
         )

@@ -42,7 +42,7 @@ def db(tmp_path: Path) -> Iterator[None]:
 def make_stage(job_id: str, expire_at: float | None = None) -> models.Stage:
     """A stage row with only what the results store needs."""
     workflow = models.Workflow.create(
-        id=f"wf-{job_id}", owner="0x" + "1" * 40, environment_id="env", free=True, request={}, created_at=0.0
+        id=f"wf-{job_id}", owner="0x" + "1" * 40, environment_id="env", free=True, created_at=0.0
     )
     return models.Stage.create(
         job_id=job_id,

@@ -12,7 +12,7 @@ from cryptography.exceptions import InvalidTag
 from host.identity import load_identity
 from host.store import migrations
 from host.store.db import open_database
-from host.store.models import Stage, StatusEvent
+from host.store.models import Stage, StatusEvent, Workflow
 
 
 def test_migrations_apply_once_and_refuse_a_newer_database(tmp_path: Path) -> None:
@@ -26,6 +26,27 @@ def test_migrations_apply_once_and_refuse_a_newer_database(tmp_path: Path) -> No
     db.close()
     with pytest.raises(RuntimeError, match="newer than this node knows"):
         open_database(tmp_path)
+
+
+def test_a_version_2_database_loses_the_unread_columns_and_keeps_its_rows(tmp_path: Path) -> None:
+    db = open_database(tmp_path)
+    # As version 2 made them: the columns nothing read, filled.
+    db.execute_sql("ALTER TABLE workflow ADD COLUMN request TEXT NOT NULL DEFAULT '{}'")
+    db.execute_sql("ALTER TABLE workflow ADD COLUMN payment TEXT")
+    db.execute_sql("ALTER TABLE result ADD COLUMN path TEXT NOT NULL DEFAULT ''")
+    db.execute_sql(
+        "INSERT INTO workflow (id, owner, environment_id, free, viewers, created_at, request, payment)"
+        " VALUES ('w', '0xabc', 'env', 1, '[]', 0, '{\"stages\": []}', NULL)"
+    )
+    migrations.SchemaMigration.delete().where(migrations.SchemaMigration.version == 3).execute()
+    db.close()
+
+    db = open_database(tmp_path)
+    assert migrations.current_version(db) == 3
+    for table, column in migrations.UNREAD_COLUMNS:
+        assert column not in {c.name for c in db.get_columns(table)}, (table, column)
+    assert Workflow.get_by_id("w").owner == "0xabc"
+    db.close()
 
 
 def query_plan(db: pw.Database, query: pw.Query) -> str:

@@ -22,7 +22,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import structlog
-from google.protobuf import json_format
 
 from c2d import auth
 from c2d.common.v1 import common_pb2
@@ -133,7 +132,6 @@ class Orchestrator:
             environment_id=workflow.environment_id or plans[0].environment.id,
             free=free,
             viewers=[v.lower() for v in workflow.viewers],
-            request=json_format.MessageToDict(workflow),
             created_at=now,
             queue_deadline=now + self.max_queue_seconds,
             stages=[

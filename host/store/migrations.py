@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import peewee as pw
 import structlog
+from playhouse import migrate as schema
 
 from host.store import models
 
@@ -30,9 +31,25 @@ def _v2_payments(db: pw.Database) -> None:
     db.create_tables([models.Payment])
 
 
+# Columns that were written and never read: the accepted workflow as JSON, a payment slot that
+# the payments table replaced, and each result's file path (derived from its job id and index).
+UNREAD_COLUMNS = (("workflow", "request"), ("workflow", "payment"), ("result", "path"))
+
+
+def _v3_drop_unread_columns(db: pw.Database) -> None:
+    """Drops :data:`UNREAD_COLUMNS` where they exist (a database made since has none: v1 makes
+    today's tables)."""
+    migrator = schema.SchemaMigrator.from_database(db)
+    present = {
+        (table, column.name) for table in {t for t, _ in UNREAD_COLUMNS} for column in db.get_columns(table)
+    }
+    schema.migrate(*(migrator.drop_column(t, c) for t, c in UNREAD_COLUMNS if (t, c) in present))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "escrow payments", _v2_payments),
+    (3, "drop columns nothing read", _v3_drop_unread_columns),
 ]
 
 

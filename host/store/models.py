@@ -49,10 +49,8 @@ class Workflow(BaseModel):
     environment_id = pw.CharField()
     free = pw.BooleanField()
     viewers = JSONField(default=list)  # lower-case addresses that may also read results
-    request = JSONField()  # the c2d.compute.v1.Workflow as JSON, as accepted
     created_at = pw.FloatField()
     finished_at = pw.FloatField(null=True)
-    payment = JSONField(null=True)
 
 
 class Stage(BaseModel):
@@ -133,7 +131,6 @@ class Result(BaseModel):
     size = pw.BigIntegerField()
     sha256 = pw.CharField()
     archive = pw.BooleanField(default=False)
-    path = pw.TextField()  # relative to the results directory
     received = pw.BigIntegerField(default=0)
     complete = pw.BooleanField(default=False)
     created_at = pw.FloatField()

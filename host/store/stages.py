@@ -97,7 +97,6 @@ class NewWorkflow:
     environment_id: str
     free: bool
     viewers: list[str]
-    request: dict[str, Any]
     created_at: float
     queue_deadline: float
     stages: list[NewStage]
@@ -264,7 +263,6 @@ def store_workflow(new: NewWorkflow, then: Callable[[], object] | None = None) -
             environment_id=new.environment_id,
             free=new.free,
             viewers=new.viewers,
-            request=new.request,
             created_at=new.created_at,
         ).execute()
         Stage.insert_many(
