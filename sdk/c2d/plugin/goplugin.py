@@ -93,6 +93,10 @@ class LineSplitter:
             self.pending = b""
 
 
+def _emitter(on_line: Callable[[str, str], None], source: str) -> Callable[[str], None]:
+    return lambda line: on_line(source, line)
+
+
 async def pump_stdio(channel: grpc.aio.Channel, on_line: Callable[[str, str], None]) -> bool:
     """Reads ``GRPCStdio.StreamStdio`` until it ends, handing ``on_line(stream_name, line)`` each line.
 
@@ -101,15 +105,13 @@ async def pump_stdio(channel: grpc.aio.Channel, on_line: Callable[[str, str], No
     call = channel.unary_stream(
         STREAM_STDIO_METHOD, request_serializer=_empty, response_deserializer=StdioData.FromString
     )
-    splitters = {
-        number: LineSplitter(lambda line, name=name: on_line(name, line))
-        for number, name in CHANNEL_NAMES.items()
-    }
+    splitters = {number: LineSplitter(_emitter(on_line, name)) for number, name in CHANNEL_NAMES.items()}
     stream = call(None)
     try:
         while (reply := await stream.read()) is not grpc.aio.EOF:
-            splitter = splitters.get(reply.channel, splitters[STDERR])
-            splitter.feed(reply.data)
+            data: Any = reply
+            splitter = splitters.get(data.channel, splitters[STDERR])
+            splitter.feed(data.data)
     except grpc.aio.AioRpcError as exc:
         if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
             return False
