@@ -18,6 +18,11 @@ for tool in go protoc protoc-gen-go protoc-gen-go-grpc; do
   }
 done
 
+# One build at a time (pytest -n runs the tests that need the binary in several workers).
+mkdir -p "$out"
+exec 9>"$out/.lock"
+flock 9
+
 # Newer than every input: nothing to do.
 if [[ -x "$binary" && -z "$(find "$here"/*.go "$here/build.sh" "$root/proto/c2d/common" "$root/proto/c2d/engine" \
         -newer "$binary" -print -quit)" ]]; then
