@@ -185,3 +185,20 @@ def test_sigkilled_node_leaves_no_go_plugin(go_node: NodeProcess) -> None:
     go_node.process.kill()  # SIGKILL: the node runs no cleanup at all
     go_node.process.wait()
     wait_for(lambda: not process_alive(pid), 5, f"the Go plugin {pid} to die with its node")
+
+
+def test_node_stops_the_go_plugin_with_shutdown(go_node: NodeProcess) -> None:
+    """SIGTERM to the node: GRPCController.Shutdown ends the plugin by itself, which removes its socket."""
+    pid = plugin_of(go_node)
+    environ = dict(
+        v.decode().split("=", 1) for v in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in v
+    )
+    tmp = Path(environ["TMPDIR"])
+    assert go_node.stop() == 0, go_node.raw_lines[-30:]
+    assert not process_alive(pid)
+    assert not list(tmp.glob("plugin*")), list(tmp.glob("plugin*"))
+    mine = [r for r in go_node.logs if r.get("plugin") == ENGINE]
+    assert not [r for r in mine if r.get("level") in ("error", "critical")], mine
+    assert not [r for r in mine if r.get("event") == "plugin stderr"], (
+        "hclog lines must be parsed, not logged as text"
+    )
