@@ -24,9 +24,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 
 from c2d.client import Client
 from c2d.common.v1 import common_pb2
+from c2d.engine.v1 import engine_pb2, engine_pb2_grpc
 from c2d.plugin import handshake, launcher
 from nodeproc import NodeProcess, process_alive, running_node, wait_for
 
@@ -202,3 +204,49 @@ def test_node_stops_the_go_plugin_with_shutdown(go_node: NodeProcess) -> None:
     assert not [r for r in mine if r.get("event") == "plugin stderr"], (
         "hclog lines must be parsed, not logged as text"
     )
+
+
+def test_jobs_get_their_memory_grant_and_a_lower_priority(registered: dict[str, str], tmp_path: Path) -> None:
+    """The granted RAM is the algorithm's RLIMIT_AS; jobs run at nice 10."""
+
+    async def scenario() -> tuple[list[engine_pb2.JobEvent], bytes]:
+        plugin = await launcher.start(ENGINE, [registered["C2D_GO_ENGINE_BINARY"]], timeout=30)
+        try:
+            async with grpc.aio.insecure_channel(plugin.target) as channel:
+                await launcher.wait_serving(channel, 30)
+                stub = engine_pb2_grpc.ComputeEngineServiceStub(channel)
+                config = struct_pb2.Struct()
+                config.update({"enabled": True})
+                await stub.Configure(
+                    engine_pb2.ConfigureRequest(
+                        api_version=1, config=config, host_id="h", state_dir=str(tmp_path)
+                    ),
+                    timeout=10,
+                )
+                spec = engine_pb2.JobSpec(
+                    job_id="limits-1",
+                    environment_id=ENV,
+                    container=engine_pb2.Container(command="ulimit -v; nice"),
+                    resources=[
+                        common_pb2.GrantedResource(id="ram", type=common_pb2.RESOURCE_TYPE_RAM, amount=1.5)
+                    ],
+                )
+                await stub.StartJob(engine_pb2.StartJobRequest(spec=spec), timeout=10)
+                events = [
+                    r.event
+                    async for r in stub.WatchJob(engine_pb2.WatchJobRequest(job_id="limits-1"), timeout=30)
+                ]
+                logs = [
+                    r.data
+                    async for r in stub.StreamJobLogs(
+                        engine_pb2.StreamJobLogsRequest(job_id="limits-1"), timeout=10
+                    )
+                ]
+                await stub.DestroyJob(engine_pb2.DestroyJobRequest(job_id="limits-1"), timeout=20)
+                return events, b"".join(logs)
+        finally:
+            await plugin.terminate(5.0)
+
+    events, logs = asyncio.run(scenario())
+    assert events[-1].status == S.JOB_STATUS_FINISHED, events
+    assert logs.split() == [str(int(1.5 * 1024 * 1024)).encode(), b"10"], logs

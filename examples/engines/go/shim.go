@@ -23,6 +23,7 @@ const (
 	endStopped         = "stopped"
 	endTimedOut        = "timed_out"
 	shimExitCreateFail = 1
+	jobNice            = 10
 )
 
 type shim struct {
@@ -41,6 +42,8 @@ func runShim(path string) int {
 		return 2
 	}
 	s := &shim{job: job, spec: spec, data: job.file(dataDir)}
+	// Jobs (and the pods) run at a lower CPU priority than the node and the plugin.
+	_ = syscall.Setpriority(syscall.PRIO_PROCESS, 0, jobNice)
 	writeProcess(job.file(shimPidFile), os.Getpid())
 	if _, stop := job.stopRequested(); stop {
 		s.end(eventRecord{Status: statusStopped, Stopped: true, Message: "stopped before it started"})
@@ -139,6 +142,16 @@ func exitStatus(state *os.ProcessState) int32 {
 	return int32(state.ExitCode())
 }
 
+// algorithmArgv: the command under sh, with its memory grant as RLIMIT_AS (sh's ulimit -v, in KiB).
+func (s *shim) algorithmArgv() []string {
+	ram := s.spec.Granted["ram"]
+	if ram <= 0 {
+		return []string{"/bin/sh", "-c", s.spec.Command}
+	}
+	kib := int64(ram * 1024 * 1024)
+	return []string{"/bin/sh", "-c", `ulimit -v "$1" && exec /bin/sh -c "$0"`, s.spec.Command, fmt.Sprint(kib)}
+}
+
 func (s *shim) runAlgorithm() eventRecord {
 	if s.stopping() {
 		return s.stopped("before the algorithm started")
@@ -150,7 +163,7 @@ func (s *shim) runAlgorithm() eventRecord {
 	// The container contract's $ALGO, for the shell to expand.
 	env = append(env, "ALGO="+filepath.Join(s.data, "transformations", "algorithm"))
 	started := time.Now().UnixNano()
-	cmd, err := s.start([]string{"/bin/sh", "-c", s.spec.Command}, env, s.job.file(algorithmLog))
+	cmd, err := s.start(s.algorithmArgv(), env, s.job.file(algorithmLog))
 	if err != nil {
 		return eventRecord{Status: statusContainerFailed, Message: "could not start the algorithm: " + err.Error()}
 	}
