@@ -250,3 +250,59 @@ def test_jobs_get_their_memory_grant_and_a_lower_priority(registered: dict[str, 
     events, logs = asyncio.run(scenario())
     assert events[-1].status == S.JOB_STATUS_FINISHED, events
     assert logs.split() == [str(int(1.5 * 1024 * 1024)).encode(), b"10"], logs
+
+
+def test_the_unconfined_go_engine_runs_only_the_operators_jobs(
+    registered: dict[str, str], tmp_path: Path
+) -> None:
+    """Nothing confines its jobs: a consumer's job is refused unless the operator sets unsafe_unconfined."""
+    operator, consumer = "0x" + "a" * 40, "0x" + "b" * 40
+    pod = engine_pb2.PodAccess(node_peer_id=operator, node_http_api="127.0.0.1:1", private_key="11" * 32)
+
+    def spec(job_id: str, owner: str) -> engine_pb2.JobSpec:
+        return engine_pb2.JobSpec(
+            job_id=job_id,
+            environment_id=ENV,
+            owner=owner,
+            pod=pod,
+            container=engine_pb2.Container(command="echo hi"),
+        )
+
+    async def scenario(unsafe: bool) -> tuple[dict[str, str], grpc.StatusCode, str]:
+        plugin = await launcher.start(ENGINE, [registered["C2D_GO_ENGINE_BINARY"]], timeout=30)
+        try:
+            async with grpc.aio.insecure_channel(plugin.target) as channel:
+                await launcher.wait_serving(channel, 30)
+                stub = engine_pb2_grpc.ComputeEngineServiceStub(channel)
+                config = struct_pb2.Struct()
+                config.update({"enabled": True, "unsafe_unconfined": unsafe})
+                state = tmp_path / f"state-{unsafe}"
+                request = engine_pb2.ConfigureRequest(
+                    api_version=1, config=config, host_id="h", state_dir=str(state)
+                )
+                await stub.Configure(request, timeout=10)
+                watch = stub.WatchFingerprint(engine_pb2.WatchFingerprintRequest(), timeout=10)
+                first = await watch.read()
+                watch.cancel()
+                code = grpc.StatusCode.OK
+                try:
+                    await stub.StartJob(
+                        engine_pb2.StartJobRequest(spec=spec("consumer-1", consumer)), timeout=10
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    code = exc.code()
+                await stub.DestroyJob(engine_pb2.DestroyJobRequest(job_id="consumer-1"), timeout=20)
+                env = first.fingerprint.environments[0]
+                return dict(env.labels), code, first.fingerprint.health_description
+        finally:
+            await plugin.terminate(5.0)
+
+    labels, code, health = asyncio.run(scenario(unsafe=False))
+    assert labels.get("c2d.operator_only") == "true" and code == grpc.StatusCode.FAILED_PRECONDITION, (
+        labels,
+        code,
+    )
+    assert "UNCONFINED" in health
+    labels, code, health = asyncio.run(scenario(unsafe=True))
+    assert "c2d.operator_only" not in labels and code == grpc.StatusCode.OK, (labels, code)
+    assert "unsafe_unconfined = true" in health
