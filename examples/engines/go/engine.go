@@ -270,6 +270,9 @@ func (e *engine) StartJob(_ context.Context, req *enginev1.StartJobRequest) (*en
 	if job := c.job(id); job != nil {
 		return &enginev1.StartJobResponse{Handle: handleOf(id)}, nil // idempotent: nothing runs twice
 	}
+	if (&jobDir{path: filepath.Join(c.jobsDir, id)}).exists() {
+		return nil, status.Errorf(codes.AlreadyExists, "job %q exists in this state_dir for another host_id", id)
+	}
 	e.mu.Lock()
 	draining := e.draining
 	e.mu.Unlock()
@@ -337,6 +340,9 @@ func (e *engine) record(spec *enginev1.JobSpec, env *environmentConfig, c config
 // create writes the job directory under a temporary name, moves it in place, then starts its shim.
 func (e *engine) create(c configured, record *jobSpec) error {
 	final := filepath.Join(c.jobsDir, record.JobID)
+	if other := (&jobDir{path: final}); other.exists() {
+		return fmt.Errorf("job %q exists for another host", record.JobID) // never someone else's job
+	}
 	_ = os.RemoveAll(final) // a directory without a spec is the rest of a failed start
 	tmp, err := os.MkdirTemp(c.jobsDir, ".new-")
 	if err != nil {
