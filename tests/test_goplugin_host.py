@@ -6,16 +6,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from c2d.plugin import goplugin, handshake
+from c2d.plugin import goplugin, handshake, launcher
 from host.engines.plugin_logs import emit_plugin_line
 from nodeproc import process_alive, wait_for
 
@@ -176,3 +179,32 @@ def test_plugins_get_the_parent_death_signal(tmp_path: Any) -> None:
         process.wait()
         if "pid" in locals() and process_alive(pid):
             os.killpg(pid, signal.SIGKILL)
+
+
+def test_only_a_go_plugin_socket_in_the_temp_folder_is_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plugin announcing someone else's socket (or a file) must not get it deleted."""
+    tmp, elsewhere = tmp_path / "tmp", tmp_path / "elsewhere"
+    tmp.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+
+    def bound(path: Path) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(path))
+        return sock
+
+    ours, other, named = tmp / "plugin123", elsewhere / "plugin456", tmp / "docker.sock"
+    plain = tmp / "plugin789"
+    plain.write_text("not a socket")
+    sockets = [bound(ours), bound(other), bound(named)]
+    try:
+        for path in (ours, other, named, plain):
+            line = handshake.HandshakeLine(1, 1, "unix", str(path), "grpc")
+            plugin = launcher.PluginProcess("p", process=None, socket_dir=str(tmp_path / "dir"), line=line)  # type: ignore[arg-type]
+            plugin._remove_foreign_socket()
+        assert (ours.exists(), other.exists(), named.exists(), plain.exists()) == (False, True, True, True)
+    finally:
+        for sock in sockets:
+            sock.close()
