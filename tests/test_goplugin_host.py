@@ -208,3 +208,13 @@ def test_only_a_go_plugin_socket_in_the_temp_folder_is_removed(
     finally:
         for sock in sockets:
             sock.close()
+
+
+def test_hclog_text_lines_keep_their_level() -> None:
+    log = Recorder()
+    emit_plugin_line(log, "2026-12-04T06:35:02.333Z [WARN]  go_engine: disk nearly full: free=3%")
+    emit_plugin_line(log, "2026-12-04T06:35:02.333Z [TRACE] go_engine: tick")
+    assert log.records == [
+        ("warning", "plugin stderr", {"line": "go_engine: disk nearly full: free=3%"}),
+        ("debug", "plugin stderr", {"line": "go_engine: tick"}),
+    ]
