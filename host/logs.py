@@ -43,4 +43,6 @@ def plugin_log_level(name: str) -> str:
         return "warning"
     if name in ("critical", "fatal", "exception"):
         return "critical"
+    if name == "trace":  # hclog's lowest level
+        return "debug"
     return name if name in ("debug", "info", "error") else "info"

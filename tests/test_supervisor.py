@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+import structlog
+import structlog.testing
 
 from c2d.plugin import EngineSpec, HandshakeError, launcher
 from c2d.plugin.discovery import DiscoveredEngine, find_engine
@@ -148,3 +150,33 @@ def test_hung_plugin_is_restarted(tmp_path: Path) -> None:
     assert restarts == 1
     with pytest.raises(ProcessLookupError):
         os.kill(first, 0)
+
+
+def test_go_plugin_services_stdio_is_re_emitted_and_shutdown_comes_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plugin serving go-plugin's GRPCStdio and GRPCController (tests/plugins/goplugin_services.py)."""
+    marker = tmp_path / "shutdown"
+    monkeypatch.setenv("GOPLUGIN_MARKER", str(marker))
+
+    async def scenario() -> tuple[EngineSupervisor, int | None]:
+        sup = supervisor(script_engine("goplugin_services.py"), tmp_path, config={"enabled": True})
+        sup.start()
+        await sup.wait_settled(timeout=30)
+        assert sup.state is SupervisorState.READY, sup.state_message
+        plugin = sup._plugin
+        assert plugin is not None
+        deadline = time.monotonic() + 5
+        while not any(r.get("event") == "from stdio" for r in logs) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await sup.stop()
+        return sup, plugin.process.returncode
+
+    with structlog.testing.capture_logs() as logs:
+        _, code = asyncio.run(scenario())
+    stdio = [r for r in logs if r.get("event") == "from stdio"]
+    assert stdio and stdio[0]["log_level"] == "warning" and stdio[0]["answer"] == 42, logs
+    assert stdio[0]["plugin"] == "goplugin_services"
+    assert any(r.get("event") == "plugin stdout" and r.get("line") == "a stray print" for r in logs), logs
+    assert marker.read_text() == "shutdown called\n", "GRPCController.Shutdown was not called"
+    assert code == 0, f"after Shutdown the plugin exits by itself, not by a signal: {code}"

@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from c2d.common.v1 import common_pb2
 from c2d.engine.v1 import engine_pb2, engine_pb2_grpc
-from c2d.plugin import handshake, launcher
+from c2d.plugin import goplugin, handshake, launcher
 from c2d.plugin.discovery import DiscoveredEngine
 from host.engines.client import EngineClient, EngineError
 from host.engines.plugin_logs import emit_plugin_line
@@ -104,6 +104,7 @@ class EngineSupervisor:
         self.changed = asyncio.Condition()
         self._plugin: launcher.PluginProcess | None = None
         self._channel: grpc.aio.Channel | None = None
+        self._stdio_task: asyncio.Task[bool] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._policy = RestartPolicy(
@@ -262,6 +263,12 @@ class EngineSupervisor:
         self.api_version = self._plugin.line.app_version
         self._channel = grpc.aio.insecure_channel(self._plugin.target)
         await launcher.wait_serving(self._channel, self.settings.handshake_timeout_seconds)
+        # go-plugin's GRPCStdio: what a Go plugin writes to stdout/stderr after its handshake.
+        self._stdio_task = asyncio.create_task(
+            goplugin.pump_stdio(
+                self._channel, lambda source, line: emit_plugin_line(self.plugin_log, line, source)
+            )
+        )
         self._stub = engine_pb2_grpc.ComputeEngineServiceStub(self._channel)
         self.client = EngineClient(self._channel, self.name)
 
@@ -269,9 +276,7 @@ class EngineSupervisor:
         """GetPluginInfo and Configure; returns the stub the rest of the handshake uses."""
         stub = self._stub
         assert stub is not None
-        self.info = await stub.GetPluginInfo(
-            engine_pb2.GetPluginInfoRequest(), timeout=CALL_TIMEOUT_SECONDS
-        )
+        self.info = await stub.GetPluginInfo(engine_pb2.GetPluginInfoRequest(), timeout=CALL_TIMEOUT_SECONDS)
         if self.info.api_versions and self.api_version not in self.info.api_versions:
             raise PluginFailure(
                 f"plugin announced engine protocol version {self.api_version} in its handshake but "
@@ -333,11 +338,16 @@ class EngineSupervisor:
         self.client = None
         self._stub = None
         self.fingerprint = None
+        if self._plugin is not None:
+            # Before the channel closes: the plugin's last words, and (go-plugin) Shutdown first.
+            await asyncio.shield(self._plugin.terminate(self.settings.stop_grace_seconds))
+        if self._stdio_task is not None:
+            self._stdio_task.cancel()
+            await asyncio.gather(self._stdio_task, return_exceptions=True)
+            self._stdio_task = None
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
-        if self._plugin is not None:
-            await asyncio.shield(self._plugin.terminate(self.settings.stop_grace_seconds))
 
     async def _set_state(self, state: SupervisorState, message: str) -> None:
         async with self.changed:

@@ -4,7 +4,11 @@ The host starts a plugin with the magic cookie, the app protocol versions it
 speaks and a private socket directory in the environment. The plugin answers
 with one line on stdout, ``1|<app version>|unix|<socket path>|grpc``, and
 nothing else ever goes to stdout. A Go engine built on stock go-plugin
-with the same cookie speaks this handshake unchanged.
+with the same cookie speaks this handshake unchanged: go-plugin adds a sixth
+field (its server certificate for AutoMTLS, empty unless the client sent
+``PLUGIN_CLIENT_CERT``, which this host never does) and, when the client set
+``PLUGIN_MULTIPLEX_GRPC``, a seventh (whether its gRPC broker multiplexes).
+Both are accepted.
 """
 
 from __future__ import annotations
@@ -19,6 +23,12 @@ SOCKET_DIR_ENV = "PLUGIN_UNIX_SOCKET_DIR"
 PARENT_PID_ENV = "C2D_PLUGIN_PARENT_PID"
 CORE_PROTOCOL_VERSION = 1
 HEALTH_SERVICE = "plugin"
+# go-plugin ignores a sixth field this short ("unused extra data of older implementations"); longer
+# is a base64 DER certificate: the plugin serves TLS, which this host does not speak.
+SERVER_CERT_MIN_CHARS = 50
+# strconv.ParseBool's spellings, as go-plugin writes and reads the seventh field.
+_GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_GO_FALSE = ("0", "f", "F", "FALSE", "false", "False")
 
 # Engine API versions the code in this package implements.
 SUPPORTED_API_VERSIONS: tuple[int, ...] = (1,)
@@ -35,9 +45,16 @@ class HandshakeLine:
     network: str
     address: str
     protocol: str
+    server_cert: str = ""  # go-plugin's sixth field; empty without AutoMTLS
+    multiplex: bool | None = None  # go-plugin's seventh field; None when absent
 
     def render(self) -> str:
-        return f"{self.core_version}|{self.app_version}|{self.network}|{self.address}|{self.protocol}"
+        line = f"{self.core_version}|{self.app_version}|{self.network}|{self.address}|{self.protocol}"
+        if self.server_cert or self.multiplex is not None:
+            line += f"|{self.server_cert}"
+        if self.multiplex is not None:
+            line += f"|{'true' if self.multiplex else 'false'}"
+        return line
 
     @property
     def grpc_target(self) -> str:
@@ -48,11 +65,14 @@ def parse_handshake(line: str, offered: Iterable[int]) -> HandshakeLine:
     """Parses and checks one handshake line against the versions the host offered."""
     offered = sorted(set(offered))
     parts = line.strip().split("|")
-    if len(parts) != 5:
+    if not 5 <= len(parts) <= 7:
         raise HandshakeError(
-            f"expected a handshake line 'CORE|APP|NETWORK|ADDRESS|PROTOCOL', got {line.strip()[:200]!r}"
+            "expected a handshake line 'CORE|APP|NETWORK|ADDRESS|PROTOCOL[|SERVER_CERT[|MULTIPLEX]]', "
+            f"got {line.strip()[:200]!r}"
         )
-    core, app, network, address, protocol = parts
+    core, app, network, address, protocol = parts[:5]
+    server_cert = parts[5] if len(parts) > 5 else ""
+    multiplex = _go_bool(parts[6]) if len(parts) > 6 else None
     if not core.isdigit() or int(core) != CORE_PROTOCOL_VERSION:
         raise HandshakeError(
             f"plugin speaks core protocol version {core!r}; the host speaks {CORE_PROTOCOL_VERSION}"
@@ -67,7 +87,22 @@ def parse_handshake(line: str, offered: Iterable[int]) -> HandshakeLine:
         raise HandshakeError(f"plugin listens on unsupported network {network!r} (want unix or tcp)")
     if protocol != "grpc":
         raise HandshakeError(f"plugin speaks {protocol!r}; the host only speaks grpc")
-    return HandshakeLine(int(core), int(app), network, address, protocol)
+    if len(server_cert) > SERVER_CERT_MIN_CHARS:
+        raise HandshakeError(
+            "plugin serves TLS (it sent a server certificate in its handshake); the host speaks plaintext "
+            "gRPC over its private socket and never asks for AutoMTLS: do not configure a TLSProvider"
+        )
+    return HandshakeLine(int(core), int(app), network, address, protocol, server_cert, multiplex)
+
+
+def _go_bool(value: str) -> bool:
+    if value in _GO_TRUE:
+        return True
+    if value in _GO_FALSE:
+        return False
+    raise HandshakeError(
+        f"the handshake's seventh field (gRPC broker multiplexing) {value!r} is not a boolean"
+    )
 
 
 def negotiate(offered: Iterable[int], supported: Iterable[int]) -> int:

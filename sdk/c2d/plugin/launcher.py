@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import shutil
 import signal
+import stat
+import sys
 import tempfile
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -20,9 +24,49 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from c2d.plugin import handshake
+from c2d.plugin import goplugin, handshake
 
 STDERR_TAIL_LINES = 40
+PR_SET_PDEATHSIG = 1
+SHUTDOWN_CALL_SECONDS = 2.0
+GO_PLUGIN_SOCKET_PREFIX = "plugin"  # go-plugin before 1.5: ioutil.TempFile("", "plugin")
+# go-plugin's client variables this host never sets: no AutoMTLS (go-plugin's P-521 certificates
+# are refused by grpcio's BoringSSL), no gRPC broker multiplexing (the host uses no broker).
+NEVER_PASSED_ENV = ("PLUGIN_CLIENT_CERT", "PLUGIN_MULTIPLEX_GRPC")
+
+
+def _load_prctl() -> Any:
+    """libc's prctl, loaded before any fork (the child must not load libraries); None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    prctl = libc.prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+_PRCTL = _load_prctl()
+
+
+def parent_death_signal(signum: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the kernel send ``signum`` to the child when its parent dies.
+
+    Whatever the child's language, it cannot outlive a SIGKILLed host. The kernel ties the signal to
+    the *thread* that forked, so spawn from a thread that lives as long as the child (the event loop's).
+    If the parent died between fork and prctl, the child exits at once. None where there is no prctl.
+    """
+    if _PRCTL is None:
+        return None
+    parent = os.getpid()
+    prctl = _PRCTL
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
 
 
 @dataclass
@@ -52,7 +96,14 @@ class PluginProcess:
         return self.process.returncode is None
 
     async def terminate(self, grace: float = 5.0) -> None:
-        """SIGTERM to the whole process group, SIGKILL after ``grace``; idempotent."""
+        """Ends the plugin; idempotent.
+
+        A plugin that serves go-plugin's ``GRPCController`` is asked to ``Shutdown`` first and given
+        ``grace`` to exit; then the whole process group gets SIGTERM, and SIGKILL after ``grace``.
+        """
+        if self.alive() and self.line is not None and await self._shutdown():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.process.wait(), grace)
         if self.alive():
             _signal_group(self.pid, signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
@@ -67,6 +118,35 @@ class PluginProcess:
             except (TimeoutError, asyncio.CancelledError):
                 self.stderr_task.cancel()
         shutil.rmtree(self.socket_dir, ignore_errors=True)
+        self._remove_foreign_socket()
+
+    async def _shutdown(self) -> bool:
+        """go-plugin's ``GRPCController.Shutdown``; False when the plugin does not serve it."""
+        channel = grpc.aio.insecure_channel(self.target)
+        try:
+            return await goplugin.shutdown(channel, SHUTDOWN_CALL_SECONDS)
+        finally:
+            await channel.close()
+
+    def _remove_foreign_socket(self) -> None:
+        """Removes the plugin's Unix socket when it made it elsewhere than in its socket directory.
+
+        Older go-plugin ignores ``PLUGIN_UNIX_SOCKET_DIR`` and binds ``$TMPDIR/plugin<random>``; it
+        removes the socket on a clean exit only. Only such a socket is removed, never another file:
+        a plugin announcing someone else's socket (a Docker daemon's, say) must not get it deleted.
+        """
+        if self.line is None or self.line.network != "unix" or not os.path.isabs(self.line.address):
+            return
+        address = self.line.address
+        if os.path.dirname(address) == self.socket_dir:
+            return  # went with the directory
+        in_tmp = os.path.realpath(os.path.dirname(address)) == os.path.realpath(tempfile.gettempdir())
+        if not in_tmp or not os.path.basename(address).startswith(GO_PLUGIN_SOCKET_PREFIX):
+            return
+        with contextlib.suppress(OSError):
+            info = os.lstat(address)
+            if stat.S_ISSOCK(info.st_mode) and info.st_uid == os.getuid():
+                os.unlink(address)
 
 
 async def spawn(
@@ -79,7 +159,7 @@ async def spawn(
     """Starts ``argv`` in a new process group with the handshake environment."""
     socket_dir = tempfile.mkdtemp(prefix="c2d-")
     child_env = {
-        **os.environ,
+        **{key: value for key, value in os.environ.items() if key not in NEVER_PASSED_ENV},
         **(env or {}),
         handshake.MAGIC_COOKIE_KEY: handshake.MAGIC_COOKIE_VALUE,
         handshake.PROTOCOL_VERSIONS_ENV: ",".join(str(v) for v in versions),
@@ -94,6 +174,7 @@ async def spawn(
         stderr=asyncio.subprocess.PIPE,
         env=child_env,
         start_new_session=True,
+        preexec_fn=parent_death_signal(),
         limit=1 << 20,
     )
     return PluginProcess(name=name, process=process, socket_dir=socket_dir)
