@@ -92,6 +92,8 @@ class Orchestrator:
         self._background: set[asyncio.Task[Any]] = set()
         self._events: asyncio.Queue[Pending] = asyncio.Queue()
         self._applier: asyncio.Task[None] | None = None
+        # Calls waiting for a stage's next recorded status (a pod a moment ahead of the engine).
+        self._stage_waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     # -- the environments --------------------------------------------------------
 
@@ -209,11 +211,32 @@ class Orchestrator:
                 status=statuses.name(ended.status),
                 message=ended.message,
             )
+        changed = {r.job_id for r in changes.recorded} | {e.job_id for e in changes.ended}
+        for job_id in changed & self._stage_waiters.keys():
+            for waiter in self._stage_waiters.pop(job_id):
+                if not waiter.done():
+                    waiter.set_result(None)
         if self.on_workflow_closed is not None:
             for workflow_id in changes.closed_workflows:
                 self.on_workflow_closed(workflow_id)
         if changes.ended:
             self._wake.set()
+
+    async def stage_changed(self, job_id: str, timeout: float) -> None:
+        """Returns once a unit has recorded a new status of the stage (or ended it), or after
+        ``timeout``: a waiting call re-reads its stage when something happened, not on a timer."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._stage_waiters.setdefault(job_id, []).append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            waiters = self._stage_waiters.get(job_id)
+            if waiters is not None and waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._stage_waiters[job_id]
 
     async def _end(self, job_id: str, status: int, message: str) -> None:
         self._announce(

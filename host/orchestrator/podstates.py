@@ -45,7 +45,9 @@ P = pod_pb2.PodPhase
 
 # How long a call waits for the engine's event that would allow it (the honest race is milliseconds).
 CATCH_UP_SECONDS = 10.0
-CATCH_UP_POLL_SECONDS = 0.05
+# A waiting call re-reads its stage when the orchestrator records a change of it, and at least
+# this often besides (a change recorded by no status, such as a grant, is seen that way).
+CATCH_UP_POLL_SECONDS = 0.5
 
 PROVISIONING_FAILURES = frozenset(
     {S.JOB_STATUS_DATA_PROVISIONING_FAILED, S.JOB_STATUS_ALGORITHM_PROVISIONING_FAILED}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -35,31 +34,6 @@ PHASES: dict[pod_pb2.PodPhase, tuple[common_pb2.JobStatus | None, common_pb2.Job
 }
 
 
-async def admitted(call: str, stage: Stage) -> Stage:
-    """The stage, re-read, if ``call`` is allowed in its state (:mod:`host.orchestrator.podstates`).
-
-    Where the engine's next events could still allow the call (an honest pod-publishing may
-    call a moment before the host has applied the engine's PUBLISHING event), it waits for
-    them a while; if they have not come by then, UNAVAILABLE: not yet, and pods retry that
-    code, so an honest pod never depends on how busy the node is. A call its stage's state can
-    no longer allow is FAILED_PRECONDITION naming the call and the state. Nothing is recorded
-    for a refused call.
-    """
-    allowed = podstates.ALLOWED[call]
-    state = podstates.state_of(stage)
-    deadline = time.monotonic() + podstates.CATCH_UP_SECONDS
-    while state not in allowed and podstates.may_catch_up(state, allowed) and time.monotonic() < deadline:
-        await asyncio.sleep(podstates.CATCH_UP_POLL_SECONDS)
-        fresh = await runner.run(jobs.stage, stage.job_id)
-        stage = fresh or stage
-        state = podstates.state_of(stage)
-    if state in allowed:
-        return stage
-    if podstates.may_catch_up(state, allowed):
-        raise unavailable(podstates.not_yet(call, state))
-    raise precondition(podstates.refusal(call, state))
-
-
 def method(name: str) -> str:
     return f"/{SERVICE}/{name}"
 
@@ -70,9 +44,33 @@ class PodServicer(pod_pb2_grpc.PodServiceServicer):
         self.provisioner = provisioner
         self.results = results
 
+    async def admitted(self, call: str, stage: Stage) -> Stage:
+        """The stage, re-read, if ``call`` is allowed in its state (:mod:`host.orchestrator.podstates`).
+
+        Where the engine's next events could still allow the call (an honest pod-publishing may
+        call a moment before the host has applied the engine's PUBLISHING event), it waits for
+        them a while; if they have not come by then, UNAVAILABLE: not yet, and pods retry that
+        code, so an honest pod never depends on how busy the node is. A call its stage's state can
+        no longer allow is FAILED_PRECONDITION naming the call and the state. Nothing is recorded
+        for a refused call.
+        """
+        allowed = podstates.ALLOWED[call]
+        state = podstates.state_of(stage)
+        deadline = time.monotonic() + podstates.CATCH_UP_SECONDS
+        while state not in allowed and podstates.may_catch_up(state, allowed) and time.monotonic() < deadline:
+            await self.orchestrator.stage_changed(stage.job_id, podstates.CATCH_UP_POLL_SECONDS)
+            fresh = await runner.run(jobs.stage, stage.job_id)
+            stage = fresh or stage
+            state = podstates.state_of(stage)
+        if state in allowed:
+            return stage
+        if podstates.may_catch_up(state, allowed):
+            raise unavailable(podstates.not_yet(call, state))
+        raise precondition(podstates.refusal(call, state))
+
     @grpc_errors
     async def GetProvisioning(self, request: Any, context: Any) -> pod_pb2.GetProvisioningResponse:
-        stage = await admitted("GetProvisioning", await verify_pod(method("GetProvisioning"), request))
+        stage = await self.admitted("GetProvisioning", await verify_pod(method("GetProvisioning"), request))
         return await runner.run(self.provisioner.provisioning, stage)
 
     @grpc_errors
@@ -80,14 +78,14 @@ class PodServicer(pod_pb2_grpc.PodServiceServicer):
         stage = await verify_pod(method("UpdateJobStatus"), request)
         if request.phase not in PHASES:
             raise invalid(f"unknown pod phase {request.phase}")
-        stage = await admitted(podstates.phase_call(request.phase), stage)
+        stage = await self.admitted(podstates.phase_call(request.phase), stage)
         status, failure = PHASES[request.phase]
         await self.orchestrator.pod_phase(stage.job_id, status, failure, request.message[:2000])
         return pod_pb2.UpdateJobStatusResponse(status=as_job_status(status or stage.status))
 
     @grpc_errors
     async def GetUploadOffset(self, request: Any, context: Any) -> pod_pb2.GetUploadOffsetResponse:
-        stage = await admitted("GetUploadOffset", await verify_pod(method("GetUploadOffset"), request))
+        stage = await self.admitted("GetUploadOffset", await verify_pod(method("GetUploadOffset"), request))
         offset = await runner.run(self.results.offset, stage.job_id, request.name, request.kind)
         return pod_pb2.GetUploadOffsetResponse(offset=offset)
 
@@ -96,7 +94,7 @@ class PodServicer(pod_pb2_grpc.PodServiceServicer):
         first = await anext(request_iterator, None)
         if first is None or first.WhichOneof("part") != "header":
             raise invalid("the first message of an upload must be its header")
-        stage = await admitted("PublishResult", await verify_pod(method("PublishResult"), first.header))
+        stage = await self.admitted("PublishResult", await verify_pod(method("PublishResult"), first.header))
 
         async def data() -> AsyncIterator[bytes]:
             async for message in request_iterator:
@@ -113,7 +111,7 @@ class PodServicer(pod_pb2_grpc.PodServiceServicer):
         path, size = self.provisioner.open_token(
             stage, request.source
         )  # another stage's token: refused first
-        stage = await admitted("FetchInput", stage)
+        stage = await self.admitted("FetchInput", stage)
         if request.offset > size:
             raise invalid(f"offset {request.offset} is past the end ({size} bytes)")
         offset = request.offset
