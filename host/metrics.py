@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import ipaddress
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
@@ -38,6 +37,7 @@ from c2d.chain import errors as chain_errors
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
 from c2d.pod.v1 import pod_pb2
+from host.config import split_host_port
 
 log = structlog.get_logger()
 
@@ -185,7 +185,6 @@ class StateCollector(Collector):
         yield restarts
 
 
-
 # -- the metrics -------------------------------------------------------------------------------
 
 
@@ -204,7 +203,9 @@ class NodeMetrics:
             registry=r,
         )
         self.stages_ended = Counter(
-            "c2d_stages_ended", "Stages that ended, by environment and final status", ["environment", "status"],
+            "c2d_stages_ended",
+            "Stages that ended, by environment and final status",
+            ["environment", "status"],
             registry=r,
         )
         self.queue_wait = Histogram(
@@ -417,27 +418,15 @@ class MetricsServer:
 
     @property
     def address(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        bound = self._httpd.server_address[0]
+        host = bound.decode() if isinstance(bound, bytes) else str(bound)
+        port = self._httpd.server_port
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def close(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    """``127.0.0.1:9470`` -> ("127.0.0.1", 9470); ``[::1]:9470`` -> ("::1", 9470). ValueError if not HOST:PORT."""
-    host, sep, port = listen.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"must be HOST:PORT, got {listen!r}")
-    if host != "localhost":
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            raise ValueError(f"the host must be an IP address or localhost, got {host!r}") from None
-    return host, int(port)
 
 
 def serve_metrics(metrics: NodeMetrics, listen: str) -> MetricsServer | None:
@@ -448,7 +437,7 @@ def serve_metrics(metrics: NodeMetrics, listen: str) -> MetricsServer | None:
     """
     if not listen:
         return None
-    host, port = split_listen(listen)
+    host, port = split_host_port(listen)
     try:
         httpd, thread = start_http_server(port, addr=host, registry=metrics.registry)
     except OSError as exc:
