@@ -29,7 +29,13 @@ import structlog
 from google.protobuf import descriptor as pb_descriptor
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -145,8 +151,9 @@ class StateCollector(Collector):
         queued = GaugeMetricFamily(
             "c2d_queue_length", "Stages queued for capacity, by environment", labels=["environment"]
         )
-        for environment, count in sorted(census.queued.items()):
-            queued.add_metric([environment], count)
+        environments = {environment for environment, _ in census.total} | set(census.queued)
+        for environment in sorted(environments):
+            queued.add_metric([environment], census.queued.get(environment, 0))
         yield queued
         granted = GaugeMetricFamily(
             "c2d_capacity_granted",
@@ -192,6 +199,8 @@ class NodeMetrics:
     """Every metric of the node, in a registry of its own (not prometheus_client's global one)."""
 
     def __init__(self) -> None:
+        # No *_created series (prometheus_client's switch is process-wide; the node is the process).
+        disable_created_metrics()
         self.registry = CollectorRegistry()
         r = self.registry
         self.state = StateCollector()
