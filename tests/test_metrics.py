@@ -3,13 +3,17 @@ prometheus_client's own parser while a hello workflow runs on the external_stub 
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from c2d import auth
@@ -17,7 +21,7 @@ from c2d.client import C2DError, Client
 from c2d.common.v1 import common_pb2
 from host.config import ConfigError, load_config
 from host.metrics import NodeMetrics, serve_metrics
-from nodeproc import NodeProcess, running_node, wait_for
+from nodeproc import NodeProcess, free_port, running_node, wait_for
 
 S = common_pb2.JobStatus
 ENV = "stub-local"
@@ -201,3 +205,74 @@ def test_the_node_shuts_the_endpoint_down(tmp_path: Path) -> None:
             return
         time.sleep(0.1)
     raise AssertionError("the metrics port still answers after the node stopped")
+
+
+# -- payments and the chain ----------------------------------------------------------------------
+
+
+def test_a_paid_workflow_counts_its_lock_and_claim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from paidnode import ENV as PAID_ENV
+    from paidnode import fund_node, in_process_node, new_consumer, payment, stub_env, two_stages, wait_payment
+
+    from c2d.compute.v1 import compute_pb2
+    from host.chain.devchain import start_dev_chain
+
+    monkeypatch.setenv("C2D_LOAD_PLUGINS", "external_stub")
+    address = f"127.0.0.1:{free_port()}"
+    with start_dev_chain("py-evm") as chain:
+        env = {**stub_env(chain), "C2D_METRICS__LISTEN": address}
+        with in_process_node(tmp_path / "node", chain, env) as node:
+            consumer = new_consumer(chain, fund_node(chain, node.node_key()))
+            wait_for(lambda: scrape_text_or_none(address), 30, "the metrics endpoint")
+            before = parse(scrape_text(address))
+            with Client(node.address, consumer.key) as client:
+                wait_for(lambda: any(e.id == PAID_ENV for e in client.environments()), 30, "the environment")
+                started = client.start(two_stages(), payment=payment(chain))
+                client.wait(started.workflow_id, timeout=60)
+                wait_payment(client, started.workflow_id, {compute_pb2.PAYMENT_STATUS_CLAIMED})
+            after = parse(scrape_text(address))
+    for event, grown in (("locked", 1), ("claimed", 1), ("lock_failed", 0), ("released", 0)):
+        assert (
+            value(after, "c2d_payments_total", event=event) - value(before, "c2d_payments_total", event=event)
+            == grown
+        ), event
+
+
+def scrape_text_or_none(address: str) -> str | None:
+    try:
+        return scrape_text(address)
+    except OSError:
+        return None
+
+
+def test_chain_errors_are_counted_by_kind() -> None:
+    from c2d.chain import errors
+    from host.payments.service import Payments, PaymentSettings
+
+    metrics = NodeMetrics()
+    escrow = SimpleNamespace(chain=SimpleNamespace(address="0x" + "ab" * 20), address="0x" + "cd" * 20)
+    settings = cast(PaymentSettings, SimpleNamespace())
+    payments = Payments(cast(Any, escrow), settings, signing_key="", stop_workflow=_never, metrics=metrics)
+
+    def unreachable() -> None:
+        raise errors.ChainError(errors.UNREACHABLE, "connection refused")
+
+    def odd() -> None:
+        raise errors.ChainError("a-kind-nobody-knows", "?")
+
+    async def calls() -> None:
+        for fn in (unreachable, unreachable, odd):
+            with pytest.raises(errors.ChainError):
+                await payments._chain(fn)
+
+    try:
+        asyncio.run(calls())
+    finally:
+        payments.close()
+    samples = parse(generate_latest(metrics.registry).decode())
+    assert value(samples, "c2d_chain_errors_total", kind="unreachable") == 2
+    assert value(samples, "c2d_chain_errors_total", kind="unknown") == 1
+
+
+async def _never(_workflow_id: str, _reason: str) -> None:
+    raise AssertionError("no workflow is stopped here")
