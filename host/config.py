@@ -11,6 +11,7 @@ TOML string): ``C2D_CHAIN__ESCROW_ADDRESS=0x5FbD...`` is an address, not TOML's 
 from __future__ import annotations
 
 import copy
+import ipaddress
 import math
 import os
 import tomllib
@@ -110,6 +111,12 @@ DEFAULTS: dict[str, Any] = {
         "max_connection_idle_seconds": 300.0,  # a connection without calls is closed after this
         "max_connection_age_seconds": 3600.0,  # every connection is closed after this (clients reconnect) ...
         "max_connection_age_grace_seconds": 600.0,  # ... with this long for its calls in flight
+    },
+    "metrics": {
+        # Prometheus endpoint (GET /metrics), a listener of its own, off the public API port.
+        # HOST:PORT (an IP address or localhost); "" serves none. Loopback by default: scrape it
+        # from this machine, or bind an address only the monitoring network reaches.
+        "listen": "127.0.0.1:9470",
     },
     "security": {
         # Consumers' URLs reach public addresses only. Exceptions: host names (exact,
@@ -224,6 +231,40 @@ class AssetsSection:
 
 
 @dataclass(frozen=True)
+class MetricsSection:
+    """[metrics]: the Prometheus endpoint (host.metrics)."""
+
+    listen: str  # HOST:PORT; "": no endpoint
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> MetricsSection:
+        read = _Reader(section, "metrics")
+        listen = read.text("listen").strip()
+        if listen:
+            try:
+                split_host_port(listen)
+            except ValueError as exc:
+                raise ConfigError(f"metrics.listen {exc}") from None
+        return cls(listen=listen)
+
+
+def split_host_port(listen: str) -> tuple[str, int]:
+    """``127.0.0.1:9470`` -> ("127.0.0.1", 9470); ``[::1]:9470`` -> ("::1", 9470).
+
+    ValueError unless HOST:PORT with an IP address (or localhost) for HOST."""
+    host, sep, port = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"must be HOST:PORT, got {listen!r}")
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"must name an IP address or localhost, got {host!r}") from None
+    return host, int(port)
+
+
+@dataclass(frozen=True)
 class SecuritySection:
     """[security]: what consumers' URLs may reach besides public addresses."""
 
@@ -252,6 +293,7 @@ class Config:
     pods: PodsSection = field(init=False)
     assets: AssetsSection = field(init=False)
     security: SecuritySection = field(init=False)
+    metrics: MetricsSection = field(init=False)
 
     def __post_init__(self) -> None:
         self.chain = ChainSection.from_section(self.raw["chain"])
@@ -260,6 +302,7 @@ class Config:
         self.pods = PodsSection.from_section(self.raw["pods"])
         self.assets = AssetsSection.from_section(self.raw["assets"])
         self.security = SecuritySection.from_section(self.raw["security"])
+        self.metrics = MetricsSection.from_section(self.raw["metrics"])
 
     @property
     def node(self) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from host.engines.registry import EngineRegistry
 from host.environments import EnvironmentCatalog
 from host.identity import NodeIdentity, load_identity
 from host.limits import Limits
+from host.metrics import NodeMetrics, serve_metrics
 from host.netaddr import own_addresses, resolve_listen
 from host.orchestrator.orchestrator import Orchestrator
 from host.orchestrator.provisioning import Provisioner
@@ -98,15 +99,17 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
     security = config.security
     assets = AssetRegistry(
         data_root=config.assets.data_root or None,
-        consumer_reach=Reach.from_lists(
-            security.allow_hosts, security.allow_networks, deny=own_addresses()
-        ),
+        consumer_reach=Reach.from_lists(security.allow_hosts, security.allow_networks, deny=own_addresses()),
     )
     # The registry calls back once an engine is (re)started; the orchestrator then re-attaches its stages.
     engines = EngineRegistry.from_config(
         config, host_id(data_dir), on_ready=lambda supervisor: orchestrator.recover_engine(supervisor)
     )
-    payments = _payments(chain, identity, stop_workflow=lambda wid, why: orchestrator.stop_workflow(wid, why))
+    metrics = NodeMetrics()
+    metrics.state.engines = lambda: engines.supervisors.values()
+    payments = _payments(
+        chain, identity, metrics, stop_workflow=lambda wid, why: orchestrator.stop_workflow(wid, why)
+    )
     catalog = EnvironmentCatalog(
         engines,
         config.environment_terms(),
@@ -117,7 +120,7 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
     )
     pod_listen = resolve_listen(config.pods.listen)
     limits = Limits.from_section(config.raw["limits"])
-    pods = bind_pod_server(pod_listen, limits)
+    pods = bind_pod_server(pod_listen, limits, metrics)
     orchestrator = Orchestrator(
         engines,
         catalog,
@@ -127,6 +130,7 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
         default_storage_expiry_seconds=config.compute.default_storage_expiry_seconds,
         results=results,
         on_workflow_closed=None if payments is None else lambda _workflow_id: payments.wake(),
+        metrics=metrics,
     )
     provisioner = Provisioner(assets, results, config.raw["assets"])
     pod_server = await serve_pods(pods, PodServicer(orchestrator, provisioner, results))
@@ -141,11 +145,13 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
         payments=payments,
     )
     try:
-        public, port = await start_public_server(config.node["listen"], servicer, limits)
+        public, port = await start_public_server(config.node["listen"], servicer, limits, metrics)
     except OSError:
         await pod_server.stop(None)
         raise
     servers = Servers(public, pod_server)
+    # Off the public port, on a thread of prometheus_client's own; closed last, after the servers.
+    metrics_server = await asyncio.to_thread(serve_metrics, metrics, config.metrics.listen)
     host = config.node["listen"].rpartition(":")[0]
     log.info(
         "node listening",
@@ -173,6 +179,8 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
         await engines.stop()
         if payments is not None:
             payments.close()
+        if metrics_server is not None:
+            await asyncio.to_thread(metrics_server.close)
     log.info("node stopped")
 
 
@@ -186,14 +194,24 @@ def _open_chain(config: Config, identity: NodeIdentity, web3: Any) -> ChainSetup
 
 
 def _payments(
-    chain: ChainSetup | None, identity: NodeIdentity, *, stop_workflow: Callable[[str, str], Awaitable[None]]
+    chain: ChainSetup | None,
+    identity: NodeIdentity,
+    metrics: NodeMetrics,
+    *,
+    stop_workflow: Callable[[str, str], Awaitable[None]],
 ) -> Payments | None:
     if chain is None:
         log.info("no chain configured: this node computes in the free tier only")
         return None
     from host.payments.service import Payments
 
-    payments = Payments(chain.escrow, chain.settings, signing_key=identity.private_key, stop_workflow=stop_workflow)
+    payments = Payments(
+        chain.escrow,
+        chain.settings,
+        signing_key=identity.private_key,
+        stop_workflow=stop_workflow,
+        metrics=metrics,
+    )
     log.info("payments settle on chain", chain_id=chain.settings.chain_id, escrow=chain.escrow.address)
     return payments
 

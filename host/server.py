@@ -17,6 +17,7 @@ from c2d.bulkio import keep_freed_buffers
 from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
 from c2d.pod.v1 import pod_pb2, pod_pb2_grpc
 from host.limits import Limits, PeerLimit
+from host.metrics import NodeMetrics
 from host.reflection import enable_reflection
 
 COMPUTE_SERVICE = compute_pb2.DESCRIPTOR.services_by_name["ComputeService"].full_name
@@ -32,11 +33,21 @@ class BoundServer:
     """A server that owns its port but serves nothing yet: the port is known before the servicer
     that needs it is built (the orchestrator hands the pod server's address to every stage)."""
 
-    def __init__(self, listen: str, service_name: str, limits: Limits) -> None:
+    def __init__(
+        self,
+        listen: str,
+        service_name: str,
+        limits: Limits,
+        metrics: NodeMetrics | None = None,
+        role: str = "",
+    ) -> None:
+        """``metrics``: count and time every call, labelled ``server=role`` (first interceptor: the
+        calls PeerLimit refuses are counted too)."""
         keep_freed_buffers()  # results stream through in MiB messages (c2d.bulkio says why)
-        self.server = grpc.aio.server(
-            options=limits.server_options(), interceptors=[PeerLimit(limits.max_calls_per_peer)]
-        )
+        interceptors: list[grpc.aio.ServerInterceptor] = [PeerLimit(limits.max_calls_per_peer)]
+        if metrics is not None:
+            interceptors.insert(0, metrics.interceptor(role or service_name))
+        self.server = grpc.aio.server(options=limits.server_options(), interceptors=interceptors)
         self.service_name = service_name
         try:
             self.port = self.server.add_insecure_port(listen)
@@ -60,20 +71,23 @@ class BoundServer:
 
 
 async def start_public_server(
-    listen: str, servicer: compute_pb2_grpc.ComputeServiceServicer, limits: Limits
+    listen: str,
+    servicer: compute_pb2_grpc.ComputeServiceServicer,
+    limits: Limits,
+    metrics: NodeMetrics | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Binds and starts the public API under ``limits`` ([limits]); returns it and the bound port (for port 0).
     Each request keeps the bytes it arrived in: signatures (scheme v2) cover them."""
-    bound = BoundServer(listen, COMPUTE_SERVICE, limits)
+    bound = BoundServer(listen, COMPUTE_SERVICE, limits, metrics, "public")
     server = await bound.serve(
         lambda s: wire.add_keeping_bytes(compute_pb2_grpc.add_ComputeServiceServicer_to_server, servicer, s)
     )
     return server, bound.port
 
 
-def bind_pod_server(listen: str, limits: Limits) -> BoundServer:
+def bind_pod_server(listen: str, limits: Limits, metrics: NodeMetrics | None = None) -> BoundServer:
     """The pods' server, bound first: its address goes into every stage the orchestrator starts."""
-    return BoundServer(listen, POD_SERVICE, limits)
+    return BoundServer(listen, POD_SERVICE, limits, metrics, "pods")
 
 
 async def serve_pods(bound: BoundServer, servicer: pod_pb2_grpc.PodServiceServicer) -> grpc.aio.Server:

@@ -91,6 +91,8 @@ class NodeProcess:
                 "C2D_PODS__LISTEN": f"127.0.0.1:{self.pod_port}",
                 "C2D_LOAD_PLUGINS": "external_stub",  # tests name other engines explicitly
                 "C2D_CHAIN__DEV": "off",  # tests of payments give their chain explicitly
+                # A port of its own (logged as "metrics listening"): test nodes never share 9470.
+                "C2D_METRICS__LISTEN": "127.0.0.1:0",
                 **(env or {}),
             },
             text=True,
@@ -155,6 +157,11 @@ class NodeProcess:
 
     def plugin_pids(self) -> list[int]:
         return [pid for pid in children_of(self.pid) if process_alive(pid)]
+
+    def metrics_address(self, timeout: float = 30) -> str:
+        """HOST:PORT of the node's Prometheus endpoint, from its "metrics listening" log line."""
+        found = wait_for(lambda: self.log_events("metrics listening"), timeout, "the metrics endpoint")
+        return str(found[0]["address"])
 
     def log_events(self, event: str) -> list[dict[str, Any]]:
         return [r for r in self.logs if r.get("event") == event]

@@ -141,7 +141,11 @@ class InProcessNode:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.data_dir = data_dir
-        environ = {**env, "C2D_PODS__LISTEN": f"127.0.0.1:{free_port()}"}
+        environ = {
+            "C2D_METRICS__LISTEN": "127.0.0.1:0",
+            **env,
+            "C2D_PODS__LISTEN": f"127.0.0.1:{free_port()}",
+        }
         self.config = load_config(
             environ=environ, overrides={"node.data_dir": str(data_dir), "node.listen": self.address}
         )

@@ -54,6 +54,14 @@ class Ledger:
             usage[row.environment_id].add(row.granted)
         return cls(usage)
 
+    def amounts(self) -> dict[tuple[str, str], float]:
+        """(environment id, resource id) -> the amount granted, for every environment holding any."""
+        return {
+            (environment_id, resource_id): amount
+            for environment_id, usage in self._usage.items()
+            for resource_id, amount in usage.amounts.items()
+        }
+
     def usage(self, environment_id: str) -> Usage:
         return self._usage[environment_id]
 

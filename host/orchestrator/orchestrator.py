@@ -33,6 +33,7 @@ from host.engines.registry import EngineRegistry
 from host.engines.supervisor import EngineSupervisor, SupervisorState
 from host.environments import EnvironmentCatalog
 from host.identity import NodeIdentity
+from host.metrics import Census, NodeMetrics, status_label
 from host.orchestrator import capacity, stagespec
 from host.orchestrator.validation import StagePlan
 from host.results import ResultStore
@@ -49,6 +50,7 @@ SCHEDULE_INTERVAL_SECONDS = 1.0
 ALGORITHM_LOG = "algorithm.log"  # the name pods publish it under
 STOP_GRACE_SECONDS = 5
 MAX_BURST = 512  # engine events applied in one unit at most
+CENSUS_INTERVAL_SECONDS = 1.0  # the metrics' count of stages is this fresh at worst
 
 
 def new_workflow_id() -> str:
@@ -75,10 +77,11 @@ class Orchestrator:
         default_storage_expiry_seconds: int,
         results: ResultStore | None = None,
         on_workflow_closed: Callable[[str], None] | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         """``pod_endpoint``: host:port of the PodService, handed to every stage's pods.
         ``on_workflow_closed``: called with a workflow id once its last stage has ended (payments
-        settle then)."""
+        settle then). ``metrics``: the node's (a registry of its own when not given)."""
         self.engines = engines
         self.environments = environments
         self.results = results
@@ -94,6 +97,8 @@ class Orchestrator:
         self._applier: asyncio.Task[None] | None = None
         # Calls waiting for a stage's next recorded status (a pod a moment ahead of the engine).
         self._stage_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self.metrics = metrics or NodeMetrics()
+        self._census_at = float("-inf")
 
     # -- the environments --------------------------------------------------------
 
@@ -152,6 +157,8 @@ class Orchestrator:
             ],
         )
         await runner.run(stages.store_workflow, new, then)
+        for accepted in new.stages:
+            self.metrics.stage_status(accepted.environment_id, accepted.status)
         log.info("workflow accepted", workflow_id=workflow_id, owner=owner, stages=len(plans), free=free)
         self._wake.set()
         return workflow_id
@@ -173,14 +180,38 @@ class Orchestrator:
         self._wake.set()
 
     async def _schedule(self) -> None:
-        scheduled = await runner.run(stages.schedule, time.time(), self._terms())
+        terms = self._terms()
+        scheduled = await runner.run(stages.schedule, time.time(), terms)
         self._announce(scheduled.changes)
+        for stage in scheduled.granted:
+            self.metrics.stage_granted(stage.environment_id, (stage.started_at or 0.0) - stage.created_at)
         for stage in scheduled.granted:
             supervisor = self._ready_engine(stage.engine)
             if supervisor is None:  # went away since the pass read it: the stage waits for recovery
                 continue
             # StartJob runs beside the scheduler: one slow engine call must not hold up the others.
             self._spawn(self._launch(stage, supervisor))
+        try:
+            await self._take_census(terms)
+        except Exception:  # the metrics must never hold up scheduling
+            log.exception("counting the stages for the metrics failed")
+
+    async def _take_census(self, terms: stages.Terms) -> None:
+        """Counts the stages for the metrics (on the database thread), at most once a second; a
+        scrape reads the last count and never waits for the database."""
+        now = time.monotonic()
+        if now - self._census_at < CENSUS_INTERVAL_SECONDS:
+            return
+        self._census_at = now
+        counted = await runner.run(stages.count_stages)
+        total = {(env.id, r.id): r.total for env in terms.environments.values() for r in env.resources}
+        by_status: dict[tuple[str, str], int] = {}
+        for (environment_id, status), count in counted.stages.items():
+            key = (environment_id, status_label(status))
+            by_status[key] = by_status.get(key, 0) + count
+        self.metrics.state.census = Census(
+            stages=by_status, queued=counted.queued, granted=counted.granted, total=total
+        )
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -197,6 +228,7 @@ class Orchestrator:
     def _announce(self, changes: Changes) -> None:
         """After a unit committed: log what it changed, tell payments of closed workflows, reschedule."""
         for recorded in changes.recorded:
+            self.metrics.stage_status(recorded.environment_id, recorded.status)
             log.info(
                 "stage status",
                 job_id=recorded.job_id,
@@ -204,6 +236,15 @@ class Orchestrator:
                 status=statuses.name(recorded.status),
             )
         for ended in changes.ended:
+            self.metrics.stage_ended(
+                ended.environment_id,
+                ended.status,
+                created_at=ended.created_at,
+                started_at=ended.started_at,
+                finished_at=ended.finished_at,
+                algorithm_started_at=ended.algorithm_started_at,
+                algorithm_finished_at=ended.algorithm_finished_at,
+            )
             log.info(
                 "stage ended",
                 job_id=ended.job_id,

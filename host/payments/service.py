@@ -45,6 +45,7 @@ from c2d.chain.errors import ChainError
 from c2d.compute.v1 import compute_pb2
 from host import pricing
 from host.errors import precondition, unavailable
+from host.metrics import NodeMetrics
 from host.orchestrator.validation import StagePlan
 from host.payments import states
 from host.payments.gate import lock_refusal, payment_problem
@@ -91,8 +92,10 @@ class Payments:
         *,
         signing_key: str,
         stop_workflow: Callable[[str, str], Awaitable[Any]],
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.escrow = escrow
+        self.metrics = metrics or NodeMetrics()
         self._signing_key = signing_key
         self.settings = settings
         self.node = escrow.chain.address.lower()
@@ -105,7 +108,12 @@ class Payments:
         self._chain_checked = False
 
     async def _chain(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        """``fn`` on the chain thread; every chain call of the node goes through here (its failures counted)."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except ChainError as exc:
+            self.metrics.chain_error(exc.kind)
+            raise
 
     def wake(self) -> None:
         self._wake.set()
@@ -154,6 +162,7 @@ class Payments:
             await submit(workflow_id, lambda: self._update(row, status=states.LOCKED, **lock))
         finally:
             self._locking.discard(workflow_id)
+        self.metrics.payment("locked")
         bound.info("escrow locked", amount=row.amount, tx=lock["lock_tx"])
         return row  # as stored: the unit that stored the workflow updated it (``_update``)
 
@@ -194,10 +203,12 @@ class Payments:
             )
         except ChainError as exc:
             if exc.kind == E.REVERT:  # refused: nothing is locked
+                self.metrics.payment("lock_failed")
                 await self._save(row, status=states.LOCK_FAILED, last_error=exc.message)
                 bound.info("escrow refused the lock", reason=exc.reason)
                 raise lock_refusal(exc.reason) from None
             if exc.kind == E.INSUFFICIENT_FUNDS:  # the chain would not take the node's transaction
+                self.metrics.payment("lock_failed")
                 await self._save(row, status=states.LOCK_FAILED, last_error=exc.message)
                 bound.error("the node's account cannot pay gas: fund it", node=self.node, error=exc.message)
                 raise unavailable(
@@ -323,6 +334,7 @@ class Payments:
             outcome = await self._chain(self._release_sync, row)
             await self._finish(row, outcome, note="its start was cut off before the workflow was stored")
         elif now - row.created_at > self.settings.receipt_timeout_seconds:
+            self.metrics.payment("lock_failed")
             await self._save(row, status=states.LOCK_FAILED)
             log.info("escrow lock never made", workflow_id=row.workflow_id)
         else:  # the lock may still be in flight: look again later
@@ -360,6 +372,7 @@ class Payments:
         await self._finish(row, outcome)
 
     async def _finish(self, row: Payment, outcome: ClaimOutcome, note: str = "") -> None:
+        self.metrics.payment(outcome.status)
         await self._save(
             row,
             status=outcome.status,
@@ -436,3 +449,4 @@ class Payments:
                 "releasing an escrow lock no workflow owns", lock_id=str(lock.job_id), payer=lock.payer
             )
             await self._chain(lambda lk=lock: self.escrow.claim_lock(lk.job_id, lk.token, lk.payer, 0, b""))
+            self.metrics.payment("released")

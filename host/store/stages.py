@@ -18,7 +18,7 @@ The rules of a stage's life live here, in one place:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
@@ -104,12 +104,18 @@ class NewWorkflow:
 
 @dataclass(frozen=True)
 class Ended:
-    """A stage that ended in a unit."""
+    """A stage that ended in a unit (with its times, for the node's metrics)."""
 
     job_id: str
     workflow_id: str
     status: int
     message: str
+    environment_id: str = ""
+    created_at: float = 0.0
+    started_at: float | None = None  # granted capacity
+    finished_at: float = 0.0
+    algorithm_started_at: float | None = None
+    algorithm_finished_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,7 @@ class Recorded:
     job_id: str
     workflow_id: str
     status: int
+    environment_id: str = ""
 
 
 @dataclass
@@ -195,7 +202,7 @@ def _record(unit: _Unit, stage: Stage, status: int, message: str, now: float, **
     ).execute()
     stage.status, stage.status_text = status, statuses.name(status)
     unit.event(stage.job_id, status, message, now)
-    unit.changes.recorded.append(Recorded(stage.job_id, stage.workflow_id, status))
+    unit.changes.recorded.append(Recorded(stage.job_id, stage.workflow_id, status, stage.environment_id))
 
 
 def _finish(unit: _Unit, stage: Stage, status: int, message: str, now: float, **fields: Any) -> bool:
@@ -220,7 +227,20 @@ def _finish(unit: _Unit, stage: Stage, status: int, message: str, now: float, **
     for name, value in values.items():
         setattr(stage, name, value)
     unit.event(stage.job_id, status, message, now)
-    unit.changes.ended.append(Ended(stage.job_id, stage.workflow_id, status, message))
+    unit.changes.ended.append(
+        Ended(
+            stage.job_id,
+            stage.workflow_id,
+            status,
+            message,
+            environment_id=stage.environment_id,
+            created_at=stage.created_at,
+            started_at=stage.started_at,
+            finished_at=now,
+            algorithm_started_at=stage.algorithm_started_at,
+            algorithm_finished_at=stage.algorithm_finished_at,
+        )
+    )
     if status != S.JOB_STATUS_FINISHED:
         _skip_dependents(unit, stage, now)
     _close_workflow(unit, stage.workflow_id, now)
@@ -379,6 +399,44 @@ def _expire_queue(unit: _Unit, now: float) -> None:
     )
     for stage in _hold(unit, list(expired)):
         _finish(unit, stage, S.JOB_STATUS_QUEUE_EXPIRED, "no capacity became free in time", now)
+
+
+@dataclass(frozen=True)
+class Counted:
+    """The stages not ended, counted for the node's metrics (host.metrics.Census).
+
+    ``stages``: (environment id, status) -> count; ``queued``: environment id -> stages waiting for
+    capacity; ``granted``: (environment id, resource id) -> amount the stages hold."""
+
+    stages: dict[tuple[str, int], int]
+    queued: dict[str, int]
+    granted: dict[tuple[str, str], float]
+
+
+def count_stages() -> Counted:
+    """Reads only, in one snapshot: the stages not ended by environment and status, and their grants."""
+    with database_proxy.atomic():
+        n = pw.fn.COUNT(Stage.job_id)
+        by_status = (
+            Stage.select(Stage.environment_id, Stage.status, n)
+            .where(Stage.terminal == False)
+            .group_by(Stage.environment_id, Stage.status)
+        )
+        # Executed as tuples (what iterating the query runs), as host.environments does.
+        counted: Iterable[tuple[str, int, int]] = by_status.tuples().execute()
+        stages = {(environment_id, status): count for environment_id, status, count in counted}
+        waiting = (
+            Stage.select(Stage.environment_id, n)
+            .where(
+                (Stage.terminal == False)
+                & (Stage.status == S.JOB_STATUS_QUEUED)
+                & Stage.granted.is_null(True)
+            )
+            .group_by(Stage.environment_id)
+        )
+        waiting_counted: Iterable[tuple[str, int]] = waiting.tuples().execute()
+        queued = dict(waiting_counted)
+        return Counted(stages, queued, Ledger.load().amounts())
 
 
 # -- starting a stage ------------------------------------------------------------------
