@@ -144,7 +144,9 @@ class FakeNode(compute_pb2_grpc.ComputeServiceServicer):
                 job.exit_code = 0
                 job.results.append(self.result_file())
             elif job.status == common_pb2.JOB_STATUS_ALGORITHM_FAILED:
-                job.exit_code, job.status_text = 1, "exit code 1"
+                # As the real node reports it: the status's name, the reason in the history.
+                job.exit_code, job.status_text = 1, "algorithm failed"
+                job.history.add(status=job.status, message="exit code 1")
 
     def result_file(self) -> compute_pb2.ResultFile:
         return compute_pb2.ResultFile(
@@ -529,6 +531,11 @@ def test_failed_stage_is_exit_1(
     assert code == 1
     assert "algorithm failed: exit code 1" in out  # the plain per-change lines
     assert out.rstrip().endswith("1 of 2 stages did not finish")
+    # status lists why the stage failed in its message column, not only under --history.
+    workflow_id = out.split("workflow ", 1)[1].split()[0]
+    code, out, _ = run(capsys, "--node", address, "--key-file", str(key_file), "status", workflow_id)
+    (failed_row,) = [line for line in out.splitlines() if "algorithm failed" in line]
+    assert code == 0 and failed_row.rstrip().endswith("exit code 1")
 
 
 def test_start_wait_on_a_terminal(
