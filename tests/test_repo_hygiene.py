@@ -141,3 +141,20 @@ def test_engine_plugin_is_in_requirements_dev(folder: Path, pyproject: dict) -> 
     assert re.search(rf"^-e\s+{re.escape(wanted)}/?(\[|\s|$)", text, re.MULTILINE), (
         f"add '-e {wanted}' to requirements-dev.txt"
     )
+
+
+@pytest.mark.parametrize("path", ["me.key", "out/shout.txt", ".c2d/node_key"])
+def test_what_the_quick_start_writes_is_ignored(path: str) -> None:
+    # The README's quick start writes a key and results into the checkout's root.
+    result = subprocess.run(
+        ["git", "check-ignore", "-q", "--no-index", path],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, f"{path} is not ignored by .gitignore"
+    assert path.split("/")[0] in {
+        line.strip().strip("/") for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    }, f"{path} is not in .dockerignore"
