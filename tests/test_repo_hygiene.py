@@ -158,3 +158,18 @@ def test_what_the_quick_start_writes_is_ignored(path: str) -> None:
     assert path.split("/")[0] in {
         line.strip().strip("/") for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
     }, f"{path} is not in .dockerignore"
+
+
+def test_readme_lists_every_cli_exit_code() -> None:
+    source = (REPO_ROOT / "sdk" / "c2d" / "cli" / "main.py").read_text()
+    codes = {int(code) for code in re.findall(r"^EXIT_\w+ = (\d+)$", source, re.MULTILINE)}
+    readme = (REPO_ROOT / "README.md").read_text()
+    listed = re.search(r"Exit codes: (.*?)\n\n", readme, re.DOTALL)
+    assert listed and codes, "README.md has no 'Exit codes:' list, or main.py no EXIT_ constants"
+    missing = [code for code in sorted(codes | {0, 1}) if not re.search(rf"\b{code}\b", listed[1])]
+    assert not missing, f"README's exit codes omit {missing}"
+
+
+def test_tox_is_a_test_extra() -> None:
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(re.match(r"tox\b", requirement) for requirement in extras["test"])
