@@ -173,3 +173,12 @@ def test_readme_lists_every_cli_exit_code() -> None:
 def test_tox_is_a_test_extra() -> None:
     extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(re.match(r"tox\b", requirement) for requirement in extras["test"])
+
+
+def test_readme_installs_the_sdk_from_the_checkout() -> None:
+    # c2d-sdk is not published: every `pip install` of it in README.md names the checkout's sdk/.
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "c2d-sdk[" not in readme, "c2d-sdk is not on PyPI: install it as './sdk[EXTRA]'"
+    extras = tomllib.loads((REPO_ROOT / "sdk" / "pyproject.toml").read_text())["project"]
+    for extra in re.findall(r"pip install '\./sdk\[(\w+)\]'", readme):
+        assert extra in extras.get("optional-dependencies", {}), f"sdk has no [{extra}] extra"
