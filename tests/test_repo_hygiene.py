@@ -182,3 +182,14 @@ def test_readme_installs_the_sdk_from_the_checkout() -> None:
     extras = tomllib.loads((REPO_ROOT / "sdk" / "pyproject.toml").read_text())["project"]
     for extra in re.findall(r"pip install '\./sdk\[(\w+)\]'", readme):
         assert extra in extras.get("optional-dependencies", {}), f"sdk has no [{extra}] extra"
+
+
+def test_readme_offline_busybox_recipe_names_what_exists() -> None:
+    # README's offline recipe for busybox:1.36 calls tests/docker_images.busybox_image(client, name).
+    import inspect
+
+    import docker_images
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "docker_images.busybox_image(docker.from_env(), 'busybox:1.36')" in readme
+    assert list(inspect.signature(docker_images.busybox_image).parameters)[:2] == ["client", "name"]
