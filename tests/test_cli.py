@@ -61,6 +61,7 @@ class FakeNode(compute_pb2_grpc.ComputeServiceServicer):
         self.fail_results_after: int | None = None  # abort UNAVAILABLE after this many chunks, once
         self.refuse = False  # refuse every signed call, as for a bad signature
         self.refused = 0
+        self.stop_lands_later = False
 
     def _check(self, method: str, request: Any, context: grpc.ServicerContext) -> None:
         text = auth.signing_text(
@@ -180,6 +181,11 @@ class FakeNode(compute_pb2_grpc.ComputeServiceServicer):
         jobs = [job for job in self.jobs.values() if job.workflow_id == request.workflow_id]
         for job in jobs:
             job.status, job.terminal = common_pb2.JOB_STATUS_STOPPED, True
+        if self.stop_lands_later:  # as the real node answers: still running, stopped a moment later
+            reply = compute_pb2.StopComputeResponse(jobs=jobs)
+            for job in reply.jobs:
+                job.status, job.terminal = common_pb2.JOB_STATUS_RUNNING, False
+            return reply
         return compute_pb2.StopComputeResponse(jobs=jobs)
 
 
@@ -739,3 +745,16 @@ def test_other_refusals_are_not_retried(node: tuple[FakeNode, str]) -> None:
         client.status(all=True)
     assert (caught.value.code, caught.value.stale_nonce) == ("UNAUTHENTICATED", None)
     assert servicer.refused == 1
+
+
+def test_stop_prints_the_stage_stopped_once_it_is(
+    capsys: pytest.CaptureFixture[str], node: tuple[FakeNode, str], key_file: Path
+) -> None:
+    # The node answers a stop with the stage still running; the next status call says stopped.
+    servicer, address = node
+    servicer.jobs["j0"] = compute_pb2.JobInfo(
+        job_id="j0", workflow_id="wf-9", status=common_pb2.JOB_STATUS_RUNNING
+    )
+    servicer.stop_lands_later = True
+    code, out, _ = run(capsys, "--node", address, "--key-file", str(key_file), "stop", "wf-9")
+    assert code == 0 and "stopped" in out and "running" not in out
