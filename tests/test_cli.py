@@ -61,6 +61,7 @@ class FakeNode(compute_pb2_grpc.ComputeServiceServicer):
         self.fail_results_after: int | None = None  # abort UNAVAILABLE after this many chunks, once
         self.refuse = False  # refuse every signed call, as for a bad signature
         self.refused = 0
+        self.stop_lands_later = False
 
     def _check(self, method: str, request: Any, context: grpc.ServicerContext) -> None:
         text = auth.signing_text(
@@ -144,7 +145,9 @@ class FakeNode(compute_pb2_grpc.ComputeServiceServicer):
                 job.exit_code = 0
                 job.results.append(self.result_file())
             elif job.status == common_pb2.JOB_STATUS_ALGORITHM_FAILED:
-                job.exit_code, job.status_text = 1, "exit code 1"
+                # As the real node reports it: the status's name, the reason in the history.
+                job.exit_code, job.status_text = 1, "algorithm failed"
+                job.history.add(status=job.status, message="exit code 1")
 
     def result_file(self) -> compute_pb2.ResultFile:
         return compute_pb2.ResultFile(
@@ -178,6 +181,11 @@ class FakeNode(compute_pb2_grpc.ComputeServiceServicer):
         jobs = [job for job in self.jobs.values() if job.workflow_id == request.workflow_id]
         for job in jobs:
             job.status, job.terminal = common_pb2.JOB_STATUS_STOPPED, True
+        if self.stop_lands_later:  # as the real node answers: still running, stopped a moment later
+            reply = compute_pb2.StopComputeResponse(jobs=jobs)
+            for job in reply.jobs:
+                job.status, job.terminal = common_pb2.JOB_STATUS_RUNNING, False
+            return reply
         return compute_pb2.StopComputeResponse(jobs=jobs)
 
 
@@ -529,6 +537,11 @@ def test_failed_stage_is_exit_1(
     assert code == 1
     assert "algorithm failed: exit code 1" in out  # the plain per-change lines
     assert out.rstrip().endswith("1 of 2 stages did not finish")
+    # status lists why the stage failed in its message column, not only under --history.
+    workflow_id = out.split("workflow ", 1)[1].split()[0]
+    code, out, _ = run(capsys, "--node", address, "--key-file", str(key_file), "status", workflow_id)
+    (failed_row,) = [line for line in out.splitlines() if "algorithm failed" in line]
+    assert code == 0 and failed_row.rstrip().endswith("exit code 1")
 
 
 def test_start_wait_on_a_terminal(
@@ -732,3 +745,16 @@ def test_other_refusals_are_not_retried(node: tuple[FakeNode, str]) -> None:
         client.status(all=True)
     assert (caught.value.code, caught.value.stale_nonce) == ("UNAUTHENTICATED", None)
     assert servicer.refused == 1
+
+
+def test_stop_prints_the_stage_stopped_once_it_is(
+    capsys: pytest.CaptureFixture[str], node: tuple[FakeNode, str], key_file: Path
+) -> None:
+    # The node answers a stop with the stage still running; the next status call says stopped.
+    servicer, address = node
+    servicer.jobs["j0"] = compute_pb2.JobInfo(
+        job_id="j0", workflow_id="wf-9", status=common_pb2.JOB_STATUS_RUNNING
+    )
+    servicer.stop_lands_later = True
+    code, out, _ = run(capsys, "--node", address, "--key-file", str(key_file), "stop", "wf-9")
+    assert code == 0 and "stopped" in out and "running" not in out

@@ -141,3 +141,55 @@ def test_engine_plugin_is_in_requirements_dev(folder: Path, pyproject: dict) -> 
     assert re.search(rf"^-e\s+{re.escape(wanted)}/?(\[|\s|$)", text, re.MULTILINE), (
         f"add '-e {wanted}' to requirements-dev.txt"
     )
+
+
+@pytest.mark.parametrize("path", ["me.key", "out/shout.txt", ".c2d/node_key"])
+def test_what_the_quick_start_writes_is_ignored(path: str) -> None:
+    # The README's quick start writes a key and results into the checkout's root.
+    result = subprocess.run(
+        ["git", "check-ignore", "-q", "--no-index", path],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, f"{path} is not ignored by .gitignore"
+    assert path.split("/")[0] in {
+        line.strip().strip("/") for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    }, f"{path} is not in .dockerignore"
+
+
+def test_readme_lists_every_cli_exit_code() -> None:
+    source = (REPO_ROOT / "sdk" / "c2d" / "cli" / "main.py").read_text()
+    codes = {int(code) for code in re.findall(r"^EXIT_\w+ = (\d+)$", source, re.MULTILINE)}
+    readme = (REPO_ROOT / "README.md").read_text()
+    listed = re.search(r"Exit codes: (.*?)\n\n", readme, re.DOTALL)
+    assert listed and codes, "README.md has no 'Exit codes:' list, or main.py no EXIT_ constants"
+    missing = [code for code in sorted(codes | {0, 1}) if not re.search(rf"\b{code}\b", listed[1])]
+    assert not missing, f"README's exit codes omit {missing}"
+
+
+def test_tox_is_a_test_extra() -> None:
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(re.match(r"tox\b", requirement) for requirement in extras["test"])
+
+
+def test_readme_installs_the_sdk_from_the_checkout() -> None:
+    # c2d-sdk is not published: every `pip install` of it in README.md names the checkout's sdk/.
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "c2d-sdk[" not in readme, "c2d-sdk is not on PyPI: install it as './sdk[EXTRA]'"
+    extras = tomllib.loads((REPO_ROOT / "sdk" / "pyproject.toml").read_text())["project"]
+    for extra in re.findall(r"pip install '\./sdk\[(\w+)\]'", readme):
+        assert extra in extras.get("optional-dependencies", {}), f"sdk has no [{extra}] extra"
+
+
+def test_readme_offline_busybox_recipe_names_what_exists() -> None:
+    # README's offline recipe for busybox:1.36 calls tests/docker_images.busybox_image(client, name).
+    import inspect
+
+    import docker_images
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "docker_images.busybox_image(docker.from_env(), 'busybox:1.36')" in readme
+    assert list(inspect.signature(docker_images.busybox_image).parameters)[:2] == ["client", "name"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ from c2d.workflow import load_workflow
 
 # Codes that mean "not a job id" when an id might name a job or a workflow.
 NOT_THIS_KIND = frozenset({"NOT_FOUND", "INVALID_ARGUMENT"})
+# How long `stop` waits for the stages it stopped to end before printing them.
+STOP_WAIT_SECONDS = 10.0
 
 
 def cmd_envs(ctx: Context) -> int:
@@ -147,6 +150,15 @@ def cmd_stop(ctx: Context) -> int:
     jobs = _by_job_or_workflow(
         target, lambda: client.stop(job_id=target), lambda: client.stop(workflow_id=target)
     )
+    # The node answers before its engine has ended the stages: wait briefly for the stop to land,
+    # so what is printed is true, and name a stage still ending "stopping" rather than "running".
+    deadline = time.monotonic() + STOP_WAIT_SECONDS
+    while any(not job.terminal for job in jobs) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        jobs = [job if job.terminal else (client.status(job_id=job.job_id) or [job])[0] for job in jobs]
+    for job in jobs:
+        if not job.terminal:
+            job.status_text = "stopping"
     _print_jobs(ctx, jobs, details=False, history=False)
     return 0
 

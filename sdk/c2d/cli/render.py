@@ -80,9 +80,19 @@ def watch_row(job: compute_pb2.JobInfo) -> list[Any]:
 
 
 def message(job: compute_pb2.JobInfo) -> str:
-    """The node's words on the status, unless they only repeat its name."""
+    """The node's words on the status, unless they only repeat its name.
+
+    The node's ``status_text`` is often just the status's name; why a stage failed (or was
+    stopped, or skipped) is then the message of the history event that set its status.
+    """
     text = job.status_text.strip()
-    return "" if text.lower() == status_name(job.status) else text
+    if text and text.lower() != status_name(job.status):
+        return text
+    for event in reversed(job.history):
+        if event.status == job.status:
+            said = event.message.strip()
+            return "" if said.lower() == status_name(job.status) else said
+    return ""
 
 
 def job_json(job: compute_pb2.JobInfo) -> dict[str, Any]:
