@@ -6,8 +6,6 @@ both use the same nonce. Run on the database thread (:func:`host.store.runner.ru
 
 from __future__ import annotations
 
-import peewee as pw
-
 from host.store.models import Nonce, Stage
 
 
