@@ -520,10 +520,6 @@ def test_a_node_without_gas_money_locks_nothing_and_says_so(tmp_path: Path, anvi
     assert consumer.funds(anvil) == (DEPOSIT, 0)
 
 
-@pytest.mark.xfail(
-    reason="on PostgreSQL the claim settles once but for 0 (SQLite: the stages' cost); not diagnosed yet",
-    strict=True,
-)
 def test_on_postgresql_sigkill_after_the_lock_claims_once(
     tmp_path: Path, anvil: DevChain, postgres_url: str
 ) -> None:
