@@ -16,6 +16,7 @@ from host.config import Config, ConfigError, load_config
 from host.engines.registry import engine_config, engines_to_load
 from host.logs import configure_logging
 from host.node import DataDirLocked, run_node
+from host.store.db import DatabaseInUse
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return list_plugins(config)
     try:
         asyncio.run(_serve(config))
-    except DataDirLocked as exc:
+    except (DataDirLocked, DatabaseInUse) as exc:
         structlog.get_logger().error(str(exc))
         return 1
     except ChainError as exc:  # e.g. the RPC serves another chain than [chain].chain_id says

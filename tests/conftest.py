@@ -146,3 +146,15 @@ def k8s_api(docker_client: Any) -> Iterator[Any]:
 def k8s_kubeconfig(k8s_api: Any, tmp_path: Path) -> Path:
     """A kubeconfig file (context ``c2d-double``) pointing at the ``k8s_api`` double."""
     return k8s_api.write_kubeconfig(tmp_path / "kubeconfig", context="c2d-double")
+
+
+from pg import postgres_url  # noqa: E402,F401  (a fixture: a fresh PostgreSQL database per test)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest) -> str | None:
+    """None (SQLite under the data dir) or a fresh PostgreSQL database's URL: the store both ways."""
+    if request.param == "sqlite":
+        return None
+    url: str = request.getfixturevalue("postgres_url")
+    return url

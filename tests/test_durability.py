@@ -67,15 +67,28 @@ def status_of(client: Client, job_id: str) -> int:
     return client.status(job_id=job_id)[0].status
 
 
-def kill_and_restart(node: NodeProcess, data_dir: Path) -> NodeProcess:
+def kill_and_restart(node: NodeProcess, data_dir: Path, env: dict[str, str] = LOCAL_URLS) -> NodeProcess:
     node.kill()
-    restarted = NodeProcess(data_dir, env=LOCAL_URLS, port=node.port, pod_port=node.pod_port)
+    restarted = NodeProcess(data_dir, env=env, port=node.port, pod_port=node.pod_port)
     restarted.wait_environment(ENV)
     return restarted
 
 
 @pytest.mark.parametrize("moment", ["provisioning", "running", "publishing"])
 def test_node_killed_mid_stage_finishes_the_workflow(tmp_path: Path, slow_server: str, moment: str) -> None:
+    killed_mid_stage(tmp_path, slow_server, moment, LOCAL_URLS)
+
+
+def test_node_on_postgresql_killed_mid_stage_finishes_the_workflow(
+    tmp_path: Path, slow_server: str, postgres_url: str
+) -> None:
+    """The same on PostgreSQL (storage.database_url), for the moment that matters most."""
+    killed_mid_stage(
+        tmp_path, slow_server, "running", {**LOCAL_URLS, "C2D_STORAGE__DATABASE_URL": postgres_url}
+    )
+
+
+def killed_mid_stage(tmp_path: Path, slow_server: str, moment: str, env: dict[str, str]) -> None:
     data_dir, marker = tmp_path / "node", tmp_path / "runs.txt"
     stage0 = (
         f'echo ran >> "{marker}"; sleep 2; cp "$C2D_DATA/inputs/0/data.csv" "$C2D_DATA/outputs/"; '
@@ -101,7 +114,7 @@ def test_node_killed_mid_stage_finishes_the_workflow(tmp_path: Path, slow_server
         "running": S.JOB_STATUS_RUNNING,
         "publishing": S.JOB_STATUS_PUBLISHING,
     }
-    node = NodeProcess(data_dir, env=LOCAL_URLS)
+    node = NodeProcess(data_dir, env=env)
     try:
         node.wait_environment(ENV)
         key = auth.new_private_key()
@@ -111,7 +124,7 @@ def test_node_killed_mid_stage_finishes_the_workflow(tmp_path: Path, slow_server
             wait_for(
                 lambda: status_of(client, first) == wanted[moment], 30, f"stage 0 {moment}", interval=0.02
             )
-        node = kill_and_restart(node, data_dir)
+        node = kill_and_restart(node, data_dir, env)
         with Client(node.address, key) as client:
             jobs = {j.stage_index: j for j in client.wait(started.workflow_id, timeout=90)}
             assert [jobs[0].status_text, jobs[1].status_text] == ["finished", "finished"], [
@@ -121,6 +134,8 @@ def test_node_killed_mid_stage_finishes_the_workflow(tmp_path: Path, slow_server
             assert "outputs.zip" in names and "algorithm.log" in names
             seen = client.results(jobs[1].job_id, tmp_path / "seen")
         assert marker.read_text() == "ran\n", "stage 0's algorithm ran more than once"
+        if "C2D_STORAGE__DATABASE_URL" in env:
+            assert not (data_dir / "node.db").exists(), "the node used SQLite, not the database URL"
         listing = next(p for p in seen if p.name == "seen.txt").read_text()
         assert "data.csv" in listing and "big.bin" in listing  # stage 1 got stage 0's outputs
     finally:

@@ -518,3 +518,28 @@ def test_a_node_without_gas_money_locks_nothing_and_says_so(tmp_path: Path, anvi
         )
     assert logged["node"] == node_address(node)
     assert consumer.funds(anvil) == (DEPOSIT, 0)
+
+
+def test_on_postgresql_sigkill_after_the_lock_claims_once(
+    tmp_path: Path, anvil: DevChain, postgres_url: str
+) -> None:
+    env = {**stub_env(anvil), "C2D_STORAGE__DATABASE_URL": postgres_url}
+    node = NodeProcess(tmp_path / "node", env=env)
+    try:
+        node.wait_environment(ENV)
+        fund_node(anvil, node.node_key())
+        consumer = new_consumer(anvil, node_address(node))
+        with Client(node.address, consumer.key) as client:
+            started = client.start(two_stages(), payment=payment(anvil))
+        node.process.send_signal(signal.SIGKILL)
+        node.process.wait(timeout=10)
+        node = NodeProcess(node.data_dir, env=env, port=node.port, pod_port=node.pod_port)
+        node.wait_listening()
+        with Client(node.address, consumer.key) as client:
+            jobs = client.wait(started.workflow_id, timeout=60)
+            assert [j.status for j in jobs] == [S.JOB_STATUS_FINISHED] * 2
+            claimed = assert_settled_once(anvil, client, started.workflow_id, consumer)
+        assert claimed == per_minute(started.quote, 0) + per_minute(started.quote, 1)
+        assert not (tmp_path / "node" / "node.db").exists()
+    finally:
+        node.kill()

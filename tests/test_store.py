@@ -10,43 +10,77 @@ import pytest
 from cryptography.exceptions import InvalidTag
 
 from host.identity import load_identity
-from host.store import migrations
-from host.store.db import open_database
+from host.store import db as db_module
+from host.store import migrations, nonces
+from host.store.db import DatabaseInUse, open_database
 from host.store.models import Stage, StatusEvent, Workflow
 
 
-def test_migrations_apply_once_and_refuse_a_newer_database(tmp_path: Path) -> None:
-    db = open_database(tmp_path)
+def test_migrations_apply_once_and_refuse_a_newer_database(tmp_path: Path, store_url: str | None) -> None:
+    db = open_database(tmp_path, store_url)
     assert migrations.current_version(db) == migrations.MIGRATIONS[-1][0]
-    assert db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+    if store_url is None:
+        assert db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
-    db = open_database(tmp_path)  # a second start changes nothing
+    db = open_database(tmp_path, store_url)  # a second start changes nothing
     assert migrations.SchemaMigration.select().count() == len(migrations.MIGRATIONS)
     migrations.SchemaMigration.create(version=999, applied_at=0)
     db.close()
     with pytest.raises(RuntimeError, match="newer than this node knows"):
-        open_database(tmp_path)
+        open_database(tmp_path, store_url)
 
 
-def test_a_version_2_database_loses_the_unread_columns_and_keeps_its_rows(tmp_path: Path) -> None:
-    db = open_database(tmp_path)
+def test_a_version_2_database_loses_the_unread_columns_and_keeps_its_rows(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    db = open_database(tmp_path, store_url)
     # As version 2 made them: the columns nothing read, filled.
     db.execute_sql("ALTER TABLE workflow ADD COLUMN request TEXT NOT NULL DEFAULT '{}'")
     db.execute_sql("ALTER TABLE workflow ADD COLUMN payment TEXT")
     db.execute_sql("ALTER TABLE result ADD COLUMN path TEXT NOT NULL DEFAULT ''")
     db.execute_sql(
         "INSERT INTO workflow (id, owner, environment_id, free, viewers, created_at, request, payment)"
-        " VALUES ('w', '0xabc', 'env', 1, '[]', 0, '{\"stages\": []}', NULL)"
+        " VALUES ('w', '0xabc', 'env', TRUE, '[]', 0, '{\"stages\": []}', NULL)"
     )
     migrations.SchemaMigration.delete().where(migrations.SchemaMigration.version == 3).execute()
     db.close()
 
-    db = open_database(tmp_path)
+    db = open_database(tmp_path, store_url)
     assert migrations.current_version(db) == 3
     for table, column in migrations.UNREAD_COLUMNS:
         assert column not in {c.name for c in db.get_columns(table)}, (table, column)
     assert Workflow.get_by_id("w").owner == "0xabc"
     db.close()
+
+
+def test_nonces_are_accepted_once_up_to_bigint(tmp_path: Path, store_url: str | None) -> None:
+    open_database(tmp_path, store_url)
+    assert nonces.consume("0xabc", 5) is None
+    assert nonces.consume("0xabc", 5) == 5
+    assert nonces.consume("0xabc", 2**63 - 1) is None
+    assert nonces.consume("0xabc", 7) == 2**63 - 1
+
+
+def test_a_second_node_on_one_postgresql_database_is_refused(tmp_path: Path, postgres_url: str) -> None:
+    import psycopg2
+
+    open_database(tmp_path, postgres_url)  # this process holds the node lease now
+    other = psycopg2.connect(postgres_url)
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", (db_module.NODE_LEASE_KEY,))
+            assert cursor.fetchone() == (False,)
+    finally:
+        other.close()
+    assert db_module._lease is not None
+    db_module._lease.close()  # as if the node had died: the server releases the lease
+    db_module._lease = None
+    taker = psycopg2.connect(postgres_url)
+    with taker.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", (db_module.NODE_LEASE_KEY,))
+    with pytest.raises(DatabaseInUse, match="another node is running"):
+        open_database(tmp_path, postgres_url)
+    taker.close()
 
 
 def query_plan(db: pw.Database, query: pw.Query) -> str:

@@ -353,3 +353,24 @@ def test_stopping_right_after_starting_stops_every_stage(consumer: Client) -> No
     for workflow in started:
         (job,) = consumer.wait(workflow.workflow_id, timeout=60)
         assert job.status == S.JOB_STATUS_STOPPED, [(e.status, e.message) for e in job.history]
+
+
+def test_on_postgresql_a_workflow_runs_and_a_second_node_is_refused(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    env = {
+        "C2D_STORAGE__DATABASE_URL": postgres_url,
+        "C2D_ENGINES__EXTERNAL_STUB__ENVIRONMENTS": f'[{{id = "{ENV}", cpu = 2, ram_gib = 4, disk_gib = 2}}]',
+    }
+    with running_node(tmp_path / "node", env=env) as node:
+        node.wait_environment(ENV)
+        with Client(node.address, auth.new_private_key()) as client:
+            workflow = {"environment": ENV, "stages": [stage(0, "exit 4"), stage(1, "true", after=[0])]}
+            jobs = by_index(client.wait(client.start(workflow, free=True).workflow_id, timeout=60))
+        assert jobs[0].status == S.JOB_STATUS_ALGORITHM_FAILED and jobs[0].exit_code == 4
+        assert jobs[1].status == S.JOB_STATUS_SKIPPED
+        assert not (tmp_path / "node" / "node.db").exists()
+        second = NodeProcess(tmp_path / "second", env=env)  # another data dir, the same database
+        assert second.process.wait(30) == 1
+        second.stop()  # joins its log reader
+        assert any("another node is running on the PostgreSQL database" in line for line in second.raw_lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import peewee as pw
 from playhouse.db_url import connect
@@ -19,10 +20,44 @@ SQLITE_PRAGMAS = {
 }
 
 
+# pg_try_advisory_lock's key for the node lease: one node per PostgreSQL database ("c2dnode").
+NODE_LEASE_KEY = 0x6332646E6F6465
+
+_lease: Any = None  # the connection holding the node lease, open for the process's life
+
+
+class DatabaseInUse(RuntimeError):
+    """Another node already holds this PostgreSQL database's node lease."""
+
+
+def _take_lease(db: pw.PostgresqlDatabase) -> None:
+    """Takes the node lease: a session advisory lock on a connection of its own, held until the
+    process ends (the server releases it when the connection drops, even on SIGKILL). Two nodes on
+    one database would corrupt each other's state, as two on one data dir would."""
+    global _lease
+    import psycopg2
+
+    if _lease is not None:
+        _lease.close()  # a database opened before in this process (tests open many)
+        _lease = None
+    conn = psycopg2.connect(dbname=db.database, **db.connect_params)
+    conn.autocommit = True
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", (NODE_LEASE_KEY,))
+        row = cursor.fetchone()
+    if not (row and row[0]):
+        conn.close()
+        raise DatabaseInUse(f"another node is running on the PostgreSQL database {db.database!r}")
+    _lease = conn
+
+
 def open_database(data_dir: Path, url: str | None = None) -> pw.Database:
-    """Connects, binds the models, and applies pending migrations."""
+    """Connects, binds the models, and applies pending migrations. On PostgreSQL it first takes
+    the node lease (:class:`DatabaseInUse` when another node holds it)."""
     if url:
         db = connect(url)
+        if isinstance(db, pw.PostgresqlDatabase):
+            _take_lease(db)
     else:
         data_dir.mkdir(parents=True, exist_ok=True)
         db = pw.SqliteDatabase(str(data_dir / "node.db"), pragmas=SQLITE_PRAGMAS, check_same_thread=False)

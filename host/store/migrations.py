@@ -20,7 +20,7 @@ log = structlog.get_logger()
 
 class SchemaMigration(models.BaseModel):
     version = pw.IntegerField(primary_key=True)
-    applied_at = pw.FloatField()
+    applied_at = pw.DoubleField()
 
 
 def _v1_initial(db: pw.Database) -> None:

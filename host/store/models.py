@@ -1,4 +1,5 @@
-"""peewee models. Times are UNIX seconds (floats); JSON columns hold protobuf-as-JSON or plain data.
+"""peewee models. Times are UNIX seconds (DoubleField: PostgreSQL's REAL, what FloatField makes, is
+32 bits, a 128 s step at today's times); JSON columns hold protobuf-as-JSON or plain data.
 
 The database is bound at run time (:func:`host.store.db.open_database`), so
 the same models serve SQLite (the default) and PostgreSQL.
@@ -49,8 +50,8 @@ class Workflow(BaseModel):
     environment_id = pw.CharField()
     free = pw.BooleanField()
     viewers = JSONField(default=list)  # lower-case addresses that may also read results
-    created_at = pw.FloatField()
-    finished_at = pw.FloatField(null=True)
+    created_at = pw.DoubleField()
+    finished_at = pw.DoubleField(null=True)
 
 
 class Stage(BaseModel):
@@ -73,12 +74,12 @@ class Stage(BaseModel):
     resources = JSONField(default=list)  # requested: [StageResource] without device_ids
     granted = JSONField(null=True)  # while it holds capacity: [StageResource] with device_ids
     max_duration_seconds = pw.IntegerField()
-    created_at = pw.FloatField()
-    queue_deadline = pw.FloatField(null=True)  # expires in the queue after this
-    started_at = pw.FloatField(null=True)  # handed to the engine
-    algorithm_started_at = pw.FloatField(null=True)
-    algorithm_finished_at = pw.FloatField(null=True)
-    finished_at = pw.FloatField(null=True)
+    created_at = pw.DoubleField()
+    queue_deadline = pw.DoubleField(null=True)  # expires in the queue after this
+    started_at = pw.DoubleField(null=True)  # handed to the engine
+    algorithm_started_at = pw.DoubleField(null=True)
+    algorithm_finished_at = pw.DoubleField(null=True)
+    finished_at = pw.DoubleField(null=True)
     exit_code = pw.IntegerField(null=True)
     algorithm_image = pw.CharField(default="")
     handle = pw.BlobField(null=True)  # the engine's JobHandle, serialized
@@ -89,7 +90,7 @@ class Stage(BaseModel):
     pod_report = pw.IntegerField(null=True)  # the last failure status a pod reported
     stop_requested = pw.BooleanField(default=False)
     destroyed = pw.BooleanField(default=False)  # the engine has cleaned up
-    results_expire_at = pw.FloatField(null=True)
+    results_expire_at = pw.DoubleField(null=True)
 
     class Meta:
         indexes = (
@@ -104,7 +105,7 @@ class StatusEvent(BaseModel):
     stage = pw.ForeignKeyField(Stage, backref="events", on_delete="CASCADE", index=True)
     status = pw.IntegerField()
     message = pw.TextField(default="")
-    time = pw.FloatField()
+    time = pw.DoubleField()
 
 
 class Nonce(BaseModel):
@@ -118,7 +119,7 @@ class Asset(BaseModel):
     did = pw.CharField(primary_key=True)
     name = pw.CharField(default="")
     services = JSONField()  # [c2d.compute.v1.AssetService as JSON], files included: never sent out
-    created_at = pw.FloatField()
+    created_at = pw.DoubleField()
 
 
 class Result(BaseModel):
@@ -133,7 +134,7 @@ class Result(BaseModel):
     archive = pw.BooleanField(default=False)
     received = pw.BigIntegerField(default=0)
     complete = pw.BooleanField(default=False)
-    created_at = pw.FloatField()
+    created_at = pw.DoubleField()
 
     class Meta:
         indexes = (
@@ -160,7 +161,7 @@ class Payment(BaseModel):
     lock_id = pw.CharField(index=True)  # the escrow's uint256 jobId, decimal
     amount = pw.CharField()  # locked
     quote = JSONField()  # the c2d.compute.v1.EscrowQuote as JSON: prices fixed at start
-    expiry = pw.FloatField(null=True)  # when the lock expires, by the node's clock (a little early)
+    expiry = pw.DoubleField(null=True)  # when the lock expires, by the node's clock (a little early)
     lock_block = pw.BigIntegerField(null=True)
     lock_tx = pw.CharField(default="")
     claim_amount = pw.CharField(default="")
@@ -169,10 +170,10 @@ class Payment(BaseModel):
     signature = pw.BlobField(null=True)
     digest = pw.CharField(default="")
     attempts = pw.IntegerField(default=0)
-    next_attempt_at = pw.FloatField(default=0.0)
+    next_attempt_at = pw.DoubleField(default=0.0)
     last_error = pw.TextField(default="")
-    created_at = pw.FloatField()
-    updated_at = pw.FloatField()
+    created_at = pw.DoubleField()
+    updated_at = pw.DoubleField()
 
 
 ALL_MODELS: list[type[BaseModel]] = [Workflow, Stage, StatusEvent, Nonce, Asset, Result, Payment]

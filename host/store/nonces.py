@@ -6,8 +6,6 @@ both use the same nonce. Run on the database thread (:func:`host.store.runner.ru
 
 from __future__ import annotations
 
-import peewee as pw
-
 from host.store.models import Nonce, Stage
 
 
@@ -16,11 +14,10 @@ def consume(address: str, nonce: int) -> int | None:
     the last one accepted (the caller refuses the call, saying what it must exceed)."""
     if Nonce.update(value=nonce).where(Nonce.address == address, Nonce.value < nonce).execute():
         return None
-    try:
-        Nonce.insert(address=address, value=nonce).execute()
+    # ON CONFLICT DO NOTHING (INSERT OR IGNORE on SQLite): a failed INSERT would abort an enclosing
+    # PostgreSQL transaction, where SQLite's would not.
+    if Nonce.insert(address=address, value=nonce).on_conflict_ignore().as_rowcount().execute():
         return None
-    except pw.IntegrityError:
-        pass
     if Nonce.update(value=nonce).where(Nonce.address == address, Nonce.value < nonce).execute():
         return None
     return int(Nonce.get(Nonce.address == address).value)
