@@ -12,6 +12,7 @@ from pathlib import Path
 
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from c2d.client import Client
 from c2d.common.v1 import common_pb2
 from nodeproc import process_alive, running_node, wait_for
 
@@ -92,6 +93,27 @@ def test_disabled_engine_is_reported_and_the_node_keeps_serving(tmp_path: Path) 
         )
         assert "disabled" in refused[0]["reason"]
         assert node.environments() == []
+
+
+def test_an_engine_with_nothing_to_drive_is_undetected_not_an_error(tmp_path: Path) -> None:
+    """The default start loads every installed engine: the Kubernetes one, on a machine without any
+    credentials, is an information line (undetected), never an error, and the others serve."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"C2D_LOAD_PLUGINS": "external_stub,kubernetes", "HOME": str(home), "KUBECONFIG": ""}
+    with running_node(tmp_path / "data", env=env) as node:
+        node.wait_environment(STUB_ENV)
+        (undetected,) = wait_for(
+            lambda: node.log_events("engine not detected; not starting it"), 30, "the kubernetes engine to settle"
+        )
+        assert undetected["engine"] == "kubernetes" and undetected["level"] == "info"
+        assert "no Kubernetes credentials" in undetected["reason"]
+        assert [r for r in node.logs if r.get("level") in ("error", "critical")] == []
+        with Client(node.address, node.node_key()) as operator:
+            engines = {e.name: e for e in operator.engines()}
+        assert engines["kubernetes"].health == common_pb2.ENGINE_HEALTH_UNDETECTED
+        assert "no Kubernetes credentials" in engines["kubernetes"].health_description
+        assert engines["external_stub"].health == common_pb2.ENGINE_HEALTH_HEALTHY
 
 
 def test_a_second_node_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:

@@ -22,10 +22,12 @@ import structlog
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from c2d import errorinfo
 from c2d.common.v1 import common_pb2
 from c2d.engine.v1 import engine_pb2, engine_pb2_grpc
 from c2d.plugin import goplugin, handshake, launcher
 from c2d.plugin.discovery import DiscoveredEngine
+from c2d.plugin.kit import errors as kit_errors
 from host.engines.client import EngineClient, EngineError
 from host.engines.plugin_logs import emit_plugin_line
 from host.engines.restart import RestartPolicy
@@ -38,7 +40,13 @@ class SupervisorState(enum.Enum):
     READY = "ready"
     RESTARTING = "restarting"
     FAILED = "failed"  # gave up: crash loop or refused config
+    UNDETECTED = "undetected"  # the plugin found nothing to drive here (no daemon, no credentials)
     STOPPED = "stopped"
+
+
+# States the supervisor stays in for good, and those a start waits for.
+GIVEN_UP = frozenset({SupervisorState.FAILED, SupervisorState.UNDETECTED})
+SETTLED = GIVEN_UP | {SupervisorState.READY}
 
 
 @dataclass(frozen=True)
@@ -62,9 +70,10 @@ class PluginSettings:
 class PluginFailure(Exception):
     """The plugin stopped working; ``permanent`` failures are not retried."""
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(self, message: str, *, permanent: bool = False, undetected: bool = False) -> None:
         super().__init__(message)
-        self.permanent = permanent
+        self.permanent = permanent or undetected
+        self.undetected = undetected
 
 
 ReadyCallback = Callable[["EngineSupervisor"], Awaitable[None]]
@@ -124,6 +133,8 @@ class EngineSupervisor:
     def health(self) -> common_pb2.EngineHealth:
         if self.state is SupervisorState.READY and self.fingerprint is not None:
             return self.fingerprint.health
+        if self.state is SupervisorState.UNDETECTED:
+            return common_pb2.ENGINE_HEALTH_UNDETECTED
         return common_pb2.ENGINE_HEALTH_UNHEALTHY
 
     @property
@@ -154,7 +165,7 @@ class EngineSupervisor:
         """Waits until the engine is ready or has been given up on."""
         async with self.changed:
             await asyncio.wait_for(
-                self.changed.wait_for(lambda: self.state in (SupervisorState.READY, SupervisorState.FAILED)),
+                self.changed.wait_for(lambda: self.state in SETTLED),
                 timeout,
             )
 
@@ -170,7 +181,7 @@ class EngineSupervisor:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self._close()
-        if self.state is not SupervisorState.FAILED:  # keep the reason it was given up on
+        if self.state not in GIVEN_UP:  # keep the reason it was given up on
             await self._set_state(SupervisorState.STOPPED, "stopped")
 
     async def _run(self) -> None:
@@ -192,6 +203,10 @@ class EngineSupervisor:
             finally:
                 await self._close()
             if self._stopping:
+                return
+            if failure.undetected:
+                self.log.info("engine not detected; not starting it", reason=str(failure))
+                await self._set_state(SupervisorState.UNDETECTED, str(failure))
                 return
             if failure.permanent:
                 self.log.error("engine plugin refused to run; not restarting", reason=str(failure))
@@ -292,6 +307,10 @@ class EngineSupervisor:
         try:
             await stub.Configure(request, timeout=CALL_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.FAILED_PRECONDITION:
+                reason, _ = errorinfo.read(exc.trailing_metadata())
+                if reason == kit_errors.UNDETECTED:
+                    raise PluginFailure(exc.details() or "nothing to drive", undetected=True) from None
             permanent = exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT)
             raise PluginFailure(f"configuration refused: {exc.details()}", permanent=permanent) from None
         return stub

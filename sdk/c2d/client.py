@@ -24,9 +24,8 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
-from google.rpc import error_details_pb2, status_pb2
 
-from c2d import auth
+from c2d import auth, errorinfo
 from c2d.bulkio import keep_freed_buffers
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
@@ -37,7 +36,6 @@ DEFAULT_TIMEOUT = 30.0
 START_TIMEOUT = 300.0
 SERVICE = compute_pb2.DESCRIPTOR.services_by_name["ComputeService"].full_name
 TRANSIENT = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
 # How a node answers a resume offset past the end of the file.
 BAD_OFFSET = frozenset({"OUT_OF_RANGE", "INVALID_ARGUMENT"})
 STREAM_RETRIES = 5
@@ -66,7 +64,7 @@ class C2DError(Exception):
         if not isinstance(error, grpc.Call):
             return cls("UNKNOWN", str(error) or "no details")
         code = error.code()
-        reason, metadata = _error_info(error.trailing_metadata())
+        reason, metadata = errorinfo.read(error.trailing_metadata())
         return cls(code.name if code else "UNKNOWN", error.details() or "no details", reason, metadata)
 
     @property
@@ -442,19 +440,6 @@ class _BytesStub:
                     _registered_method=True,
                 ),
             )
-
-
-def _error_info(trailing: Any) -> tuple[str, dict[str, str]]:
-    """The ErrorInfo a node puts in the status details, if any: (reason, metadata)."""
-    for key, value in trailing or ():
-        if key != STATUS_DETAILS_KEY:
-            continue
-        status = status_pb2.Status.FromString(value)
-        for detail in status.details:
-            info = error_details_pb2.ErrorInfo()
-            if detail.Unpack(info):
-                return info.reason, dict(info.metadata)
-    return "", {}
 
 
 def _call(method: Any, request: Message | bytes, timeout: float) -> Any:

@@ -1,9 +1,12 @@
 """The Kubernetes API: credentials, whether it answers, what the cluster offers, the node's namespace.
 
 Credentials are found, not assumed: the service account's when the plugin
-runs in a pod, else the kubeconfig (and context) of the config. No
-credentials at all fails Configure (FAILED_PRECONDITION, saying what to
-set); an API that does not answer, or refuses the credentials, is a health
+runs in a pod, else the kubeconfig (and context) of the config. Credentials
+the operator named but that cannot be used fail Configure (FAILED_PRECONDITION,
+saying what to set); none at all, where none was asked for (no kubeconfig set,
+no ``$KUBECONFIG``, no ``~/.kube/config``, not in a pod), is an engine with
+nothing to drive: Configure fails as *undetected*, which the host logs as
+information and does not retry. An API that does not answer, or refuses the credentials, is a health
 (UNDETECTED or UNHEALTHY, with the reason), tracked by a monitor thread that
 re-checks every few seconds and sets up the namespace and its quota once the
 API answers. Jobs outlive the API's hiccups: drivers wait here, bounded, for
@@ -26,7 +29,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from c2d.common.v1 import common_pb2
 from c2d.plugin.kit import health
-from c2d.plugin.kit.errors import precondition
+from c2d.plugin.kit.errors import precondition, undetected
 from c2d.plugin.kit.health import HealthState, HealthTracker
 from c2d_k8s_engine import kube, manifests, names
 from c2d_k8s_engine.config import ClusterSize, KubernetesSettings
@@ -68,7 +71,8 @@ def api_client(settings: KubernetesSettings) -> tuple[kubernetes.client.ApiClien
     else:
         path = kubeconfig_path(settings)
         if not path.is_file():
-            raise precondition(
+            refusal = precondition if settings.kubeconfig or os.environ.get("KUBECONFIG") else undetected
+            raise refusal(
                 f"no Kubernetes credentials: {path} does not exist and the plugin does not run in a cluster; "
                 "set kubeconfig (and context) in [engines.kubernetes]"
             )

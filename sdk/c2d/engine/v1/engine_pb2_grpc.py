@@ -104,6 +104,8 @@ class ComputeEngineServiceServicer(object):
     def Configure(self, request, context):
         """Sent once after the handshake (and again after every plugin restart)
         with the API version the host chose and the engine's config section.
+        FAILED_PRECONDITION: the config can't be used; with a google.rpc.ErrorInfo
+        of reason ENGINE_UNDETECTED (domain c2d.engine): nothing to drive here.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

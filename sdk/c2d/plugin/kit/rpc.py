@@ -31,6 +31,8 @@ log = structlog.get_logger("c2d.plugin.kit.rpc")
 
 def _abort(servicer: Any, name: str, context: Any, exc: Exception) -> None:
     if isinstance(exc, EngineError):
+        if exc.reason:
+            context.set_trailing_metadata(exc.trailing_metadata())
         context.abort(exc.code, exc.message)
     unreachable = getattr(servicer, "unreachable", None)
     reason = unreachable(exc) if unreachable is not None else None
