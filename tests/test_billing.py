@@ -20,6 +20,7 @@ from c2d import billing
 from c2d.chain.claims import claimed_events, match_claim
 from c2d.chain.client import EscrowClient, job_id_to_uint
 from c2d.cli import main
+from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
 from host.chain.devchain import ETHER, DevAccount, DevChain, find_anvil, start_dev_chain
 
@@ -279,6 +280,12 @@ class ProofNode(compute_pb2_grpc.ComputeServiceServicer):
     def __init__(self) -> None:
         self.proofs: dict[str, compute_pb2.GetPaymentProofResponse] = {}
         self.jobs: dict[str, str] = {}  # job id -> workflow id
+        self.fees: list[common_pb2.ChainFees] = []  # what GetEnvironments says of tokens
+
+    def GetEnvironments(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return compute_pb2.GetEnvironmentsResponse(
+            environments=[common_pb2.Environment(id="e", fees=self.fees)]
+        )
 
     def GetComputeStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
         workflow_id = self.jobs.get(request.job_id)
@@ -364,11 +371,36 @@ def test_proof_ok_on_chain_by_job_id(
     assert out.splitlines()[-1] == "proof OK"
     assert f"on chain: Claimed in transaction {claim_tx}" in out
     assert "workflow wf-cli-ok" in out and f"digest: {digest}, signed by {NODE.address.lower()}" in out
-    assert "claim: 68 of 1000 locked" in out
+    assert "claim: 68 base units of 1000 base units locked" in out  # the node names no decimals
     stage_rows = [line.split() for line in out.splitlines() if line.startswith(("0 ", "1 "))]
-    assert ["0", "job-0", "finished", "150.5", "3", "5", "60"] in stage_rows
-    assert ["1", "job-1", "finished", "61.0", "2", "5", "8"] in stage_rows
+    assert ["0", "job-0", "finished", "150.5", "3", "5", "60", "base", "units"] in stage_rows
+    assert ["1", "job-1", "finished", "61.0", "2", "5", "8", "base", "units"] in stage_rows
     assert saved.read_bytes() == billing.canonical(records)
+
+
+def test_proof_shows_token_units_the_node_advertises_and_base_units_on_request(
+    capsys: pytest.CaptureFixture[str],
+    dev: DevChain,
+    proof_node: tuple[ProofNode, str],
+    key_file: Path,
+) -> None:
+    servicer, node = proof_node
+    records = chain_records(dev, "wf-cli-units")
+    servicer.publish(records)
+    servicer.fees = [
+        common_pb2.ChainFees(
+            chain_id=dev.chain_id,
+            token_address=dev.token_address.lower(),
+            token_symbol="TOK",
+            token_decimals=2,
+        )
+    ]
+    _, out, err = c2d_proof(capsys, node, key_file, "job-1")
+    assert "claim: 0.68 TOK of 10 TOK locked" in out, out + err
+    stage_rows = [line.split() for line in out.splitlines() if line.startswith(("0 ", "1 "))]
+    assert ["0", "job-0", "finished", "150.5", "3", "5", "0.6", "TOK"] in stage_rows
+    _, out, err = c2d_proof(capsys, node, key_file, "job-1", "--base-units")
+    assert "claim: 68 base units of 1000 base units locked" in out, out + err
 
 
 def test_proof_json_and_on_chain_search_without_the_claim_transaction(

@@ -210,7 +210,9 @@ def check_paid_workflow(terminal: Terminal) -> None:
     (start,) = terminal.find("start", "examples/hello.json", ".c2d/dev-consumer.key")
     assert start.doc["payment"]["status"] == "PAYMENT_STATUS_LOCKED", start.doc
     (status,) = terminal.find("status", start.doc["workflow_id"])
-    assert re.search(r"^payment: claimed, locked \d+, claimed \d+", status.stdout, re.M), status.stdout
+    assert re.search(r"^payment: claimed, locked [\d.]+ C2DT, claimed [\d.]+ C2DT", status.stdout, re.M), (
+        status.stdout
+    )
     (proof,) = terminal.find("proof")
     assert "on chain: Claimed in transaction 0x" in proof.stdout and "proof OK" in proof.stdout, proof.stdout
     (balance,) = terminal.find("escrow", "balance")

@@ -27,9 +27,10 @@ import pytest
 from c2d.chain.client import EscrowClient, job_id_to_uint
 from c2d.chain.errors import ChainError
 from c2d.cli import main
-from c2d.cli.payment import format_units, parse_amount
+from c2d.cli.payment import parse_amount
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
+from c2d.units import format_units
 from host.chain.devchain import ETHER, DevAccount, DevChain, find_anvil, start_dev_chain
 
 IN_CI = bool(os.environ.get("CI"))
@@ -463,15 +464,16 @@ def test_paid_start_shows_the_quote_then_the_lock(
 
     code, out, err = c2d(capsys, "--node", node, "--key-file", str(consumer.key_file), "start", workflow)
     assert code == 0, err
-    quoted = 2 * 2 * int(PRICE)  # 2 stages x 2 minutes x 1 cpu
+    quoted = 2 * 2 * int(PRICE)  # 2 stages x 2 minutes x 1 cpu: 0.004 C2DT at 18 decimals
+    assert quoted == 4 * 10**15
     lines = out.splitlines()
     total = next(i for i, line in enumerate(lines) if line.startswith("total:"))
-    assert lines[total] == f"total: {quoted} of token {token.lower()} on chain {dev.chain_id}"
+    assert lines[total] == f"total: 0.004 C2DT (token {token.lower()} on chain {dev.chain_id})"
     assert lines[total + 1].startswith(f"escrow: {dev.escrow_address.lower()}, payee {NODE.address.lower()}")
     assert any(line.split()[:2] == ["1", "cpu"] for line in lines[:total])  # the price lines came first
     started = next(i for i, line in enumerate(lines) if line.startswith("workflow "))
     assert started > total
-    assert f"payment: locked, locked {quoted} of token {token.lower()}" in out
+    assert f"payment: locked, locked 0.004 C2DT (token {token.lower()})" in out
     lock = consumer.escrow.get_locks(token, me)[0]
     assert f"lock id: {lock.job_id}" in out and "lock transaction: 0x" in out
 
@@ -546,4 +548,8 @@ def test_paid_start_with_several_tokens_asks_which(
     code, out, err = c2d(capsys, "--node", paid_node[1], "init", workflow)
     assert code == 0 and "total:" not in out
     code, out, err = c2d(capsys, "--node", paid_node[1], "init", workflow, "--token", dev.token_address)
-    assert code == 0 and f"total: {4 * int(PRICE)} of token" in out
+    assert code == 0 and "total: 0.004 C2DT (token" in out
+    code, out, err = c2d(
+        capsys, "--node", paid_node[1], "init", workflow, "--token", dev.token_address, "--base-units"
+    )
+    assert code == 0 and f"total: {4 * int(PRICE)} base units (token" in out

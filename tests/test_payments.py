@@ -156,7 +156,7 @@ def refused(node: NodeProcess, anvil: DevChain, key: str, pay: compute_pb2.Payme
     [
         ({"deposit": 10}, "deposit at least"),
         ({"authorize": False}, "you have not authorized node"),
-        ({"max_amount": 10}, "allows 10 locked at once"),
+        ({"max_amount": 10}, "(10 base units) locked at once"),
         ({"max_seconds": 60}, "allows locks of at most 60s"),
         ({"max_locks": 0}, "allows 0 locks at once"),
     ],

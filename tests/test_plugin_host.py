@@ -104,7 +104,9 @@ def test_an_engine_with_nothing_to_drive_is_undetected_not_an_error(tmp_path: Pa
     with running_node(tmp_path / "data", env=env) as node:
         node.wait_environment(STUB_ENV)
         (undetected,) = wait_for(
-            lambda: node.log_events("engine not detected; not starting it"), 30, "the kubernetes engine to settle"
+            lambda: node.log_events("engine not detected; not starting it"),
+            30,
+            "the kubernetes engine to settle",
         )
         assert undetected["engine"] == "kubernetes" and undetected["level"] == "info"
         assert "no Kubernetes credentials" in undetected["reason"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from c2d.chain.client import EscrowClient
 from c2d.compute.v1 import compute_pb2
+from c2d.units import TokenUnits
 from host.errors import RequestError, precondition
 
 HOW_TO_DEPOSIT = "c2d escrow deposit"
@@ -21,10 +22,11 @@ def payment_problem(escrow: EscrowClient, quote: compute_pb2.EscrowQuote, payer:
     token, payee = quote.token_address, quote.payee
     funds = escrow.get_user_funds(payer, token)
     if funds.available < amount:
+        units = token_units(escrow, token)
         return (
-            f"your escrow balance in token {token} is {funds.available} available ({funds.locked} locked); "
-            f"this workflow needs {amount}: deposit at least {amount - funds.available} more "
-            f"({HOW_TO_DEPOSIT})"
+            f"your escrow balance in token {token} is {units.both(funds.available)} available "
+            f"({units.show(funds.locked)} locked); this workflow needs {units.both(amount)}: "
+            f"deposit at least {units.both(amount - funds.available)} more ({HOW_TO_DEPOSIT})"
         )
     grant = escrow.get_authorization(token, payer, payee)
     if grant is None:
@@ -34,10 +36,11 @@ def payment_problem(escrow: EscrowClient, quote: compute_pb2.EscrowQuote, payer:
         )
     room = grant.max_locked_amount - grant.current_locked_amount
     if room < amount:
+        units = token_units(escrow, token)
         return (
-            f"your authorization of node {payee} allows {grant.max_locked_amount} locked at once and "
-            f"{grant.current_locked_amount} is locked already; this workflow needs {amount} more "
-            f"(raise --max-amount with {HOW_TO_AUTHORIZE})"
+            f"your authorization of node {payee} allows {units.both(grant.max_locked_amount)} locked at once "
+            f"and {units.show(grant.current_locked_amount)} is locked already; this workflow needs "
+            f"{units.both(amount)} more (raise --max-amount with {HOW_TO_AUTHORIZE})"
         )
     if grant.max_lock_seconds < seconds:
         return (
@@ -51,6 +54,12 @@ def payment_problem(escrow: EscrowClient, quote: compute_pb2.EscrowQuote, payer:
             f"use (raise --max-locks with {HOW_TO_AUTHORIZE}, or wait for a workflow to end)"
         )
     return None
+
+
+def token_units(escrow: EscrowClient, token: str) -> TokenUnits:
+    """How to word ``token``'s amounts: its ERC-20 decimals and symbol, read when a refusal needs
+    them (a token without ``decimals()`` is worded in base units)."""
+    return TokenUnits(escrow.token_decimals(token), escrow.token_symbol(token) or "")
 
 
 _REVERTS = {

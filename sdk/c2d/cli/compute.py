@@ -66,7 +66,7 @@ def cmd_init(ctx: Context) -> int:
     else:
         ctx.out.line(f"free tier: {'yes' if reply.free_eligible else 'no'}")
     if reply.quote.amount:
-        print_quote(ctx.out, reply.quote)
+        print_quote(ctx.out, reply.quote, ctx.units(reply.quote.chain_id, reply.quote.token_address))
     return 0
 
 
@@ -82,7 +82,7 @@ def cmd_start(ctx: Context) -> int:
         # Shown before the start, which waits for the lock transaction to be mined.
         quote = client.initialize(workflow, payment).quote
         if quote.amount:
-            print_quote(ctx.out, quote)
+            print_quote(ctx.out, quote, ctx.units(quote.chain_id, quote.token_address))
     started = client.start(workflow, free=args.free, payment=payment)
     doc: dict[str, Any] = {
         "workflow_id": started.workflow_id,
@@ -124,7 +124,9 @@ def _print_started(ctx: Context, started: StartResult) -> None:
     for stage in started.stages:
         ctx.out.line(f"stage {stage.index}: job {stage.job_id}")
     if started.payment is not None and started.payment.status:
-        print_lock(ctx.out, started.payment)
+        print_lock(
+            ctx.out, started.payment, ctx.units(started.payment.chain_id, started.payment.token_address)
+        )
 
 
 def cmd_status(ctx: Context) -> int:
@@ -216,9 +218,10 @@ def _print_payment(ctx: Context, state: compute_pb2.PaymentState | None) -> None
         compute_pb2.PAYMENT_STATUS_FREE,
     ):
         return
-    line = f"payment: {payment_status(state)}, locked {state.locked_amount or 0}"
+    units = ctx.units(state.chain_id, state.token_address)
+    line = f"payment: {payment_status(state)}, locked {units.show(state.locked_amount or 0)}"
     if state.claimed_amount:
-        line += f", claimed {state.claimed_amount}"
+        line += f", claimed {units.show(state.claimed_amount)}"
     ctx.out.line(line + f" (token {state.token_address}; c2d proof checks the claim)")
     if state.claim_transaction:
         ctx.out.line(f"claim transaction: {state.claim_transaction}")

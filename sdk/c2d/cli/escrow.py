@@ -22,9 +22,10 @@ from c2d.chain import errors as E
 from c2d.chain.errors import ChainError
 from c2d.cli.context import Context
 from c2d.cli.errors import ChainFailure, UsageError
-from c2d.cli.payment import accepted, choose, format_units, money, offers, parse_amount, when_unix
+from c2d.cli.payment import accepted, choose, offers, parse_amount, when_unix
 from c2d.client import C2DError
 from c2d.common.v1 import common_pb2
+from c2d.units import TokenUnits
 
 if TYPE_CHECKING:
     from web3 import Web3
@@ -173,7 +174,11 @@ class Session:
         return parse_amount(text, self.decimals, bool(getattr(self.ctx.args, "base_units", False)))
 
     def money(self, amount: int) -> str:
-        return money(amount, self.decimals, self.symbol or "tokens")
+        return self.units.show(amount)
+
+    @property
+    def units(self) -> TokenUnits:
+        return TokenUnits(self.decimals, self.symbol, base=bool(getattr(self.ctx.args, "base_units", False)))
 
     def header(self) -> dict[str, Any]:
         return {
@@ -324,8 +329,8 @@ def cmd_balance(ctx: Context) -> int:
     rows = [
         [
             a.payee,
-            format_units(a.max_locked_amount, s.decimals),
-            format_units(a.current_locked_amount, s.decimals),
+            s.money(a.max_locked_amount),
+            s.money(a.current_locked_amount),
             a.max_lock_seconds,
             a.current_locks,
             a.max_lock_counts,
@@ -341,8 +346,7 @@ def cmd_balance(ctx: Context) -> int:
     if locks:
         out.line()
         lock_rows = [
-            [lock.job_id, lock.payee, format_units(lock.amount, s.decimals), when_unix(lock.expiry)]
-            for lock in locks
+            [lock.job_id, lock.payee, s.money(lock.amount), when_unix(lock.expiry)] for lock in locks
         ]
         out.table(("lock id", "payee", "amount", "expires"), lock_rows, "live locks")
     return 0

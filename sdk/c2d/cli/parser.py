@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--key-file", help=f"file holding your hex private key (default: ${keys.KEY_FILE_ENV})"
     )
     parser.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    parser.add_argument("--base-units", action="store_true", help=BASE_UNITS_HELP)
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per call")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -36,10 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+BASE_UNITS_HELP = "amounts given and shown are whole base units of the token, not token units (1.5)"
+
+
 def _leaf(commands: Any, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
     """A runnable command; it also takes --json after its name (`c2d start wf.json --json`)."""
     command = commands.add_parser(name, help=help_text, description=help_text)
     command.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    command.add_argument("--base-units", action="store_true", default=argparse.SUPPRESS, help=BASE_UNITS_HELP)
     command.set_defaults(handler=handler)
     return command
 
@@ -104,9 +109,6 @@ def _add_amount(command: argparse.ArgumentParser, name: str, help_text: str) -> 
         command.add_argument(name, help=help_text, required=True)
     else:  # a positional, which argparse refuses ``required`` for
         command.add_argument(name, help=help_text)
-    command.add_argument(
-        "--base-units", action="store_true", help="amounts are whole base units, not token units"
-    )
 
 
 def _add_escrow(commands: Any) -> None:

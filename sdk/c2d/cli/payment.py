@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import Context as DecimalContext
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -17,9 +16,7 @@ from c2d.cli.errors import UsageError
 from c2d.cli.output import Output
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
-
-# Enough digits for any uint256 amount at any number of decimals: no silent rounding.
-EXACT = DecimalContext(prec=200)
+from c2d.units import EXACT, TokenUnits
 
 
 @dataclass
@@ -106,21 +103,10 @@ def parse_amount(text: str, decimals: int, base_units: bool = False) -> int:
     return amount
 
 
-def format_units(amount: int | str, decimals: int) -> str:
-    """Base units as token units, without trailing zeros: 1500000000000000000 -> ``1.5``."""
-    value = EXACT.scaleb(Decimal(int(amount)), -decimals)
-    text = f"{value:f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def money(amount: int | str, decimals: int, symbol: str) -> str:
-    return f"{format_units(amount, decimals)} {symbol}".rstrip()
-
-
 # ------------------------------------------------------------ quotes and locks
 
 
-def print_quote(out: Output, quote: compute_pb2.EscrowQuote) -> None:
+def print_quote(out: Output, quote: compute_pb2.EscrowQuote, units: TokenUnits) -> None:
     """The price lines, the total and what the escrow must allow (as ``c2d init`` shows them)."""
     rows = [
         [
@@ -128,13 +114,13 @@ def print_quote(out: Output, quote: compute_pb2.EscrowQuote) -> None:
             line.resource_id,
             f"{line.amount:g}",
             line.minutes,
-            line.price_per_unit_minute,
-            line.cost,
+            units.show(line.price_per_unit_minute),
+            units.show(line.cost),
         ]
         for line in quote.breakdown
     ]
     out.table(("stage", "resource", "amount", "minutes", "price/unit/min", "cost"), rows)
-    out.line(f"total: {quote.amount} of token {quote.token_address} on chain {quote.chain_id}")
+    out.line(f"total: {units.show(quote.amount)} (token {quote.token_address} on chain {quote.chain_id})")
     out.line(f"escrow: {quote.escrow_address}, payee {quote.payee}, lock >= {quote.min_lock_seconds}s")
 
 
@@ -144,10 +130,11 @@ def payment_status(state: compute_pb2.PaymentState) -> str:
     )
 
 
-def print_lock(out: Output, state: compute_pb2.PaymentState) -> None:
+def print_lock(out: Output, state: compute_pb2.PaymentState, units: TokenUnits) -> None:
     """The escrow lock a paid start made (what the consumer's funds are now held by)."""
     out.line(
-        f"payment: {payment_status(state)}, locked {state.locked_amount or 0} of token {state.token_address}"
+        f"payment: {payment_status(state)}, locked {units.show(state.locked_amount or 0)} "
+        f"(token {state.token_address})"
     )
     if state.lock_id:
         out.line(f"lock id: {state.lock_id}")

@@ -25,6 +25,7 @@ from c2d.cli.payment import payment_status
 from c2d.cli.render import to_dict
 from c2d.client import C2DError, Client
 from c2d.compute.v1 import compute_pb2
+from c2d.units import TokenUnits
 
 NOT_THIS_KIND = frozenset({"NOT_FOUND", "INVALID_ARGUMENT"})
 CLAIM_WAIT_SECONDS = 60.0
@@ -247,10 +248,11 @@ def _print(
     if data:
         out.line(f"node {data.get('node')}, payer {data.get('payer')}")
         out.line(f"chain {data.get('chain_id')}, escrow {data.get('escrow')}, token {data.get('token')}")
-        _print_stages(ctx, data)
+        units = ctx.units(int(data.get("chain_id") or 0), str(data.get("token") or ""))
+        _print_stages(ctx, data, units)
         out.line(
-            f"claim: {data.get('claimed_amount')} of {data.get('locked_amount')} locked "
-            f"(lock id {data.get('lock_id')}; amounts in the token's base units)"
+            f"claim: {units.show(data.get('claimed_amount') or 0)} of "
+            f"{units.show(data.get('locked_amount') or 0)} locked (lock id {data.get('lock_id')})"
         )
     payment = reply.payment
     out.line(
@@ -272,7 +274,7 @@ def _print(
         out.line(f"  - {problem}")
 
 
-def _print_stages(ctx: Context, data: dict[str, Any]) -> None:
+def _print_stages(ctx: Context, data: dict[str, Any], units: TokenUnits) -> None:
     stages = data.get("stages") or []
     rows = [
         [
@@ -282,7 +284,7 @@ def _print_stages(ctx: Context, data: dict[str, Any]) -> None:
             _seconds(s.get("billed_seconds")),
             s.get("billed_minutes"),
             s.get("quoted_minutes"),
-            s.get("cost"),
+            units.show(s.get("cost") or 0),
         ]
         for s in stages
     ]
@@ -292,8 +294,8 @@ def _print_stages(ctx: Context, data: dict[str, Any]) -> None:
             s.get("index"),
             line.get("resource_id"),
             line.get("amount"),
-            line.get("price_per_unit_minute"),
-            line.get("cost"),
+            units.show(line.get("price_per_unit_minute") or 0),
+            units.show(line.get("cost") or 0),
         ]
         for s in stages
         for line in s.get("lines") or []
