@@ -57,6 +57,8 @@ def _amount(value: float, where: str) -> float:
 
 def quote_stage(plan: StagePlan, fees: common_pb2.ChainFees) -> list[compute_pb2.PriceLine]:
     minutes = max(1, math.ceil(plan.max_duration_seconds / 60))
+    # validation keeps max_duration at or above the minimum, so the floor never passes the cap
+    min_minutes = min(math.ceil(plan.environment.min_job_duration_seconds / 60), minutes)
     prices = {p.resource_id: p.price_per_unit_minute for p in fees.prices}
     lines = []
     for grant in plan.resources:
@@ -71,6 +73,7 @@ def quote_stage(plan: StagePlan, fees: common_pb2.ChainFees) -> list[compute_pb2
                 minutes=minutes,
                 price_per_unit_minute=str(unit_price),
                 cost=str(cost),
+                min_minutes=min_minutes,
             )
         )
     return lines

@@ -23,6 +23,8 @@ from c2d.cli import main
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
 from host.chain.devchain import ETHER, DevAccount, DevChain, find_anvil, start_dev_chain
+from host.payments.records import stage_record
+from host.store.models import Stage
 
 IN_CI = bool(os.environ.get("CI"))
 NODE = DevAccount.from_label("billing-node")
@@ -523,3 +525,25 @@ def test_proof_of_records_that_are_not_json(
     assert code == 1
     doc = json.loads(out)
     assert "the records are not JSON" in doc["problems"] and doc["records"] == "AG5vdCBqc29u"
+
+
+def test_a_stage_that_ran_is_billed_at_least_the_quoted_minimum() -> None:
+    assert billing.billed_minutes(20, 10, 3) == 3  # ran 20 s: the minimum of 3 minutes
+    assert billing.billed_minutes(250, 10, 3) == 5  # ran longer than the minimum
+    assert billing.billed_minutes(0, 10, 3) == 0  # never started: nothing
+    assert billing.billed_minutes(900, 10, 3) == 10  # never past the quote
+    line = {"resource_id": "cpu", "amount": 2, "price_per_unit_minute": "10", "minutes": 10, "min_minutes": 3}
+    stage = Stage(
+        index=0,
+        job_id="j0",
+        max_duration_seconds=600,
+        algorithm_started_at=100.0,
+        algorithm_finished_at=120.0,
+    )
+    record = stage_record(stage, [line], now=200.0)
+    assert (record["billed_minutes"], record["min_minutes"], record["cost"]) == (3, 3, "60")
+    before = stage_record(stage, [{k: v for k, v in line.items() if k != "min_minutes"}], now=200.0)
+    assert (before["billed_minutes"], before["cost"]) == (
+        1,
+        "20",
+    )  # a quote made before the minimum was billed

@@ -65,3 +65,11 @@ def test_a_token_the_environment_does_not_take_is_refused_naming_what_it_takes()
     with pytest.raises(RequestError) as caught:
         pricing.quote([plan(0, 60, 1, 1)], compute_pb2.Payment(chain_id=1, token_address=TOKEN), "0xnode")
     assert "accepts TST on chain 31337" in caught.value.message
+
+
+def test_the_quote_carries_the_environments_minimum_in_whole_minutes() -> None:
+    payment = compute_pb2.Payment(chain_id=31337, token_address=TOKEN)
+    short = plan(0, 600, 1, 1)
+    short.environment.min_job_duration_seconds = 130  # 2 min 10 s: billed as 3 minutes at least
+    lines = pricing.quote([short, plan(1, 600, 1, 1)], payment, "0xnode").breakdown
+    assert {(line.stage_index, line.min_minutes) for line in lines} == {(0, 3), (1, 0)}

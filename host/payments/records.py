@@ -2,7 +2,9 @@
 
 Billed time is the algorithm's own run time (from its start to its end as the
 engine reported them), in whole minutes started, at the prices fixed in the
-quote when the workflow started. Stages that never ran cost nothing.
+quote when the workflow started, and at least the environment's minimum job
+duration (``min_minutes`` in the quote) once the algorithm started. Stages that
+never ran cost nothing.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ def stage_record(stage: Stage, quoted: list[dict[str, Any]], now: float) -> dict
     quoted_minutes = (
         int(quoted[0]["minutes"]) if quoted else max(1, math.ceil(stage.max_duration_seconds / 60))
     )
+    min_minutes = int(quoted[0].get("min_minutes", 0)) if quoted else 0  # quotes before v7 had none
     seconds = stage_seconds(stage, now)
-    minutes = billing.billed_minutes(seconds, quoted_minutes)
+    minutes = billing.billed_minutes(seconds, quoted_minutes, min_minutes)
     lines = [
         {
             "resource_id": line["resource_id"],
@@ -49,6 +52,7 @@ def stage_record(stage: Stage, quoted: list[dict[str, Any]], now: float) -> dict
         "billed_seconds": round(seconds, 3),
         "billed_minutes": minutes,
         "quoted_minutes": quoted_minutes,
+        "min_minutes": min_minutes,
         "lines": lines,
         "cost": str(sum(int(line["cost"]) for line in lines)),
     }

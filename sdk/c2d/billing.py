@@ -31,11 +31,12 @@ def line_cost(amount: float, price_per_unit_minute: str, minutes: int) -> int:
     return int(cost.to_integral_value(rounding=ROUND_CEILING))
 
 
-def billed_minutes(seconds: float, cap_minutes: int) -> int:
-    """Whole minutes started, no more than were quoted (an engine may stop a job a moment late)."""
+def billed_minutes(seconds: float, cap_minutes: int, floor_minutes: int = 0) -> int:
+    """Whole minutes started, at least the environment's minimum once the algorithm ran at all, and
+    no more than were quoted (an engine may stop a job a moment late). Never ran: nothing."""
     if seconds <= 0:
         return 0
-    return min(max(1, math.ceil(seconds / 60)), cap_minutes)
+    return min(max(1, math.ceil(seconds / 60), floor_minutes), cap_minutes)
 
 
 def canonical(records: dict[str, Any]) -> bytes:

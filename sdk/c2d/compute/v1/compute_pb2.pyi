@@ -161,20 +161,22 @@ class Payment(_message.Message):
     def __init__(self, chain_id: _Optional[int] = ..., token_address: _Optional[str] = ...) -> None: ...
 
 class PriceLine(_message.Message):
-    __slots__ = ("stage_index", "resource_id", "amount", "minutes", "price_per_unit_minute", "cost")
+    __slots__ = ("stage_index", "resource_id", "amount", "minutes", "price_per_unit_minute", "cost", "min_minutes")
     STAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
     MINUTES_FIELD_NUMBER: _ClassVar[int]
     PRICE_PER_UNIT_MINUTE_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
+    MIN_MINUTES_FIELD_NUMBER: _ClassVar[int]
     stage_index: int
     resource_id: str
     amount: float
     minutes: int
     price_per_unit_minute: str
     cost: str
-    def __init__(self, stage_index: _Optional[int] = ..., resource_id: _Optional[str] = ..., amount: _Optional[float] = ..., minutes: _Optional[int] = ..., price_per_unit_minute: _Optional[str] = ..., cost: _Optional[str] = ...) -> None: ...
+    min_minutes: int
+    def __init__(self, stage_index: _Optional[int] = ..., resource_id: _Optional[str] = ..., amount: _Optional[float] = ..., minutes: _Optional[int] = ..., price_per_unit_minute: _Optional[str] = ..., cost: _Optional[str] = ..., min_minutes: _Optional[int] = ...) -> None: ...
 
 class EscrowQuote(_message.Message):
     __slots__ = ("chain_id", "escrow_address", "payee", "token_address", "amount", "min_lock_seconds", "breakdown")
