@@ -17,12 +17,9 @@ from typing import Any
 
 import grpc
 import structlog
-from google.protobuf import any_pb2
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
-from c2d import bounds
+from c2d import bounds, errorinfo
 from c2d.quoting import capped
 
 log = structlog.get_logger()
@@ -53,11 +50,7 @@ class RequestError(Exception):
     def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
         if not self.reason:
             return ()
-        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata)
-        detail = any_pb2.Any()
-        detail.Pack(info)
-        status = status_pb2.Status(code=self.code.value[0], message=self.message, details=[detail])
-        return rpc_status.to_status(status).trailing_metadata
+        return errorinfo.trailer(self.code, self.message, self.reason, ERROR_DOMAIN, self.metadata)
 
 
 def invalid(message: str) -> RequestError:
