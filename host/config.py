@@ -14,6 +14,7 @@ import copy
 import ipaddress
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -117,6 +118,15 @@ DEFAULTS: dict[str, Any] = {
         # HOST:PORT (an IP address or localhost); "" serves none. Loopback by default: scrape it
         # from this machine, or bind an address only the monitoring network reaches.
         "listen": "127.0.0.1:9470",
+    },
+    "http": {
+        # The node's HTTP listener: the dashboard (host/web). HOST:PORT; "" serves none.
+        # Loopback by default; put it behind a TLS proxy to reach it from elsewhere.
+        "listen": "127.0.0.1:8000",
+        # Addresses that sign in to the dashboard as its operator, besides the node key's.
+        "operators": [],
+        "session_hours": 12.0,  # a sign-in lasts this long
+        "secure_cookies": False,  # mark the session cookie Secure (set when served over HTTPS)
     },
     "security": {
         # Consumers' URLs reach public addresses only. Exceptions: host names (exact,
@@ -248,6 +258,36 @@ class MetricsSection:
         return cls(listen=listen)
 
 
+@dataclass(frozen=True)
+class HttpSection:
+    """[http]: the node's HTTP listener and its dashboard (host.web)."""
+
+    listen: str  # HOST:PORT; "": no listener
+    operators: tuple[str, ...]  # lower-case addresses, besides the node key's
+    session_hours: float
+    secure_cookies: bool
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> HttpSection:
+        read = _Reader(section, "http")
+        listen = read.text("listen").strip()
+        if listen:
+            try:
+                split_host_port(listen)
+            except ValueError as exc:
+                raise ConfigError(f"http.listen {exc}") from None
+        operators = tuple(a.lower() for a in read.texts("operators"))
+        for address in operators:
+            if not re.fullmatch(r"0x[0-9a-f]{40}", address):
+                raise ConfigError(f"http.operators: {address!r} is not an Ethereum address")
+        hours = read.number("session_hours")
+        if not 0 < hours <= 24 * 30:
+            raise ConfigError(f"http.session_hours must be more than 0 and at most 720, got {hours}")
+        return cls(
+            listen=listen, operators=operators, session_hours=hours, secure_cookies=read.flag("secure_cookies")
+        )
+
+
 def split_host_port(listen: str) -> tuple[str, int]:
     """``127.0.0.1:9470`` -> ("127.0.0.1", 9470); ``[::1]:9470`` -> ("::1", 9470).
 
@@ -294,6 +334,7 @@ class Config:
     assets: AssetsSection = field(init=False)
     security: SecuritySection = field(init=False)
     metrics: MetricsSection = field(init=False)
+    http: HttpSection = field(init=False)
 
     def __post_init__(self) -> None:
         self.chain = ChainSection.from_section(self.raw["chain"])
@@ -303,6 +344,7 @@ class Config:
         self.assets = AssetsSection.from_section(self.raw["assets"])
         self.security = SecuritySection.from_section(self.raw["security"])
         self.metrics = MetricsSection.from_section(self.raw["metrics"])
+        self.http = HttpSection.from_section(self.raw["http"])
 
     @property
     def node(self) -> dict[str, Any]:

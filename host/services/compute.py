@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf import timestamp_pb2
@@ -13,11 +11,11 @@ from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
 from host import pricing
 from host.assets import AssetRegistry
 from host.auth import ANYONE, verify_consumer
-from host.engines.client import EngineError, LogChunk
 from host.engines.registry import EngineRegistry
 from host.environments import EnvironmentCatalog
-from host.errors import denied, grpc_errors, invalid, not_found, precondition
+from host.errors import denied, grpc_errors, invalid, precondition
 from host.identity import NodeIdentity
+from host.joblogs import StageLogs
 from host.orchestrator import capacity
 from host.orchestrator.admission import admit_stage
 from host.orchestrator.orchestrator import Orchestrator, new_workflow_id
@@ -28,14 +26,13 @@ from host.services.access import owned_stages, readable_stage, visible_stage, vi
 from host.store import jobs, runner
 from host.store import payments as payments_store
 from host.store.jobs import FreeUsage, JobView
-from host.store.models import Payment, Result, Stage, Workflow
+from host.store.models import Payment, Workflow
 
 if TYPE_CHECKING:
     from host.payments.service import Payments
 
 SERVICE = compute_pb2.DESCRIPTOR.services_by_name["ComputeService"].full_name
 MAX_STATUS_JOBS = 1000
-LOG_POLL_SECONDS = 0.5
 
 
 def method(name: str) -> str:
@@ -63,6 +60,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
         self.identity = identity
         self.default_duration = default_duration
         self.payments = payments
+        self.logs = StageLogs(engines, results)
 
     # -- environments and admission ---------------------------------------------
 
@@ -224,54 +222,8 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
     ) -> AsyncIterator[compute_pb2.StreamComputeLogsResponse]:
         caller = await verify_consumer(method("StreamComputeLogs"), request)
         stage = await readable_stage(request.job_id, caller)
-        offset = request.offset
-        if stage.terminal:
-            stored = await self._stored_log_file(stage)
-            _check_log_offset(stored.size if stored else 0, offset)
-        while not stage.terminal:
-            live = self._live_logs(stage, request.follow, offset)
-            if live is not None:
-                async for reply in live:
-                    offset = reply.offset + len(reply.data)
-                    yield compute_pb2.StreamComputeLogsResponse(data=reply.data, offset=reply.offset)
-                stage = await _reread(stage)
-                if not request.follow:
-                    return
-                continue
-            if not request.follow:
-                break
-            await asyncio.sleep(LOG_POLL_SECONDS)
-            stage = await _reread(stage)
-        async for reply in self._stored_log(stage, offset):
-            yield reply
-
-    def _live_logs(self, stage: Stage, follow: bool, offset: int) -> Any:
-        supervisor = self.engines.supervisors.get(stage.engine)
-        client = supervisor.client if supervisor is not None else None
-        if (
-            supervisor is None
-            or client is None
-            or supervisor.fingerprint is None
-            or not supervisor.fingerprint.capabilities.log_streaming
-            or stage.granted is None
-        ):
-            return None
-        return _tolerant(client.stream_logs(stage.job_id, offset=offset, follow=follow))
-
-    async def _stored_log_file(self, stage: Stage) -> Result | None:
-        """The algorithm log the pods (or the engine) left with the stage's results, if any."""
-        return await runner.run(self.results.first_of_kind, stage, compute_pb2.RESULT_KIND_ALGORITHM_LOG)
-
-    async def _stored_log(
-        self, stage: Stage, offset: int
-    ) -> AsyncIterator[compute_pb2.StreamComputeLogsResponse]:
-        """The stored log from ``offset``, streamed from the file (read off the loop, as results are)."""
-        stored = await self._stored_log_file(stage)
-        if stored is None or offset >= stored.size:
-            return
-        async for chunk in self.results.chunks(stored, offset):
-            yield compute_pb2.StreamComputeLogsResponse(data=chunk, offset=offset)
-            offset += len(chunk)
+        async for chunk in self.logs.read(stage, request.offset, follow=request.follow):
+            yield compute_pb2.StreamComputeLogsResponse(data=chunk.data, offset=chunk.offset)
 
     @grpc_errors
     async def GetPaymentProof(self, request: Any, context: Any) -> compute_pb2.GetPaymentProofResponse:
@@ -320,12 +272,6 @@ _NO_PAYMENTS = (
     "this node takes no payments (no chain is configured: see [chain] in the node's config); "
     "use FreeStartCompute within an environment's free tier"
 )
-
-
-def _check_log_offset(size: int, offset: int) -> None:
-    """A finished stage's log ends where it ends: an offset past it is a mistake to say, not an empty log."""
-    if offset > size:
-        raise invalid(f"offset {offset} is past the end of the log ({size} bytes)")
 
 
 def _stamp(stamp: timestamp_pb2.Timestamp, seconds: float) -> None:
@@ -399,14 +345,6 @@ def _payment_of(workflow_id: str, caller: str) -> tuple[Workflow, Payment | None
     return workflow, payments_store.payment(workflow.id)
 
 
-async def _reread(stage: Stage) -> Stage:
-    """The stage as the database has it now (NOT_FOUND once its results expired and it is gone)."""
-    row = await runner.run(jobs.stage, stage.job_id)
-    if row is None:
-        raise not_found(f"no job {stage.job_id}")
-    return row
-
-
 def _free_tier_problem(plans: list[StagePlan], workflow: compute_pb2.Workflow) -> str | None:
     """Why a stage is outside its environment's free tier, or None when every one fits.
 
@@ -451,13 +389,3 @@ def _free_capacity_problem(plans: list[StagePlan], owner: str, usage: dict[str, 
                 "are running or queued; try again later"
             )
     return None
-
-
-async def _tolerant(chunks: AsyncGenerator[LogChunk, None]) -> AsyncIterator[LogChunk]:
-    """Engine log streams end quietly when the engine goes away; the stored log takes over."""
-    async with contextlib.aclosing(chunks):
-        try:
-            async for chunk in chunks:
-                yield chunk
-        except EngineError:
-            return

@@ -121,6 +121,15 @@ def workflow_views(workflow_id: str) -> list[JobView]:
     return _views(query, chosen)
 
 
+def active_views(owner: str | None, limit: int) -> list[JobView]:
+    """Stages not yet ended (running, queued, waiting), oldest first: everyone's when ``owner`` is None."""
+    where = Stage.terminal == False
+    if owner is not None:
+        where &= Stage.owner == owner
+    chosen = Stage.select(Stage.job_id).where(where).order_by(Stage.created_at).limit(limit)
+    return _views(Stage.select(*_VIEW_COLUMNS).where(where).order_by(Stage.created_at).limit(limit), chosen)
+
+
 def job_views(job_ids: Sequence[str]) -> list[JobView]:
     """The jobs named (those that exist), in the order given."""
     ids = list(dict.fromkeys(job_ids))
@@ -219,6 +228,18 @@ def workflow(workflow_id: str) -> Workflow | None:
         Workflow.created_at, Workflow.finished_at,
     ).where(Workflow.id == workflow_id)  # fmt: skip
     return query.get_or_none()
+
+
+def recent_workflows(owner: str | None, limit: int) -> list[Workflow]:
+    """The latest ``limit`` workflows (without their requests), newest first: everyone's when
+    ``owner`` is None."""
+    query = Workflow.select(
+        Workflow.id, Workflow.owner, Workflow.environment_id, Workflow.free, Workflow.viewers,
+        Workflow.created_at, Workflow.finished_at,
+    )  # fmt: skip
+    if owner is not None:
+        query = query.where(Workflow.owner == owner)
+    return list(query.order_by(Workflow.created_at.desc()).limit(limit))
 
 
 def workflow_stages(workflow_id: str) -> list[Stage]:

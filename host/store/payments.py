@@ -26,6 +26,14 @@ def update(workflow_id: str, fields: dict[str, Any]) -> None:
     Payment.update(**fields).where(Payment.workflow_id == workflow_id).execute()
 
 
+def recent(payer: str | None, limit: int) -> list[Payment]:
+    """The latest ``limit`` payments, newest first: everyone's when ``payer`` is None."""
+    query = Payment.select()
+    if payer is not None:
+        query = query.where(Payment.payer == payer)
+    return list(query.order_by(Payment.created_at.desc()).limit(limit))
+
+
 def due(statuses: Sequence[str], now: float) -> list[Payment]:
     """Rows in ``statuses`` whose next attempt is due."""
     return list(Payment.select().where(Payment.status.in_(list(statuses)) & (Payment.next_attempt_at <= now)))
