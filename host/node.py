@@ -32,6 +32,9 @@ from host.services.compute import ComputeServicer
 from host.services.pods import PodServicer
 from host.store import runner
 from host.store.db import open_database
+from host.web.dashboard import Dashboard
+from host.web.server import HttpServer, application, serve_http
+from host.web.sessions import Sessions
 
 if TYPE_CHECKING:
     from host.payments.service import Payments
@@ -152,6 +155,7 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
     servers = Servers(public, pod_server)
     # Off the public port, on a thread of prometheus_client's own; closed last, after the servers.
     metrics_server = await asyncio.to_thread(serve_metrics, metrics, config.metrics.listen)
+    http_server = await _serve_dashboard(config, identity, engines, catalog, metrics, servicer)
     host = config.node["listen"].rpartition(":")[0]
     log.info(
         "node listening",
@@ -172,6 +176,8 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
     finally:
         grace = config.node["shutdown_grace_seconds"]
         await asyncio.gather(servers.public.stop(grace), servers.pods.stop(grace))
+        if http_server is not None:
+            await http_server.close()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -182,6 +188,29 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
         if metrics_server is not None:
             await asyncio.to_thread(metrics_server.close)
     log.info("node stopped")
+
+
+async def _serve_dashboard(
+    config: Config,
+    identity: NodeIdentity,
+    engines: EngineRegistry,
+    catalog: EnvironmentCatalog,
+    metrics: NodeMetrics,
+    servicer: ComputeServicer,
+) -> HttpServer | None:
+    """The HTTP listener with the dashboard on it (or none, when ``[http] listen`` is empty)."""
+    settings = config.http
+    dashboard = Dashboard(
+        engines=engines,
+        catalog=catalog,
+        census=lambda: metrics.state.census,
+        logs=servicer.logs,
+        sessions=Sessions(identity.address, settings.operators, settings.session_hours * 3600),
+        secure_cookies=settings.secure_cookies,
+    )
+    app = application()
+    dashboard.add_routes(app)
+    return await serve_http(app, settings.listen)
 
 
 def _open_chain(config: Config, identity: NodeIdentity, web3: Any) -> ChainSetup | None:

@@ -93,6 +93,7 @@ class NodeProcess:
                 "C2D_CHAIN__DEV": "off",  # tests of payments give their chain explicitly
                 # A port of its own (logged as "metrics listening"): test nodes never share 9470.
                 "C2D_METRICS__LISTEN": "127.0.0.1:0",
+                "C2D_HTTP__LISTEN": "127.0.0.1:0",  # likewise the dashboard's ("http listening")
                 **(env or {}),
             },
             text=True,
@@ -161,6 +162,11 @@ class NodeProcess:
     def metrics_address(self, timeout: float = 30) -> str:
         """HOST:PORT of the node's Prometheus endpoint, from its "metrics listening" log line."""
         found = wait_for(lambda: self.log_events("metrics listening"), timeout, "the metrics endpoint")
+        return str(found[0]["address"])
+
+    def http_address(self, timeout: float = 30) -> str:
+        """HOST:PORT of the node's HTTP listener (the dashboard), from its "http listening" log line."""
+        found = wait_for(lambda: self.log_events("http listening"), timeout, "the HTTP listener")
         return str(found[0]["address"])
 
     def log_events(self, event: str) -> list[dict[str, Any]]:

@@ -143,6 +143,7 @@ class InProcessNode:
         self.data_dir = data_dir
         environ = {
             "C2D_METRICS__LISTEN": "127.0.0.1:0",
+            "C2D_HTTP__LISTEN": "127.0.0.1:0",
             **env,
             "C2D_PODS__LISTEN": f"127.0.0.1:{free_port()}",
         }

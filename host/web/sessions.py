@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
@@ -27,6 +28,8 @@ CHALLENGE_SECONDS = 300.0
 MAX_CHALLENGES = 10_000  # the oldest are dropped first: a flood of page loads only wastes its own
 MAX_SESSIONS = 10_000
 MAX_SIGNATURE_CHARS = 200  # 65 bytes in hex is 132
+
+T = TypeVar("T")
 
 
 class SignInError(ValueError):
@@ -123,6 +126,6 @@ def recover(text: str, signature: str) -> str:
     return address.lower()
 
 
-def _trim(entries: OrderedDict[str, object], most: int) -> None:
+def _trim(entries: OrderedDict[str, T], most: int) -> None:
     while len(entries) > most:
         entries.popitem(last=False)
