@@ -12,7 +12,7 @@ import requests
 
 from c2d import auth
 from c2d.client import Client
-from dashboard import ENV, STUB_ENVIRONMENTS, challenge_of, endless, sign, signed_in
+from dashboard_client import ENV, STUB_ENVIRONMENTS, challenge_of, endless, sign, signed_in
 from host.web import graph
 from host.web.sessions import CHALLENGE_SECONDS, Sessions, SignInError
 from nodeproc import NodeProcess, running_node, wait_for
