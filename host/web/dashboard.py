@@ -45,7 +45,7 @@ SESSION_COOKIE = "c2d_session"
 CHALLENGE_COOKIE = "c2d_challenge"
 LISTED = 100  # stages, workflows and payments shown on the overview
 LOG_BYTES = 256 * 1024  # most of a log one request returns
-STATIC = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
+STATIC = {"dashboard.css": "text/css", "dashboard.js": "text/javascript", "favicon.svg": "image/svg+xml"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from c2d.common.v1 import common_pb2
 from host import statuses
 
-BOX_WIDTH = 190
+BOX_WIDTH = 230
 BOX_HEIGHT = 54
 GAP_X = 56
 GAP_Y = 18
