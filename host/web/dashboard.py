@@ -21,6 +21,7 @@ from typing import Any
 import jinja2
 import structlog
 from aiohttp import web
+from multidict import MultiDict
 
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
@@ -129,7 +130,10 @@ class Dashboard:
         return response
 
     async def login(self, request: web.Request) -> web.Response:
-        form = await request.post()
+        try:
+            form = await request.post()
+        except ValueError:  # not a form (bytes that are no text, say): no signature in it
+            form = MultiDict()
         signature = form.get("signature")
         try:
             token, session = self.sessions.sign_in(
