@@ -21,7 +21,6 @@ from typing import Any
 import jinja2
 import structlog
 from aiohttp import web
-from multidict import MultiDict
 
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
@@ -90,19 +89,7 @@ class Dashboard:
         self.logs = logs
         self.sessions = sessions
         self.secure_cookies = secure_cookies
-        self.templates = jinja2.Environment(
-            loader=jinja2.PackageLoader("host.web", "templates"),
-            autoescape=True,
-            undefined=jinja2.StrictUndefined,
-        )
-        self.templates.filters.update(
-            when=_when,
-            status=statuses.name,
-            tone=graph.tone,
-            short=_short,
-            health=_health_name,
-            kind=_result_kind,
-        )
+        self.templates = page_templates()
 
     def add_routes(self, app: web.Application) -> None:
         app.add_routes(
@@ -131,13 +118,8 @@ class Dashboard:
 
     async def login(self, request: web.Request) -> web.Response:
         try:
-            form = await request.post()
-        except ValueError:  # not a form (bytes that are no text, say): no signature in it
-            form = MultiDict()
-        signature = form.get("signature")
-        try:
             token, session = self.sessions.sign_in(
-                request.cookies.get(CHALLENGE_COOKIE, ""), signature if isinstance(signature, str) else ""
+                request.cookies.get(CHALLENGE_COOKIE, ""), await _signature(request)
             )
         except SignInError as exc:
             return await self.login_page(request, str(exc), status=401)
@@ -276,6 +258,34 @@ class Dashboard:
             for fees in env.fees
             if fees.token_decimals or fees.token_symbol
         }
+
+
+def page_templates() -> jinja2.Environment:
+    """The pages' templates, escaping every value they are given (what consumers and engines wrote)."""
+    templates = jinja2.Environment(
+        loader=jinja2.PackageLoader("host.web", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    templates.filters.update(
+        when=_when,
+        status=statuses.name,
+        tone=graph.tone,
+        short=_short,
+        health=_health_name,
+        kind=_result_kind,
+    )
+    return templates
+
+
+async def _signature(request: web.Request) -> str:
+    """The sign-in form's signature; "" when the body is no form (bytes that are no text, say)."""
+    try:
+        form = await request.post()
+    except ValueError:
+        return ""
+    value = form.get("signature")
+    return value if isinstance(value, str) else ""
 
 
 # -- on the database thread ------------------------------------------------------------------

@@ -15,7 +15,7 @@ from c2d.common.v1 import common_pb2
 from dashboard_client import ENV, STUB_ENVIRONMENTS, challenge_of, endless, sign, signed_in
 from host.store.jobs import EventView, JobView
 from host.web import sessions as sessions_module
-from host.web.dashboard import CHALLENGE_COOKIE, SESSION_COOKIE
+from host.web.dashboard import CHALLENGE_COOKIE, SESSION_COOKIE, page_templates
 from host.web.graph import layout
 from host.web.server import SECURITY_HEADERS
 from nodeproc import NodeProcess, running_node
@@ -93,7 +93,7 @@ def test_a_signature_signs_in_once_and_only_the_browser_given_the_challenge(base
     # Someone else's browser (without the challenge's cookie) cannot use it: no forced sign-in.
     forced = requests.post(f"{base}/login", data={"signature": signature}, allow_redirects=False, timeout=10)
     assert forced.status_code == 401 and "load it again" in forced.text
-    challenge_id = victim.cookies.get(CHALLENGE_COOKIE, path="/login")
+    challenge_id = str(victim.cookies.get(CHALLENGE_COOKIE, path="/login"))
     assert victim.post(f"{base}/login", data={"signature": signature}, timeout=10).url == f"{base}/"
     # Replayed, with the same cookie: the challenge is used up.
     replayed = requests.post(
@@ -143,10 +143,8 @@ def test_a_consumers_log_is_shown_as_text_never_as_markup(base: str, node: NodeP
     assert "<script>alert" not in page and "onerror" not in page
 
 
-def test_what_consumers_and_engines_wrote_is_escaped_in_the_pages(node: NodeProcess) -> None:
+def test_what_consumers_and_engines_wrote_is_escaped_in_the_pages() -> None:
     """Messages and images come from consumers' runs and engines: the templates escape all of them."""
-    from host.web.dashboard import Dashboard
-
     hostile = '"><script>alert(1)</script>'
     view = JobView(
         job_id="j1", workflow_id="w1", stage_index=0, owner="0x" + "1" * 40, environment_id=hostile,
@@ -154,21 +152,14 @@ def test_what_consumers_and_engines_wrote_is_escaped_in_the_pages(node: NodeProc
         max_duration_seconds=60, algorithm_image=hostile, created_at=0.0, started_at=None, finished_at=None,
         results_expire_at=None, exit_code=1, history=[EventView(S.JOB_STATUS_ALGORITHM_FAILED, hostile, 0.0)],
     )  # fmt: skip
-    dashboard = Dashboard.__new__(Dashboard)
-    Dashboard.__init__(
-        dashboard,
-        engines=None,
-        catalog=None,
-        census=None,
-        logs=None,
-        sessions=None,  # type: ignore[arg-type]
-    )
 
     class Row:
         id, environment_id, free, created_at, finished_at = "w1", hostile, True, 0.0, None
 
-    html = dashboard.templates.get_template("workflow.html").render(
-        session=None, workflow=Row, stages=[view], layout=layout([]), payment=None
+    html = (
+        page_templates()
+        .get_template("workflow.html")
+        .render(session=None, workflow=Row, stages=[view], layout=layout([]), payment=None)
     )
     assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
