@@ -257,15 +257,15 @@ def algorithm_kwargs(env: engine_config.EnvironmentConfig, spec: engine_pb2.JobS
 def two_amd_gpus_and_an_igpu(host: Host) -> tuple[gpus.Gpu, ...]:
     intel_card(host, number=0, render=128)
     amd_card(host, number=1, render=129)
-    amd_card(host, number=2, address="0000:83:00.0", render=130)
+    amd_card(host, number=2, address="0000:c3:00.0", render=130)
     host.groups()
     return drm.detect(settings(host))
 
 
 def test_a_stage_granted_one_amd_gpu_gets_exactly_its_nodes_kfd_and_the_groups(host: Host) -> None:
     env = environment(two_amd_gpus_and_an_igpu(host))
-    assert env.gpu_ids == (INTEL_ADDRESS, AMD_ADDRESS, "0000:83:00.0")
-    kwargs = algorithm_kwargs(env, job("0000:83:00.0"))
+    assert env.gpu_ids == (INTEL_ADDRESS, AMD_ADDRESS, "0000:c3:00.0")
+    kwargs = algorithm_kwargs(env, job("0000:c3:00.0"))
     assert kwargs["devices"] == [
         "/dev/dri/card2:/dev/dri/card2:rwm",
         "/dev/dri/renderD130:/dev/dri/renderD130:rwm",
@@ -318,7 +318,7 @@ def test_the_fingerprint_lists_amd_and_intel_gpus_with_their_vendor(host: Host) 
         ("GPU-aaa", "nvidia", "A100", 0.0),
         (INTEL_ADDRESS, "intel", "PCI 8086:46a6", 0.0),
         (AMD_ADDRESS, "amd", "AMD Instinct MI210", 64.0),
-        ("0000:83:00.0", "amd", "AMD Instinct MI210", 64.0),
+        ("0000:c3:00.0", "amd", "AMD Instinct MI210", 64.0),
     ]
 
 
@@ -343,10 +343,12 @@ def test_sysfs_detection_is_configured_off_restricted_or_pointed_elsewhere(host:
 def test_an_environment_picks_gpus_by_pci_address_and_an_absent_one_is_not_offered(host: Host) -> None:
     found = two_amd_gpus_and_an_igpu(host)
     machine = engine_config.MachineSize(cpu=8, ram_gib=32, disk_gib=100, gpus=found)
-    raw = {"environments": [{"id": "one", "gpus": [AMD_ADDRESS, "0000:99:00.0"]}]}
+    raw = {
+        "environments": [{"id": "one", "gpus": ["0000:C3:00.0", AMD_ADDRESS, "0000:c3:00.0", "0000:99:00.0"]}]
+    }
     with capture_logs() as logs:
         (env,) = engine_config.resolve(engine_config.parse_settings(raw), machine)
-    assert [(g.id, g.vendor) for g in env.gpus] == [(AMD_ADDRESS, "amd")]
+    assert [(g.id, g.vendor) for g in env.gpus] == [("0000:c3:00.0", "amd"), (AMD_ADDRESS, "amd")]
     assert [e.get("gpu") for e in logs if e["log_level"] == "warning"] == ["0000:99:00.0"]
 
 

@@ -222,15 +222,17 @@ def _resolve_gpus(ids: tuple[str, ...] | None, detected: tuple[Gpu, ...]) -> tup
         return detected
     known = {key: gpu for gpu in detected for key in (gpu.id, gpu.index) if key}
     chosen = []
-    for device_id in ids:
+    for configured in ids:
+        pci = drm.PCI_ADDRESS.fullmatch(configured)
+        device_id = configured.lower() if pci else configured
         if device_id in known:
             chosen.append(known[device_id])
-        elif drm.PCI_ADDRESS.fullmatch(device_id):
+        elif pci:
             # Such a GPU is passed by its device nodes, which only detection knows.
             log.warning("configured GPU not found in sysfs, not offered", gpu=device_id)
         else:
             chosen.append(Gpu(id=device_id))
-    return tuple(chosen)
+    return tuple({gpu.id: gpu for gpu in chosen}.values())  # a GPU listed twice (UUID and index) once
 
 
 # Value checks --------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ DEFAULT_GROUPS = ("video", "render")
 KFD = "/dev/kfd"
 CARD = re.compile(r"card(\d+)")
 RENDER = re.compile(r"renderD(\d+)")
-PCI_ADDRESS = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
+PCI_ADDRESS = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]", re.IGNORECASE)
 MAX_READ = 4096  # sysfs attributes are a page at most
 
 log = structlog.get_logger("c2d_docker_engine.drm")
@@ -88,7 +88,7 @@ def find(
         try:
             gpu = read_card(card, wanted, dev_root)
         except CardSkipped as exc:
-            log.info("GPU skipped", card=str(card), reason=str(exc))
+            log.warning("GPU skipped", card=str(card), reason=str(exc))
             continue
         if gpu is not None and gpu.id not in found:
             found[gpu.id] = gpu
