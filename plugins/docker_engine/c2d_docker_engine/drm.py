@@ -73,14 +73,14 @@ def find(
     Device nodes are checked under ``dev_root`` but named as Docker's host
     sees them (``/dev/...``); their groups are filled in by :func:`detect`.
     """
-    drm = sys_root / "class" / "drm"
+    drm_class = sys_root / "class" / "drm"
     try:
         cards = sorted(
-            (entry for entry in drm.iterdir() if CARD.fullmatch(entry.name)),
+            (entry for entry in drm_class.iterdir() if CARD.fullmatch(entry.name)),
             key=lambda entry: int(entry.name[len("card") :]),
         )
     except OSError as exc:
-        log.info("no DRM devices in sysfs", path=str(drm), reason=str(exc))
+        log.info("no DRM devices in sysfs", path=str(drm_class), reason=str(exc))
         return ()
     wanted = frozenset(vendors)
     found: dict[str, Gpu] = {}
@@ -155,14 +155,14 @@ def group_ids(names: Iterable[str], group_file: Path = Path("/etc/group")) -> tu
     return tuple(dict.fromkeys(chosen))
 
 
-def _render_node(drm: Path) -> str:
-    """The card's render node (``renderD128``...); a card without one cannot run compute."""
+def _render_node(nodes: Path) -> str:
+    """The card's render node (``renderD128``...) in its ``device/drm``; a card without one cannot run compute."""
     try:
-        names = sorted(entry.name for entry in drm.iterdir() if RENDER.fullmatch(entry.name))
+        names = sorted(entry.name for entry in nodes.iterdir() if RENDER.fullmatch(entry.name))
     except OSError as exc:
-        raise CardSkipped(f"cannot list {drm}: {exc}") from None
+        raise CardSkipped(f"cannot list {nodes}: {exc.strerror or exc}") from None
     if not names:
-        raise CardSkipped(f"no render node (renderD*) in {drm}")
+        raise CardSkipped(f"no render node (renderD*) in {nodes}")
     return names[0]
 
 
