@@ -12,15 +12,19 @@ message alone.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import structlog
 
 from c2d.plugin.kit import environments
 from c2d.plugin.kit.values import count as _count
 from c2d.plugin.kit.values import flag as _flag
 from c2d.plugin.kit.values import optional_text as _optional_text
 from c2d.plugin.kit.values import positive as _positive
+from c2d_docker_engine import drm
 from c2d_docker_engine.errors import invalid
 from c2d_docker_engine.gpus import Gpu
 
@@ -28,6 +32,8 @@ WHERE = "[engines.docker]"
 DEFAULT_ENVIRONMENT_ID = "docker-local"
 DISK_QUOTA_MODES = ("auto", "loop-ext4", "none")
 GPUS_AUTO = "auto"
+log = structlog.get_logger("c2d_docker_engine.config")
+GROUP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10}")
 
 TOP_LEVEL_DEFAULTS: dict[str, Any] = {
     "uid": 1000,
@@ -51,6 +57,9 @@ TOP_LEVEL_KEYS = frozenset(
         "pod_network",
         "network",
         "init",
+        "sysfs_gpu_vendors",
+        "gpu_groups",
+        "host_root",
     }
 )
 ENVIRONMENT_KEYS = environments.COMMON_KEYS | {"gpus", "cpu_pinning", "cpus"}
@@ -129,6 +138,7 @@ class DockerSettings:
     log_max_mib: int = 64
     daemon_wait_seconds: int = 120
     init: bool = True
+    gpu_sysfs: drm.SysfsSettings = field(default_factory=drm.SysfsSettings)
     ignored_keys: tuple[str, ...] = field(default=())
 
 
@@ -160,6 +170,7 @@ def parse_settings(raw: Mapping[str, Any]) -> DockerSettings:
         log_max_mib=counts["log_max_mib"],
         daemon_wait_seconds=counts["daemon_wait_seconds"],
         init=_flag(raw, "init", True, WHERE),
+        gpu_sysfs=_gpu_sysfs(raw),
         ignored_keys=tuple(sorted(set(raw) - TOP_LEVEL_KEYS)),
     )
 
@@ -209,8 +220,19 @@ def _resolve_gpus(ids: tuple[str, ...] | None, detected: tuple[Gpu, ...]) -> tup
         return ()
     if ids == (GPUS_AUTO,):
         return detected
-    known = {key: gpu for gpu in detected for key in (gpu.id, gpu.index)}
-    return tuple(known.get(device_id) or Gpu(id=device_id) for device_id in ids)
+    known = {key: gpu for gpu in detected for key in (gpu.id, gpu.index) if key}
+    chosen = []
+    for configured in ids:
+        pci = drm.PCI_ADDRESS.fullmatch(configured)
+        device_id = configured.lower() if pci else configured
+        if device_id in known:
+            chosen.append(known[device_id])
+        elif pci:
+            # Such a GPU is passed by its device nodes, which only detection knows.
+            log.warning("configured GPU not found in sysfs, not offered", gpu=device_id)
+        else:
+            chosen.append(Gpu(id=device_id))
+    return tuple({gpu.id: gpu for gpu in chosen}.values())  # a GPU listed twice (UUID and index) once
 
 
 # Value checks --------------------------------------------------------------------------------
@@ -222,11 +244,34 @@ def _gpu_ids(raw: object, where: str) -> tuple[str, ...] | None:
     if raw == GPUS_AUTO:
         return (GPUS_AUTO,)
     if not isinstance(raw, list) or not all(isinstance(x, str | int) and str(x).strip() for x in raw):
-        raise invalid(f'{where}: gpus must be "auto" or a list of device ids (UUIDs or indexes), got {raw!r}')
+        raise invalid(
+            f'{where}: gpus must be "auto" or a list of device ids (UUIDs, indexes or PCI addresses), got {raw!r}'
+        )
     ids = tuple(str(int(x)) if isinstance(x, float) else str(x) for x in raw)
     if len(set(ids)) != len(ids):
         raise invalid(f"{where}: gpus lists a device twice")
     return ids
+
+
+def _gpu_sysfs(raw: Mapping[str, Any]) -> drm.SysfsSettings:
+    """Which GPUs sysfs detection looks for, the groups their containers get, where the host's files are."""
+    vendors = raw.get("sysfs_gpu_vendors", list(drm.DEFAULT_VENDORS))
+    if not isinstance(vendors, list) or not all(v in drm.DEFAULT_VENDORS for v in vendors):
+        raise invalid(
+            f"{WHERE} sysfs_gpu_vendors must be a list of {list(drm.DEFAULT_VENDORS)} ([] turns sysfs "
+            f"detection off), got {vendors!r}"
+        )
+    groups = raw.get("gpu_groups", list(drm.DEFAULT_GROUPS))
+    if not isinstance(groups, list) or not all(
+        isinstance(g, str | int) and not isinstance(g, bool) and GROUP_NAME.fullmatch(str(g)) for g in groups
+    ):
+        raise invalid(f"{WHERE} gpu_groups must be a list of group names or gids, got {groups!r}")
+    host_root = raw.get("host_root", "/")
+    if not isinstance(host_root, str) or not host_root.startswith("/"):
+        raise invalid(f"{WHERE} host_root must be an absolute path, got {host_root!r}")
+    return drm.SysfsSettings(
+        vendors=tuple(dict.fromkeys(vendors)), groups=tuple(str(g) for g in groups), host_root=host_root
+    )
 
 
 def _core_ids(raw: object, where: str) -> tuple[int, ...] | None:

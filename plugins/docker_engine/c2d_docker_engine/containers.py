@@ -3,7 +3,7 @@
 Kept free of any Docker call so the security settings (no capabilities, no
 new privileges, read-only root, no network, exactly the granted CPU, memory,
 pids and GPU devices) can be checked line by line in unit tests, GPU
-DeviceRequests included, on a machine without a GPU.
+DeviceRequests and device nodes included, on a machine without a GPU.
 
 Names are deterministic (``c2d-<job_id>-<role>``), so a retried step, or a
 restarted plugin, finds its own container instead of making a second one.
@@ -22,6 +22,7 @@ from typing import Any
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
 from c2d.plugin.kit.podenv import pod_command, pod_environment
+from c2d_docker_engine.gpus import Access
 from c2d_docker_engine.grant import Grant
 from c2d_docker_engine.jobdir import Record
 from c2d_docker_engine.jobspec import DATA_ROOT
@@ -98,6 +99,7 @@ def algorithm_kwargs(record: Record, paths: HostPaths, image_id: str) -> dict[st
         ),
         **hardening(limits),
         **resource_limits(grant, record.get("cpuset")),
+        **gpu_kwargs(Access.from_json(record.get("gpu_access"), grant.gpus)),
         "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={limits['tmp_bytes']},mode=1777"},
         "detach": True,
     }
@@ -120,7 +122,7 @@ def hardening(limits: Record) -> dict[str, Any]:
 
 
 def resource_limits(grant: Grant, cpuset: list[int] | None) -> dict[str, Any]:
-    """CPU quota (and pinned cores), memory with no swap beyond it, and exactly the granted GPUs."""
+    """CPU quota (and pinned cores) and memory with no swap beyond it."""
     kwargs: dict[str, Any] = {
         "nano_cpus": max(1, round(grant.cpu * NANO)),
         "mem_limit": grant.ram_bytes,
@@ -128,8 +130,22 @@ def resource_limits(grant: Grant, cpuset: list[int] | None) -> dict[str, Any]:
     }
     if cpuset:
         kwargs["cpuset_cpus"] = ",".join(str(core) for core in cpuset)
-    if grant.gpus:
-        kwargs["device_requests"] = [gpu_request(grant.gpus)]
+    return kwargs
+
+
+def gpu_kwargs(access: Access) -> dict[str, Any]:
+    """Exactly the granted GPUs: NVIDIA's by DeviceRequest, others by their own device nodes and groups.
+
+    Each node is mapped on its own (``/dev/dri/renderD128``...), never the
+    whole of ``/dev/dri``: another stage's GPU stays out of reach.
+    """
+    kwargs: dict[str, Any] = {}
+    if access.nvidia:
+        kwargs["device_requests"] = [gpu_request(access.nvidia)]
+    if access.nodes:
+        kwargs["devices"] = [f"{node}:{node}:rwm" for node in access.nodes]
+    if access.groups:
+        kwargs["group_add"] = list(access.groups)
     return kwargs
 
 

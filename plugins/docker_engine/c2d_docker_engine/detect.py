@@ -1,4 +1,4 @@
-"""What Configure settles: the daemon, the disk quota mechanism, the pod image, the environments.
+"""What Configure settles: the daemon, the disk quota mechanism, the pod image, the GPUs, the environments.
 
 Each is detected rather than assumed, and each problem is said in words an
 operator can act on: a missing daemon is not an error (the engine reports
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import structlog
 
-from c2d_docker_engine import volumes
+from c2d_docker_engine import drm, gpus, volumes
 from c2d_docker_engine.config import DockerSettings
 from c2d_docker_engine.errors import precondition
 
@@ -65,3 +65,11 @@ def pod_image(settings: DockerSettings) -> str | None:
     except Exception as exc:
         log.warning("pods.image could not name the pod image; set pod_image", reason=str(exc))
         return None
+
+
+def machine_gpus(settings: DockerSettings) -> tuple[gpus.Gpu, ...]:
+    """NVIDIA's GPUs (NVML, nvidia-smi), then the AMD and Intel ones sysfs lists; never raises."""
+    found = gpus.detect() + drm.detect(settings.gpu_sysfs)
+    if found:
+        log.info("GPUs found", gpus=[f"{g.vendor} {g.id} {g.model}".strip() for g in found])
+    return found

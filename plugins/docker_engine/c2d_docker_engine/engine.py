@@ -26,7 +26,7 @@ from c2d.plugin.kit.health import HealthTracker
 from c2d.plugin.kit.rpc import streaming, unary
 from c2d.plugin.kit.servicer import DrivenEngine, find_environment
 from c2d.plugin.kit.values import settings_from_struct
-from c2d_docker_engine import detect, fingerprint, gpus, logs, podimage, volumes
+from c2d_docker_engine import detect, drm, fingerprint, gpus, logs, podimage, volumes
 from c2d_docker_engine.config import (
     DockerSettings,
     EnvironmentConfig,
@@ -82,6 +82,7 @@ class EngineServicer(DrivenEngine[JobDir]):
         self._configured: Configured | None = None
         self._drivers: Drivers = Drivers()
         self._gpus: tuple[gpus.Gpu, ...] | None = None
+        self._gpus_found_with: drm.SysfsSettings | None = None
         self._pod_image = podimage.PodImageCheck()
         self._pod_image_warned: str | None = None
 
@@ -111,8 +112,9 @@ class EngineServicer(DrivenEngine[JobDir]):
             previous = self._configured
             daemon = self._daemon_for(settings, previous)
             daemon.check()
-            if self._gpus is None:
-                self._gpus = gpus.detect()
+            if self._gpus is None or self._gpus_found_with != settings.gpu_sysfs:
+                self._gpus = detect.machine_gpus(settings)
+                self._gpus_found_with = settings.gpu_sysfs
             disk_quota = (
                 previous.disk_quota
                 if previous is not None

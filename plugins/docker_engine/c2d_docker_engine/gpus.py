@@ -1,18 +1,20 @@
-"""The GPUs of this machine, for environments that offer them.
+"""The GPUs of this machine, for environments that offer them, and what a container needs to use them.
 
 NVIDIA GPUs are found through NVML (the ``pynvml`` module of the optional
 ``nvidia-ml-py`` dependency) when it imports and a driver answers, else
 through ``nvidia-smi``'s CSV output, else there are none. Each device is
 named by its UUID, which stays the same across reboots and driver reloads
 (indexes need not), and Docker's DeviceRequests accept it as is. The
-parsers take plain values so they can be tested without a GPU.
+parsers take plain values so they can be tested without a GPU. AMD and
+Intel GPUs are found in sysfs (:mod:`c2d_docker_engine.drm`) and reach a
+container as device nodes instead.
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -30,13 +32,53 @@ log = structlog.get_logger("c2d_docker_engine.gpus")
 
 @dataclass(frozen=True)
 class Gpu:
-    """One device: ``id`` is what grants name and what DeviceRequests carry."""
+    """One device: ``id`` is what grants name.
+
+    An NVIDIA GPU reaches a container through a DeviceRequest carrying its id
+    (the NVIDIA container toolkit does the rest); any other through ``nodes``,
+    the host's device files it needs (``/dev/dri/cardN``...), and ``groups``,
+    the gids (or names) that may open them.
+    """
 
     id: str
     index: str = ""
     vendor: str = NVIDIA
     model: str = ""
     memory_gib: float = 0.0
+    nodes: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Access:
+    """What a container granted some GPUs gets: DeviceRequest ids, device nodes, extra groups.
+
+    It is frozen into the job's spec at StartJob, so a recovered job keeps the
+    nodes it started with.
+    """
+
+    nvidia: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, granted: Sequence[Gpu]) -> Access:
+        """The granted GPUs' needs, each node and group once, in the order the GPUs were granted."""
+        return cls(
+            nvidia=tuple(g.id for g in granted if g.vendor == NVIDIA),
+            nodes=_once(node for g in granted if g.vendor != NVIDIA for node in g.nodes),
+            groups=_once(group for g in granted if g.vendor != NVIDIA for group in g.groups),
+        )
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {"nvidia": list(self.nvidia), "nodes": list(self.nodes), "groups": list(self.groups)}
+
+    @classmethod
+    def from_json(cls, data: object, granted_ids: Sequence[str]) -> Access:
+        """The frozen access; a spec written before it existed granted NVIDIA GPUs only."""
+        if not isinstance(data, Mapping):
+            return cls(nvidia=tuple(granted_ids))
+        return cls(**{key: _strings(data.get(key)) for key in ("nvidia", "nodes", "groups")})
 
 
 def detect() -> tuple[Gpu, ...]:
@@ -106,6 +148,14 @@ def parse_nvidia_smi(lines: Iterable[str]) -> tuple[Gpu, ...]:
             memory_gib = 0.0
         devices.append(Gpu(id=uuid, index=index, model=model, memory_gib=memory_gib))
     return tuple(devices)
+
+
+def _once(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(values))
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
 
 
 def _text(value: str | bytes) -> str:

@@ -26,6 +26,7 @@ from c2d.plugin.kit.jobspec import (
 )
 from c2d_docker_engine.config import DockerSettings, EnvironmentConfig
 from c2d_docker_engine.errors import invalid
+from c2d_docker_engine.gpus import Access
 from c2d_docker_engine.grant import Grant, grant_from
 from c2d_docker_engine.jobdir import Record
 
@@ -37,6 +38,7 @@ __all__ = [
     "ImageRef",
     "build_spec",
     "check_job_id",
+    "gpu_access_of",
     "image_of",
     "is_loopback",
     "limits_of",
@@ -66,6 +68,7 @@ def build_spec(
     return {
         **kit.base_record(spec, env, host_id, grant, image, network_of(spec, env)),
         "cpuset": None,
+        "gpu_access": gpu_access_of(grant, env).to_json(),
         "limits": limits_of(settings, grant, disk_quota),
         "pod": pod_of(spec, settings, pod_image),
     }
@@ -85,6 +88,12 @@ def limits_of(settings: DockerSettings, grant: Grant, disk_quota: str) -> Record
         "network_name": settings.network,
         "daemon_wait_seconds": settings.daemon_wait_seconds,
     }
+
+
+def gpu_access_of(grant: Grant, env: EnvironmentConfig) -> Access:
+    """What the algorithm's container needs for its granted GPUs (grant_from checked they are the environment's)."""
+    granted = [gpu for gpu in (env.gpu(device_id) for device_id in grant.gpus) if gpu is not None]
+    return Access.of(granted)
 
 
 def network_of(spec: engine_pb2.JobSpec, env: EnvironmentConfig) -> bool:
