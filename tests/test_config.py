@@ -17,7 +17,7 @@ from c2d_docker_engine import config as docker_config
 from c2d_external_stub import config as stub_config
 from c2d_external_stub.machine import MachineSize
 from c2d_k8s_engine import config as k8s_config
-from host.config import ConfigError, load_config
+from host.config import DEFAULTS, ConfigError, load_config
 
 
 def test_defaults_without_file_are_development() -> None:
@@ -143,10 +143,21 @@ def test_list_plugins_shows_installed_engines_and_honours_allowlist(tmp_path: Pa
     assert "external_stub" not in listing({"C2D_LOAD_PLUGINS": "some_other_engine"})
 
 
+# docs/config.example.toml -----------------------------------------------------------------------
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "docs" / "config.example.toml"
+# A commented-out setting or table header ("# key = value", "# [[a.b]]"); prose never has " = ".
+COMMENTED_SETTING = re.compile(r'^# ?((?:\[\[?[\w."-]+\]\]?)|(?:[A-Za-z_]\w* = .*))$', re.MULTILINE)
+
+
+def example_config(every_setting: bool) -> dict[str, Any]:
+    """docs/config.example.toml parsed as it is, or with every commented setting switched on."""
+    text = EXAMPLE_CONFIG.read_text()
+    return tomllib.loads(COMMENTED_SETTING.sub(r"\1", text) if every_setting else text)
+
+
 def test_example_config_documents_every_default() -> None:
     """docs/config.example.toml is what operators copy: it must load and name every setting."""
-    from host.config import DEFAULTS
-
     example = example_config(every_setting=True)
     load_config(EXAMPLE_CONFIG, environ={})
     # The node's own tables; [engines.*] are the engines' (below), [environments.*] the operator's.
@@ -167,17 +178,7 @@ def test_example_config_with_every_commented_setting_on_still_loads(tmp_path: Pa
     assert config.engine_section("docker") == example_config(every_setting=True)["engines"]["docker"]
 
 
-# The example's engine tables -------------------------------------------------------------------
-
-EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "docs" / "config.example.toml"
-# A commented-out setting or table header ("# key = value", "# [[a.b]]"); prose never has " = ".
-COMMENTED_SETTING = re.compile(r'^# ?((?:\[\[?[\w."-]+\]\]?)|(?:[A-Za-z_]\w* = .*))$', re.MULTILINE)
-
-
-def example_config(every_setting: bool) -> dict[str, Any]:
-    """docs/config.example.toml parsed as it is, or with every commented setting switched on."""
-    text = EXAMPLE_CONFIG.read_text()
-    return tomllib.loads(COMMENTED_SETTING.sub(r"\1", text) if every_setting else text)
+# The example's engine tables, read by each engine's own parser.
 
 
 @dataclass(frozen=True)
