@@ -206,9 +206,9 @@ EXTERNAL = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|//|#)", re.IGNORECASE)  # a schem
 
 
 def documentation_files() -> list[Path]:
-    """README.md, docs/*.md and every other Markdown file the repository tracks."""
+    """README.md, docs/*.md (tracked yet or not) and every other Markdown file the repository tracks."""
     listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "*.md"],
+        ["git", "ls-files", "-z", "*.md"],
         cwd=REPO_ROOT,
         capture_output=True,
         check=True,
