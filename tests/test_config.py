@@ -5,11 +5,19 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from host.config import ConfigError, load_config
+from c2d_docker_engine import config as docker_config
+from c2d_external_stub import config as stub_config
+from c2d_external_stub.machine import MachineSize
+from c2d_k8s_engine import config as k8s_config
+from host.config import DEFAULTS, ConfigError, load_config
 
 
 def test_defaults_without_file_are_development() -> None:
@@ -135,14 +143,118 @@ def test_list_plugins_shows_installed_engines_and_honours_allowlist(tmp_path: Pa
     assert "external_stub" not in listing({"C2D_LOAD_PLUGINS": "some_other_engine"})
 
 
-def test_example_config_documents_every_default(repo_root: Path) -> None:
+# docs/config.example.toml -----------------------------------------------------------------------
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "docs" / "config.example.toml"
+# A commented-out setting or table header ("# key = value", "# [[a.b]]"); prose never has " = ".
+COMMENTED_SETTING = re.compile(r'^# ?((?:\[\[?[\w."-]+\]\]?)|(?:[A-Za-z_]\w* = .*))$', re.MULTILINE)
+
+
+def example_config(every_setting: bool) -> dict[str, Any]:
+    """docs/config.example.toml parsed as it is, or with every commented setting switched on."""
+    text = EXAMPLE_CONFIG.read_text()
+    return tomllib.loads(COMMENTED_SETTING.sub(r"\1", text) if every_setting else text)
+
+
+def test_example_config_documents_every_default() -> None:
     """docs/config.example.toml is what operators copy: it must load and name every setting."""
-    import tomllib
+    example = example_config(every_setting=True)
+    load_config(EXAMPLE_CONFIG, environ={})
+    # The node's own tables; [engines.*] are the engines' (below), [environments.*] the operator's.
+    sections = [name for name in DEFAULTS if name not in ("engines", "environments")]
+    assert {"node", "plugins", "storage", "chain", "limits"} <= set(sections)
+    for section in sections:
+        assert set(example.get(section, {})) == set(DEFAULTS[section]), (
+            f"[{section}] in the example differs from the defaults"
+        )
 
-    from host.config import DEFAULTS
 
-    example = tomllib.loads((repo_root / "docs" / "config.example.toml").read_text())
-    load_config(repo_root / "docs" / "config.example.toml", environ={})
-    for section in ("node", "plugins", "storage", "pods", "assets", "compute"):
-        documented = set(example[section]) | ({"load"} if section == "plugins" else set())
-        assert documented == set(DEFAULTS[section]), f"[{section}] in the example differs from the defaults"
+def test_example_config_with_every_commented_setting_on_still_loads(tmp_path: Path) -> None:
+    """The "# key = value" lines are settings an operator may switch on by deleting the "# "."""
+    path = tmp_path / "node.toml"
+    path.write_text(COMMENTED_SETTING.sub(r"\1", EXAMPLE_CONFIG.read_text()))
+    config = load_config(path, environ={})
+    assert config.plugins["load"] == ["external_stub"]
+    assert config.engine_section("docker") == example_config(every_setting=True)["engines"]["docker"]
+
+
+# The example's engine tables, read by each engine's own parser.
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How one engine plugin reads its [engines.NAME] table, and what it knows of."""
+
+    name: str
+    parse: Callable[[Mapping[str, Any]], Any]  # the plugin's own parser: a settings dataclass
+    settings: type  # that dataclass
+    environment: type  # the dataclass of one [[engines.NAME.environments]] entry
+    top_level_keys: frozenset[str]
+    environment_keys: frozenset[str]
+    defaults: Mapping[str, Any]  # the least table the parser takes: what the engine does unconfigured
+
+
+STUB_MACHINE = MachineSize(cpu=4.0, ram_gib=8.0, disk_gib=20.0)
+ENGINES = [
+    EngineConfig(
+        "docker",
+        docker_config.parse_settings,
+        docker_config.DockerSettings,
+        docker_config.EnvironmentSettings,
+        docker_config.TOP_LEVEL_KEYS,
+        docker_config.ENVIRONMENT_KEYS,
+        {},
+    ),
+    EngineConfig(
+        "kubernetes",
+        k8s_config.parse_settings,
+        k8s_config.KubernetesSettings,
+        k8s_config.EnvironmentSettings,
+        k8s_config.TOP_LEVEL_KEYS,
+        k8s_config.ENVIRONMENT_KEYS,
+        {},
+    ),
+    EngineConfig(
+        "external_stub",
+        lambda raw: stub_config.parse_config(raw, STUB_MACHINE),
+        stub_config.StubConfig,
+        stub_config.EnvironmentConfig,
+        stub_config.TOP_LEVEL_KEYS,
+        stub_config.ENVIRONMENT_KEYS,
+        {"enabled": True},  # off unless enabled; the example enables it for development
+    ),
+]
+
+
+def _settings_known(engine: EngineConfig) -> set[str]:
+    """Every top-level key the engine reads: its dataclass's fields and its list of known keys."""
+    # gpu_sysfs is not a key: the Docker engine builds it from sysfs_gpu_vendors, gpu_groups and host_root.
+    return ({f.name for f in fields(engine.settings)} | engine.top_level_keys) - {"ignored_keys", "gpu_sysfs"}
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=[e.name for e in ENGINES])
+def test_example_engine_table_is_accepted_and_holds_the_engines_defaults(engine: EngineConfig) -> None:
+    table = example_config(every_setting=False)["engines"][engine.name]
+    parsed = engine.parse(table)
+    assert parsed.ignored_keys == (), f"[engines.{engine.name}] has keys the engine ignores"
+    assert parsed == engine.parse(engine.defaults), (
+        f"[engines.{engine.name}] in the example sets a value that is not the engine's default"
+    )
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=[e.name for e in ENGINES])
+def test_example_engine_table_names_every_setting_the_engine_knows(engine: EngineConfig) -> None:
+    table = example_config(every_setting=True)["engines"][engine.name]
+    parsed = engine.parse(table)  # every commented setting is one the engine accepts
+    assert parsed.ignored_keys == (), f"[engines.{engine.name}] has keys the engine ignores"
+    missing = sorted(_settings_known(engine) - set(table))
+    assert not missing, f"[engines.{engine.name}] in docs/config.example.toml lacks {missing}"
+    for name in table.keys() & {f.name for f in fields(parsed)}:
+        value = getattr(parsed, name)
+        if is_dataclass(value):  # a nested table (registry_auth): every one of its keys too
+            lacking = sorted({f.name for f in fields(value)} - set(table[name]))
+            assert not lacking, f"[engines.{engine.name}] {name} in the example lacks {lacking}"
+    (environment,) = table["environments"]
+    known = {f.name for f in fields(engine.environment)} | engine.environment_keys
+    missing = sorted(known - set(environment))
+    assert not missing, f"[[engines.{engine.name}.environments]] in the example lacks {missing}"

@@ -4,18 +4,21 @@ test_dashboard_browser.py, the attacks in security/test_dashboard_attacks.py."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from c2d import auth
+from c2d.cli.main import main as cli_main
 from c2d.client import Client
 from dashboard_client import ENV, STUB_ENVIRONMENTS, challenge_of, endless, sign, signed_in
 from host.web import graph
 from host.web.sessions import CHALLENGE_SECONDS, Sessions, SignInError
-from nodeproc import NodeProcess, running_node, wait_for
+from nodeproc import NodeProcess, free_port, running_node, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +41,9 @@ def test_the_dashboard_is_its_own_listener_on_loopback(node: NodeProcess, base: 
     assert requests.get(f"{base}/", timeout=10).url == f"{base}/login"  # not signed in: to the sign-in page
 
 
-def test_the_node_key_signs_in_as_the_operator_and_sees_engines_and_capacity(node: NodeProcess, base: str) -> None:
+def test_the_node_key_signs_in_as_the_operator_and_sees_engines_and_capacity(
+    node: NodeProcess, base: str
+) -> None:
     session = signed_in(base, node.node_key())
     page = showing(session, f"{base}/", "cpu 0/2", "the environment's capacity on the overview")
     assert "operator" in page
@@ -84,7 +89,9 @@ def test_a_stages_log_is_read_from_any_offset_in_whole_lines(node: NodeProcess, 
         session = signed_in(base, key)
         url = f"{base}/api/jobs/{job}/log"
         try:
-            part = wait_for(lambda: _with(session.get(url, timeout=10).json(), "line 2\n"), 60, "three log lines")
+            part = wait_for(
+                lambda: _with(session.get(url, timeout=10).json(), "line 2\n"), 60, "three log lines"
+            )
             assert part["data"].startswith("line 0\n") and part["data"].endswith("\n")
             assert part["ended"] is False
             rest = session.get(url, params={"offset": part["offset"]}, timeout=10).json()
@@ -102,7 +109,9 @@ def test_a_stages_log_is_read_from_any_offset_in_whole_lines(node: NodeProcess, 
             assert reply.status_code == 400 and "offset" in reply.text and "Traceback" not in reply.text
 
 
-def test_the_workflow_page_draws_its_stages_as_a_graph_with_their_history(node: NodeProcess, base: str) -> None:
+def test_the_workflow_page_draws_its_stages_as_a_graph_with_their_history(
+    node: NodeProcess, base: str
+) -> None:
     key = auth.new_private_key()
     with Client(node.address, key) as client:
         started = client.start(endless(extra_stages=2), free=True)
@@ -124,9 +133,51 @@ def test_signing_out_ends_the_session(node: NodeProcess, base: str) -> None:
     assert session.get(f"{base}/api/jobs/x/log", timeout=10).status_code == 401
 
 
+def test_c2d_dashboard_prints_a_link_that_signs_a_browser_in_once(
+    node: NodeProcess, base: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key_file = tmp_path / "me.key"
+    key_file.write_text(node.node_key())
+    assert cli_main(["--key-file", str(key_file), "--json", "dashboard", "--url", base]) == 0
+    link = json.loads(capsys.readouterr().out)
+    assert link["operator"] is True and link["address"] == auth.address_of(node.node_key())
+    browser = requests.Session()
+    landed = browser.get(link["url"], timeout=10)
+    assert landed.url == f"{base}/" and link["address"] in landed.text and "operator" in landed.text
+    again = requests.get(link["url"], timeout=10)  # another browser, or the same link replayed
+    assert again.status_code == 401 and "used or expired" in again.text
+
+
+def test_c2d_dashboard_says_why_when_no_dashboard_answers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key_file = tmp_path / "me.key"
+    key_file.write_text(auth.new_private_key())
+    url = f"http://127.0.0.1:{free_port()}"
+    assert cli_main(["--key-file", str(key_file), "dashboard", "--url", url]) == 3
+    assert f"no dashboard answers at {url}" in capsys.readouterr().err
+    assert cli_main(["--key-file", str(key_file), "dashboard", "--url", "ftp://x"]) == 2
+
+
+def test_the_link_api_refuses_what_is_not_a_signed_challenge(base: str) -> None:
+    for body in (b"not json", b"[]", b'{"challenge": 1, "signature": "x"}'):
+        reply = requests.post(f"{base}/api/links", data=body, timeout=10)
+        assert reply.status_code == 400 and "send JSON" in reply.text
+    challenge = requests.get(f"{base}/api/challenge", timeout=10).json()
+    bad = requests.post(
+        f"{base}/api/links", json={"challenge": challenge["id"], "signature": "0x00"}, timeout=10
+    )
+    assert bad.status_code == 401 and "signature" in bad.json()["error"]
+    # The refused attempt used the challenge up: a good signature of it now signs in nobody.
+    late = {"challenge": challenge["id"], "signature": sign(challenge["text"], auth.new_private_key())}
+    assert requests.post(f"{base}/api/links", json=late, timeout=10).status_code == 401
+
+
 def showing(session: requests.Session, url: str, text: str, what: str) -> str:
     """The page at ``url`` once it shows ``text``."""
-    return str(wait_for(lambda: (page if text in (page := session.get(url, timeout=10).text) else None), 60, what))
+    return str(
+        wait_for(lambda: page if text in (page := session.get(url, timeout=10).text) else None, 60, what)
+    )
 
 
 def _with(part: dict[str, Any], text: str) -> dict[str, Any] | None:

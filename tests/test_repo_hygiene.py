@@ -193,3 +193,117 @@ def test_readme_offline_busybox_recipe_names_what_exists() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     assert "docker_images.busybox_image(docker.from_env(), 'busybox:1.36')" in readme
     assert list(inspect.signature(docker_images.busybox_image).parameters)[:2] == ["client", "name"]
+
+
+# Links in the documentation ---------------------------------------------------------------------
+
+# Inline links and images, [text](target "title"), and reference definitions, [name]: target.
+INLINE_LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+REFERENCE_LINK = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)", re.MULTILINE)
+FENCED_CODE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
+INLINE_CODE = re.compile(r"`[^`\n]*`")
+EXTERNAL = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|//|#)", re.IGNORECASE)  # a scheme, a host, an anchor
+
+
+def documentation_files() -> list[Path]:
+    """README.md, docs/*.md (tracked yet or not) and every other Markdown file the repository tracks."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "*.md"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=True,
+        timeout=30,
+    ).stdout.decode()
+    found = {REPO_ROOT / name for name in listed.split("\0") if name}
+    found |= {REPO_ROOT / "README.md", *(REPO_ROOT / "docs").glob("*.md")}
+    return sorted(path for path in found if path.is_file())
+
+
+def relative_links(markdown: str) -> list[str]:
+    """The link targets that name a path (code blocks and spans are not links), anchors cut off."""
+    prose = INLINE_CODE.sub("", FENCED_CODE.sub("", markdown))
+    targets = INLINE_LINK.findall(prose) + REFERENCE_LINK.findall(prose)
+    return [target.split("#", 1)[0] for target in targets if not EXTERNAL.match(target)]
+
+
+DOCUMENTATION = documentation_files()
+
+
+def test_documentation_files_are_found() -> None:
+    names = {path.relative_to(REPO_ROOT).as_posix() for path in DOCUMENTATION}
+    assert {"README.md", "docs/security.md", "docs/architecture.md"} <= names
+
+
+@pytest.mark.parametrize(
+    "document", DOCUMENTATION, ids=[p.relative_to(REPO_ROOT).as_posix() for p in DOCUMENTATION]
+)
+def test_every_relative_link_names_a_file_inside_the_repository(document: Path) -> None:
+    # A link outside the checkout (../shared/...) works on one machine only; one to a file that
+    # moved works nowhere. Both fail here, with the line to fix.
+    broken = []
+    for target in relative_links(document.read_text()):
+        resolved = (document.parent / target).resolve()
+        if not resolved.is_relative_to(REPO_ROOT):
+            broken.append(f"{target} (outside the repository)")
+        elif not resolved.exists():
+            broken.append(f"{target} (no such file)")
+    assert not broken, f"{document.relative_to(REPO_ROOT)} links to: " + ", ".join(broken)
+
+
+def test_link_finder_sees_inline_and_reference_links_but_not_code() -> None:
+    markdown = (
+        'See [the design](../shared/DESIGN.md), ![a](img/x.png "t") and [web](https://x.org).\n'
+        "[ref]: docs/a.md#part\n"
+        "`[not](code.md)`\n```\n[nor](block.md)\n```\n[anchor](#here)\n"
+    )
+    assert relative_links(markdown) == ["../shared/DESIGN.md", "img/x.png", "docs/a.md"]
+
+
+# docs/architecture.md stays true to the code ------------------------------------------------------
+
+ARCHITECTURE = REPO_ROOT / "docs" / "architecture.md"
+CITED_TEST = re.compile(r"\b(tests/[\w/]+\.py)::(test_\w+)")
+
+
+def test_every_test_the_documentation_cites_exists() -> None:
+    # The pages name the tests that prove what they say (path::name): a renamed test fails here.
+    missing = []
+    for document in DOCUMENTATION:
+        for path, name in CITED_TEST.findall(document.read_text()):
+            source = REPO_ROOT / path
+            defined = source.is_file() and re.search(
+                rf"^\s*(?:async\s+)?def {name}\(", source.read_text(), re.MULTILINE
+            )
+            if not defined:
+                missing.append(f"{document.relative_to(REPO_ROOT)}: {path}::{name}")
+    assert not missing, "cited tests that do not exist:\n" + "\n".join(missing)
+
+
+def module_map(package: str) -> set[str]:
+    """The names in the first column of docs/architecture.md's table for ``package`` (host, pods)."""
+    section = re.search(
+        rf"^### `{package}/`.*?$(.*?)(?=^#)", ARCHITECTURE.read_text() + "\n#", re.MULTILINE | re.DOTALL
+    )
+    assert section, f"docs/architecture.md has no '### `{package}/`' module map"
+    first_cells = re.findall(r"^\|([^|]*)\|", section[1], re.MULTILINE)
+    return {name for cell in first_cells for name in re.findall(r"`([^`]+)`", cell)}
+
+
+@pytest.mark.parametrize("package", ["host", "pods"])
+def test_the_module_map_names_every_module_and_only_those(package: str) -> None:
+    root = REPO_ROOT / package
+    modules = {
+        path.relative_to(root).with_suffix("").as_posix()
+        for path in root.rglob("*.py")
+        if path.name != "__init__.py"
+    }
+    named = module_map(package)
+    # A subpackage may be one row ("image/") instead of one row per module.
+    missing = sorted(m for m in modules if m not in named and f"{m.split('/')[0]}/" not in named)
+    assert not missing, f"docs/architecture.md's {package}/ map lacks {missing}"
+    stale = sorted(
+        name
+        for name in named
+        if not ((root / f"{name}.py").is_file() or (name.endswith("/") and (root / name).is_dir()))
+    )
+    assert not stale, f"docs/architecture.md's {package}/ map names what {package}/ does not have: {stale}"

@@ -97,7 +97,10 @@ class Dashboard:
                 web.get("/", self.overview),
                 web.get("/login", self.login_page),
                 web.post("/login", self.login),
+                web.get("/login/{code}", self.login_link),
                 web.post("/logout", self.logout),
+                web.get("/api/challenge", self.challenge_api),
+                web.post("/api/links", self.link_api),
                 web.get("/workflows/{workflow_id}", self.workflow_page),
                 web.get("/jobs/{job_id}/log", self.log_page),
                 web.get("/api/jobs/{job_id}/log", self.log_api),
@@ -124,13 +127,48 @@ class Dashboard:
         except SignInError as exc:
             return await self.login_page(request, str(exc), status=401)
         log.info("dashboard sign-in", address=session.address, operator=session.operator)
+        response = self._signed_in(token)
+        response.del_cookie(CHALLENGE_COOKIE, path="/login")
+        raise response
+
+    def _signed_in(self, token: str) -> web.HTTPSeeOther:
+        """To the overview, with the session's cookie (HttpOnly, SameSite=Strict: no script or other
+        site sends or reads it)."""
         response = web.HTTPSeeOther("/")
         response.set_cookie(
             SESSION_COOKIE, token, max_age=int(self.sessions.session_seconds), httponly=True,
             samesite="Strict", secure=self.secure_cookies, path="/",
         )  # fmt: skip
-        response.del_cookie(CHALLENGE_COOKIE, path="/login")
-        raise response
+        return response
+
+    async def challenge_api(self, request: web.Request) -> web.Response:
+        """``{"id", "text"}``: a challenge for a program that signs in for a browser (``c2d dashboard``)."""
+        challenge = self.sessions.challenge(_origin(request))
+        return web.json_response({"id": challenge.id, "text": challenge.text})
+
+    async def link_api(self, request: web.Request) -> web.Response:
+        """``{"challenge", "signature"}`` -> ``{"url", "address", "operator"}``: a one-time sign-in link."""
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not all(
+            isinstance(body.get(k), str) for k in ("challenge", "signature")
+        ):
+            raise web.HTTPBadRequest(text='send JSON: {"challenge": "<id>", "signature": "<hex>"}\n')
+        try:
+            token, session = self.sessions.sign_in(body["challenge"], body["signature"])
+        except SignInError as exc:
+            return web.json_response({"error": str(exc)}, status=401)
+        log.info("dashboard sign-in link", address=session.address, operator=session.operator)
+        url = f"{_origin(request)}/login/{self.sessions.link(token)}"
+        return web.json_response({"url": url, "address": session.address, "operator": session.operator})
+
+    async def login_link(self, request: web.Request) -> web.Response:
+        token = self.sessions.redeem(request.match_info["code"])
+        if token is None:
+            return await self.login_page(request, "this sign-in link is used or expired: sign in again", 401)
+        raise self._signed_in(token)
 
     async def logout(self, request: web.Request) -> web.Response:
         self.sessions.sign_out(request.cookies.get(SESSION_COOKIE, ""))

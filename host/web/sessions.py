@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from eth_account import Account
-from eth_account.messages import encode_defunct
+from c2d import auth
 
 CHALLENGE_SECONDS = 300.0
+LINK_SECONDS = 120.0
 MAX_CHALLENGES = 10_000  # the oldest are dropped first: a flood of page loads only wastes its own
 MAX_SESSIONS = 10_000
+MAX_LINKS = 1_000
 MAX_SIGNATURE_CHARS = 200  # 65 bytes in hex is 132
 
 T = TypeVar("T")
@@ -66,6 +67,7 @@ class Sessions:
         self._clock = clock
         self._challenges: OrderedDict[str, Challenge] = OrderedDict()
         self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._links: OrderedDict[str, tuple[str, float]] = OrderedDict()  # code -> (session token, expiry)
 
     def challenge(self, origin: str) -> Challenge:
         """A new challenge for a sign-in from ``origin`` (the dashboard's scheme://host:port)."""
@@ -113,17 +115,31 @@ class Sessions:
     def sign_out(self, token: str) -> None:
         self._sessions.pop(token, None)
 
+    def link(self, token: str) -> str:
+        """A one-time code that hands the session ``token`` to a browser within minutes: how a
+        terminal (``c2d dashboard``) signs a browser in without the key ever reaching the browser."""
+        code = secrets.token_urlsafe(32)
+        self._links[code] = (token, self._clock() + LINK_SECONDS)
+        _trim(self._links, MAX_LINKS)
+        return code
+
+    def redeem(self, code: str) -> str | None:
+        """The session token of a link's code, once; None when it is used, unknown or expired."""
+        found = self._links.pop(code, None)
+        if found is None or self._clock() > found[1] or self.session(found[0]) is None:
+            return None
+        return found[0]
+
 
 def recover(text: str, signature: str) -> str:
     """The lower-case address that signed ``text`` (EIP-191), or SignInError."""
     raw = signature.strip()
     if not raw or len(raw) > MAX_SIGNATURE_CHARS:
-        raise SignInError("paste the signature: 65 bytes in hex, as a wallet or `c2d dashboard` gives it")
+        raise SignInError("paste the signature: 65 bytes in hex, as a wallet's personal_sign gives it")
     try:
-        address: str = Account.recover_message(encode_defunct(text=text), signature=raw)
-    except Exception:  # eth_account raises several types for malformed signatures
+        return auth.recover_signer(text, bytes.fromhex(raw.removeprefix("0x")))
+    except ValueError:
         raise SignInError("the signature is not a valid signature of this challenge") from None
-    return address.lower()
 
 
 def _trim(entries: OrderedDict[str, T], most: int) -> None:

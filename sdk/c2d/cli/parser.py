@@ -7,7 +7,7 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
-from c2d.cli import admin, compute, escrow, keys, proof
+from c2d.cli import admin, compute, dashboard, escrow, keys, proof
 from c2d.cli.context import DEFAULT_NODE, NODE_ENV
 from c2d.client import DEFAULT_TIMEOUT
 
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_escrow(commands)
     _add_admin(commands)
     _add_key(commands)
+    _add_dashboard(commands)
     return parser
 
 
@@ -171,6 +172,19 @@ def _add_key(commands: Any) -> None:
     new.add_argument("--force", action="store_true", help="replace an existing file")
     address = _leaf(actions, "address", keys.cmd_key_address, "print the address of a key file")
     address.add_argument("file", nargs="?", metavar="FILE", help="the key file (default: --key-file)")
+
+
+def _add_dashboard(commands: Any) -> None:
+    command = _leaf(
+        commands,
+        "dashboard",
+        dashboard.cmd_dashboard,
+        "print a link that signs a browser in to the dashboard",
+    )
+    command.add_argument(
+        "--url", help=f"the dashboard (default: ${dashboard.DASHBOARD_ENV} or {dashboard.DEFAULT_DASHBOARD})"
+    )
+    command.add_argument("--open", action="store_true", help="open the link in this machine's browser")
 
 
 def _version() -> str:
