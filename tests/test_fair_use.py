@@ -10,6 +10,7 @@ the resource unlimited.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -151,6 +152,10 @@ def test_the_cli_lists_the_per_job_terms(node: NodeProcess, capsys: pytest.Captu
     assert "cores [1..2/job]" in row  # available/total before it changes as jobs run
     assert "[1..6/job; 1..2/cpu]" in row
     assert "[2..2/job]" in row
+    assert main(["--node", node.address, "--json", "envs"]) == 0
+    (listed,) = [env for env in json.loads(capsys.readouterr().out) if env["id"] == ENV]
+    ram = next(r for r in listed["resources"] if r["id"] == "ram")
+    assert (ram["max"], ram["constraints"]) == (6, [{"id": "cpu", "min": 1, "max": 2}])
 
 
 def test_more_than_the_per_job_maximum_is_refused(client: Client) -> None:
