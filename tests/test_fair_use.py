@@ -25,6 +25,8 @@ from c2d.client import C2DError, Client
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
 from host.config import ConfigError, load_config
+from host.errors import RequestError
+from host.orchestrator.validation import grant_request
 from nodeproc import NodeProcess, running_node, wait_for
 
 ENV = "stub-fair"
@@ -275,3 +277,69 @@ def test_the_node_does_not_start_with_min_above_max(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert f"environments.{ENV}.resources.ram: min 4 is more than max 2" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# -- the checks alone, on environments built here: cases the stub engine has no resources for
+
+
+def constrained_env() -> common_pb2.Environment:
+    """cpu; ram 1..4 GiB per cpu; disk at least 2 GiB per GiB of ram; gpus at least 0.3 per GiB of
+    ram (whole devices); gpuram at most 8 per gpu."""
+
+    def resource(
+        rid: str,
+        kind: common_pb2.ResourceType,
+        total: float,
+        minimum: float = 0,
+        **per: tuple[float, float],
+    ) -> common_pb2.Resource:
+        constraints = [common_pb2.ResourceConstraint(id=o, min=lo, max=hi) for o, (lo, hi) in per.items()]
+        return common_pb2.Resource(
+            id=rid, type=kind, unit="GiB", total=total, min=minimum, constraints=constraints
+        )
+
+    return common_pb2.Environment(
+        id="built",
+        resources=[
+            resource("disk", common_pb2.RESOURCE_TYPE_DISK, 100, 1, ram=(2, 0)),
+            resource("ram", common_pb2.RESOURCE_TYPE_RAM, 64, 1, cpu=(1, 4)),
+            resource("cpu", common_pb2.RESOURCE_TYPE_CPU, 16, 1),
+            resource("gpu", common_pb2.RESOURCE_TYPE_GPU, 4, 0, ram=(0.3, 0)),
+            resource("gpuram", common_pb2.RESOURCE_TYPE_OTHER, 64, 0, gpu=(0, 8)),
+        ],
+    )
+
+
+def granted(env: common_pb2.Environment | None = None, **asked: float) -> dict[str, float]:
+    requests = [common_pb2.ResourceRequest(id=rid, amount=amount) for rid, amount in asked.items()]
+    return {g["id"]: g["amount"] for g in grant_request(env or constrained_env(), requests, "stage 0")}
+
+
+def test_defaults_follow_constraints_through_other_defaults() -> None:
+    """cpu 4 raises ram to 4 GiB, which raises disk to 8 GiB (listed before both) and the GPUs
+    to 2 (0.3 per GiB of ram, whole devices)."""
+    assert granted(cpu=4) == {"cpu": 4, "ram": 4, "disk": 8, "gpu": 2}
+
+
+def test_a_constraint_on_a_resource_the_job_has_none_of_does_not_apply() -> None:
+    env = constrained_env()
+    del env.resources[3].constraints[:]  # no GPU is needed for ram: the job may have none
+    assert granted(env, cpu=1, gpuram=3) == {"cpu": 1, "ram": 1, "disk": 2, "gpuram": 3}
+    with pytest.raises(RequestError, match=r"gpuram 17 GiB is more than 8 GiB per gpu for 2 gpu \(16 GiB\)"):
+        granted(env, cpu=1, gpu=2, gpuram=17)
+
+
+def test_a_default_that_breaks_a_constraint_says_it_was_not_asked() -> None:
+    env = constrained_env()
+    env.resources[1].min = 8  # ram's per-job minimum, above 4 GiB per cpu for 1 cpu
+    with pytest.raises(RequestError) as caught:
+        granted(env, cpu=1)
+    assert "ram 8 GiB (not in the request: its default) is more than 4 GiB per cpu for 1 cpu" in str(
+        caught.value
+    )
+
+
+@pytest.mark.parametrize("amount", [float("nan"), float("inf"), 1e308])
+def test_hostile_amounts_are_refused_before_defaults_use_them(amount: float) -> None:
+    with pytest.raises(RequestError, match=r"stage 0: cpu"):
+        granted(cpu=amount)
