@@ -2,8 +2,9 @@
 
 Engines say what a machine is; the node's config (:mod:`host.envterms`) says
 what it costs, what is free, what one job may have and how long results are
-kept. An environment whose terms name a resource it lacks is not offered at all
-(the error is logged once): offering it would leave that resource unlimited. The effective
+kept. An environment whose terms do not fit it (a resource it lacks, a per-job
+minimum above what it offers a job) is not offered at all, and the reason is
+logged once: offering it would leave that resource unlimited. The effective
 environments are built once per change of any engine's fingerprint or health
 and cached, so the orchestrator (capacity, storage expiry), the free-tier
 checks and ``GetEnvironments`` all read the same figures; only the live job

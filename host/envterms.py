@@ -209,6 +209,8 @@ def _parse_constraint(where: str, rid: str, entry: Any) -> ConstraintTerms:
     if other == rid:
         raise TermsError(f"{where}: resource {rid!r} cannot be constrained by itself")
     low, high = _bound(where, entry, "min"), _bound(where, entry, "max")
+    if high is not None and high <= 0:
+        raise TermsError(f"{where}.max must be more than 0 (leave it out for no upper bound)")
     if not low and not high:
         raise TermsError(f"{where} needs a min or a max (per unit of {other}) more than 0")
     if low and high and low > high:

@@ -236,6 +236,10 @@ MALFORMED = {
         f'[environments.{ENV}.resources.ram]\nconstraints = [{{ id = "ram", max = 1 }}]\n',
         "cannot be constrained by itself",
     ),
+    "constraint max zero": (
+        f'[environments.{ENV}.resources.ram]\nconstraints = [{{ id = "cpu", min = 1, max = 0 }}]\n',
+        "constraints[0].max must be more than 0",
+    ),
     "constraint without bounds": (
         f'[environments.{ENV}.resources.ram]\nconstraints = [{{ id = "cpu" }}]\n',
         "needs a min or a max",
