@@ -1,7 +1,10 @@
 """One view of the environments: the engines' fingerprints with the operator's terms applied.
 
 Engines say what a machine is; the node's config (:mod:`host.envterms`) says
-what it costs, what is free and how long results are kept. The effective
+what it costs, what is free, what one job may have and how long results are
+kept. An environment whose terms do not fit it (a resource it lacks, a per-job
+minimum above what it offers a job) is not offered at all, and the reason is
+logged once: offering it would leave that resource unlimited. The effective
 environments are built once per change of any engine's fingerprint or health
 and cached, so the orchestrator (capacity, storage expiry), the free-tier
 checks and ``GetEnvironments`` all read the same figures; only the live job
@@ -18,6 +21,7 @@ import operator
 from collections.abc import Callable, Iterable, Mapping
 
 import peewee as pw
+import structlog
 
 from c2d.common.v1 import common_pb2
 from host.engines.registry import EngineRegistry
@@ -27,6 +31,7 @@ from host.store.models import Stage
 
 FeesFor = Callable[[common_pb2.Environment], list[common_pb2.ChainFees]]
 DEVELOPMENT_FREE = FreeTerms()  # a development node computes for free where the operator said nothing
+log = structlog.get_logger()
 
 
 class EnvironmentCatalog:
@@ -51,6 +56,7 @@ class EnvironmentCatalog:
         self._seen: tuple[object, ...] | None = None  # each engine's state and fingerprint, by identity
         self._environments: list[common_pb2.Environment] = []
         self._by_id: dict[str, common_pb2.Environment] = {}
+        self._reported: set[str] = set()  # terms problems already logged (refreshes are frequent)
 
     def list(self, engine: str = "") -> list[common_pb2.Environment]:
         """The effective environments (shared: read only), of one engine when ``engine`` is set."""
@@ -79,7 +85,7 @@ class EnvironmentCatalog:
         seen = tuple(item for s in self.engines.supervisors.values() for item in (s.state, s.fingerprint))
         if self._unchanged(seen):
             return
-        environments = self.engines.environments()
+        environments = [env for env in self.engines.environments() if self._usable(env)]
         for env in environments:
             self._apply_terms(env)
         self._environments = environments
@@ -90,8 +96,19 @@ class EnvironmentCatalog:
         before = self._seen
         return before is not None and len(seen) == len(before) and all(map(operator.is_, seen, before))
 
+    def _usable(self, env: common_pb2.Environment) -> bool:
+        """Whether the operator's terms fit the environment as its engine reports it (logged once if not)."""
+        problem = self.terms.get(env.id, EnvironmentTerms()).problem(env)
+        if problem is not None and problem not in self._reported:
+            self._reported.add(problem)
+            log.error("environment not offered: its terms do not fit it", environment=env.id, problem=problem)
+        return problem is None
+
     def _apply_terms(self, env: common_pb2.Environment) -> None:
         terms = self.terms.get(env.id, EnvironmentTerms())
+        for resource in env.resources:
+            if resource.id in terms.resources:
+                terms.resources[resource.id].apply(resource)
         free = terms.free if terms.free is not None or not self.development else DEVELOPMENT_FREE
         if free is not None:
             env.free.CopyFrom(free.tier(env))

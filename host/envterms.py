@@ -1,9 +1,12 @@
 """The operator's terms for each environment (``[environments."<id>"]``), parsed and checked once.
 
-Engines say what a machine is; these terms say what it costs, what is free and
-how long results are kept. They are read when the config is loaded, so a
-malformed table stops the node at start with a message naming it, instead of
-failing every ``GetEnvironments`` later.
+Engines say what a machine is; these terms say what it costs, what is free,
+how much of it one job may have (fair use) and how long results are kept. They
+are read when the config is loaded, so a malformed table stops the node at
+start with a message naming it, instead of failing every ``GetEnvironments``
+later. Resource ids are the engines' own (free text), so whether an environment
+has the resources its terms name is known only once its engine reports it:
+:meth:`EnvironmentTerms.problem` says so then.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from c2d.common.v1 import common_pb2
 FREE_SETTINGS = frozenset(
     {"enabled", "max_job_duration_seconds", "max_jobs_per_consumer", "max_concurrent_jobs", "resources"}
 )
+RESOURCE_SETTINGS = frozenset({"min", "max", "constraints"})
+CONSTRAINT_SETTINGS = frozenset({"id", "min", "max"})
 
 
 class TermsError(ValueError):
@@ -51,9 +56,42 @@ class FreeTerms:
             if resource.id in self.resources:
                 capped = common_pb2.Resource()
                 capped.CopyFrom(resource)
-                capped.max = self.resources[resource.id]
+                capped.max = min(self.resources[resource.id], resource.max or resource.total)
                 tier.resources.append(capped)
         return tier
+
+
+@dataclass(frozen=True)
+class ConstraintTerms:
+    """One entry of ``constraints``: this resource per unit of resource ``id``, between min and max."""
+
+    id: str
+    min: float = 0.0  # 0: no lower bound
+    max: float = 0.0  # 0: no upper bound
+
+    def message(self) -> common_pb2.ResourceConstraint:
+        return common_pb2.ResourceConstraint(id=self.id, min=self.min, max=self.max)
+
+
+@dataclass(frozen=True)
+class ResourceTerms:
+    """``[environments."<id>".resources.<resource>]``: what one job may have of the resource.
+
+    The operator can only narrow what the engine offers a job: the effective minimum is the
+    larger of the two, the effective maximum the smaller (the engine's is at most its total).
+    """
+
+    min: float | None = None
+    max: float | None = None
+    constraints: tuple[ConstraintTerms, ...] = ()
+
+    def apply(self, resource: common_pb2.Resource) -> None:
+        """Narrows ``resource`` (an effective environment's, not yet shared) to these terms."""
+        if self.min is not None:
+            resource.min = max(resource.min, self.min)
+        if self.max is not None:
+            resource.max = min(resource.max or resource.total, self.max)
+        resource.constraints.extend(c.message() for c in self.constraints)
 
 
 @dataclass(frozen=True)
@@ -63,6 +101,34 @@ class EnvironmentTerms:
     free: FreeTerms | None = None
     fees: tuple[common_pb2.ChainFees, ...] = ()  # escrow_address may be empty: the node's escrow then
     storage_expiry_seconds: int | None = None
+    resources: Mapping[str, ResourceTerms] = field(default_factory=dict)  # resource id -> per-job terms
+
+    def problem(self, env: common_pb2.Environment) -> str | None:
+        """Why these terms cannot be applied to ``env`` as its engine reports it, or None.
+
+        A resource the terms name that the environment lacks is most likely a typo: applying the
+        rest would silently leave that resource unlimited, so the environment is not offered.
+        """
+        where = f"environments.{env.id}.resources"
+        have = {r.id: r for r in env.resources}
+        named = {rid: f"{where}.{rid}" for rid in self.resources}
+        named.update(
+            {
+                c.id: f"{where}.{rid}.constraints"
+                for rid, terms in self.resources.items()
+                for c in terms.constraints
+            }
+        )
+        for rid, setting in named.items():
+            if rid not in have:
+                return f"{setting} names resource {rid!r}, which environment {env.id!r} lacks (has {sorted(have)})"
+        for rid, terms in self.resources.items():
+            engine = have[rid]
+            floor = max(engine.min, terms.min or 0.0)
+            ceiling = min(engine.max or engine.total, terms.max if terms.max is not None else float("inf"))
+            if not floor <= ceiling:
+                return f"{where}.{rid}: a job would need at least {floor:g} but may have at most {ceiling:g}"
+        return None
 
 
 def parse_terms(section: Mapping[str, Any]) -> dict[str, EnvironmentTerms]:
@@ -85,11 +151,92 @@ def _parse_one(env_id: str, table: Any) -> EnvironmentTerms:
     if expiry_seconds == 0:
         raise TermsError(f"{where}.storage_expiry_seconds must be more than 0")
     fees = _list(where, table.get("fees", []))
+    resources = _parse_resources(where, table.get("resources", {}))
+    free_terms = None if free is None else _parse_free(where, free)
+    if free_terms is not None:
+        _check_free_fits(where, free_terms, resources)
     return EnvironmentTerms(
-        free=None if free is None else _parse_free(where, free),
+        free=free_terms,
         fees=tuple(_parse_fees(where, i, entry) for i, entry in enumerate(fees)),
         storage_expiry_seconds=expiry_seconds,
+        resources=resources,
     )
+
+
+def _parse_resources(where: str, section: Any) -> dict[str, ResourceTerms]:
+    if not isinstance(section, Mapping):
+        raise TermsError(f"{where}.resources must be a table of resource tables ([{where}.resources.cpu])")
+    return {
+        str(rid): _parse_resource(f"{where}.resources.{rid}", str(rid), table)
+        for rid, table in section.items()
+    }
+
+
+def _parse_resource(where: str, rid: str, table: Any) -> ResourceTerms:
+    if not isinstance(table, Mapping):
+        raise TermsError(f"[{where}] must be a table (min, max, constraints), not {type(table).__name__}")
+    unknown = set(table) - RESOURCE_SETTINGS
+    if unknown:
+        raise TermsError(
+            f"{where} has unknown settings: {', '.join(sorted(unknown))} (known: constraints, max, min)"
+        )
+    low, high = _bound(where, table, "min"), _bound(where, table, "max")
+    if high is not None and high <= 0:
+        raise TermsError(f"{where}.max must be more than 0 (leave it out for no maximum)")
+    if low is not None and high is not None and low > high:
+        raise TermsError(f"{where}: min {low:g} is more than max {high:g}")
+    entries = table.get("constraints", [])
+    if not isinstance(entries, list):
+        raise TermsError(
+            f'{where}.constraints must be an array of tables ({{ id = "cpu", min = 1, max = 4 }})'
+        )
+    constraints = tuple(_parse_constraint(f"{where}.constraints[{i}]", rid, e) for i, e in enumerate(entries))
+    others = [c.id for c in constraints]
+    if len(set(others)) != len(others):
+        raise TermsError(f"{where}.constraints names a resource twice: {sorted(others)}")
+    return ResourceTerms(min=low, max=high, constraints=constraints)
+
+
+def _parse_constraint(where: str, rid: str, entry: Any) -> ConstraintTerms:
+    if not isinstance(entry, Mapping):
+        raise TermsError(f'{where} must be a table ({{ id = "cpu", min = 1, max = 4 }})')
+    unknown = set(entry) - CONSTRAINT_SETTINGS
+    if unknown:
+        raise TermsError(f"{where} has unknown settings: {', '.join(sorted(unknown))} (known: id, max, min)")
+    other = entry.get("id")
+    if not isinstance(other, str) or not other:
+        raise TermsError(f"{where}.id must name the other resource, got {other!r}")
+    if other == rid:
+        raise TermsError(f"{where}: resource {rid!r} cannot be constrained by itself")
+    low, high = _bound(where, entry, "min"), _bound(where, entry, "max")
+    if high is not None and high <= 0:
+        raise TermsError(f"{where}.max must be more than 0 (leave it out for no upper bound)")
+    if not low and not high:
+        raise TermsError(f"{where} needs a min or a max (per unit of {other}) more than 0")
+    if low and high and low > high:
+        raise TermsError(f"{where}: min {low:g} per {other} is more than max {high:g} per {other}")
+    return ConstraintTerms(id=other, min=low or 0.0, max=high or 0.0)
+
+
+def _bound(where: str, table: Mapping[str, Any], key: str) -> float | None:
+    value = table.get(key)
+    if value is None:
+        return None
+    try:
+        return _amount(value)
+    except ValueError as exc:
+        raise TermsError(f"{where}.{key}: {exc}") from None
+
+
+def _check_free_fits(where: str, free: FreeTerms, resources: Mapping[str, ResourceTerms]) -> None:
+    """A free tier's cap below the per-job minimum would refuse every free job: refused at load."""
+    for rid, cap in free.resources.items():
+        floor = resources[rid].min if rid in resources else None
+        if floor is not None and cap < floor:
+            raise TermsError(
+                f"{where}.free.resources.{rid} = {cap:g} is below {where}.resources.{rid}.min = {floor:g}: "
+                "no free job could run"
+            )
 
 
 def _parse_free(where: str, free: Any) -> FreeTerms:

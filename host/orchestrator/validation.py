@@ -21,6 +21,7 @@ from c2d.compute.v1 import compute_pb2
 from c2d.quoting import quoted
 from host import statuses
 from host.errors import invalid
+from host.orchestrator import constraints
 from host.store import jobs
 from host.store.models import StageResource
 
@@ -125,7 +126,8 @@ def plan_workflow(
 def grant_request(
     env: common_pb2.Environment, requested: list[common_pb2.ResourceRequest], where: str
 ) -> list[StageResource]:
-    """What the stage asks for, every resource of the environment included (at its minimum if unasked)."""
+    """What the stage asks for, every resource of the environment included: one it does not name
+    at its per-job minimum, raised to what its constraints need (:mod:`.constraints`)."""
     by_id = {r.id: r for r in env.resources}
     asked: dict[str, float] = {}
     for request in requested:
@@ -136,25 +138,35 @@ def grant_request(
         if request.id in asked:
             raise invalid(f"{where}: resource {quoted(request.id)} is requested twice")
         asked[request.id] = request.amount
-    plan: list[StageResource] = []
+    for resource in env.resources:  # what was asked first: the defaults are computed from it
+        if resource.id in asked:
+            _check_amount(resource, asked[resource.id], where)
+    amounts = constraints.fill_defaults(env.resources, asked)
     for resource in env.resources:
-        amount = asked.get(resource.id, resource.min)
-        _check_amount(resource, amount, where)
-        if amount > 0:
-            plan.append({"id": resource.id, "type": resource.type, "amount": amount})
-    return plan
+        if resource.id not in asked:
+            _check_amount(resource, amounts[resource.id], where, default=True)
+    constraints.check(env.resources, amounts, asked, where)
+    return [
+        {"id": resource.id, "type": resource.type, "amount": amounts[resource.id]}
+        for resource in env.resources
+        if amounts[resource.id] > 0
+    ]
 
 
-def _check_amount(resource: common_pb2.Resource, amount: float, where: str) -> None:
-    """The amount within the resource's bounds. Written so that a NaN (which compares false with
-    everything) fails: every test asks for what must hold, not for what must not."""
+def _check_amount(resource: common_pb2.Resource, amount: float, where: str, default: bool = False) -> None:
+    """The amount within what one job may have of the resource. Written so that a NaN (which
+    compares false with everything) fails: every test asks for what must hold, not for what must not."""
     ceiling = resource.max or resource.total
+    said = f"{where}: {resource.id} {constraints.quantity(amount, resource)}"
+    said += constraints.DEFAULTED if default else ""
     if not math.isfinite(amount):
         raise invalid(f"{where}: {resource.id} = {amount} is not a finite number")
     if not (amount >= 0 and amount >= resource.min):
-        raise invalid(f"{where}: {resource.id} = {amount:g} is below the minimum {resource.min:g}")
+        raise invalid(
+            f"{said} is below the minimum of {constraints.quantity(resource.min, resource)} per job"
+        )
     if ceiling and not amount <= ceiling:
-        raise invalid(f"{where}: {resource.id} = {amount:g} is above the maximum {ceiling:g}")
+        raise invalid(f"{said} is above the maximum of {constraints.quantity(ceiling, resource)} per job")
     if resource.type == common_pb2.RESOURCE_TYPE_GPU and amount != int(amount):
         raise invalid(f"{where}: {resource.id} counts whole devices, got {amount:g}")
 

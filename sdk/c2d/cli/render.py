@@ -157,8 +157,17 @@ def env_row(env: common_pb2.Environment) -> list[Any]:
 
 
 def _resource(resource: common_pb2.Resource) -> str:
+    """``ram 6/8 GiB [1..4/job; 1..2/cpu]``: available of total, then what one job may have."""
     unit = f" {resource.unit}" if resource.unit else ""
-    return f"{resource.id} {resource.available:g}/{resource.total:g}{unit}"
+    limits = [f"{resource.min:g}..{(resource.max or resource.total):g}/job"]
+    limits += [_constraint(c) for c in resource.constraints]
+    return f"{resource.id} {resource.available:g}/{resource.total:g}{unit} [{'; '.join(limits)}]"
+
+
+def _constraint(constraint: common_pb2.ResourceConstraint) -> str:
+    low = f"{constraint.min:g}" if constraint.min else "0"
+    high = f"{constraint.max:g}" if constraint.max else ""
+    return f"{low}..{high}/{constraint.id}"
 
 
 def env_json(env: common_pb2.Environment) -> dict[str, Any]:

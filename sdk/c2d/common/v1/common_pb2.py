@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63\x32\x64/common/v1/common.proto\x12\rc2d.common.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"W\n\x06\x44\x65vice\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06vendor\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nmemory_gib\x18\x04 \x01(\x01\x12\x0e\n\x06in_use\x18\x05 \x01(\x08\"\xd8\x01\n\x08Resource\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x04type\x18\x02 \x01(\x0e\x32\x1b.c2d.common.v1.ResourceType\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12\r\n\x05total\x18\x04 \x01(\x01\x12\x0b\n\x03min\x18\x05 \x01(\x01\x12\x0b\n\x03max\x18\x06 \x01(\x01\x12\x0e\n\x06in_use\x18\x07 \x01(\x01\x12\x11\n\tavailable\x18\x08 \x01(\x01\x12&\n\x07\x64\x65vices\x18\t \x03(\x0b\x32\x15.c2d.common.v1.Device\x12\x13\n\x0b\x64\x65scription\x18\n \x01(\t\"-\n\x0fResourceRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x01\"l\n\x0fGrantedResource\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x04type\x18\x02 \x01(\x0e\x32\x1b.c2d.common.v1.ResourceType\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x01\x12\x12\n\ndevice_ids\x18\x04 \x03(\t\"C\n\rResourcePrice\x12\x13\n\x0bresource_id\x18\x01 \x01(\t\x12\x1d\n\x15price_per_unit_minute\x18\x02 \x01(\t\"\xbf\x01\n\tChainFees\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\x04\x12\x15\n\rtoken_address\x18\x02 \x01(\t\x12\x14\n\x0ctoken_symbol\x18\x03 \x01(\t\x12\x16\n\x0etoken_decimals\x18\x04 \x01(\r\x12\x16\n\x0e\x65scrow_address\x18\x05 \x01(\t\x12,\n\x06prices\x18\x06 \x03(\x0b\x32\x1c.c2d.common.v1.ResourcePrice\x12\x15\n\rpayee_address\x18\x07 \x01(\t\"\xa5\x01\n\x08\x46reeTier\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12*\n\tresources\x18\x02 \x03(\x0b\x32\x17.c2d.common.v1.Resource\x12 \n\x18max_job_duration_seconds\x18\x03 \x01(\r\x12\x1d\n\x15max_jobs_per_consumer\x18\x04 \x01(\r\x12\x1b\n\x13max_concurrent_jobs\x18\x05 \x01(\r\"=\n\rNetworkPolicy\x12\x15\n\rallow_network\x18\x01 \x01(\x08\x12\x15\n\rallowed_hosts\x18\x02 \x03(\t\"\xde\x04\n\x0b\x45nvironment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12*\n\tresources\x18\x04 \x03(\x0b\x32\x17.c2d.common.v1.Resource\x12&\n\x04\x66\x65\x65s\x18\x05 \x03(\x0b\x32\x18.c2d.common.v1.ChainFees\x12%\n\x04\x66ree\x18\x06 \x01(\x0b\x32\x17.c2d.common.v1.FreeTier\x12 \n\x18min_job_duration_seconds\x18\x07 \x01(\r\x12 \n\x18max_job_duration_seconds\x18\x08 \x01(\r\x12\x1e\n\x16storage_expiry_seconds\x18\t \x01(\r\x12-\n\x07network\x18\n \x01(\x0b\x32\x1c.c2d.common.v1.NetworkPolicy\x12\x14\n\x0crunning_jobs\x18\x0b \x01(\r\x12\x13\n\x0bqueued_jobs\x18\x0c \x01(\r\x12\x32\n\rengine_health\x18\r \x01(\x0e\x32\x1b.c2d.common.v1.EngineHealth\x12\x10\n\x08platform\x18\x0e \x01(\t\x12\x10\n\x08max_jobs\x18\x0f \x01(\r\x12\x36\n\x06labels\x18\x10 \x03(\x0b\x32&.c2d.common.v1.Environment.LabelsEntry\x12&\n\x05\x65xtra\x18\x11 \x01(\x0b\x32\x17.google.protobuf.Struct\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"r\n\x0bStatusEvent\x12(\n\x06status\x18\x01 \x01(\x0e\x32\x18.c2d.common.v1.JobStatus\x12\x0f\n\x07message\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xa3\x01\n\x0cResourceType\x12\x1d\n\x19RESOURCE_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11RESOURCE_TYPE_CPU\x10\x01\x12\x15\n\x11RESOURCE_TYPE_RAM\x10\x02\x12\x16\n\x12RESOURCE_TYPE_DISK\x10\x03\x12\x15\n\x11RESOURCE_TYPE_GPU\x10\x04\x12\x17\n\x13RESOURCE_TYPE_OTHER\x10\x05*\x83\x01\n\x0c\x45ngineHealth\x12\x1d\n\x19\x45NGINE_HEALTH_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45NGINE_HEALTH_UNDETECTED\x10\x01\x12\x1b\n\x17\x45NGINE_HEALTH_UNHEALTHY\x10\x02\x12\x19\n\x15\x45NGINE_HEALTH_HEALTHY\x10\x03*\x85\x06\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x01\x12\x1c\n\x18JOB_STATUS_QUEUE_EXPIRED\x10\x02\x12)\n%JOB_STATUS_WAITING_FOR_PREVIOUS_STAGE\x10\x03\x12\x1c\n\x18JOB_STATUS_PULLING_IMAGE\x10\n\x12 \n\x1cJOB_STATUS_PULL_IMAGE_FAILED\x10\x0b\x12\"\n\x1eJOB_STATUS_CONFIGURING_VOLUMES\x10\x14\x12%\n!JOB_STATUS_VOLUME_CREATION_FAILED\x10\x15\x12(\n$JOB_STATUS_CONTAINER_CREATION_FAILED\x10\x16\x12\x1b\n\x17JOB_STATUS_PROVISIONING\x10\x1e\x12\'\n#JOB_STATUS_DATA_PROVISIONING_FAILED\x10\x1f\x12,\n(JOB_STATUS_ALGORITHM_PROVISIONING_FAILED\x10 \x12\x16\n\x12JOB_STATUS_RUNNING\x10(\x12\x1f\n\x1bJOB_STATUS_ALGORITHM_FAILED\x10)\x12\"\n\x1eJOB_STATUS_DISK_QUOTA_EXCEEDED\x10*\x12\x18\n\x14JOB_STATUS_TIMED_OUT\x10+\x12\x1c\n\x18JOB_STATUS_OUT_OF_MEMORY\x10,\x12\x19\n\x15JOB_STATUS_PUBLISHING\x10<\x12$\n JOB_STATUS_RESULTS_UPLOAD_FAILED\x10>\x12\x17\n\x13JOB_STATUS_FINISHED\x10\x46\x12\x1f\n\x1bJOB_STATUS_SETTLING_PAYMENT\x10G\x12\x16\n\x12JOB_STATUS_STOPPED\x10P\x12\x16\n\x12JOB_STATUS_SKIPPED\x10Q\x12\x13\n\x0fJOB_STATUS_LOST\x10Rb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63\x32\x64/common/v1/common.proto\x12\rc2d.common.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"W\n\x06\x44\x65vice\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06vendor\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nmemory_gib\x18\x04 \x01(\x01\x12\x0e\n\x06in_use\x18\x05 \x01(\x08\":\n\x12ResourceConstraint\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03min\x18\x02 \x01(\x01\x12\x0b\n\x03max\x18\x03 \x01(\x01\"\x90\x02\n\x08Resource\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x04type\x18\x02 \x01(\x0e\x32\x1b.c2d.common.v1.ResourceType\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12\r\n\x05total\x18\x04 \x01(\x01\x12\x0b\n\x03min\x18\x05 \x01(\x01\x12\x0b\n\x03max\x18\x06 \x01(\x01\x12\x0e\n\x06in_use\x18\x07 \x01(\x01\x12\x11\n\tavailable\x18\x08 \x01(\x01\x12&\n\x07\x64\x65vices\x18\t \x03(\x0b\x32\x15.c2d.common.v1.Device\x12\x13\n\x0b\x64\x65scription\x18\n \x01(\t\x12\x36\n\x0b\x63onstraints\x18\x0b \x03(\x0b\x32!.c2d.common.v1.ResourceConstraint\"-\n\x0fResourceRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x01\"l\n\x0fGrantedResource\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x04type\x18\x02 \x01(\x0e\x32\x1b.c2d.common.v1.ResourceType\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x01\x12\x12\n\ndevice_ids\x18\x04 \x03(\t\"C\n\rResourcePrice\x12\x13\n\x0bresource_id\x18\x01 \x01(\t\x12\x1d\n\x15price_per_unit_minute\x18\x02 \x01(\t\"\xbf\x01\n\tChainFees\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\x04\x12\x15\n\rtoken_address\x18\x02 \x01(\t\x12\x14\n\x0ctoken_symbol\x18\x03 \x01(\t\x12\x16\n\x0etoken_decimals\x18\x04 \x01(\r\x12\x16\n\x0e\x65scrow_address\x18\x05 \x01(\t\x12,\n\x06prices\x18\x06 \x03(\x0b\x32\x1c.c2d.common.v1.ResourcePrice\x12\x15\n\rpayee_address\x18\x07 \x01(\t\"\xa5\x01\n\x08\x46reeTier\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12*\n\tresources\x18\x02 \x03(\x0b\x32\x17.c2d.common.v1.Resource\x12 \n\x18max_job_duration_seconds\x18\x03 \x01(\r\x12\x1d\n\x15max_jobs_per_consumer\x18\x04 \x01(\r\x12\x1b\n\x13max_concurrent_jobs\x18\x05 \x01(\r\"=\n\rNetworkPolicy\x12\x15\n\rallow_network\x18\x01 \x01(\x08\x12\x15\n\rallowed_hosts\x18\x02 \x03(\t\"\xde\x04\n\x0b\x45nvironment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12*\n\tresources\x18\x04 \x03(\x0b\x32\x17.c2d.common.v1.Resource\x12&\n\x04\x66\x65\x65s\x18\x05 \x03(\x0b\x32\x18.c2d.common.v1.ChainFees\x12%\n\x04\x66ree\x18\x06 \x01(\x0b\x32\x17.c2d.common.v1.FreeTier\x12 \n\x18min_job_duration_seconds\x18\x07 \x01(\r\x12 \n\x18max_job_duration_seconds\x18\x08 \x01(\r\x12\x1e\n\x16storage_expiry_seconds\x18\t \x01(\r\x12-\n\x07network\x18\n \x01(\x0b\x32\x1c.c2d.common.v1.NetworkPolicy\x12\x14\n\x0crunning_jobs\x18\x0b \x01(\r\x12\x13\n\x0bqueued_jobs\x18\x0c \x01(\r\x12\x32\n\rengine_health\x18\r \x01(\x0e\x32\x1b.c2d.common.v1.EngineHealth\x12\x10\n\x08platform\x18\x0e \x01(\t\x12\x10\n\x08max_jobs\x18\x0f \x01(\r\x12\x36\n\x06labels\x18\x10 \x03(\x0b\x32&.c2d.common.v1.Environment.LabelsEntry\x12&\n\x05\x65xtra\x18\x11 \x01(\x0b\x32\x17.google.protobuf.Struct\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"r\n\x0bStatusEvent\x12(\n\x06status\x18\x01 \x01(\x0e\x32\x18.c2d.common.v1.JobStatus\x12\x0f\n\x07message\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xa3\x01\n\x0cResourceType\x12\x1d\n\x19RESOURCE_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11RESOURCE_TYPE_CPU\x10\x01\x12\x15\n\x11RESOURCE_TYPE_RAM\x10\x02\x12\x16\n\x12RESOURCE_TYPE_DISK\x10\x03\x12\x15\n\x11RESOURCE_TYPE_GPU\x10\x04\x12\x17\n\x13RESOURCE_TYPE_OTHER\x10\x05*\x83\x01\n\x0c\x45ngineHealth\x12\x1d\n\x19\x45NGINE_HEALTH_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45NGINE_HEALTH_UNDETECTED\x10\x01\x12\x1b\n\x17\x45NGINE_HEALTH_UNHEALTHY\x10\x02\x12\x19\n\x15\x45NGINE_HEALTH_HEALTHY\x10\x03*\x85\x06\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x01\x12\x1c\n\x18JOB_STATUS_QUEUE_EXPIRED\x10\x02\x12)\n%JOB_STATUS_WAITING_FOR_PREVIOUS_STAGE\x10\x03\x12\x1c\n\x18JOB_STATUS_PULLING_IMAGE\x10\n\x12 \n\x1cJOB_STATUS_PULL_IMAGE_FAILED\x10\x0b\x12\"\n\x1eJOB_STATUS_CONFIGURING_VOLUMES\x10\x14\x12%\n!JOB_STATUS_VOLUME_CREATION_FAILED\x10\x15\x12(\n$JOB_STATUS_CONTAINER_CREATION_FAILED\x10\x16\x12\x1b\n\x17JOB_STATUS_PROVISIONING\x10\x1e\x12\'\n#JOB_STATUS_DATA_PROVISIONING_FAILED\x10\x1f\x12,\n(JOB_STATUS_ALGORITHM_PROVISIONING_FAILED\x10 \x12\x16\n\x12JOB_STATUS_RUNNING\x10(\x12\x1f\n\x1bJOB_STATUS_ALGORITHM_FAILED\x10)\x12\"\n\x1eJOB_STATUS_DISK_QUOTA_EXCEEDED\x10*\x12\x18\n\x14JOB_STATUS_TIMED_OUT\x10+\x12\x1c\n\x18JOB_STATUS_OUT_OF_MEMORY\x10,\x12\x19\n\x15JOB_STATUS_PUBLISHING\x10<\x12$\n JOB_STATUS_RESULTS_UPLOAD_FAILED\x10>\x12\x17\n\x13JOB_STATUS_FINISHED\x10\x46\x12\x1f\n\x1bJOB_STATUS_SETTLING_PAYMENT\x10G\x12\x16\n\x12JOB_STATUS_STOPPED\x10P\x12\x16\n\x12JOB_STATUS_SKIPPED\x10Q\x12\x13\n\x0fJOB_STATUS_LOST\x10Rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,32 +35,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENVIRONMENT_LABELSENTRY']._loaded_options = None
   _globals['_ENVIRONMENT_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_RESOURCETYPE']._serialized_start=1793
-  _globals['_RESOURCETYPE']._serialized_end=1956
-  _globals['_ENGINEHEALTH']._serialized_start=1959
-  _globals['_ENGINEHEALTH']._serialized_end=2090
-  _globals['_JOBSTATUS']._serialized_start=2093
-  _globals['_JOBSTATUS']._serialized_end=2866
+  _globals['_RESOURCETYPE']._serialized_start=1909
+  _globals['_RESOURCETYPE']._serialized_end=2072
+  _globals['_ENGINEHEALTH']._serialized_start=2075
+  _globals['_ENGINEHEALTH']._serialized_end=2206
+  _globals['_JOBSTATUS']._serialized_start=2209
+  _globals['_JOBSTATUS']._serialized_end=2982
   _globals['_DEVICE']._serialized_start=108
   _globals['_DEVICE']._serialized_end=195
-  _globals['_RESOURCE']._serialized_start=198
-  _globals['_RESOURCE']._serialized_end=414
-  _globals['_RESOURCEREQUEST']._serialized_start=416
-  _globals['_RESOURCEREQUEST']._serialized_end=461
-  _globals['_GRANTEDRESOURCE']._serialized_start=463
-  _globals['_GRANTEDRESOURCE']._serialized_end=571
-  _globals['_RESOURCEPRICE']._serialized_start=573
-  _globals['_RESOURCEPRICE']._serialized_end=640
-  _globals['_CHAINFEES']._serialized_start=643
-  _globals['_CHAINFEES']._serialized_end=834
-  _globals['_FREETIER']._serialized_start=837
-  _globals['_FREETIER']._serialized_end=1002
-  _globals['_NETWORKPOLICY']._serialized_start=1004
-  _globals['_NETWORKPOLICY']._serialized_end=1065
-  _globals['_ENVIRONMENT']._serialized_start=1068
-  _globals['_ENVIRONMENT']._serialized_end=1674
-  _globals['_ENVIRONMENT_LABELSENTRY']._serialized_start=1629
-  _globals['_ENVIRONMENT_LABELSENTRY']._serialized_end=1674
-  _globals['_STATUSEVENT']._serialized_start=1676
-  _globals['_STATUSEVENT']._serialized_end=1790
+  _globals['_RESOURCECONSTRAINT']._serialized_start=197
+  _globals['_RESOURCECONSTRAINT']._serialized_end=255
+  _globals['_RESOURCE']._serialized_start=258
+  _globals['_RESOURCE']._serialized_end=530
+  _globals['_RESOURCEREQUEST']._serialized_start=532
+  _globals['_RESOURCEREQUEST']._serialized_end=577
+  _globals['_GRANTEDRESOURCE']._serialized_start=579
+  _globals['_GRANTEDRESOURCE']._serialized_end=687
+  _globals['_RESOURCEPRICE']._serialized_start=689
+  _globals['_RESOURCEPRICE']._serialized_end=756
+  _globals['_CHAINFEES']._serialized_start=759
+  _globals['_CHAINFEES']._serialized_end=950
+  _globals['_FREETIER']._serialized_start=953
+  _globals['_FREETIER']._serialized_end=1118
+  _globals['_NETWORKPOLICY']._serialized_start=1120
+  _globals['_NETWORKPOLICY']._serialized_end=1181
+  _globals['_ENVIRONMENT']._serialized_start=1184
+  _globals['_ENVIRONMENT']._serialized_end=1790
+  _globals['_ENVIRONMENT_LABELSENTRY']._serialized_start=1745
+  _globals['_ENVIRONMENT_LABELSENTRY']._serialized_end=1790
+  _globals['_STATUSEVENT']._serialized_start=1792
+  _globals['_STATUSEVENT']._serialized_end=1906
 # @@protoc_insertion_point(module_scope)

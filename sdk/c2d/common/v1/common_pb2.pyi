@@ -102,8 +102,18 @@ class Device(_message.Message):
     in_use: bool
     def __init__(self, id: _Optional[str] = ..., vendor: _Optional[str] = ..., model: _Optional[str] = ..., memory_gib: _Optional[float] = ..., in_use: bool = ...) -> None: ...
 
+class ResourceConstraint(_message.Message):
+    __slots__ = ("id", "min", "max")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    min: float
+    max: float
+    def __init__(self, id: _Optional[str] = ..., min: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
+
 class Resource(_message.Message):
-    __slots__ = ("id", "type", "unit", "total", "min", "max", "in_use", "available", "devices", "description")
+    __slots__ = ("id", "type", "unit", "total", "min", "max", "in_use", "available", "devices", "description", "constraints")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     UNIT_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +124,7 @@ class Resource(_message.Message):
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: ResourceType
     unit: str
@@ -124,7 +135,8 @@ class Resource(_message.Message):
     available: float
     devices: _containers.RepeatedCompositeFieldContainer[Device]
     description: str
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[_Union[ResourceType, str]] = ..., unit: _Optional[str] = ..., total: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., in_use: _Optional[float] = ..., available: _Optional[float] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., description: _Optional[str] = ...) -> None: ...
+    constraints: _containers.RepeatedCompositeFieldContainer[ResourceConstraint]
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[_Union[ResourceType, str]] = ..., unit: _Optional[str] = ..., total: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., in_use: _Optional[float] = ..., available: _Optional[float] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., description: _Optional[str] = ..., constraints: _Optional[_Iterable[_Union[ResourceConstraint, _Mapping]]] = ...) -> None: ...
 
 class ResourceRequest(_message.Message):
     __slots__ = ("id", "amount")
