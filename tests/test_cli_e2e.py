@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from c2d import auth
 from c2d.cli.keys import read_key
@@ -57,6 +58,7 @@ REQUIRED = [
     "c2d --key-file .c2d/dev-consumer.key escrow deposit 10",
     "c2d --key-file .c2d/dev-consumer.key start examples/hello.json --env stub-local --wait",
     "c2d --key-file .c2d/dev-consumer.key proof <WORKFLOW>",
+    "c2d --key-file me.key dashboard",
 ]
 
 
@@ -105,6 +107,7 @@ class Terminal:
 
     cwd: Path
     node: str
+    dashboard: str  # the node's dashboard, http://HOST:PORT (the README's is the default one)
     c2d: str = field(default_factory=c2d_executable)
     job: str | None = None
     workflow: str | None = None
@@ -112,11 +115,15 @@ class Terminal:
 
     @property
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("C2D_NODE", "C2D_KEY_FILE", "C2D_RPC_URL")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("C2D_NODE", "C2D_KEY_FILE", "C2D_RPC_URL", "C2D_DASHBOARD")
+        }
         dev_chain = self.cwd / ".c2d" / "devchain.json"
         if dev_chain.exists():  # the README's `export C2D_RPC_URL=...`, with this node's dev chain
             env["C2D_RPC_URL"] = json.loads(dev_chain.read_text())["rpc_url"]
-        return {**env, "NO_COLOR": "1", "COLUMNS": "200"}
+        return {**env, "NO_COLOR": "1", "COLUMNS": "200", "C2D_DASHBOARD": self.dashboard}
 
     def c2d_run(self, args: list[str]) -> Run:
         argv = [self.c2d, "--node", self.node, *args]
@@ -192,7 +199,7 @@ def test_the_readme_quick_start_works_as_written(checkout: Path) -> None:
     with running_node(checkout / ".c2d", env={**node_env(block, checkout), **dev_chain}) as node:
         node.wait_listening()
         node.wait_environment("stub-local")
-        terminal = Terminal(checkout, node.address)
+        terminal = Terminal(checkout, node.address, f"http://{node.http_address()}")
         for block in blocks("shell"):
             for line in block.lines:
                 terminal.line(line)
@@ -201,6 +208,7 @@ def test_the_readme_quick_start_works_as_written(checkout: Path) -> None:
         check_hello_workflow(terminal)
         check_private_dataset(terminal)
         check_python_examples(terminal, node)
+        check_dashboard_link(terminal)
         check_paid_workflow(terminal)
         node.settle()
 
@@ -219,6 +227,18 @@ def check_paid_workflow(terminal: Terminal) -> None:
     assert "wallet: 990 C2DT" in balance.stdout, balance.stdout  # 10 of the 1000 deposited
     (withdraw,) = terminal.find("escrow", "withdraw")
     assert "withdrew" in withdraw.stdout.lower(), withdraw.stdout
+
+
+def check_dashboard_link(terminal: Terminal) -> None:
+    """`c2d dashboard` printed a link that signs a browser in as me.key, showing its workflows."""
+    (run,) = terminal.find("dashboard")
+    link = run.stdout.split()[0]
+    assert link.startswith(f"{terminal.dashboard}/login/"), run.stdout
+    page = requests.get(link, timeout=10)
+    assert page.url == f"{terminal.dashboard}/", page.url
+    assert auth.address_of(read_key(terminal.cwd / "me.key")) in page.text
+    (start,) = terminal.find("start", "examples/hello.json", "--free")
+    assert start.doc["workflow_id"] in page.text
 
 
 def check_key_file(terminal: Terminal) -> None:
