@@ -19,6 +19,8 @@ from c2d.common.v1 import common_pb2
 FREE_SETTINGS = frozenset(
     {"enabled", "max_job_duration_seconds", "max_jobs_per_consumer", "max_concurrent_jobs", "resources"}
 )
+MAX_SECONDS = 2**32 - 1  # what the Environment message's seconds fields hold
+DEFAULT_QUEUE_SECONDS = 3600  # an environment's queue limit when neither it nor [compute] sets one
 
 
 class TermsError(ValueError):
@@ -63,6 +65,7 @@ class EnvironmentTerms:
     free: FreeTerms | None = None
     fees: tuple[common_pb2.ChainFees, ...] = ()  # escrow_address may be empty: the node's escrow then
     storage_expiry_seconds: int | None = None
+    max_queue_seconds: int | None = None  # the longest a stage may queue; None: [compute]'s default
 
 
 def parse_terms(section: Mapping[str, Any]) -> dict[str, EnvironmentTerms]:
@@ -84,12 +87,27 @@ def _parse_one(env_id: str, table: Any) -> EnvironmentTerms:
         raise TermsError(f"{where}.storage_expiry_seconds: {exc}") from None
     if expiry_seconds == 0:
         raise TermsError(f"{where}.storage_expiry_seconds must be more than 0")
+    queue_seconds = _positive(where, "max_queue_seconds", table.get("max_queue_seconds"))
     fees = _list(where, table.get("fees", []))
     return EnvironmentTerms(
         free=None if free is None else _parse_free(where, free),
         fees=tuple(_parse_fees(where, i, entry) for i, entry in enumerate(fees)),
         storage_expiry_seconds=expiry_seconds,
+        max_queue_seconds=queue_seconds,
     )
+
+
+def _positive(where: str, name: str, value: Any) -> int | None:
+    """A whole number of seconds above 0 (None when not set), or TermsError naming the setting."""
+    if value is None:
+        return None
+    try:
+        seconds = _count(value)
+    except ValueError as exc:
+        raise TermsError(f"{where}.{name}: {exc}") from None
+    if seconds == 0 or seconds > MAX_SECONDS:
+        raise TermsError(f"{where}.{name} must be between 1 and {MAX_SECONDS} seconds, got {value!r}")
+    return seconds
 
 
 def _parse_free(where: str, free: Any) -> FreeTerms:
