@@ -9,17 +9,21 @@ end. The scheduler's own rules are driven with explicit times (``stages.schedule
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from paidnode import DEPOSIT, claimed_events, fund_node, new_consumer, payment, stub_env, wait_payment
+from paidnode import ENV as PAID_ENV
 
 from c2d import auth
 from c2d.client import Client
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
+from host.chain.devchain import DevChain, find_anvil, start_dev_chain
 from host.store import counts, stages
 from host.store.db import open_database
 from host.store.models import Stage
@@ -266,3 +270,63 @@ def test_the_queue_is_counted_per_environment_and_tier_from_the_first_queued(tmp
     assert counted.running == 0
     assert (counted.free.queued, counted.free.first_queued_at) == (2, 1000.0)  # not the one waiting
     assert (counted.paid.queued, counted.paid.first_queued_at) == (1, 1002.0)
+
+
+# -- paid: a stage that expires in the queue costs nothing ------------------------------------
+
+SETTLED: set[int] = {compute_pb2.PAYMENT_STATUS_CLAIMED, compute_pb2.PAYMENT_STATUS_RELEASED}
+
+
+@pytest.fixture(scope="module")
+def anvil() -> Iterator[DevChain]:
+    if find_anvil() is None:
+        if os.environ.get("CI"):
+            pytest.fail("anvil is missing: scripts/setup-dev installs it with npm ci")
+        pytest.skip("anvil is not installed (npm ci)")
+    with start_dev_chain("anvil") as chain:
+        yield chain
+
+
+@pytest.fixture(scope="module")
+def paid_node(tmp_path_factory: pytest.TempPathFactory, anvil: DevChain) -> Iterator[NodeProcess]:
+    env = {
+        **stub_env(anvil),
+        "C2D_ENGINES__EXTERNAL_STUB__ENVIRONMENTS": (
+            f'[{{id = "{PAID_ENV}", cpu = 1, ram_gib = 1, disk_gib = 1, max_jobs = 1}}]'
+        ),
+        f"C2D_ENVIRONMENTS__{PAID_ENV.upper()}__MAX_QUEUE_SECONDS": str(ENV_MAX),
+    }
+    with running_node(tmp_path_factory.mktemp("paid-queue"), env=env) as node:
+        node.wait_environment(PAID_ENV)
+        fund_node(anvil, node.node_key())
+        yield node
+        node.settle()
+
+
+def test_a_paid_stage_that_expires_in_the_queue_is_not_charged_and_its_lock_goes_back(
+    paid_node: NodeProcess, anvil: DevChain
+) -> None:
+    consumer = new_consumer(anvil, auth.address_of(paid_node.node_key()))
+    pay = payment(anvil)
+    with Client(paid_node.address, consumer.key) as client:
+        blocker = hold_capacity(
+            client, lambda doc: client.start({**doc, "environment": PAID_ENV}, payment=pay)
+        )
+        expiring = client.start(workflow("echo never", queue_seconds=1, env=PAID_ENV), payment=pay)
+        waiting = client.start(workflow("echo later", env=PAID_ENV), payment=pay)
+        assert expiring.quote is not None and waiting.quote is not None
+        assert expiring.quote.min_lock_seconds + ENV_MAX - 1 == waiting.quote.min_lock_seconds  # 1 s queue
+        (expired,) = client.wait(expiring.workflow_id, timeout=60)
+        assert expired.status == S.JOB_STATUS_QUEUE_EXPIRED
+        settled = wait_payment(client, expiring.workflow_id, SETTLED)
+        assert (settled.status, settled.claimed_amount) == (compute_pb2.PAYMENT_STATUS_RELEASED, "0")
+        assert [int(e["args"]["amount"]) for e in claimed_events(anvil, expiring.workflow_id)] in ([], [0])
+        held = int(job(client, blocker).payment.locked_amount) + int(waiting.quote.amount)
+        assert consumer.funds(anvil) == (DEPOSIT - held, held)  # only the other two stay locked
+        env = next(e for e in client.environments() if e.id == PAID_ENV)
+        assert (env.paid_queue.queued_jobs, env.free_queue.queued_jobs) == (1, 0)  # the one still waiting
+        assert env.paid_queue.longest_wait_seconds >= 1
+        release(client, blocker)
+        (ran,) = client.wait(waiting.workflow_id, timeout=60)
+        assert ran.status == S.JOB_STATUS_FINISHED
+        wait_payment(client, waiting.workflow_id, SETTLED)
