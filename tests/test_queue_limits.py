@@ -20,7 +20,7 @@ from paidnode import DEPOSIT, claimed_events, fund_node, new_consumer, payment, 
 from paidnode import ENV as PAID_ENV
 
 from c2d import auth
-from c2d.client import Client
+from c2d.client import C2DError, Client
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
 from host.chain.devchain import DevChain, find_anvil, start_dev_chain
@@ -139,6 +139,10 @@ def test_a_workflow_asking_more_than_the_environment_allows_gets_the_environment
     assert limits == [ENV_MAX, ENV_MAX, 30]
     for started in (asked_more, asked_nothing, asked_less):
         client.wait(started.workflow_id, timeout=60)
+    with pytest.raises(C2DError) as refused:  # beyond any duration the node takes: refused, not capped
+        client.start(workflow("echo absurd", queue_seconds=2**32 - 1))
+    assert refused.value.code == "INVALID_ARGUMENT"
+    assert refused.value.message.startswith("workflow.max_queue_seconds = 4294967295 is out of range")
 
 
 def test_get_environments_counts_the_waiting_stage_which_runs_once_capacity_frees(client: Client) -> None:
@@ -236,8 +240,10 @@ def store(workflow_id: str, created_at: float, *new: stages.NewStage, free: bool
     )
 
 
-def test_a_queued_stage_expires_only_once_its_own_limit_has_passed(tmp_path: Path) -> None:
-    open_database(tmp_path, None)
+def test_a_queued_stage_expires_only_once_its_own_limit_has_passed(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    open_database(tmp_path, store_url)
     store("w", 1000.0, new_stage("short", 0, 10))
     store("v", 1000.0, new_stage("long", 0, 100))
     assert stages.schedule(1010.0, NO_ENGINE).changes.ended == []  # at the limit, not past it
@@ -249,8 +255,10 @@ def test_a_queued_stage_expires_only_once_its_own_limit_has_passed(tmp_path: Pat
     assert Stage.get_by_id("long").terminal is False
 
 
-def test_a_stage_that_runs_after_another_counts_its_wait_from_when_it_was_queued(tmp_path: Path) -> None:
-    open_database(tmp_path, None)
+def test_a_stage_that_runs_after_another_counts_its_wait_from_when_it_was_queued(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    open_database(tmp_path, store_url)
     store("w", 1000.0, new_stage("first", 0, 10), new_stage("second", 1, 10, after=["first"]))
     # The first stage ran for an hour (longer than any queue limit) and finished.
     stages.end_stage("first", S.JOB_STATUS_FINISHED, "done", 4600.0, NO_ENGINE)
@@ -261,8 +269,10 @@ def test_a_stage_that_runs_after_another_counts_its_wait_from_when_it_was_queued
     assert [e.job_id for e in stages.schedule(4611.0, NO_ENGINE).changes.ended] == ["second"]
 
 
-def test_the_queue_is_counted_per_environment_and_tier_from_the_first_queued(tmp_path: Path) -> None:
-    open_database(tmp_path, None)
+def test_the_queue_is_counted_per_environment_and_tier_from_the_first_queued(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    open_database(tmp_path, store_url)
     store("f1", 1000.0, new_stage("f1", 0, 100))
     store("f2", 1005.0, new_stage("f2", 0, 100), new_stage("f2-next", 1, 100, after=["f2"]))
     store("p1", 1002.0, new_stage("p1", 0, 100), free=False)
