@@ -40,10 +40,9 @@ class EnvironmentCatalog:
         payee_address: str = "",
         default_fees: FeesFor | None = None,
         default_queue_seconds: int = DEFAULT_QUEUE_SECONDS,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         """``default_queue_seconds``: the queue limit of an environment whose terms set none
-        (``[compute] max_queue_seconds``). ``clock``: the time the queue's waits are measured at."""
+        (``[compute] max_queue_seconds``)."""
         self.engines = engines
         self.terms = terms
         self.development = development
@@ -51,7 +50,6 @@ class EnvironmentCatalog:
         self.payee_address = payee_address  # the node's own address, which consumers authorize
         self.default_fees = default_fees  # for environments the config prices not at all
         self.default_queue_seconds = default_queue_seconds
-        self.clock = clock
         self._seen: tuple[object, ...] | None = None  # each engine's state and fingerprint, by identity
         self._environments: list[common_pb2.Environment] = []
         self._by_id: dict[str, common_pb2.Environment] = {}
@@ -71,7 +69,7 @@ class EnvironmentCatalog:
         """What ``GetEnvironments`` answers: copies of the environments with their live job counts
         and, per tier, the stages waiting for capacity and how long the first of them has waited."""
         by_env = await runner.run(counts.environment_counts)
-        now = self.clock()
+        now = time.time()  # the clock the stages' queue times are stored in
         listed = []
         for env in self.list(engine):
             copy = common_pb2.Environment()
