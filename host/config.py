@@ -73,7 +73,8 @@ DEFAULTS: dict[str, Any] = {
         "arweave_gateway": "https://arweave.net",
     },
     "compute": {
-        # How long a stage may wait in the queue for capacity before it expires.
+        # How long a stage may wait in the queue for capacity before it expires, in an
+        # environment that sets no max_queue_seconds of its own; workflows may ask for less.
         "max_queue_seconds": 3600.0,
         # Results are kept this long when the environment does not say.
         "default_storage_expiry_seconds": 7 * 24 * 3600,
@@ -137,6 +138,9 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+MAX_QUEUE_SECONDS = 2**32 - 1  # what Environment.max_queue_seconds holds
+
+
 class ConfigError(ValueError):
     """The configuration cannot be used; the message says where and why."""
 
@@ -184,15 +188,20 @@ class ChainSection:
 class ComputeSection:
     """[compute]: queueing and the defaults of what an environment does not say."""
 
-    max_queue_seconds: float
+    max_queue_seconds: float  # the queue limit of an environment without its own max_queue_seconds
     default_storage_expiry_seconds: int
     default_max_duration_seconds: int
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> ComputeSection:
         read = _Reader(section, "compute")
+        queue_seconds = read.number("max_queue_seconds")
+        if not 1 <= queue_seconds <= MAX_QUEUE_SECONDS:
+            raise ConfigError(
+                f"compute.max_queue_seconds must be between 1 and {MAX_QUEUE_SECONDS}, got {queue_seconds:g}"
+            )
         return cls(
-            max_queue_seconds=read.number("max_queue_seconds"),
+            max_queue_seconds=queue_seconds,
             default_storage_expiry_seconds=read.whole("default_storage_expiry_seconds"),
             default_max_duration_seconds=read.whole("default_max_duration_seconds"),
         )

@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import builtins
 import operator
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable, Mapping
 
-import peewee as pw
 import structlog
 
 from c2d.common.v1 import common_pb2
 from host.engines.registry import EngineRegistry
-from host.envterms import EnvironmentTerms, FreeTerms
-from host.store import runner
-from host.store.models import Stage
+from host.envterms import DEFAULT_QUEUE_SECONDS, EnvironmentTerms, FreeTerms
+from host.store import counts, runner
 
 FeesFor = Callable[[common_pb2.Environment], list[common_pb2.ChainFees]]
 DEVELOPMENT_FREE = FreeTerms()  # a development node computes for free where the operator said nothing
@@ -46,13 +45,17 @@ class EnvironmentCatalog:
         escrow_address: str = "",
         payee_address: str = "",
         default_fees: FeesFor | None = None,
+        default_queue_seconds: int = DEFAULT_QUEUE_SECONDS,
     ) -> None:
+        """``default_queue_seconds``: the queue limit of an environment whose terms set none
+        (``[compute] max_queue_seconds``)."""
         self.engines = engines
         self.terms = terms
         self.development = development
         self.escrow_address = escrow_address  # for fees that name none
         self.payee_address = payee_address  # the node's own address, which consumers authorize
         self.default_fees = default_fees  # for environments the config prices not at all
+        self.default_queue_seconds = default_queue_seconds
         self._seen: tuple[object, ...] | None = None  # each engine's state and fingerprint, by identity
         self._environments: list[common_pb2.Environment] = []
         self._by_id: dict[str, common_pb2.Environment] = {}
@@ -70,13 +73,19 @@ class EnvironmentCatalog:
 
     # builtins.list: inside this class ``list`` is the method above.
     async def listing(self, engine: str = "") -> builtins.list[common_pb2.Environment]:
-        """What ``GetEnvironments`` answers: copies of the environments with their live job counts."""
-        counts = await runner.run(_counts)
+        """What ``GetEnvironments`` answers: copies of the environments with their live job counts
+        and, per tier, the stages waiting for capacity and how long the first of them has waited."""
+        by_env = await runner.run(counts.environment_counts)
+        now = time.time()  # the clock the stages' queue times are stored in
         listed = []
         for env in self.list(engine):
             copy = common_pb2.Environment()
             copy.CopyFrom(env)
-            copy.running_jobs, copy.queued_jobs = counts.get(env.id, (0, 0))
+            counted = by_env.get(env.id) or counts.EnvironmentCounts()
+            copy.running_jobs = counted.running
+            copy.queued_jobs = counted.free.queued + counted.paid.queued
+            _fill_queue(copy.free_queue, counted.free, now)
+            _fill_queue(copy.paid_queue, counted.paid, now)
             listed.append(copy)
         return listed
 
@@ -122,16 +131,11 @@ class EnvironmentCatalog:
             fees.payee_address = self.payee_address
         if terms.storage_expiry_seconds is not None:
             env.storage_expiry_seconds = terms.storage_expiry_seconds
+        env.max_queue_seconds = terms.max_queue_seconds or self.default_queue_seconds
 
 
-def _counts() -> dict[str, tuple[int, int]]:
-    """(running, queued) per environment, from the (terminal, environment_id) index."""
-    running = pw.fn.SUM(pw.Case(None, [(Stage.granted.is_null(False), 1)], 0))
-    query = (
-        Stage.select(Stage.environment_id, running.alias("running"), pw.fn.COUNT(Stage.job_id).alias("all"))
-        .where(Stage.terminal == False)
-        .group_by(Stage.environment_id)
-    )
-    # Executed as tuples (what iterating the query runs): environment id, running (NULL: none), all.
-    rows: Iterable[tuple[str, int | None, int]] = query.tuples().execute()
-    return {env_id: (int(run or 0), int(total) - int(run or 0)) for env_id, run, total in rows}
+def _fill_queue(tier: common_pb2.QueueTier, queue: counts.QueueCount, now: float) -> None:
+    tier.queued_jobs = queue.queued
+    if queue.first_queued_at is not None:
+        # Whole seconds, never below 1 while one waits: "waiting" must not read as "none waits".
+        tier.longest_wait_seconds = max(1, int(now - queue.first_queued_at))

@@ -24,6 +24,8 @@ FREE_SETTINGS = frozenset(
 )
 RESOURCE_SETTINGS = frozenset({"min", "max", "constraints"})
 CONSTRAINT_SETTINGS = frozenset({"id", "min", "max"})
+MAX_SECONDS = 2**32 - 1  # what the Environment message's seconds fields hold
+DEFAULT_QUEUE_SECONDS = 3600  # an environment's queue limit when neither it nor [compute] sets one
 
 
 class TermsError(ValueError):
@@ -130,6 +132,8 @@ class EnvironmentTerms:
                 return f"{where}.{rid}: a job would need at least {floor:g} but may have at most {ceiling:g}"
         return None
 
+    max_queue_seconds: int | None = None  # the longest a stage may queue; None: [compute]'s default
+
 
 def parse_terms(section: Mapping[str, Any]) -> dict[str, EnvironmentTerms]:
     """``[environments]`` as terms per environment id; TermsError names the first malformed table."""
@@ -150,6 +154,7 @@ def _parse_one(env_id: str, table: Any) -> EnvironmentTerms:
         raise TermsError(f"{where}.storage_expiry_seconds: {exc}") from None
     if expiry_seconds == 0:
         raise TermsError(f"{where}.storage_expiry_seconds must be more than 0")
+    queue_seconds = _positive(where, "max_queue_seconds", table.get("max_queue_seconds"))
     fees = _list(where, table.get("fees", []))
     resources = _parse_resources(where, table.get("resources", {}))
     free_terms = None if free is None else _parse_free(where, free)
@@ -160,7 +165,21 @@ def _parse_one(env_id: str, table: Any) -> EnvironmentTerms:
         fees=tuple(_parse_fees(where, i, entry) for i, entry in enumerate(fees)),
         storage_expiry_seconds=expiry_seconds,
         resources=resources,
+        max_queue_seconds=queue_seconds,
     )
+
+
+def _positive(where: str, name: str, value: Any) -> int | None:
+    """A whole number of seconds above 0 (None when not set), or TermsError naming the setting."""
+    if value is None:
+        return None
+    try:
+        seconds = _count(value)
+    except ValueError as exc:
+        raise TermsError(f"{where}.{name}: {exc}") from None
+    if seconds == 0 or seconds > MAX_SECONDS:
+        raise TermsError(f"{where}.{name} must be between 1 and {MAX_SECONDS} seconds, got {value!r}")
+    return seconds
 
 
 def _parse_resources(where: str, section: Any) -> dict[str, ResourceTerms]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import math
 import os
 import uuid
 from collections.abc import Awaitable, Callable
@@ -120,6 +121,7 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
         escrow_address=chain.escrow.address if chain else "",
         payee_address=identity.address,
         default_fees=chain.default_fees if chain else None,
+        default_queue_seconds=math.ceil(config.compute.max_queue_seconds),
     )
     pod_listen = resolve_listen(config.pods.listen)
     limits = Limits.from_section(config.raw["limits"])
@@ -129,7 +131,6 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
         catalog,
         identity,
         pod_endpoint=config.pods.advertise or f"{pod_listen.rpartition(':')[0]}:{pods.port}",
-        max_queue_seconds=config.compute.max_queue_seconds,
         default_storage_expiry_seconds=config.compute.default_storage_expiry_seconds,
         results=results,
         on_workflow_closed=None if payments is None else lambda _workflow_id: payments.wake(),

@@ -101,6 +101,7 @@ def test_sections_are_typed_records_of_the_merged_values(tmp_path: Path) -> None
         ('[chain]\ndev_port = "8545"\n', "chain.dev_port must be a whole number, got '8545'"),
         ("[chain]\nwithdraw_earnings = 1\n", "chain.withdraw_earnings must be true or false, got 1"),
         ("[compute]\nmax_queue_seconds = true\n", "compute.max_queue_seconds must be a number, got True"),
+        ("[compute]\nmax_queue_seconds = 0\n", "compute.max_queue_seconds must be between 1 and 4294967295"),
         ("[compute]\ndefault_max_duration_seconds = 1.5\n", "must be a whole number, got 1.5"),
         ("[pods]\nlisten = 8471\n", "pods.listen must be a string, got 8471"),
         ('[storage]\ndatabase_url = ["x"]\n', "storage.database_url must be a string"),

@@ -48,6 +48,10 @@ MALFORMED = {
     ),
     "expiry zero": (f'[environments."{ENV}"]\nstorage_expiry_seconds = 0\n', "storage_expiry_seconds"),
     "expiry text": (f'[environments."{ENV}"]\nstorage_expiry_seconds = "1d"\n', "storage_expiry_seconds"),
+    "queue limit zero": (f'[environments."{ENV}"]\nmax_queue_seconds = 0\n', "max_queue_seconds must be"),
+    "queue limit text": (f'[environments."{ENV}"]\nmax_queue_seconds = "1h"\n', "max_queue_seconds"),
+    "queue limit huge": (f'[environments."{ENV}"]\nmax_queue_seconds = 4294967296\n', "between 1 and"),
+    "queue limit flag": (f'[environments."{ENV}"]\nmax_queue_seconds = true\n', "max_queue_seconds"),
     "fees not a list": (f'[environments."{ENV}".fees]\nchain_id = 1\n', f"environments.{ENV}.fees"),
     "fees unknown field": (
         f'[[environments."{ENV}".fees]]\nchain_id = 1\nprice = "3"\n',

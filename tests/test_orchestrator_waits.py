@@ -22,7 +22,6 @@ def orchestrator() -> Orchestrator:
         nothing,
         nothing,
         pod_endpoint="127.0.0.1:1",
-        max_queue_seconds=1,
         default_storage_expiry_seconds=1,
     )
 

@@ -83,6 +83,7 @@ FULL = {
     "environment": "cpu-env",
     "resources": [{"id": "cpu", "amount": 2}, {"id": "ram", "amount": 0.5}],
     "maxJobDuration": 3600,
+    "queueMaxWaitTime": 900,
     "viewers": [VIEWER],
 }
 
@@ -123,6 +124,7 @@ def test_full_object_maps_every_field() -> None:
     assert workflow.environment_id == "cpu-env"
     assert [(r.id, r.amount) for r in workflow.resources] == [("cpu", 2.0), ("ram", 0.5)]
     assert workflow.max_duration_seconds == 3600
+    assert workflow.max_queue_seconds == 900
     assert list(workflow.viewers) == [VIEWER]
 
 
@@ -287,6 +289,7 @@ BAD = [
     ([_stage(maxJobDuration="1h")], "stages[0].maxJobDuration: must be a whole number"),
     ([_stage(maxJobDuration=-5)], "stages[0].maxJobDuration: must be a whole number"),
     ({"stages": [_stage()], "maxJobDuration": 2**40}, "maxJobDuration: must be a whole number"),
+    ({"stages": [_stage()], "queueMaxWaitTime": -1}, "queueMaxWaitTime: must be a whole number"),
     ({"stages": [_stage()], "environment": ["a"]}, "environment: must be a string, not a list"),
     ({"stages": [_stage()], "resources": [["cpu", 1]]}, "resources[0]: must be an object, not a list"),
     ({"stages": [_stage()], "viewers": "0xabc"}, "viewers: must be a list, not a string"),

@@ -42,14 +42,35 @@ def test_a_version_2_database_loses_the_unread_columns_and_keeps_its_rows(
         "INSERT INTO workflow (id, owner, environment_id, free, viewers, created_at, request, payment)"
         " VALUES ('w', '0xabc', 'env', TRUE, '[]', 0, '{\"stages\": []}', NULL)"
     )
-    migrations.SchemaMigration.delete().where(migrations.SchemaMigration.version == 3).execute()
+    migrations.SchemaMigration.delete().where(migrations.SchemaMigration.version >= 3).execute()
     db.close()
 
     db = open_database(tmp_path, store_url)
-    assert migrations.current_version(db) == 3
+    assert migrations.current_version(db) == migrations.MIGRATIONS[-1][0]
     for table, column in migrations.UNREAD_COLUMNS:
         assert column not in {c.name for c in db.get_columns(table)}, (table, column)
     assert Workflow.get_by_id("w").owner == "0xabc"
+    db.close()
+
+
+def test_a_version_3_database_gains_the_stage_queue_columns_and_keeps_its_rows(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    db = open_database(tmp_path, store_url)
+    for column, _ in migrations.QUEUE_COLUMNS:  # as version 3 made the table: without them
+        db.execute_sql(f"ALTER TABLE stage DROP COLUMN {column}")
+    Workflow.create(id="w", owner="0xabc", environment_id="env", free=True, created_at=0)
+    Stage.insert(  # the columns given and those with defaults: none of the dropped ones
+        job_id="j", workflow="w", index=0, owner="0xabc", environment_id="env", engine="e", status=1,
+        spec={}, max_duration_seconds=60, created_at=5, queue_deadline=3605,
+    ).execute()  # fmt: skip
+    migrations.SchemaMigration.delete().where(migrations.SchemaMigration.version >= 4).execute()
+    db.close()
+
+    db = open_database(tmp_path, store_url)
+    assert migrations.current_version(db) == migrations.MIGRATIONS[-1][0]
+    stage = Stage.get_by_id("j")
+    assert (stage.queue_deadline, stage.queued_at, stage.queue_limit_seconds) == (3605, None, None)
     db.close()
 
 

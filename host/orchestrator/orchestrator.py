@@ -73,7 +73,6 @@ class Orchestrator:
         identity: NodeIdentity,
         *,
         pod_endpoint: str,
-        max_queue_seconds: float,
         default_storage_expiry_seconds: int,
         results: ResultStore | None = None,
         on_workflow_closed: Callable[[str], None] | None = None,
@@ -87,7 +86,6 @@ class Orchestrator:
         self.results = results
         self.identity = identity
         self.pod_endpoint = pod_endpoint
-        self.max_queue_seconds = max_queue_seconds
         self.default_storage_expiry_seconds = default_storage_expiry_seconds
         self.on_workflow_closed = on_workflow_closed
         self._wake = asyncio.Event()
@@ -140,7 +138,6 @@ class Orchestrator:
             free=free,
             viewers=[v.lower() for v in workflow.viewers],
             created_at=now,
-            queue_deadline=now + self.max_queue_seconds,
             stages=[
                 stages.NewStage(
                     job_id=plan.job_id,
@@ -152,6 +149,7 @@ class Orchestrator:
                     run_after=plan.run_after,
                     resources=plan.resources,
                     max_duration_seconds=plan.max_duration_seconds,
+                    queue_limit_seconds=plan.max_queue_seconds,
                 )
                 for plan in plans
             ],

@@ -20,6 +20,7 @@ from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
 from c2d.quoting import quoted
 from host import statuses
+from host.envterms import DEFAULT_QUEUE_SECONDS
 from host.errors import invalid
 from host.orchestrator import constraints
 from host.store import jobs
@@ -49,6 +50,7 @@ class StagePlan:
     stage: compute_pb2.Stage
     resources: list[StageResource]
     max_duration_seconds: int
+    max_queue_seconds: int = 0  # the longest it may wait for capacity once queued
     run_after_indices: list[int] = field(default_factory=list)
     run_after_jobs: list[str] = field(default_factory=list)
     allow_network: bool = False
@@ -111,6 +113,7 @@ def plan_workflow(
             stage=stage,
             resources=grant_request(env, requested, where),
             max_duration_seconds=_check_duration(env, duration, default_duration, where),
+            max_queue_seconds=queue_limit(env, workflow.max_queue_seconds),
         )
         _check_algorithm(stage.algorithm, where)
         _resolve_dependencies(plan, set(indices), owner)
@@ -169,6 +172,15 @@ def _check_amount(resource: common_pb2.Resource, amount: float, where: str, defa
         raise invalid(f"{said} is above the maximum of {constraints.quantity(ceiling, resource)} per job")
     if resource.type == common_pb2.RESOURCE_TYPE_GPU and amount != int(amount):
         raise invalid(f"{where}: {resource.id} counts whole devices, got {amount:g}")
+
+
+def queue_limit(env: common_pb2.Environment, requested: int) -> int:
+    """How long a stage may wait for capacity: what the consumer asked (0: no preference), never
+    more than the environment allows. Asking for more is no error: the consumer accepts any wait
+    up to that, and the environment's limit is within it."""
+    if env.max_queue_seconds and (not requested or requested > env.max_queue_seconds):
+        return env.max_queue_seconds
+    return requested or DEFAULT_QUEUE_SECONDS
 
 
 def _check_duration(env: common_pb2.Environment, duration: int, default: int, where: str) -> int:

@@ -67,7 +67,6 @@ class PaymentSettings:
     chain_id: int
     tokens: tuple[str, ...]
     claim_margin_seconds: int
-    queue_seconds: int
     retry_max_seconds: float
     withdraw_earnings: bool
     sweep_interval_seconds: float
@@ -135,7 +134,8 @@ class Payments:
                 f"this node takes no payment in token {payment.token_address}; it takes "
                 + ", ".join(self.settings.tokens)
             )
-        margin = self.settings.queue_seconds + self.settings.claim_margin_seconds
+        # Each stage may wait its queue limit before it runs: the lock outlives all of them.
+        margin = sum(plan.max_queue_seconds for plan in plans) + self.settings.claim_margin_seconds
         quote = pricing.quote(plans, payment, self.node, margin)
         quote.escrow_address = self.escrow.address  # the one the node locks in, whatever the fees say
         return quote

@@ -93,7 +93,6 @@ def _setup(
         chain_id=chain_id,
         tokens=tuple(t.lower() for t in chain.tokens),
         claim_margin_seconds=chain.claim_margin_seconds,
-        queue_seconds=int(config.compute.max_queue_seconds),
         retry_max_seconds=chain.retry_max_seconds,
         withdraw_earnings=chain.withdraw_earnings,
         sweep_interval_seconds=chain.sweep_interval_seconds,

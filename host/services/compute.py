@@ -301,6 +301,7 @@ def job_info(view: JobView, info: compute_pb2.JobInfo | None = None) -> compute_
     info.max_duration_seconds = view.max_duration_seconds
     info.algorithm_image = view.algorithm_image
     info.terminal = view.terminal
+    info.max_queue_seconds = view.queue_limit_seconds or 0
     if view.exit_code is not None:
         info.exit_code = view.exit_code
     _stamp(info.created, view.created_at)

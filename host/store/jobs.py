@@ -43,6 +43,7 @@ _VIEW_COLUMNS = (
     Stage.finished_at,
     Stage.results_expire_at,
     Stage.exit_code,
+    Stage.queue_limit_seconds,
 )
 
 
@@ -92,6 +93,7 @@ class JobView:
     finished_at: float | None
     results_expire_at: float | None
     exit_code: int | None
+    queue_limit_seconds: int | None  # None: queued before stages kept their limit
     history: list[EventView] = field(default_factory=list)
     results: list[ResultView] = field(default_factory=list)
     payment: Payment | None = None
@@ -151,10 +153,12 @@ def _views(query: pw.ModelSelect[Stage], chosen: pw.ModelSelect[Stage] | list[st
     loads = json.loads
     for row in _rows(query):
         (job_id, workflow_id, index, owner, env_id, status, status_text, terminal, run_after,
-         granted, resources, max_duration, image, created, started, finished, expire, exit_code) = row  # fmt: skip
+         granted, resources, max_duration, image, created, started, finished, expire, exit_code,
+         queue_limit) = row  # fmt: skip
         view = JobView(
             job_id, workflow_id, index, owner, env_id, status, status_text, bool(terminal), loads(run_after),
             (loads(granted) if granted else None) or loads(resources), max_duration, image, created, started, finished, expire, exit_code,
+            queue_limit,
         )  # fmt: skip
         views.append(view)
         by_id[job_id] = view

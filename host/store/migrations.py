@@ -46,10 +46,25 @@ def _v3_drop_unread_columns(db: pw.Database) -> None:
     schema.migrate(*(migrator.drop_column(t, c) for t, c in UNREAD_COLUMNS if (t, c) in present))
 
 
+# The queue time each stage keeps (its limit, and when it entered the queue).
+QUEUE_COLUMNS = (
+    ("queued_at", pw.DoubleField(null=True)),
+    ("queue_limit_seconds", pw.IntegerField(null=True)),
+)
+
+
+def _v4_stage_queue_limits(db: pw.Database) -> None:
+    """Adds :data:`QUEUE_COLUMNS` where missing (a database made since has them: v1 makes today's tables)."""
+    migrator = schema.SchemaMigrator.from_database(db)
+    present = {column.name for column in db.get_columns("stage")}
+    schema.migrate(*(migrator.add_column("stage", n, f) for n, f in QUEUE_COLUMNS if n not in present))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "escrow payments", _v2_payments),
     (3, "drop columns nothing read", _v3_drop_unread_columns),
+    (4, "stages keep their queue limit", _v4_stage_queue_limits),
 ]
 
 

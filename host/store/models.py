@@ -75,7 +75,9 @@ class Stage(BaseModel):
     granted = JSONField(null=True)  # while it holds capacity: [StageResource] with device_ids
     max_duration_seconds = pw.IntegerField()
     created_at = pw.DoubleField()
-    queue_deadline = pw.DoubleField(null=True)  # expires in the queue after this
+    queue_deadline = pw.DoubleField(null=True)  # expires in the queue after this (set once queued)
+    queued_at = pw.DoubleField(null=True)  # entered the queue for capacity (after its previous stages)
+    queue_limit_seconds = pw.IntegerField(null=True)  # the longest it may wait there (None: before v4)
     started_at = pw.DoubleField(null=True)  # handed to the engine
     algorithm_started_at = pw.DoubleField(null=True)
     algorithm_finished_at = pw.DoubleField(null=True)

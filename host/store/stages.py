@@ -88,6 +88,7 @@ class NewStage:
     run_after: list[str]
     resources: list[StageResource]
     max_duration_seconds: int
+    queue_limit_seconds: int  # the longest it may wait for capacity once queued
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,6 @@ class NewWorkflow:
     free: bool
     viewers: list[str]
     created_at: float
-    queue_deadline: float
     stages: list[NewStage]
 
 
@@ -301,7 +301,8 @@ def store_workflow(new: NewWorkflow, then: Callable[[], object] | None = None) -
                     "resources": s.resources,
                     "max_duration_seconds": s.max_duration_seconds,
                     "created_at": new.created_at,
-                    "queue_deadline": new.queue_deadline,
+                    "queue_limit_seconds": s.queue_limit_seconds,
+                    **_queue_times(s.status, new.created_at, s.queue_limit_seconds),
                 }
                 for s in new.stages
             ]
@@ -314,6 +315,14 @@ def store_workflow(new: NewWorkflow, then: Callable[[], object] | None = None) -
         ).execute()
         if then is not None:
             then()
+
+
+def _queue_times(status: int, now: float, limit: int | None) -> dict[str, float | None]:
+    """When a stage entered the queue for capacity and when it expires there: from ``now`` for a
+    queued stage; none yet for one waiting for the stages it runs after (set once they finished)."""
+    if status != S.JOB_STATUS_QUEUED or limit is None:
+        return {}
+    return {"queued_at": now, "queue_deadline": now + limit}
 
 
 # -- the scheduler ---------------------------------------------------------------------
@@ -387,7 +396,8 @@ def _promote_waiting(unit: _Unit, now: float) -> None:
                 unit, stage, S.JOB_STATUS_SKIPPED, f"stage it runs after ended: {failed[0].status_text}", now
             )
         elif all(b.status == S.JOB_STATUS_FINISHED for b in previous):
-            _record(unit, stage, S.JOB_STATUS_QUEUED, "previous stages finished", now)
+            times = _queue_times(S.JOB_STATUS_QUEUED, now, stage.queue_limit_seconds)
+            _record(unit, stage, S.JOB_STATUS_QUEUED, "previous stages finished", now, **times)
 
 
 def _expire_queue(unit: _Unit, now: float) -> None:
@@ -398,7 +408,16 @@ def _expire_queue(unit: _Unit, now: float) -> None:
         & (Stage.queue_deadline < now)
     )
     for stage in _hold(unit, list(expired)):
-        _finish(unit, stage, S.JOB_STATUS_QUEUE_EXPIRED, "no capacity became free in time", now)
+        _finish(unit, stage, S.JOB_STATUS_QUEUE_EXPIRED, expiry_message(stage, now), now)
+
+
+def expiry_message(stage: Stage, now: float) -> str:
+    """Why a stage expired in the queue, in the consumer's terms: how long it waited, and its limit."""
+    queued_at = stage.queued_at if stage.queued_at is not None else stage.created_at
+    waited = f"waited {now - queued_at:.0f} s in the queue without capacity becoming free"
+    if stage.queue_limit_seconds is None:  # queued before stages kept their limit
+        return waited
+    return f"{waited}; its queue limit is {stage.queue_limit_seconds} s"
 
 
 @dataclass(frozen=True)

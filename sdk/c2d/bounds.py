@@ -87,6 +87,7 @@ RULES: dict[str, Rule] = {
     "c2d.common.v1.GrantedResource.amount": AMOUNT,
     "c2d.compute.v1.Workflow.max_duration_seconds": DURATION,
     "c2d.compute.v1.Stage.max_duration_seconds": DURATION,
+    "c2d.compute.v1.Workflow.max_queue_seconds": DURATION,
     "c2d.engine.v1.JobSpec.max_duration_seconds": DURATION,
     "c2d.engine.v1.StopJobRequest.grace_seconds": DURATION,
     "c2d.compute.v1.Stage.index": INDEX,

@@ -8,7 +8,8 @@ cycles, environments, limits) is for the node to judge, as it is the only one
 that knows.
 
 Accepted forms: a JSON list of stages, or an object
-``{"stages": [...], "environment", "resources", "maxJobDuration", "viewers"}``.
+``{"stages": [...], "environment", "resources", "maxJobDuration", "queueMaxWaitTime", "viewers"}``
+(``queueMaxWaitTime``: the seconds each stage may wait for capacity; the environment caps it).
 A stage is ``{"index", "runAfter", "input", "algorithm", "environment",
 "resources", "maxJobDuration"}``; ``runAfter`` is null, a stage index, a job id
 or a list of those. ``files``, ``userdata`` and ``customData`` are free JSON
@@ -32,7 +33,7 @@ from c2d.compute.v1 import compute_pb2
 UINT32_MAX = 2**32 - 1
 ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
-WORKFLOW_KEYS = ("stages", "environment", "resources", "maxJobDuration", "viewers")
+WORKFLOW_KEYS = ("stages", "environment", "resources", "maxJobDuration", "queueMaxWaitTime", "viewers")
 STAGE_KEYS = ("index", "runAfter", "input", "algorithm", "environment", "resources", "maxJobDuration")
 INPUT_KEYS = ("index", "did", "serviceId", "files", "userdata")
 ALGORITHM_KEYS = ("did", "serviceId", "files", "rawcode", "container", "customData")
@@ -82,6 +83,7 @@ def parse_workflow(data: Any, environment_id: str | None = None) -> compute_pb2.
     workflow.environment_id = _opt_str(doc, "environment", "")
     workflow.resources.extend(_resources(doc.get("resources"), "resources"))
     workflow.max_duration_seconds = _opt_uint(doc, "maxJobDuration", "")
+    workflow.max_queue_seconds = _opt_uint(doc, "queueMaxWaitTime", "")
     workflow.viewers.extend(_viewers(doc.get("viewers"), "viewers"))
     if environment_id:
         workflow.environment_id = environment_id
@@ -273,6 +275,7 @@ def workflow_to_json(workflow: compute_pb2.Workflow) -> dict[str, Any]:
     _put(doc, "environment", workflow.environment_id)
     _put(doc, "resources", _resources_json(workflow.resources))
     _put(doc, "maxJobDuration", workflow.max_duration_seconds)
+    _put(doc, "queueMaxWaitTime", workflow.max_queue_seconds)
     _put(doc, "viewers", list(workflow.viewers))
     return doc
 

@@ -13,7 +13,9 @@ from c2d.compute.v1 import compute_pb2
 
 JOB_COLUMNS = ("stage", "job id", "status", "exit", "started", "finished", "results", "message")
 WATCH_COLUMNS = ("stage", "job id", "status", "exit", "message")
-ENV_COLUMNS = ("id", "engine", "health", "resources", "free", "running", "queued", "duration")
+ENV_COLUMNS = (
+    "id", "engine", "health", "resources", "free", "running", "queued free", "queued paid", "max queue", "duration"
+)  # fmt: skip
 
 
 def status_name(code: int) -> str:
@@ -151,9 +153,18 @@ def env_row(env: common_pb2.Environment) -> list[Any]:
         ", ".join(_resource(resource) for resource in env.resources),
         free,
         env.running_jobs,
-        env.queued_jobs,
+        _queue(env.free_queue),
+        _queue(env.paid_queue),
+        duration(env.max_queue_seconds),
         span,
     ]
+
+
+def _queue(tier: common_pb2.QueueTier) -> str:
+    """How many stages of a tier wait for capacity, and for how long the first has waited."""
+    if not tier.queued_jobs:
+        return "0"
+    return f"{tier.queued_jobs} (longest {duration(tier.longest_wait_seconds)})"
 
 
 def _resource(resource: common_pb2.Resource) -> str:

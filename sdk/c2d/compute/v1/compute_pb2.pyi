@@ -139,18 +139,20 @@ class Stage(_message.Message):
     def __init__(self, index: _Optional[int] = ..., run_after: _Optional[_Iterable[_Union[StageDependency, _Mapping]]] = ..., input: _Optional[_Iterable[_Union[StageInput, _Mapping]]] = ..., algorithm: _Optional[_Union[Algorithm, _Mapping]] = ..., environment_id: _Optional[str] = ..., resources: _Optional[_Iterable[_Union[_common_pb2.ResourceRequest, _Mapping]]] = ..., max_duration_seconds: _Optional[int] = ...) -> None: ...
 
 class Workflow(_message.Message):
-    __slots__ = ("stages", "environment_id", "resources", "max_duration_seconds", "viewers")
+    __slots__ = ("stages", "environment_id", "resources", "max_duration_seconds", "viewers", "max_queue_seconds")
     STAGES_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_ID_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     MAX_DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     VIEWERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     stages: _containers.RepeatedCompositeFieldContainer[Stage]
     environment_id: str
     resources: _containers.RepeatedCompositeFieldContainer[_common_pb2.ResourceRequest]
     max_duration_seconds: int
     viewers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, stages: _Optional[_Iterable[_Union[Stage, _Mapping]]] = ..., environment_id: _Optional[str] = ..., resources: _Optional[_Iterable[_Union[_common_pb2.ResourceRequest, _Mapping]]] = ..., max_duration_seconds: _Optional[int] = ..., viewers: _Optional[_Iterable[str]] = ...) -> None: ...
+    max_queue_seconds: int
+    def __init__(self, stages: _Optional[_Iterable[_Union[Stage, _Mapping]]] = ..., environment_id: _Optional[str] = ..., resources: _Optional[_Iterable[_Union[_common_pb2.ResourceRequest, _Mapping]]] = ..., max_duration_seconds: _Optional[int] = ..., viewers: _Optional[_Iterable[str]] = ..., max_queue_seconds: _Optional[int] = ...) -> None: ...
 
 class Payment(_message.Message):
     __slots__ = ("chain_id", "token_address")
@@ -331,7 +333,7 @@ class PaymentState(_message.Message):
     def __init__(self, status: _Optional[_Union[PaymentStatus, str]] = ..., chain_id: _Optional[int] = ..., token_address: _Optional[str] = ..., escrow_address: _Optional[str] = ..., locked_amount: _Optional[str] = ..., claimed_amount: _Optional[str] = ..., lock_id: _Optional[str] = ..., lock_transaction: _Optional[str] = ..., claim_transaction: _Optional[str] = ..., proof_digest: _Optional[str] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "workflow_id", "stage_index", "owner", "environment_id", "status", "status_text", "run_after_job_ids", "created", "started", "finished", "resources", "max_duration_seconds", "results", "history", "exit_code", "algorithm_image", "terminal", "payment", "results_expire")
+    __slots__ = ("job_id", "workflow_id", "stage_index", "owner", "environment_id", "status", "status_text", "run_after_job_ids", "created", "started", "finished", "resources", "max_duration_seconds", "results", "history", "exit_code", "algorithm_image", "terminal", "payment", "results_expire", "max_queue_seconds")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     STAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -352,6 +354,7 @@ class JobInfo(_message.Message):
     TERMINAL_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_FIELD_NUMBER: _ClassVar[int]
     RESULTS_EXPIRE_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     workflow_id: str
     stage_index: int
@@ -372,7 +375,8 @@ class JobInfo(_message.Message):
     terminal: bool
     payment: PaymentState
     results_expire: _timestamp_pb2.Timestamp
-    def __init__(self, job_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., stage_index: _Optional[int] = ..., owner: _Optional[str] = ..., environment_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., status_text: _Optional[str] = ..., run_after_job_ids: _Optional[_Iterable[str]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[_common_pb2.GrantedResource, _Mapping]]] = ..., max_duration_seconds: _Optional[int] = ..., results: _Optional[_Iterable[_Union[ResultFile, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[_common_pb2.StatusEvent, _Mapping]]] = ..., exit_code: _Optional[int] = ..., algorithm_image: _Optional[str] = ..., terminal: bool = ..., payment: _Optional[_Union[PaymentState, _Mapping]] = ..., results_expire: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    max_queue_seconds: int
+    def __init__(self, job_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., stage_index: _Optional[int] = ..., owner: _Optional[str] = ..., environment_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., status_text: _Optional[str] = ..., run_after_job_ids: _Optional[_Iterable[str]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[_common_pb2.GrantedResource, _Mapping]]] = ..., max_duration_seconds: _Optional[int] = ..., results: _Optional[_Iterable[_Union[ResultFile, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[_common_pb2.StatusEvent, _Mapping]]] = ..., exit_code: _Optional[int] = ..., algorithm_image: _Optional[str] = ..., terminal: bool = ..., payment: _Optional[_Union[PaymentState, _Mapping]] = ..., results_expire: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_queue_seconds: _Optional[int] = ...) -> None: ...
 
 class GetComputeStatusResponse(_message.Message):
     __slots__ = ("jobs",)
