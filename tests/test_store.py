@@ -8,6 +8,7 @@ from pathlib import Path
 import peewee as pw
 import pytest
 from cryptography.exceptions import InvalidTag
+from playhouse import migrate as schema
 
 from host.identity import load_identity
 from host.store import db as db_module
@@ -42,14 +43,37 @@ def test_a_version_2_database_loses_the_unread_columns_and_keeps_its_rows(
         "INSERT INTO workflow (id, owner, environment_id, free, viewers, created_at, request, payment)"
         " VALUES ('w', '0xabc', 'env', TRUE, '[]', 0, '{\"stages\": []}', NULL)"
     )
-    migrations.SchemaMigration.delete().where(migrations.SchemaMigration.version == 3).execute()
+    migrations.SchemaMigration.delete().where(migrations.SchemaMigration.version >= 3).execute()
     db.close()
 
     db = open_database(tmp_path, store_url)
-    assert migrations.current_version(db) == 3
+    assert migrations.current_version(db) == migrations.MIGRATIONS[-1][0]
     for table, column in migrations.UNREAD_COLUMNS:
         assert column not in {c.name for c in db.get_columns(table)}, (table, column)
     assert Workflow.get_by_id("w").owner == "0xabc"
+    db.close()
+
+
+def test_a_version_3_database_gains_the_job_info_columns_and_keeps_its_rows(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    db = open_database(tmp_path, store_url)
+    # As version 3 made them: without the workflow's metadata and the stage's out-of-memory flag.
+    migrator = schema.SchemaMigrator.from_database(db)
+    schema.migrate(*(migrator.drop_column(table, column) for table, column, _ in migrations.JOB_INFO_COLUMNS))
+    db.execute_sql(
+        "INSERT INTO workflow (id, owner, environment_id, free, viewers, created_at)"
+        " VALUES ('w', '0xabc', 'env', TRUE, '[]', 0)"
+    )
+    migrations.SchemaMigration.delete().where(migrations.SchemaMigration.version == 4).execute()
+    db.close()
+
+    db = open_database(tmp_path, store_url)
+    assert migrations.current_version(db) == 4
+    for table, column, _ in migrations.JOB_INFO_COLUMNS:
+        assert column in {c.name for c in db.get_columns(table)}, (table, column)
+    workflow = Workflow.get_by_id("w")
+    assert (workflow.owner, workflow.metadata) == ("0xabc", None)
     db.close()
 
 

@@ -46,10 +46,27 @@ def _v3_drop_unread_columns(db: pw.Database) -> None:
     schema.migrate(*(migrator.drop_column(t, c) for t, c in UNREAD_COLUMNS if (t, c) in present))
 
 
+# Columns added since: (table, column name, the model's field).
+JOB_INFO_COLUMNS = (
+    ("workflow", "metadata", models.Workflow.metadata),
+    ("stage", "oom_killed", models.Stage.oom_killed),
+)
+
+
+def _v4_job_info(db: pw.Database) -> None:
+    """Adds :data:`JOB_INFO_COLUMNS` where they are missing (v1 makes today's tables, which have them)."""
+    migrator = schema.SchemaMigrator.from_database(db)
+    present = {(table, column.name) for table in ("workflow", "stage") for column in db.get_columns(table)}
+    schema.migrate(
+        *(migrator.add_column(t, c, field) for t, c, field in JOB_INFO_COLUMNS if (t, c) not in present)
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "escrow payments", _v2_payments),
     (3, "drop columns nothing read", _v3_drop_unread_columns),
+    (4, "job metadata and out-of-memory ends", _v4_job_info),
 ]
 
 
