@@ -56,8 +56,3 @@ def accepted_metadata(request: Any) -> dict[str, JSONValue] | None:
     if size > MAX_METADATA_BYTES:
         raise invalid(f"metadata is {size} bytes as compact JSON; at most {MAX_METADATA_BYTES} are kept")
     return metadata
-
-
-def as_struct(metadata: dict[str, JSONValue], into: struct_pb2.Struct) -> None:
-    """Writes stored metadata into a reply's Struct field."""
-    into.update(metadata)

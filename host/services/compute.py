@@ -18,7 +18,7 @@ from host.engines.registry import EngineRegistry
 from host.environments import EnvironmentCatalog
 from host.errors import denied, grpc_errors, invalid, not_found, precondition
 from host.identity import NodeIdentity
-from host.metadata import accepted_metadata, as_struct
+from host.metadata import accepted_metadata
 from host.orchestrator import capacity
 from host.orchestrator.admission import admit_stage
 from host.orchestrator.orchestrator import Orchestrator, new_workflow_id
@@ -358,15 +358,14 @@ def job_info(view: JobView, info: compute_pb2.JobInfo | None = None) -> compute_
     info.max_duration_seconds = view.max_duration_seconds
     info.algorithm_image = view.algorithm_image
     info.terminal = view.terminal
-    if view.exit_code is not None:
+    if view.exit_code is not None:  # the algorithm ended: how, as its engine saw it
         info.exit_code = view.exit_code
-    if view.exit_code is not None:
         info.termination.SetInParent()
         info.termination.exit_code = view.exit_code
         info.termination.oom_killed = view.oom_killed
     if view.metadata is not None:
-        info.metadata.SetInParent()
-        as_struct(view.metadata, info.metadata)
+        info.metadata.SetInParent()  # present even when empty ({} was sent)
+        info.metadata.update(view.metadata)
     _stamp(info.created, view.created_at)
     if view.started_at is not None:
         _stamp(info.started, view.started_at)
