@@ -293,7 +293,10 @@ class HttpSection:
         if not 0 < hours <= 24 * 30:
             raise ConfigError(f"http.session_hours must be more than 0 and at most 720, got {hours}")
         return cls(
-            listen=listen, operators=operators, session_hours=hours, secure_cookies=read.flag("secure_cookies")
+            listen=listen,
+            operators=operators,
+            session_hours=hours,
+            secure_cookies=read.flag("secure_cookies"),
         )
 
 

@@ -32,7 +32,11 @@ def signed_in(base: str, key: str) -> requests.Session:
     session = requests.Session()
     page = session.get(f"{base}/login", timeout=10)
     reply = session.post(f"{base}/login", data={"signature": sign(challenge_of(page.text), key)}, timeout=10)
-    assert reply.status_code == 200 and reply.url == f"{base}/", (reply.status_code, reply.url, reply.text[:300])
+    assert reply.status_code == 200 and reply.url == f"{base}/", (
+        reply.status_code,
+        reply.url,
+        reply.text[:300],
+    )
     return session
 
 

@@ -27,6 +27,7 @@ import pytest
 from c2d import auth, wire
 from c2d.cli import main
 from c2d.cli import output as cli_output
+from c2d.cli.render import when
 from c2d.client import C2DError, Client, StartResult
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
@@ -111,6 +112,8 @@ class FakeNode(compute_pb2_grpc.ComputeServiceServicer):
                 environment_id=request.workflow.environment_id,
                 status=common_pb2.JOB_STATUS_QUEUED,
             )
+            if request.HasField("metadata"):
+                self.jobs[job_id].metadata.CopyFrom(request.metadata)
             # The algorithm's rawcode names how the stage ends, so tests can ask for a failure.
             last = (
                 common_pb2.JOB_STATUS_ALGORITHM_FAILED
@@ -448,6 +451,43 @@ def test_status_is_signed(
     )
     assert auth.recover_signer(text, request.auth.signature) == ADDRESS
     assert servicer.calls[1][1].auth.nonce > request.auth.nonce
+
+
+def test_status_shows_metadata_exit_code_out_of_memory_and_algorithm_times(
+    capsys: pytest.CaptureFixture[str], node: tuple[FakeNode, str], key_file: Path, tmp_path: Path
+) -> None:
+    servicer, address = node
+    path = write_workflow(tmp_path, [stage(0)])
+    base = ("--node", address, "--key-file", str(key_file))
+    metadata = '{"name": "run 7", "runs": 3, "tags": ["a"]}'
+    code, out, _ = run(
+        capsys, *base, "--json", "start", str(path), "--env", "e", "--free", "--metadata", metadata
+    )
+    assert code == 0, out
+    (job_id,) = [stage["job_id"] for stage in json.loads(out)["stages"]]
+    job = servicer.jobs[job_id]
+    job.status, job.terminal, job.exit_code = common_pb2.JOB_STATUS_OUT_OF_MEMORY, True, 137
+    job.termination.exit_code, job.termination.oom_killed = 137, True
+    job.started.FromJsonString("2026-01-02T03:04:05Z")
+    job.algorithm_finished.FromJsonString("2026-01-02T03:04:09Z")
+    job.finished.FromJsonString("2026-01-02T03:04:10Z")
+
+    code, out, _ = run(capsys, *base, "status", job_id)
+    assert code == 0
+    (row,) = [line for line in out.splitlines() if job_id in line]
+    assert "out of memory" in row and "137 (out of memory)" in row
+    shown = [when(stamp) or "" for stamp in (job.started, job.algorithm_finished, job.finished)]
+    assert all(shown) and " ".join(shown) in " ".join(row.split()), row  # in this order, all three
+    assert 'metadata: {"name":"run 7","runs":3,"tags":["a"]}' in out.splitlines()
+
+    code, out, _ = run(capsys, *base, "--json", "status", job_id)
+    (doc,) = json.loads(out)
+    assert doc["metadata"] == {"name": "run 7", "runs": 3, "tags": ["a"]}
+    assert doc["termination"] == {"exit_code": 137, "oom_killed": True}
+    assert (doc["started"], doc["algorithm_finished"]) == ("2026-01-02T03:04:05Z", "2026-01-02T03:04:09Z")
+
+    code, _, err = run(capsys, *base, "start", str(path), "--env", "e", "--free", "--metadata", "[1]")
+    assert code != 0 and "--metadata must be a JSON object" in err
 
 
 def test_status_falls_back_to_the_workflow(

@@ -169,3 +169,22 @@ def test_a_stopped_stage_keeps_its_log(node: NodeProcess, busybox_image: str, tm
             "the stopped stage's log",
         )
         assert consumer.result(job_id, log_file.index, tmp_path / "algorithm.log").read_text() == "started\n"
+
+
+def test_an_algorithm_past_its_memory_limit_is_reported_killed_for_memory(
+    node: NodeProcess, busybox_image: str
+) -> None:
+    """Docker's OOMKilled reaches the consumer: the job's termination says so, with the exit code."""
+    workflow = {
+        "environment": ENV,
+        "resources": [{"id": "ram", "amount": 1}],  # the least a stage may ask for
+        "stages": [stage(0, "tail /dev/zero", busybox_image)],  # one endless line: memory until killed
+    }
+    with Client(node.address, auth.new_private_key()) as consumer:
+        (job,) = consumer.wait(consumer.start(workflow, free=True).workflow_id, timeout=180)
+    history = [(e.status, e.message) for e in job.history]
+    assert job.status == S.JOB_STATUS_OUT_OF_MEMORY, history
+    assert job.termination.oom_killed and job.termination.exit_code == 137, job.termination
+    assert job.HasField("started") and job.HasField("algorithm_finished"), history
+    times = [t.ToNanoseconds() for t in (job.created, job.started, job.algorithm_finished, job.finished)]
+    assert times == sorted(times), times

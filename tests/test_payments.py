@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from google.protobuf import json_format
 from paidnode import (
     DEPOSIT,
     ENV,
@@ -175,6 +176,25 @@ def test_a_start_the_consumer_cannot_pay_is_refused(
     assert consumer.escrow.get_locks(anvil.token_address, consumer.address) == []
 
 
+def test_a_paid_start_keeps_its_metadata_and_one_over_1024_bytes_locks_nothing(
+    node: NodeProcess, anvil: DevChain
+) -> None:
+    consumer = new_consumer(anvil, node_address(node))
+    with Client(node.address, consumer.key) as client:
+        with pytest.raises(C2DError) as err:
+            client.start(two_stages(), payment=payment(anvil), metadata={"note": "x" * 1014})  # 1,025 bytes
+        assert err.value.code == "INVALID_ARGUMENT", err.value
+        assert err.value.message == "metadata is 1025 bytes as compact JSON; at most 1024 are kept"
+        assert client.status(all=True) == [], "a refused start stored a workflow"
+        assert consumer.funds(anvil) == (DEPOSIT, 0), "a refused start locked funds"
+        metadata = {"note": "x" * 1013}  # 1,024 bytes
+        started = client.start(two_stages(), payment=payment(anvil), metadata=metadata)
+        jobs = client.wait(started.workflow_id, timeout=60)
+    assert [json_format.MessageToDict(j.metadata) for j in jobs] == [metadata] * 2
+    assert [j.status for j in jobs] == [S.JOB_STATUS_FINISHED] * 2, "wait returns once the payment settled"
+    assert all(j.payment.status == P.PAYMENT_STATUS_CLAIMED for j in jobs)
+
+
 def test_a_token_the_node_does_not_take_is_refused(node: NodeProcess, anvil: DevChain) -> None:
     consumer = new_consumer(anvil, node_address(node))
     wrong = compute_pb2.Payment(chain_id=anvil.chain_id, token_address="0x" + "42" * 20)
@@ -274,8 +294,13 @@ def test_sigkill_between_claim_sent_and_receipt_claims_once(
         started = client.start(two_stages(), payment=payment(anvil))
         anvil.w3.provider.make_request("evm_setAutomine", [False])
         try:
-            client.wait(started.workflow_id, timeout=60)
+            client.wait(started.workflow_id, timeout=60, settled=False)
             (claim,) = wait_for(lambda: pending_from(anvil, payee), 30, "the claim in the mempool")
+            # The chain holds the claim: every job reads "settling payment" until it is confirmed.
+            jobs = client.status(workflow_id=started.workflow_id)
+            assert [j.status for j in jobs] == [S.JOB_STATUS_SETTLING_PAYMENT] * 2
+            assert [j.payment.status for j in jobs] == [P.PAYMENT_STATUS_CLAIMING] * 2
+            assert all(j.terminal and j.history[-1].status == S.JOB_STATUS_SETTLING_PAYMENT for j in jobs)
             node.process.send_signal(signal.SIGKILL)
             node.process.wait(timeout=10)
             if mined:
@@ -291,7 +316,21 @@ def test_sigkill_between_claim_sent_and_receipt_claims_once(
         paid = wait_payment(client, started.workflow_id, SETTLED)
         assert_settled_once(anvil, client, started.workflow_id, consumer)
         settled = again.log_events("escrow settled")
+        jobs = client.status(workflow_id=started.workflow_id)
     assert paid.status == P.PAYMENT_STATUS_CLAIMED
+    # Settled once, after the restart: each job reads its own end again, and its history says so.
+    assert [j.status for j in jobs] == [S.JOB_STATUS_FINISHED] * 2
+    for job in jobs:
+        tail = [(e.status, e.message.partition(":")[0]) for e in job.history][-3:]
+        assert [status for status, _ in tail] == [
+            S.JOB_STATUS_FINISHED,
+            S.JOB_STATUS_SETTLING_PAYMENT,
+            S.JOB_STATUS_FINISHED,
+        ], tail
+        assert [said for _, said in tail[1:]] == ["the workflow has ended", "payment settled"], tail
+        settling = [e for e in job.history if e.status == S.JOB_STATUS_SETTLING_PAYMENT]
+        assert len(settling) == 1, "settling recorded once, across the restart"
+
     # mined while the node was down: found on chain; dropped: sent again after the restart
     assert [e["note"] == "claimed before a restart" for e in settled] == [mined]
 
@@ -312,7 +351,7 @@ def test_an_unreachable_chain_at_claim_time_is_retried(tmp_path: Path, anvil: De
                 proxy.restore()
                 started = client.start(two_stages(first="sleep 1"), payment=payment(anvil))
                 proxy.cut()
-                client.wait(started.workflow_id, timeout=60)
+                client.wait(started.workflow_id, timeout=60, settled=False)
                 wait_for(lambda: node.log_events("payment step failed; retrying"), 30, "a failed claim")
                 assert (
                     client.status(workflow_id=started.workflow_id)[0].payment.status

@@ -8,6 +8,7 @@ from pathlib import Path
 import peewee as pw
 import pytest
 from cryptography.exceptions import InvalidTag
+from playhouse import migrate as schema
 
 from host.identity import load_identity
 from host.store import db as db_module
@@ -71,6 +72,29 @@ def test_a_version_3_database_gains_the_stage_queue_columns_and_keeps_its_rows(
     assert migrations.current_version(db) == migrations.MIGRATIONS[-1][0]
     stage = Stage.get_by_id("j")
     assert (stage.queue_deadline, stage.queued_at, stage.queue_limit_seconds) == (3605, None, None)
+    db.close()
+
+
+def test_a_version_4_database_gains_the_job_info_columns_and_keeps_its_rows(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    db = open_database(tmp_path, store_url)
+    # As version 4 made them: without the workflow's metadata and the stage's out-of-memory flag.
+    migrator = schema.SchemaMigrator.from_database(db)
+    schema.migrate(*(migrator.drop_column(table, column) for table, column, _ in migrations.JOB_INFO_COLUMNS))
+    db.execute_sql(
+        "INSERT INTO workflow (id, owner, environment_id, free, viewers, created_at)"
+        " VALUES ('w', '0xabc', 'env', TRUE, '[]', 0)"
+    )
+    migrations.SchemaMigration.delete().where(migrations.SchemaMigration.version >= 5).execute()
+    db.close()
+
+    db = open_database(tmp_path, store_url)
+    assert migrations.current_version(db) == migrations.MIGRATIONS[-1][0]
+    for table, column, _ in migrations.JOB_INFO_COLUMNS:
+        assert column in {c.name for c in db.get_columns(table)}, (table, column)
+    workflow = Workflow.get_by_id("w")
+    assert (workflow.owner, workflow.metadata) == ("0xabc", None)
     db.close()
 
 

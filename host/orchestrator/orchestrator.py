@@ -123,11 +123,13 @@ class Orchestrator:
         workflow_id: str | None = None,
         *,
         then: Callable[[], object] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> str:
         """Stores the workflow and its stages in one transaction and wakes the scheduler.
 
         A paid workflow's id is chosen before its escrow lock is made, and passed here; ``then``
         runs in the same transaction on the database thread (the payment records its lock).
+        ``metadata``: the start request's, already bounded (host.metadata).
         """
         now = time.time()
         workflow_id = workflow_id or new_workflow_id()
@@ -138,6 +140,7 @@ class Orchestrator:
             free=free,
             viewers=[v.lower() for v in workflow.viewers],
             created_at=now,
+            metadata=metadata,
             stages=[
                 stages.NewStage(
                     job_id=plan.job_id,

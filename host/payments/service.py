@@ -81,6 +81,15 @@ class ClaimOutcome:
     note: str = ""
 
 
+def _settled_text(outcome: ClaimOutcome, note: str) -> str:
+    """How a payment settled, for its stages' histories (amounts in the token's base units)."""
+    if outcome.status == states.CLAIMED:
+        text = f"payment settled: {outcome.amount} claimed from the escrow lock, the rest went back"
+    else:
+        text = "payment settled: nothing claimed, the escrow lock went back to the payer"
+    return f"{text} ({note})" if note else text
+
+
 class Payments:
     """The node's escrow payments: one lock per paid workflow, settled by the loop in :meth:`run`."""
 
@@ -258,6 +267,14 @@ class Payments:
         for name, value in fields.items():
             setattr(row, name, value)
 
+    @staticmethod
+    def _settle(row: Payment, fields: dict[str, Any], message: str) -> None:
+        """On the database thread: the settled row and its stages' closing history, in one transaction."""
+        now = time.time()
+        rows.settle(row.workflow_id, {**fields, "updated_at": now}, message, now)
+        for name, value in fields.items():
+            setattr(row, name, value)
+
     async def _save(self, row: Payment, **fields: Any) -> None:
         """:meth:`_update` as a unit of its own."""
         await runner.run(self._update, row, **fields)
@@ -373,13 +390,13 @@ class Payments:
 
     async def _finish(self, row: Payment, outcome: ClaimOutcome, note: str = "") -> None:
         self.metrics.payment(outcome.status)
-        await self._save(
-            row,
-            status=outcome.status,
-            claim_tx=outcome.tx_hash,
-            claim_amount=str(outcome.amount),
-            last_error=note or outcome.note,
-        )
+        fields = {
+            "status": outcome.status,
+            "claim_tx": outcome.tx_hash,
+            "claim_amount": str(outcome.amount),
+            "last_error": note or outcome.note,
+        }
+        await runner.run(self._settle, row, fields, _settled_text(outcome, note or outcome.note))
         log.info(
             "escrow settled",
             workflow_id=row.workflow_id,

@@ -16,6 +16,7 @@ from host.environments import EnvironmentCatalog
 from host.errors import denied, grpc_errors, invalid, precondition
 from host.identity import NodeIdentity
 from host.joblogs import StageLogs
+from host.metadata import accepted_metadata
 from host.orchestrator import capacity
 from host.orchestrator.admission import admit_stage
 from host.orchestrator.orchestrator import Orchestrator, new_workflow_id
@@ -121,6 +122,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
             raise invalid(
                 "a paid start names its payment (chain_id, token_address); free compute is FreeStartCompute"
             )
+        metadata = accepted_metadata(request)
         plans = await runner.run(self._plan, request.workflow, owner, self._lookup())
         quote = self.payments.quote(plans, request.payment)
         workflow_id = new_workflow_id()
@@ -128,7 +130,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
             owner,
             quote,
             lambda wid, then: self.orchestrator.submit(
-                owner, request.workflow, plans, free=False, workflow_id=wid, then=then
+                owner, request.workflow, plans, free=False, workflow_id=wid, then=then, metadata=metadata
             ),
             workflow_id,
         )
@@ -143,6 +145,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
         is checked in the transaction that stores the workflow, so concurrent starts never
         overfill it: the one that would is refused and leaves nothing stored."""
         owner = await verify_consumer(method("FreeStartCompute"), request)
+        metadata = accepted_metadata(request)
         plans = await runner.run(self._plan, request.workflow, owner, self._lookup())
         problem = _free_tier_problem(plans, request.workflow)
         if problem is not None:
@@ -159,7 +162,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
                 raise denied(problem)
 
         await self.orchestrator.submit(
-            owner, request.workflow, plans, free=True, workflow_id=workflow_id, then=fits
+            owner, request.workflow, plans, free=True, workflow_id=workflow_id, then=fits, metadata=metadata
         )
         refs = [compute_pb2.StageRef(index=p.index, job_id=p.job_id) for p in plans]
         return compute_pb2.FreeStartComputeResponse(workflow_id=workflow_id, stages=refs)
@@ -302,11 +305,19 @@ def job_info(view: JobView, info: compute_pb2.JobInfo | None = None) -> compute_
     info.algorithm_image = view.algorithm_image
     info.terminal = view.terminal
     info.max_queue_seconds = view.queue_limit_seconds or 0
-    if view.exit_code is not None:
+    if view.exit_code is not None:  # the algorithm ended: how, as its engine saw it
         info.exit_code = view.exit_code
+        info.termination.SetInParent()
+        info.termination.exit_code = view.exit_code
+        info.termination.oom_killed = view.oom_killed
+    if view.metadata is not None:
+        info.metadata.SetInParent()  # present even when empty ({} was sent)
+        info.metadata.update(view.metadata)
     _stamp(info.created, view.created_at)
     if view.started_at is not None:
         _stamp(info.started, view.started_at)
+    if view.algorithm_finished_at is not None:
+        _stamp(info.algorithm_finished, view.algorithm_finished_at)
     if view.finished_at is not None:
         _stamp(info.finished, view.finished_at)
     if view.results_expire_at is not None:

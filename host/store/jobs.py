@@ -21,7 +21,11 @@ import peewee as pw
 
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
+from host import statuses
+from host.payments import states
 from host.store.models import Payment, Result, Stage, StageResource, StatusEvent, Workflow, database_proxy
+
+S = common_pb2.JobStatus
 
 # The Stage columns a status view reads (not the spec, the handle or the pod key).
 _VIEW_COLUMNS = (
@@ -44,6 +48,10 @@ _VIEW_COLUMNS = (
     Stage.results_expire_at,
     Stage.exit_code,
     Stage.queue_limit_seconds,
+    Stage.oom_killed,
+    Stage.algorithm_finished_at,
+    Workflow.metadata,
+    Workflow.finished_at,
 )
 
 
@@ -73,7 +81,9 @@ class JobView:
     """A job's status as consumers see it: the stage, its history, its results, its workflow's payment.
 
     ``resources`` are the granted ones while the stage holds capacity, else the requested ones.
-    ``payment`` is the workflow's payment row, None for a free workflow.
+    ``payment`` is the workflow's payment row, None for a free workflow. ``status`` is
+    SETTLING_PAYMENT while the paid workflow has ended and its payment is not settled yet
+    (:func:`settling`); the stage keeps its own end, which it reads again once it is.
     """
 
     job_id: str
@@ -94,6 +104,10 @@ class JobView:
     results_expire_at: float | None
     exit_code: int | None
     queue_limit_seconds: int | None  # None: queued before stages kept their limit
+    oom_killed: bool = False
+    algorithm_finished_at: float | None = None
+    metadata: dict[str, Any] | None = None  # the start request's (host.metadata)
+    workflow_ended: bool = False
     history: list[EventView] = field(default_factory=list)
     results: list[ResultView] = field(default_factory=list)
     payment: Payment | None = None
@@ -107,19 +121,14 @@ def owner_views(owner: str, limit: int) -> list[JobView]:
     chosen = (
         Stage.select(Stage.job_id).where(Stage.owner == owner).order_by(Stage.created_at.desc()).limit(limit)
     )
-    query = (
-        Stage.select(*_VIEW_COLUMNS)
-        .where(Stage.owner == owner)
-        .order_by(Stage.created_at.desc())
-        .limit(limit)
-    )
+    query = _select().where(Stage.owner == owner).order_by(Stage.created_at.desc()).limit(limit)
     return _views(query, chosen)
 
 
 def workflow_views(workflow_id: str) -> list[JobView]:
     """Every job of the workflow, by stage index."""
     chosen = Stage.select(Stage.job_id).where(Stage.workflow == workflow_id)
-    query = Stage.select(*_VIEW_COLUMNS).where(Stage.workflow == workflow_id).order_by(Stage.index)
+    query = _select().where(Stage.workflow == workflow_id).order_by(Stage.index)
     return _views(query, chosen)
 
 
@@ -129,14 +138,30 @@ def active_views(owner: str | None, limit: int) -> list[JobView]:
     if owner is not None:
         where &= Stage.owner == owner
     chosen = Stage.select(Stage.job_id).where(where).order_by(Stage.created_at).limit(limit)
-    return _views(Stage.select(*_VIEW_COLUMNS).where(where).order_by(Stage.created_at).limit(limit), chosen)
+    return _views(_select().where(where).order_by(Stage.created_at).limit(limit), chosen)
 
 
 def job_views(job_ids: Sequence[str]) -> list[JobView]:
     """The jobs named (those that exist), in the order given."""
     ids = list(dict.fromkeys(job_ids))
-    views = {v.job_id: v for v in _views(Stage.select(*_VIEW_COLUMNS).where(Stage.job_id.in_(ids)), ids)}
+    views = {v.job_id: v for v in _views(_select().where(Stage.job_id.in_(ids)), ids)}
     return [views[job_id] for job_id in ids if job_id in views]
+
+
+def _select() -> pw.ModelSelect[Stage]:
+    """The stages' view columns with their workflow's (one join: the metadata, whether it ended)."""
+    return Stage.select(*_VIEW_COLUMNS).join(Workflow)
+
+
+def settling(view: JobView) -> bool:
+    """Whether the job's paid workflow has ended and its escrow payment is still to be settled
+    (about to be claimed, or its claim in flight): what Ocean's status 71 says."""
+    return (
+        view.terminal
+        and view.workflow_ended
+        and view.payment is not None
+        and view.payment.status in (states.LOCKED, states.CLAIMING)
+    )
 
 
 def _rows(query: pw.BaseQuery) -> list[tuple[Any, ...]]:
@@ -154,11 +179,11 @@ def _views(query: pw.ModelSelect[Stage], chosen: pw.ModelSelect[Stage] | list[st
     for row in _rows(query):
         (job_id, workflow_id, index, owner, env_id, status, status_text, terminal, run_after,
          granted, resources, max_duration, image, created, started, finished, expire, exit_code,
-         queue_limit) = row  # fmt: skip
+         queue_limit, oom_killed, algorithm_finished, metadata, workflow_finished) = row  # fmt: skip
         view = JobView(
             job_id, workflow_id, index, owner, env_id, status, status_text, bool(terminal), loads(run_after),
             (loads(granted) if granted else None) or loads(resources), max_duration, image, created, started, finished, expire, exit_code,
-            queue_limit,
+            queue_limit, bool(oom_killed), algorithm_finished, loads(metadata) if metadata is not None else None, workflow_finished is not None,
         )  # fmt: skip
         views.append(view)
         by_id[job_id] = view
@@ -180,6 +205,11 @@ def _views(query: pw.ModelSelect[Stage], chosen: pw.ModelSelect[Stage] | list[st
     if payments:
         for view in views:
             view.payment = payments.get(view.workflow_id)
+            if settling(view):
+                view.status, view.status_text = (
+                    S.JOB_STATUS_SETTLING_PAYMENT,
+                    statuses.name(S.JOB_STATUS_SETTLING_PAYMENT),
+                )
     return views
 
 

@@ -60,11 +60,28 @@ def _v4_stage_queue_limits(db: pw.Database) -> None:
     schema.migrate(*(migrator.add_column("stage", n, f) for n, f in QUEUE_COLUMNS if n not in present))
 
 
+# Columns added since: (table, column name, the model's field).
+JOB_INFO_COLUMNS = (
+    ("workflow", "metadata", models.Workflow.metadata),
+    ("stage", "oom_killed", models.Stage.oom_killed),
+)
+
+
+def _v5_job_info(db: pw.Database) -> None:
+    """Adds :data:`JOB_INFO_COLUMNS` where they are missing (v1 makes today's tables, which have them)."""
+    migrator = schema.SchemaMigrator.from_database(db)
+    present = {(table, column.name) for table in ("workflow", "stage") for column in db.get_columns(table)}
+    schema.migrate(
+        *(migrator.add_column(t, c, field) for t, c, field in JOB_INFO_COLUMNS if (t, c) not in present)
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "escrow payments", _v2_payments),
     (3, "drop columns nothing read", _v3_drop_unread_columns),
     (4, "stages keep their queue limit", _v4_stage_queue_limits),
+    (5, "job metadata and out-of-memory ends", _v5_job_info),
 ]
 
 

@@ -52,6 +52,7 @@ class Workflow(BaseModel):
     viewers = JSONField(default=list)  # lower-case addresses that may also read results
     created_at = pw.DoubleField()
     finished_at = pw.DoubleField(null=True)
+    metadata = JSONField(null=True)  # the start request's free-form object (host.metadata)
 
 
 class Stage(BaseModel):
@@ -83,6 +84,7 @@ class Stage(BaseModel):
     algorithm_finished_at = pw.DoubleField(null=True)
     finished_at = pw.DoubleField(null=True)
     exit_code = pw.IntegerField(null=True)
+    oom_killed = pw.BooleanField(default=False)  # the engine says the algorithm was killed for memory
     algorithm_image = pw.CharField(default="")
     handle = pw.BlobField(null=True)  # the engine's JobHandle, serialized
     last_sequence = pw.BigIntegerField(default=0)  # of the last engine event applied

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from host.store.models import Payment, Stage, Workflow
+from host.store.models import Payment, Stage, StatusEvent, Workflow, database_proxy
 
 
 def payment(workflow_id: str) -> Payment | None:
@@ -32,6 +32,18 @@ def recent(payer: str | None, limit: int) -> list[Payment]:
     if payer is not None:
         query = query.where(Payment.payer == payer)
     return list(query.order_by(Payment.created_at.desc()).limit(limit))
+
+
+def settle(workflow_id: str, fields: dict[str, Any], message: str, now: float) -> None:
+    """Writes a settled payment's ``fields`` and, in the same transaction, gives each stage of its
+    workflow its own end again in its history, with ``message`` (how the payment settled): their
+    status read SETTLING_PAYMENT until now (host.store.jobs), and this says it ended, once."""
+    with database_proxy.atomic():
+        update(workflow_id, fields)
+        ended = Stage.select(Stage.job_id, Stage.status).where(Stage.workflow == workflow_id)
+        events = [{"stage": s.job_id, "status": s.status, "message": message, "time": now} for s in ended]
+        if events:
+            StatusEvent.insert_many(events).execute()
 
 
 def due(statuses: Sequence[str], now: float) -> list[Payment]:

@@ -32,6 +32,7 @@ from host.orchestrator.capacity import Ledger
 from host.store.models import Stage, StageResource, StatusEvent, Workflow, database_proxy
 
 S = common_pb2.JobStatus
+SETTLING_MESSAGE = "the workflow has ended: its escrow payment is being settled"
 
 
 def terminal_status(stage: Stage, proposed: int) -> int:
@@ -100,6 +101,7 @@ class NewWorkflow:
     viewers: list[str]
     created_at: float
     stages: list[NewStage]
+    metadata: dict[str, Any] | None = None  # the start request's (host.metadata)
 
 
 @dataclass(frozen=True)
@@ -257,9 +259,26 @@ def _skip_dependents(unit: _Unit, stage: Stage, now: float) -> None:
 
 def _close_workflow(unit: _Unit, workflow_id: str, now: float) -> None:
     open_stages = Stage.select().where((Stage.workflow == workflow_id) & (Stage.terminal == False)).count()
-    if not open_stages:
-        Workflow.update(finished_at=now).where(Workflow.id == workflow_id).execute()
-        unit.changes.closed_workflows.append(workflow_id)
+    if open_stages:
+        return
+    # Once: a stage that skips the ones after it closes the workflow in the innermost _finish.
+    closed = (
+        Workflow.update(finished_at=now)
+        .where((Workflow.id == workflow_id) & Workflow.finished_at.is_null(True))
+        .execute()
+    )
+    if not closed:
+        return
+    unit.changes.closed_workflows.append(workflow_id)
+    if not Workflow.select(Workflow.free).where(Workflow.id == workflow_id).scalar():
+        _settling(unit, workflow_id, now)
+
+
+def _settling(unit: _Unit, workflow_id: str, now: float) -> None:
+    """A paid workflow has ended: each of its stages' histories says its payment is being settled
+    (its status reads so until then, see host.store.jobs; host.store.payments records the end)."""
+    for stage in Stage.select(Stage.job_id).where(Stage.workflow == workflow_id):
+        unit.event(stage.job_id, S.JOB_STATUS_SETTLING_PAYMENT, SETTLING_MESSAGE, now)
 
 
 def _hold(unit: _Unit, rows: list[Stage]) -> list[Stage]:
@@ -284,6 +303,7 @@ def store_workflow(new: NewWorkflow, then: Callable[[], object] | None = None) -
             free=new.free,
             viewers=new.viewers,
             created_at=new.created_at,
+            metadata=new.metadata,
         ).execute()
         Stage.insert_many(
             [
@@ -524,6 +544,8 @@ def _apply(unit: _Unit, job_id: str, event: engine_pb2.JobEvent) -> bool:
         fields["algorithm_finished_at"] = event.algorithm_finished.ToDatetime().timestamp()
     if event.HasField("exit_code"):
         fields["exit_code"] = event.exit_code
+    if event.oom_killed:
+        fields["oom_killed"] = True
     if event.image_digest:
         fields["algorithm_image"] = event.image_digest
     for name, value in fields.items():

@@ -42,6 +42,8 @@ STREAM_RETRIES = 5
 WAIT_RETRIES = 10
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 SUCCESS = frozenset({common_pb2.JOB_STATUS_FINISHED})
+# An ended job of a paid workflow whose payment is not settled yet: its own end comes back after.
+SETTLING = frozenset({common_pb2.JOB_STATUS_SETTLING_PAYMENT})
 
 JobInfo = compute_pb2.JobInfo
 ProgressCallback = Callable[[int, int | None], None]
@@ -182,10 +184,13 @@ class Client:
         payment: compute_pb2.Payment | None = None,
         *,
         timeout: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> StartResult:
         """Starts a workflow: free (FreeStartCompute) or paid (StartCompute).
 
-        ``free`` left out means free unless a ``payment`` is given.
+        ``free`` left out means free unless a ``payment`` is given. ``metadata``: a JSON object the
+        node keeps with the workflow and returns in every status of its jobs (at most 1,024
+        bytes as compact JSON).
         """
         free = payment is None if free is None else free
         wf = as_workflow(workflow)
@@ -193,9 +198,15 @@ class Client:
             if payment is not None:
                 raise ValueError("a free start takes no payment")
             request = compute_pb2.FreeStartComputeRequest(workflow=wf)
+            if metadata is not None:
+                request.metadata.SetInParent()
+                request.metadata.update(metadata)
             reply = self._unary("FreeStartCompute", request, timeout=timeout)
             return StartResult(reply.workflow_id, _stage_refs(reply.stages))
         paid = compute_pb2.StartComputeRequest(workflow=wf)
+        if metadata is not None:
+            paid.metadata.SetInParent()
+            paid.metadata.update(metadata)
         if payment is not None:
             paid.payment.CopyFrom(payment)
         reply = self._unary("StartCompute", paid, timeout=timeout or max(self.timeout, START_TIMEOUT))
@@ -216,8 +227,12 @@ class Client:
         poll: float = 0.5,
         timeout: float | None = None,
         on_update: Callable[[list[compute_pb2.JobInfo]], None] | None = None,
+        settled: bool = True,
     ) -> list[compute_pb2.JobInfo]:
         """Polls until every job is terminal and returns them; ``on_update`` sees every change.
+
+        With ``settled`` (the default) it also waits while a job reads SETTLING_PAYMENT, so a paid
+        workflow's jobs come back with their own ends once its payment is settled.
 
         ``target`` is a workflow id (a str), a StartResult, or job ids (any
         other iterable). The node going away for a moment is not an error:
@@ -241,10 +256,12 @@ class Client:
                 if snapshot != seen and on_update is not None:
                     on_update(jobs)
                 seen = snapshot
-                if all(job.terminal for job in jobs):
+                if all(job.terminal and not (settled and job.status in SETTLING) for job in jobs):
                     return jobs
             if deadline is not None and time.monotonic() >= deadline:
-                raise C2DError("DEADLINE_EXCEEDED", f"jobs still not ended after {timeout:g}s")
+                raise C2DError(
+                    "DEADLINE_EXCEEDED", f"jobs still not ended (or their payment settled) after {timeout:g}s"
+                )
             time.sleep(poll if jobs is not None else min(poll * 2**failures, 5.0))
 
     def _fetcher(self, target: str | StartResult | Iterable[str]) -> Callable[[], list[compute_pb2.JobInfo]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from c2d.cli.render import (
     env_row,
     job_json,
     job_row,
+    metadata_json,
     result_json,
     stage_status_json,
     status_name,
@@ -83,7 +85,7 @@ def cmd_start(ctx: Context) -> int:
         quote = client.initialize(workflow, payment).quote
         if quote.amount:
             print_quote(ctx.out, quote, ctx.units(quote.chain_id, quote.token_address))
-    started = client.start(workflow, free=args.free, payment=payment)
+    started = client.start(workflow, free=args.free, payment=payment, metadata=_metadata(ctx))
     doc: dict[str, Any] = {
         "workflow_id": started.workflow_id,
         "stages": [{"index": stage.index, "job_id": stage.job_id} for stage in started.stages],
@@ -195,8 +197,10 @@ def _print_jobs(ctx: Context, jobs: list[compute_pb2.JobInfo], *, details: bool,
         ctx.out.json([job_json(job) for job in jobs])
         return
     ctx.out.table(JOB_COLUMNS, [job_row(job) for job in jobs])
-    if details or len({job.workflow_id for job in jobs}) == 1:
+    one_workflow = details or len({job.workflow_id for job in jobs}) == 1
+    if one_workflow:
         _print_payment(ctx, jobs[0].payment if jobs else None)
+    _print_metadata(ctx, jobs, one_workflow)
     for job in jobs:
         if details and job.results:
             rows = [
@@ -209,6 +213,18 @@ def _print_jobs(ctx: Context, jobs: list[compute_pb2.JobInfo], *, details: bool,
             rows = [[when(event.time), status_name(event.status), event.message] for event in job.history]
             ctx.out.line()
             ctx.out.table(("time", "status", "message"), rows, title=f"history of {job.job_id}")
+
+
+def _print_metadata(ctx: Context, jobs: list[compute_pb2.JobInfo], one_workflow: bool) -> None:
+    """Each workflow's metadata (the same in all of its jobs), as compact JSON."""
+    shown: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        metadata = metadata_json(job)
+        if metadata is not None and job.workflow_id not in shown:
+            shown[job.workflow_id] = metadata
+    for workflow_id, metadata in shown.items():
+        text = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+        ctx.out.line(f"metadata: {text}" if one_workflow else f"metadata of workflow {workflow_id}: {text}")
 
 
 def _print_payment(ctx: Context, state: compute_pb2.PaymentState | None) -> None:
@@ -274,6 +290,20 @@ def _workflow(ctx: Context) -> compute_pb2.Workflow:
             'no environment: pass --env ID or set "environment" in the workflow (c2d envs lists them)'
         )
     return workflow
+
+
+def _metadata(ctx: Context) -> dict[str, Any] | None:
+    """``--metadata``: a JSON object (the node says when it is too large)."""
+    text = ctx.args.metadata
+    if text is None:
+        return None
+    try:
+        metadata = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--metadata is not JSON: {exc}") from None
+    if not isinstance(metadata, dict):
+        raise UsageError('--metadata must be a JSON object, e.g. \'{"name": "run 7"}\'')
+    return metadata
 
 
 def _payment(ctx: Context, workflow: compute_pb2.Workflow, *, required: bool) -> compute_pb2.Payment | None:

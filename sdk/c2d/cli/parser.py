@@ -67,6 +67,11 @@ def _add_compute(commands: Any) -> None:
     start = _leaf(commands, "start", compute.cmd_start, "start a workflow")
     _add_workflow_args(start)
     start.add_argument("--free", action="store_true", help="use the free tier (otherwise paid via escrow)")
+    start.add_argument(
+        "--metadata",
+        metavar="JSON",
+        help="a JSON object kept with the workflow and shown in its status (at most 1,024 bytes)",
+    )
     start.add_argument("--wait", action="store_true", help="wait until every stage has ended")
     start.add_argument("--poll", type=float, default=1.0, help="seconds between status checks (--wait)")
     start.add_argument("--wait-timeout", type=float, help="give up waiting after this many seconds")

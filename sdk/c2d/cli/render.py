@@ -11,7 +11,18 @@ from google.protobuf.message import Message
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
 
-JOB_COLUMNS = ("stage", "job id", "status", "exit", "started", "finished", "results", "message")
+# "algo started"/"algo stopped": the algorithm's container; "finished": the job's end.
+JOB_COLUMNS = (
+    "stage",
+    "job id",
+    "status",
+    "exit",
+    "algo started",
+    "algo stopped",
+    "finished",
+    "results",
+    "message",
+)
 WATCH_COLUMNS = ("stage", "job id", "status", "exit", "message")
 ENV_COLUMNS = (
     "id", "engine", "health", "resources", "free", "running", "queued free", "queued paid", "max queue", "duration"
@@ -61,14 +72,22 @@ def to_dict(message: Message) -> dict[str, Any]:
 # ------------------------------------------------------------ jobs
 
 
+def exit_cell(job: compute_pb2.JobInfo) -> str | None:
+    """The algorithm's exit code, and whether it was killed for memory: ``137 (out of memory)``."""
+    if job.HasField("termination"):
+        code = str(job.termination.exit_code)
+        return f"{code} (out of memory)" if job.termination.oom_killed else code
+    return str(job.exit_code) if job.HasField("exit_code") else None
+
+
 def job_row(job: compute_pb2.JobInfo) -> list[Any]:
-    exit_code = job.exit_code if job.HasField("exit_code") else None
     return [
         job.stage_index,
         job.job_id,
         status_name(job.status),
-        exit_code,
+        exit_cell(job),
         when(job.started),
+        when(job.algorithm_finished),
         when(job.finished),
         len(job.results) or None,
         message(job),
@@ -77,8 +96,7 @@ def job_row(job: compute_pb2.JobInfo) -> list[Any]:
 
 def watch_row(job: compute_pb2.JobInfo) -> list[Any]:
     """The narrower row of the live display while waiting."""
-    exit_code = job.exit_code if job.HasField("exit_code") else None
-    return [job.stage_index, job.job_id, status_name(job.status), exit_code, message(job)]
+    return [job.stage_index, job.job_id, status_name(job.status), exit_cell(job), message(job)]
 
 
 def message(job: compute_pb2.JobInfo) -> str:
@@ -90,7 +108,13 @@ def message(job: compute_pb2.JobInfo) -> str:
     text = job.status_text.strip()
     if text and text.lower() != status_name(job.status):
         return text
-    for event in reversed(job.history):
+    history = list(job.history)
+    if job.status != common_pb2.JOB_STATUS_SETTLING_PAYMENT:
+        # Once a paid workflow settled, each job's end is said again ("payment settled"): why the
+        # job ended is the event before its payment started settling.
+        settling = [i for i, e in enumerate(history) if e.status == common_pb2.JOB_STATUS_SETTLING_PAYMENT]
+        history = history[: settling[0]] if settling else history
+    for event in reversed(history):
         if event.status == job.status:
             said = event.message.strip()
             return "" if said.lower() == status_name(job.status) else said
@@ -103,6 +127,8 @@ def job_json(job: compute_pb2.JobInfo) -> dict[str, Any]:
     doc["status"] = status_name(job.status)
     doc["status_code"] = int(job.status)
     doc["results"] = [result_json(file) for file in job.results]
+    doc["metadata"] = metadata_json(job)
+    doc["termination"] = termination_json(job)
     doc["history"] = [
         {
             "status": status_name(event.status),
@@ -113,6 +139,30 @@ def job_json(job: compute_pb2.JobInfo) -> dict[str, Any]:
         for event in job.history
     ]
     return doc
+
+
+def metadata_json(job: compute_pb2.JobInfo) -> dict[str, Any] | None:
+    """The start's metadata as the consumer wrote it (whole numbers without a fraction); None without."""
+    if not job.HasField("metadata"):
+        return None
+    return _integral(json_format.MessageToDict(job.metadata))
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    return value
+
+
+def termination_json(job: compute_pb2.JobInfo) -> dict[str, Any] | None:
+    """How the algorithm ended; None while it runs or when it never ran."""
+    if not job.HasField("termination"):
+        return None
+    return {"exit_code": job.termination.exit_code, "oom_killed": job.termination.oom_killed}
 
 
 def doc_time(stamp: timestamp_pb2.Timestamp) -> str | None:
@@ -137,6 +187,7 @@ def stage_status_json(job: compute_pb2.JobInfo) -> dict[str, Any]:
     }
     if job.HasField("exit_code"):
         doc["exit_code"] = job.exit_code
+    doc["termination"] = termination_json(job)
     return doc
 
 

@@ -229,14 +229,16 @@ class StageRef(_message.Message):
     def __init__(self, index: _Optional[int] = ..., job_id: _Optional[str] = ...) -> None: ...
 
 class StartComputeRequest(_message.Message):
-    __slots__ = ("auth", "workflow", "payment")
+    __slots__ = ("auth", "workflow", "payment", "metadata")
     AUTH_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     auth: Auth
     workflow: Workflow
     payment: Payment
-    def __init__(self, auth: _Optional[_Union[Auth, _Mapping]] = ..., workflow: _Optional[_Union[Workflow, _Mapping]] = ..., payment: _Optional[_Union[Payment, _Mapping]] = ...) -> None: ...
+    metadata: _struct_pb2.Struct
+    def __init__(self, auth: _Optional[_Union[Auth, _Mapping]] = ..., workflow: _Optional[_Union[Workflow, _Mapping]] = ..., payment: _Optional[_Union[Payment, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class StartComputeResponse(_message.Message):
     __slots__ = ("workflow_id", "stages", "quote", "payment")
@@ -251,12 +253,14 @@ class StartComputeResponse(_message.Message):
     def __init__(self, workflow_id: _Optional[str] = ..., stages: _Optional[_Iterable[_Union[StageRef, _Mapping]]] = ..., quote: _Optional[_Union[EscrowQuote, _Mapping]] = ..., payment: _Optional[_Union[PaymentState, _Mapping]] = ...) -> None: ...
 
 class FreeStartComputeRequest(_message.Message):
-    __slots__ = ("auth", "workflow")
+    __slots__ = ("auth", "workflow", "metadata")
     AUTH_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     auth: Auth
     workflow: Workflow
-    def __init__(self, auth: _Optional[_Union[Auth, _Mapping]] = ..., workflow: _Optional[_Union[Workflow, _Mapping]] = ...) -> None: ...
+    metadata: _struct_pb2.Struct
+    def __init__(self, auth: _Optional[_Union[Auth, _Mapping]] = ..., workflow: _Optional[_Union[Workflow, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class FreeStartComputeResponse(_message.Message):
     __slots__ = ("workflow_id", "stages")
@@ -333,7 +337,7 @@ class PaymentState(_message.Message):
     def __init__(self, status: _Optional[_Union[PaymentStatus, str]] = ..., chain_id: _Optional[int] = ..., token_address: _Optional[str] = ..., escrow_address: _Optional[str] = ..., locked_amount: _Optional[str] = ..., claimed_amount: _Optional[str] = ..., lock_id: _Optional[str] = ..., lock_transaction: _Optional[str] = ..., claim_transaction: _Optional[str] = ..., proof_digest: _Optional[str] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "workflow_id", "stage_index", "owner", "environment_id", "status", "status_text", "run_after_job_ids", "created", "started", "finished", "resources", "max_duration_seconds", "results", "history", "exit_code", "algorithm_image", "terminal", "payment", "results_expire", "max_queue_seconds")
+    __slots__ = ("job_id", "workflow_id", "stage_index", "owner", "environment_id", "status", "status_text", "run_after_job_ids", "created", "started", "finished", "resources", "max_duration_seconds", "results", "history", "exit_code", "algorithm_image", "terminal", "payment", "results_expire", "max_queue_seconds", "metadata", "termination", "algorithm_finished")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     STAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -355,6 +359,9 @@ class JobInfo(_message.Message):
     PAYMENT_FIELD_NUMBER: _ClassVar[int]
     RESULTS_EXPIRE_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    TERMINATION_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FINISHED_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     workflow_id: str
     stage_index: int
@@ -376,7 +383,18 @@ class JobInfo(_message.Message):
     payment: PaymentState
     results_expire: _timestamp_pb2.Timestamp
     max_queue_seconds: int
-    def __init__(self, job_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., stage_index: _Optional[int] = ..., owner: _Optional[str] = ..., environment_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., status_text: _Optional[str] = ..., run_after_job_ids: _Optional[_Iterable[str]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[_common_pb2.GrantedResource, _Mapping]]] = ..., max_duration_seconds: _Optional[int] = ..., results: _Optional[_Iterable[_Union[ResultFile, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[_common_pb2.StatusEvent, _Mapping]]] = ..., exit_code: _Optional[int] = ..., algorithm_image: _Optional[str] = ..., terminal: bool = ..., payment: _Optional[_Union[PaymentState, _Mapping]] = ..., results_expire: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_queue_seconds: _Optional[int] = ...) -> None: ...
+    metadata: _struct_pb2.Struct
+    termination: Termination
+    algorithm_finished: _timestamp_pb2.Timestamp
+    def __init__(self, job_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., stage_index: _Optional[int] = ..., owner: _Optional[str] = ..., environment_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., status_text: _Optional[str] = ..., run_after_job_ids: _Optional[_Iterable[str]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[_common_pb2.GrantedResource, _Mapping]]] = ..., max_duration_seconds: _Optional[int] = ..., results: _Optional[_Iterable[_Union[ResultFile, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[_common_pb2.StatusEvent, _Mapping]]] = ..., exit_code: _Optional[int] = ..., algorithm_image: _Optional[str] = ..., terminal: bool = ..., payment: _Optional[_Union[PaymentState, _Mapping]] = ..., results_expire: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_queue_seconds: _Optional[int] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., termination: _Optional[_Union[Termination, _Mapping]] = ..., algorithm_finished: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Termination(_message.Message):
+    __slots__ = ("exit_code", "oom_killed")
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    OOM_KILLED_FIELD_NUMBER: _ClassVar[int]
+    exit_code: int
+    oom_killed: bool
+    def __init__(self, exit_code: _Optional[int] = ..., oom_killed: bool = ...) -> None: ...
 
 class GetComputeStatusResponse(_message.Message):
     __slots__ = ("jobs",)
