@@ -114,10 +114,11 @@ def test_the_workflow_page_draws_its_stages_as_a_graph_with_their_history(
 ) -> None:
     key = auth.new_private_key()
     with Client(node.address, key) as client:
-        started = client.start(endless(extra_stages=2), free=True)
+        started = client.start(endless(extra_stages=2), free=True, metadata={"run": "<b>7</b>"})
         client.stop(workflow_id=started.workflow_id)
         client.wait(started, timeout=60)
     page = signed_in(base, key).get(f"{base}/workflows/{started.workflow_id}", timeout=10).text
+    assert '<code id="metadata">{"run": "\\u003cb\\u003e7\\u003c/b\\u003e"}</code>' in page  # as JSON, escaped
     assert page.count('<g class="box') == 3
     assert page.count('class="arrow"') == 2  # 0 -> 1 -> 2
     assert 'class="box stopped"' in page and 'class="box stopped" data-job="' + started.job_ids[0] in page
