@@ -199,7 +199,7 @@ def test_the_readme_quick_start_works_as_written(checkout: Path) -> None:
     with running_node(checkout / ".c2d", env={**node_env(block, checkout), **dev_chain}) as node:
         node.wait_listening()
         node.wait_environment("stub-local")
-        terminal = Terminal(checkout, node.address, f"http://{node.http_address()}")
+        terminal = Terminal(checkout, node.address, f"http://{node.http_address()}/dashboard")
         for block in blocks("shell"):
             for line in block.lines:
                 terminal.line(line)

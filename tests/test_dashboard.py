@@ -31,7 +31,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
 
 @pytest.fixture(scope="module")
 def base(node: NodeProcess) -> str:
-    return f"http://{node.http_address()}"
+    return f"http://{node.http_address()}/dashboard"
 
 
 def test_the_dashboard_is_its_own_listener_on_loopback(node: NodeProcess, base: str) -> None:
@@ -39,6 +39,7 @@ def test_the_dashboard_is_its_own_listener_on_loopback(node: NodeProcess, base: 
     assert host == "127.0.0.1"
     assert int(port) not in (node.port, node.pod_port)
     assert requests.get(f"{base}/", timeout=10).url == f"{base}/login"  # not signed in: to the sign-in page
+    assert requests.get(f"http://{node.http_address()}/", timeout=10).url == f"{base}/login"
 
 
 def test_the_node_key_signs_in_as_the_operator_and_sees_engines_and_capacity(
@@ -118,7 +119,9 @@ def test_the_workflow_page_draws_its_stages_as_a_graph_with_their_history(
         client.stop(workflow_id=started.workflow_id)
         client.wait(started, timeout=60)
     page = signed_in(base, key).get(f"{base}/workflows/{started.workflow_id}", timeout=10).text
-    assert '<code id="metadata">{"run": "\\u003cb\\u003e7\\u003c/b\\u003e"}</code>' in page  # as JSON, escaped
+    assert (
+        '<code id="metadata">{"run": "\\u003cb\\u003e7\\u003c/b\\u003e"}</code>' in page
+    )  # as JSON, escaped
     assert page.count('<g class="box') == 3
     assert page.count('class="arrow"') == 2  # 0 -> 1 -> 2
     assert 'class="box stopped"' in page and 'class="box stopped" data-job="' + started.job_ids[0] in page

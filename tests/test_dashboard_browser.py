@@ -97,7 +97,7 @@ def test_a_consumer_signs_in_follows_a_log_and_sees_the_workflow_change(
 ) -> None:
     from playwright.sync_api import expect
 
-    base = f"http://{node.http_address()}"
+    base = f"http://{node.http_address()}/dashboard"
     key = auth.new_private_key()
     context = browser.new_context(viewport={"width": 1200, "height": 800})
     errors: list[str] = []
@@ -113,7 +113,7 @@ def test_a_consumer_signs_in_follows_a_log_and_sees_the_workflow_change(
             # The overview lists the running stage and the workflow; its link opens the graph.
             expect(page.locator("#active")).to_contain_text("running", timeout=WAIT_MS)
             screenshot(page, "overview")
-            page.click(f"#workflows a[href='/workflows/{started.workflow_id}']")
+            page.click(f"#workflows a[href='/dashboard/workflows/{started.workflow_id}']")
             first = page.locator(f"[data-status='{started.job_ids[0]}']")
             expect(first).to_have_text("running", timeout=WAIT_MS)
             expect(page.locator("#graph .box")).to_have_count(2)
@@ -145,7 +145,7 @@ def test_a_consumer_signs_in_follows_a_log_and_sees_the_workflow_change(
 
 
 def test_another_consumers_workflow_is_not_found_in_the_browser(browser: Any, node: NodeProcess) -> None:
-    base = f"http://{node.http_address()}"
+    base = f"http://{node.http_address()}/dashboard"
     owner, stranger = auth.new_private_key(), auth.new_private_key()
     with Client(node.address, owner) as client:
         started = client.start(endless(), free=True)

@@ -7,7 +7,8 @@ see is "not found", never "forbidden", so its existence does not leak).
 
 Pages are rendered on the server (Jinja2, escaping everything a consumer wrote: ids, images,
 messages, logs) and refreshed by a few lines of the node's own JavaScript, which re-fetches the
-page's main part and follows a log through ``/api/jobs/{id}/log``; nothing else is loaded.
+page's main part and follows a log through ``/dashboard/api/jobs/{id}/log``; nothing else is loaded.
+Every path is under ``/dashboard``; its cookies are sent to nothing else on the listener.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ from host.web.sessions import Session, Sessions, SignInError
 
 log = structlog.get_logger()
 
+ROOT = (
+    "/dashboard"  # every page and call of the dashboard is under it (the rest of the listener is other faces)
+)
 SESSION_COOKIE = "c2d_session"
 CHALLENGE_COOKIE = "c2d_challenge"
 LISTED = 100  # stages, workflows and payments shown on the overview
@@ -94,17 +98,19 @@ class Dashboard:
     def add_routes(self, app: web.Application) -> None:
         app.add_routes(
             [
-                web.get("/", self.overview),
-                web.get("/login", self.login_page),
-                web.post("/login", self.login),
-                web.get("/login/{code}", self.login_link),
-                web.post("/logout", self.logout),
-                web.get("/api/challenge", self.challenge_api),
-                web.post("/api/links", self.link_api),
-                web.get("/workflows/{workflow_id}", self.workflow_page),
-                web.get("/jobs/{job_id}/log", self.log_page),
-                web.get("/api/jobs/{job_id}/log", self.log_api),
-                web.get("/static/{name}", self.static),
+                web.get("/", self.to_overview),
+                web.get(ROOT, self.to_overview),
+                web.get(ROOT + "/", self.overview),
+                web.get(ROOT + "/login", self.login_page),
+                web.post(ROOT + "/login", self.login),
+                web.get(ROOT + "/login/{code}", self.login_link),
+                web.post(ROOT + "/logout", self.logout),
+                web.get(ROOT + "/api/challenge", self.challenge_api),
+                web.post(ROOT + "/api/links", self.link_api),
+                web.get(ROOT + "/workflows/{workflow_id}", self.workflow_page),
+                web.get(ROOT + "/jobs/{job_id}/log", self.log_page),
+                web.get(ROOT + "/api/jobs/{job_id}/log", self.log_api),
+                web.get(ROOT + "/static/{name}", self.static),
             ]
         )
 
@@ -115,7 +121,7 @@ class Dashboard:
         response = self._page("login.html", None, status=status, challenge=challenge.text, problem=problem)
         response.set_cookie(
             CHALLENGE_COOKIE, challenge.id, max_age=300, httponly=True, samesite="Strict",
-            secure=self.secure_cookies, path="/login",
+            secure=self.secure_cookies, path=ROOT + "/login",
         )  # fmt: skip
         return response
 
@@ -128,16 +134,16 @@ class Dashboard:
             return await self.login_page(request, str(exc), status=401)
         log.info("dashboard sign-in", address=session.address, operator=session.operator)
         response = self._signed_in(token)
-        response.del_cookie(CHALLENGE_COOKIE, path="/login")
+        response.del_cookie(CHALLENGE_COOKIE, path=ROOT + "/login")
         raise response
 
     def _signed_in(self, token: str) -> web.HTTPSeeOther:
         """To the overview, with the session's cookie (HttpOnly, SameSite=Strict: no script or other
         site sends or reads it)."""
-        response = web.HTTPSeeOther("/")
+        response = web.HTTPSeeOther(ROOT + "/")
         response.set_cookie(
             SESSION_COOKIE, token, max_age=int(self.sessions.session_seconds), httponly=True,
-            samesite="Strict", secure=self.secure_cookies, path="/",
+            samesite="Strict", secure=self.secure_cookies, path=ROOT,
         )  # fmt: skip
         return response
 
@@ -161,7 +167,7 @@ class Dashboard:
         except SignInError as exc:
             return web.json_response({"error": str(exc)}, status=401)
         log.info("dashboard sign-in link", address=session.address, operator=session.operator)
-        url = f"{_origin(request)}/login/{self.sessions.link(token)}"
+        url = f"{_origin(request)}{ROOT}/login/{self.sessions.link(token)}"
         return web.json_response({"url": url, "address": session.address, "operator": session.operator})
 
     async def login_link(self, request: web.Request) -> web.Response:
@@ -172,8 +178,8 @@ class Dashboard:
 
     async def logout(self, request: web.Request) -> web.Response:
         self.sessions.sign_out(request.cookies.get(SESSION_COOKIE, ""))
-        response = web.HTTPSeeOther("/login")
-        response.del_cookie(SESSION_COOKIE, path="/")
+        response = web.HTTPSeeOther(ROOT + "/login")
+        response.del_cookie(SESSION_COOKIE, path=ROOT)
         raise response
 
     def _session(self, request: web.Request, *, api: bool = False) -> Session:
@@ -181,10 +187,13 @@ class Dashboard:
         if session is None:
             if api:
                 raise web.HTTPUnauthorized(text="sign in first\n")
-            raise web.HTTPSeeOther("/login")
+            raise web.HTTPSeeOther(ROOT + "/login")
         return session
 
     # -- pages --------------------------------------------------------------------------
+
+    async def to_overview(self, request: web.Request) -> web.Response:
+        raise web.HTTPSeeOther(ROOT + "/")
 
     async def overview(self, request: web.Request) -> web.Response:
         session = self._session(request)
@@ -305,6 +314,7 @@ def page_templates() -> jinja2.Environment:
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
+    templates.globals["root"] = ROOT
     templates.filters.update(
         when=_when,
         status=statuses.name,

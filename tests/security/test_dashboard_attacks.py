@@ -35,13 +35,13 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
 
 @pytest.fixture(scope="module")
 def base(node: NodeProcess) -> str:
-    return f"http://{node.http_address()}"
+    return f"http://{node.http_address()}/dashboard"
 
 
 def test_nothing_is_shown_without_signing_in(base: str) -> None:
     for path in ROUTES:
         reply = requests.get(f"{base}{path}", allow_redirects=False, timeout=10)
-        assert reply.status_code == 303 and reply.headers["Location"] == "/login", path
+        assert reply.status_code == 303 and reply.headers["Location"] == "/dashboard/login", path
     assert requests.get(f"{base}/api/jobs/x/log", timeout=10).status_code == 401
 
 
@@ -82,7 +82,7 @@ def test_the_cookies_are_http_only_and_same_site_strict(base: str) -> None:
     )
     assert reply.status_code == 303
     cookie = next(c for c in reply.raw.headers.getlist("Set-Cookie") if c.startswith(SESSION_COOKIE))
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/dashboard" in cookie
 
 
 def test_a_signature_signs_in_once_and_only_the_browser_given_the_challenge(base: str) -> None:
@@ -93,7 +93,7 @@ def test_a_signature_signs_in_once_and_only_the_browser_given_the_challenge(base
     # Someone else's browser (without the challenge's cookie) cannot use it: no forced sign-in.
     forced = requests.post(f"{base}/login", data={"signature": signature}, allow_redirects=False, timeout=10)
     assert forced.status_code == 401 and "load it again" in forced.text
-    challenge_id = str(victim.cookies.get(CHALLENGE_COOKIE, path="/login"))
+    challenge_id = str(victim.cookies.get(CHALLENGE_COOKIE, path="/dashboard/login"))
     assert victim.post(f"{base}/login", data={"signature": signature}, timeout=10).url == f"{base}/"
     # Replayed, with the same cookie: the challenge is used up.
     replayed = requests.post(
@@ -150,7 +150,7 @@ def test_what_consumers_and_engines_wrote_is_escaped_in_the_pages() -> None:
         job_id="j1", workflow_id="w1", stage_index=0, owner="0x" + "1" * 40, environment_id=hostile,
         status=S.JOB_STATUS_ALGORITHM_FAILED, status_text=hostile, terminal=True, run_after=[], resources=[],
         max_duration_seconds=60, algorithm_image=hostile, created_at=0.0, started_at=None, finished_at=None,
-        results_expire_at=None, exit_code=1, history=[EventView(S.JOB_STATUS_ALGORITHM_FAILED, hostile, 0.0)],
+        results_expire_at=None, exit_code=1, queue_limit_seconds=60, history=[EventView(S.JOB_STATUS_ALGORITHM_FAILED, hostile, 0.0)],
     )  # fmt: skip
 
     class Row:

@@ -8,7 +8,7 @@ function refreshing(main) {
   setTimeout(async () => {
     try {
       const reply = await fetch(location.href, { credentials: "same-origin" });
-      if (reply.redirected && new URL(reply.url).pathname === "/login") { location.href = "/login"; return; }
+      if (reply.redirected && new URL(reply.url).pathname.endsWith("/login")) { location.href = reply.url; return; }
       if (reply.ok) {
         const page = new DOMParser().parseFromString(await reply.text(), "text/html");
         const fresh = page.querySelector("main");

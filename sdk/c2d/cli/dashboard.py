@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from c2d.cli.context import Context
 
 DASHBOARD_ENV = "C2D_DASHBOARD"
-DEFAULT_DASHBOARD = "http://127.0.0.1:8000"
+DEFAULT_DASHBOARD = "http://127.0.0.1:8000/dashboard"
 
 
 def cmd_dashboard(ctx: Context) -> int:
