@@ -227,6 +227,16 @@ def check_paid_workflow(terminal: Terminal) -> None:
     assert "wallet: 990 C2DT" in balance.stdout, balance.stdout  # 10 of the 1000 deposited
     (withdraw,) = terminal.find("escrow", "withdraw")
     assert "withdrew" in withdraw.stdout.lower(), withdraw.stdout
+    # The payer's dashboard lists the payment, claimed, in token units.
+    link = terminal.c2d_run(["--key-file", ".c2d/dev-consumer.key", "dashboard"])
+    assert link.returncode == 0, link.stderr
+    page = requests.get(link.stdout.split()[0], timeout=10).text
+    row = re.search(
+        r"<tr><td><a href=\"/dashboard/workflows/([^\"]+)\">[^<]*</a></td><td>claimed</td><td>([^<]+)</td><td>([^<]+)</td>",
+        page,
+    )
+    assert row and row.group(1) == start.doc["workflow_id"], page
+    assert row.group(2).endswith(" C2DT") and row.group(3).endswith(" C2DT"), row.groups()
 
 
 def check_dashboard_link(terminal: Terminal) -> None:

@@ -206,7 +206,7 @@ class Dashboard:
             environments=await self._environments(),
             active=active,
             workflows=workflows,
-            payments=[self._payment_row(p) for p in paid],
+            payments=self._payment_rows(paid),
         )
 
     async def workflow_page(self, request: web.Request) -> web.Response:
@@ -220,7 +220,7 @@ class Dashboard:
             workflow=workflow,
             stages=views,
             layout=graph.layout(nodes),
-            payment=self._payment_row(payment) if payment is not None else None,
+            payment=self._payment_rows([payment])[0] if payment is not None else None,
         )
 
     async def log_page(self, request: web.Request) -> web.Response:
@@ -285,16 +285,11 @@ class Dashboard:
             for env in await self.catalog.listing()
         ]
 
-    def _payment_row(self, row: Payment) -> PaymentRow:
-        units = self._token_units().get((int(row.chain_id), row.token.lower()), TokenUnits())
-        return PaymentRow(
-            workflow_id=row.workflow_id,
-            status=row.status.replace("_", " "),
-            payer=row.payer,
-            locked=units.show(row.amount) if row.amount else "",
-            claimed=units.show(row.claim_amount) if row.claim_amount else "",
-            created_at=row.created_at,
-        )
+    def _payment_rows(self, rows: list[Payment]) -> list[PaymentRow]:
+        units = self._token_units()
+        return [
+            _payment_row(row, units.get((int(row.chain_id), row.token.lower()), TokenUnits())) for row in rows
+        ]
 
     def _token_units(self) -> Mapping[tuple[int, str], TokenUnits]:
         return {
@@ -334,6 +329,17 @@ async def _signature(request: web.Request) -> str:
         return ""
     value = form.get("signature")
     return value if isinstance(value, str) else ""
+
+
+def _payment_row(row: Payment, units: TokenUnits) -> PaymentRow:
+    return PaymentRow(
+        workflow_id=row.workflow_id,
+        status=row.status.replace("_", " "),
+        payer=row.payer,
+        locked=units.show(row.amount) if row.amount else "",
+        claimed=units.show(row.claim_amount) if row.claim_amount else "",
+        created_at=row.created_at,
+    )
 
 
 # -- on the database thread ------------------------------------------------------------------
