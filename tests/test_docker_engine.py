@@ -821,6 +821,8 @@ def test_images_are_named_by_tag_or_digest() -> None:
         jobspec.image_of(engine_pb2.Container(image="registry:5000/a/b"))
     assert images.pinned_digest({"Id": "sha256:id", "RepoDigests": []}, "x") == "sha256:id"
     assert images.pinned_digest({"Id": "i", "RepoDigests": ["y@sha256:1", "x@sha256:2"]}, "x") == "x@sha256:2"
+    # Pushed to another registry too: that registry's digest is not this job's image.
+    assert images.pinned_digest({"Id": "sha256:id", "RepoDigests": ["127.0.0.1:5000/y@sha256:1"]}, "x") == "sha256:id"
 
 
 def test_pods_must_be_able_to_reach_the_node() -> None:

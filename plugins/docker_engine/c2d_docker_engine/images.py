@@ -52,11 +52,13 @@ def find(client: docker.DockerClient, ref: ImageRef) -> ImageInfo | None:
 
 
 def pinned_digest(attrs: dict[str, Any], repository: str) -> str:
-    """``repo@sha256:...`` from the registry when there is one (this repository's first), else the image id."""
+    """``repo@sha256:...`` when the daemon has this repository's registry digest, else the image id.
+
+    Another repository's digest of the same image (it was pushed or pulled elsewhere too) is not
+    used: it names a registry the job never asked for, which may be gone."""
     digests = [d for d in attrs.get("RepoDigests") or [] if isinstance(d, str)]
-    ours = [d for d in digests if d.split("@", 1)[0] == repository]
-    chosen = next(iter(ours or digests), None)
-    return chosen or str(attrs.get("Id", ""))
+    ours = next((d for d in digests if d.split("@", 1)[0] == repository), None)
+    return ours or str(attrs.get("Id", ""))
 
 
 @dataclass
