@@ -132,7 +132,11 @@ class EngineServicer(DrivenEngine[JobDir]):
                 JobStore(state_dir / "jobs", request.host_id), previous, request.host_id, state_dir
             )
             pod_image = detect.pod_image(settings)
-            image_record = retention.ImageRecord(state_dir)
+            image_record = (
+                previous.runtime.images
+                if previous is not None and previous.state_dir == state_dir and previous.runtime.images
+                else retention.ImageRecord(state_dir)  # one record (and lock) per state dir
+            )
             configured = Configured(
                 api_version=api_version,
                 host_id=request.host_id,
