@@ -137,7 +137,10 @@ class EngineSupervisor:
     async def died(self, plugin: launcher.PluginProcess) -> bool:
         """Whether ``plugin`` (a process a call just failed on) has died, as opposed to answering
         with an error or hanging. One that still answers a health check is alive; one that does not
-        is waited for, up to the handshake timeout (a hung one the health checks deal with)."""
+        is waited for, up to the handshake timeout (a hung one the health checks deal with). A
+        plugin the node itself is stopping has not died of anything."""
+        if self._stopping:
+            return False
         if not plugin.alive():
             return True
         if await _answers(plugin.target, self.settings.health_timeout_seconds):
