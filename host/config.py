@@ -79,6 +79,8 @@ DEFAULTS: dict[str, Any] = {
         # Results are kept this long when the environment does not say.
         "default_storage_expiry_seconds": 7 * 24 * 3600,
         "default_max_duration_seconds": 600,
+        # A stage whose start the engine died on this many times ends instead of being retried.
+        "max_start_crashes": 3,
     },
     # The EVM chain paid compute settles on (escrow locks and claims).
     "chain": {
@@ -191,6 +193,7 @@ class ComputeSection:
     max_queue_seconds: float  # the queue limit of an environment without its own max_queue_seconds
     default_storage_expiry_seconds: int
     default_max_duration_seconds: int
+    max_start_crashes: int  # the engine died this many times starting a stage: it ends
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> ComputeSection:
@@ -200,10 +203,14 @@ class ComputeSection:
             raise ConfigError(
                 f"compute.max_queue_seconds must be between 1 and {MAX_QUEUE_SECONDS}, got {queue_seconds:g}"
             )
+        start_crashes = read.whole("max_start_crashes")
+        if start_crashes < 1:
+            raise ConfigError(f"compute.max_start_crashes must be at least 1, got {start_crashes}")
         return cls(
             max_queue_seconds=queue_seconds,
             default_storage_expiry_seconds=read.whole("default_storage_expiry_seconds"),
             default_max_duration_seconds=read.whole("default_max_duration_seconds"),
+            max_start_crashes=start_crashes,
         )
 
 

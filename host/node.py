@@ -135,6 +135,7 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
         results=results,
         on_workflow_closed=None if payments is None else lambda _workflow_id: payments.wake(),
         metrics=metrics,
+        max_start_crashes=config.compute.max_start_crashes,
     )
     provisioner = Provisioner(assets, results, config.raw["assets"])
     pod_server = await serve_pods(pods, PodServicer(orchestrator, provisioner, results))

@@ -98,6 +98,30 @@ def test_a_version_4_database_gains_the_job_info_columns_and_keeps_its_rows(
     db.close()
 
 
+def test_a_version_5_database_gains_the_start_crash_count_at_zero(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    db = open_database(tmp_path, store_url)
+    db.execute_sql("ALTER TABLE stage DROP COLUMN start_crashes")  # as version 5 made the table
+    Workflow.create(id="w", owner="0xabc", environment_id="env", free=True, created_at=0)
+    values = {"job_id": "j", "workflow": "w", "index": 0, "owner": "0xabc", "environment_id": "env",
+              "engine": "e", "status": 1, "spec": {}, "max_duration_seconds": 60, "created_at": 5}  # fmt: skip
+    fields = [f for f in Stage._meta.sorted_fields if f.name != "start_crashes"]
+    row = {f: values.get(f.name, f.default() if callable(f.default) else f.default) for f in fields}
+    row = {f: v for f, v in row.items() if v is not None}
+    columns = ", ".join(f'"{f.column_name}"' for f in row)
+    marks = ", ".join(db.param for _ in row)
+    # Raw SQL: peewee's insert would name every column with a default, the dropped one too.
+    db.execute_sql(f"INSERT INTO stage ({columns}) VALUES ({marks})", [f.db_value(v) for f, v in row.items()])
+    migrations.SchemaMigration.delete().where(migrations.SchemaMigration.version >= 6).execute()
+    db.close()
+
+    db = open_database(tmp_path, store_url)
+    assert migrations.current_version(db) == migrations.MIGRATIONS[-1][0]
+    assert Stage.get_by_id("j").start_crashes == 0
+    db.close()
+
+
 def test_nonces_are_accepted_once_up_to_bigint(tmp_path: Path, store_url: str | None) -> None:
     open_database(tmp_path, store_url)
     assert nonces.consume("0xabc", 5) is None

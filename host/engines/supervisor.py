@@ -130,6 +130,30 @@ class EngineSupervisor:
         return self._plugin.pid if self._plugin and self._plugin.alive() else 0
 
     @property
+    def plugin(self) -> launcher.PluginProcess | None:
+        """The plugin process of this life (None between lives): what :meth:`died` asks about."""
+        return self._plugin
+
+    async def died(self, plugin: launcher.PluginProcess) -> bool:
+        """Whether ``plugin`` (a process a call just failed on) has died, as opposed to answering
+        with an error or hanging. One that still answers a health check is alive; one that does not
+        is waited for, up to the handshake timeout (a hung one the health checks deal with). A
+        plugin the node itself is stopping has not died of anything."""
+        if self._stopping:
+            return False
+        if not plugin.alive():
+            return True
+        if await _answers(plugin.target, self.settings.health_timeout_seconds):
+            return False
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(plugin.process.wait()), self.settings.handshake_timeout_seconds
+            )
+        except TimeoutError:
+            return False
+        return True
+
+    @property
     def health(self) -> common_pb2.EngineHealth:
         if self.state is SupervisorState.READY and self.fingerprint is not None:
             return self.fingerprint.health
@@ -372,6 +396,20 @@ class EngineSupervisor:
         async with self.changed:
             self.state, self.state_message = state, message
             self.changed.notify_all()
+
+
+async def _answers(target: str, timeout: float) -> bool:
+    """Whether a plugin serves at ``target``: a health check on a channel of its own (a dead
+    plugin's address refuses the connection at once)."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub: Any = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = await stub.Check(
+                health_pb2.HealthCheckRequest(service=handshake.HEALTH_SERVICE), timeout=timeout
+            )
+        except grpc.aio.AioRpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 def _describe(exc: BaseException) -> str:

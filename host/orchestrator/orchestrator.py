@@ -51,6 +51,7 @@ ALGORITHM_LOG = "algorithm.log"  # the name pods publish it under
 STOP_GRACE_SECONDS = 5
 MAX_BURST = 512  # engine events applied in one unit at most
 CENSUS_INTERVAL_SECONDS = 1.0  # the metrics' count of stages is this fresh at worst
+DEFAULT_MAX_START_CRASHES = 3  # [compute] max_start_crashes
 
 
 def new_workflow_id() -> str:
@@ -77,10 +78,12 @@ class Orchestrator:
         results: ResultStore | None = None,
         on_workflow_closed: Callable[[str], None] | None = None,
         metrics: NodeMetrics | None = None,
+        max_start_crashes: int = DEFAULT_MAX_START_CRASHES,
     ) -> None:
         """``pod_endpoint``: host:port of the PodService, handed to every stage's pods.
         ``on_workflow_closed``: called with a workflow id once its last stage has ended (payments
-        settle then). ``metrics``: the node's (a registry of its own when not given)."""
+        settle then). ``metrics``: the node's (a registry of its own when not given).
+        ``max_start_crashes``: a stage whose StartJob the engine died on this many times ends."""
         self.engines = engines
         self.environments = environments
         self.results = results
@@ -88,6 +91,7 @@ class Orchestrator:
         self.pod_endpoint = pod_endpoint
         self.default_storage_expiry_seconds = default_storage_expiry_seconds
         self.on_workflow_closed = on_workflow_closed
+        self.max_start_crashes = max_start_crashes
         self._wake = asyncio.Event()
         self._followers: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -294,6 +298,7 @@ class Orchestrator:
         if client is None:  # the engine went away since the grant: the capacity goes back
             await runner.run(stages.release_grant, stage.job_id)
             return
+        plugin = supervisor.plugin
         try:
             handle = await client.start_job(spec)
         except EngineRefused as exc:
@@ -301,6 +306,9 @@ class Orchestrator:
             await self._end(stage.job_id, S.JOB_STATUS_CONTAINER_CREATION_FAILED, exc.details or "refused")
             return
         except EngineError as exc:  # the engine is in trouble: give the capacity back and try again later
+            if plugin is not None and await supervisor.died(plugin):
+                await self._start_crashed(stage.job_id, bound)
+                return
             bound.warning("could not start the stage; will retry", code=exc.code.name)
             await runner.run(stages.release_grant, stage.job_id)
             return
@@ -309,6 +317,20 @@ class Orchestrator:
         self._follow(stage.job_id, supervisor, current.last_sequence)
         if current.stop_requested:  # stopped while StartJob was in flight
             await self._request_stop(stage.job_id, supervisor, "stopped by its owner")
+
+    async def _start_crashed(self, job_id: str, bound: Any) -> None:
+        """The engine died with the stage's StartJob unanswered: counted, and the stage ends at the
+        limit, so a stage that crashes its engine is not started again after every restart."""
+        changes = await runner.run(
+            stages.start_crashed, job_id, self.max_start_crashes, time.time(), self._terms()
+        )
+        if changes.ended:
+            bound.error(
+                "the engine crashed starting the stage too often; not retried", limit=self.max_start_crashes
+            )
+        else:
+            bound.warning("the engine crashed while starting the stage; will retry")
+        self._announce(changes)
 
     async def _job_spec(self, stage: Stage, supervisor: EngineSupervisor) -> engine_pb2.JobSpec:
         stage_pb = stagespec.decode(stage.spec)

@@ -76,12 +76,20 @@ def _v5_job_info(db: pw.Database) -> None:
     )
 
 
+def _v6_stage_start_crashes(db: pw.Database) -> None:
+    """Adds ``stage.start_crashes`` where missing (a database made since has it: v1 makes today's tables)."""
+    migrator = schema.SchemaMigrator.from_database(db)
+    if "start_crashes" not in {column.name for column in db.get_columns("stage")}:
+        schema.migrate(migrator.add_column("stage", "start_crashes", pw.IntegerField(default=0)))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "escrow payments", _v2_payments),
     (3, "drop columns nothing read", _v3_drop_unread_columns),
     (4, "stages keep their queue limit", _v4_stage_queue_limits),
     (5, "job metadata and out-of-memory ends", _v5_job_info),
+    (6, "stages count the engine crashes that cut their start off", _v6_stage_start_crashes),
 ]
 
 

@@ -80,6 +80,8 @@ class Stage(BaseModel):
     queued_at = pw.DoubleField(null=True)  # entered the queue for capacity (after its previous stages)
     queue_limit_seconds = pw.IntegerField(null=True)  # the longest it may wait there (None: before v4)
     started_at = pw.DoubleField(null=True)  # handed to the engine
+    # Times the engine process died while StartJob of this stage was unanswered (counted since v5).
+    start_crashes = pw.IntegerField(default=0)
     algorithm_started_at = pw.DoubleField(null=True)
     algorithm_finished_at = pw.DoubleField(null=True)
     finished_at = pw.DoubleField(null=True)

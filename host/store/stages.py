@@ -491,6 +491,29 @@ def release_grant(job_id: str) -> None:
     Stage.update(granted=None, started_at=None).where(Stage.job_id == job_id).execute()
 
 
+def start_crash_message(crashes: int) -> str:
+    return f"the engine crashed {crashes} times starting this stage; not retried"
+
+
+def start_crashed(job_id: str, limit: int, now: float, terms: Terms) -> Changes:
+    """The engine process died while StartJob of the stage was unanswered: the crash is counted;
+    at ``limit`` the stage ends (its capacity freed; never having run, it costs nothing), before
+    that its capacity goes back and it queues again, as when the engine is merely unavailable."""
+    with _writing():
+        unit = _Unit(terms)
+        stage = Stage.get_or_none((Stage.job_id == job_id) & (Stage.terminal == False))
+        if stage is None:
+            return unit.flush()
+        crashes = stage.start_crashes + 1
+        Stage.update(start_crashes=crashes).where(Stage.job_id == job_id).execute()
+        stage.start_crashes = crashes
+        if crashes >= limit:
+            _finish(unit, stage, S.JOB_STATUS_CONTAINER_CREATION_FAILED, start_crash_message(crashes), now)
+        else:
+            Stage.update(granted=None, started_at=None).where(Stage.job_id == job_id).execute()
+        return unit.flush()
+
+
 def record_handle(job_id: str, handle: engine_pb2.JobHandle) -> Stage:
     """Stores the engine's handle of a started or re-attached stage; returns the stage as it is now."""
     with _writing():

@@ -44,6 +44,8 @@ TOP_LEVEL_DEFAULTS: dict[str, Any] = {
     "timeout_grace_seconds": 2,
     "log_max_mib": 64,
     "daemon_wait_seconds": 120,
+    "image_retention_days": 7,
+    "image_retention_check_seconds": 3600,
 }
 TOP_LEVEL_KEYS = frozenset(
     {
@@ -137,6 +139,9 @@ class DockerSettings:
     timeout_grace_seconds: int = 2
     log_max_mib: int = 64
     daemon_wait_seconds: int = 120
+    # Algorithm images the engine pulled go after this many days unused (0: never); checked this often.
+    image_retention_days: int = 7
+    image_retention_check_seconds: int = 3600
     init: bool = True
     gpu_sysfs: drm.SysfsSettings = field(default_factory=drm.SysfsSettings)
     ignored_keys: tuple[str, ...] = field(default=())
@@ -149,7 +154,13 @@ def parse_settings(raw: Mapping[str, Any]) -> DockerSettings:
         raise invalid(f"{WHERE} disk_quota must be one of {list(DISK_QUOTA_MODES)}, got {disk_quota!r}")
     uid = _count(raw, "uid", 1000, WHERE)
     counts = {key: _count(raw, key, default, WHERE) for key, default in TOP_LEVEL_DEFAULTS.items()}
-    for key in ("pids_limit", "pull_timeout_seconds", "pod_timeout_seconds", "log_max_mib"):
+    for key in (
+        "pids_limit",
+        "pull_timeout_seconds",
+        "pod_timeout_seconds",
+        "log_max_mib",
+        "image_retention_check_seconds",
+    ):
         if counts[key] < 1:
             raise invalid(f"{WHERE} {key} must be at least 1")
     return DockerSettings(
@@ -169,6 +180,8 @@ def parse_settings(raw: Mapping[str, Any]) -> DockerSettings:
         timeout_grace_seconds=counts["timeout_grace_seconds"],
         log_max_mib=counts["log_max_mib"],
         daemon_wait_seconds=counts["daemon_wait_seconds"],
+        image_retention_days=counts["image_retention_days"],
+        image_retention_check_seconds=counts["image_retention_check_seconds"],
         init=_flag(raw, "init", True, WHERE),
         gpu_sysfs=_gpu_sysfs(raw),
         ignored_keys=tuple(sorted(set(raw) - TOP_LEVEL_KEYS)),

@@ -29,7 +29,7 @@ import docker
 from docker.models.containers import Container
 
 from c2d.plugin.kit.driver import ENDED, OUTCOME, JobDriverBase
-from c2d_docker_engine import images, logs, volumes
+from c2d_docker_engine import images, logs, retention, volumes
 from c2d_docker_engine.config import DockerSettings
 from c2d_docker_engine.containers import (
     ALGORITHM,
@@ -79,6 +79,7 @@ class Runtime:
     settings: DockerSettings
     host_id: str
     changed: Callable[[], None]
+    images: retention.ImageRecord | None = None  # what the engine pulled for algorithms, and when last used
 
 
 class JobDriver(JobDriverBase):
@@ -174,13 +175,20 @@ class JobDriver(JobDriverBase):
 
     def image(self, ref: ImageRef, *, pod: bool = False) -> images.ImageInfo:
         assert self.client is not None
-        found = images.find(self.client, ref)
+        record = None if pod else self.runtime.images
+        if record is None:
+            found = images.find(self.client, ref)
+        else:
+            with record.lock:  # a retention check cannot remove it between finding and recording the use
+                found = images.find(self.client, ref)
+                if found is not None:
+                    record.used(ref.reference)
         if found is not None:
             return found
         what = "the pod image" if pod else "the algorithm's image"
         self.emit({"status": "PULLING_IMAGE", "message": f"pulling {what} {ref.reference}"})
         try:
-            return images.pull(
+            pulled = images.pull(
                 self.runtime.daemon,
                 ref,
                 self.runtime.settings.registry_auth,
@@ -197,6 +205,9 @@ class JobDriver(JobDriverBase):
             if pod:
                 raise images.PullFailed(f"{exc} (the node builds the pod image when it starts)") from None
             raise
+        if record is not None:
+            record.pulled(ref.reference, pulled.id)
+        return pulled
 
     def prepare_volume(self) -> None:
         mode = self.limits["disk_quota"]

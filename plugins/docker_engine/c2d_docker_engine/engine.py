@@ -26,7 +26,7 @@ from c2d.plugin.kit.health import HealthTracker
 from c2d.plugin.kit.rpc import streaming, unary
 from c2d.plugin.kit.servicer import DrivenEngine, find_environment
 from c2d.plugin.kit.values import settings_from_struct
-from c2d_docker_engine import detect, drm, fingerprint, gpus, logs, podimage, volumes
+from c2d_docker_engine import detect, drm, fingerprint, gpus, logs, podimage, retention, volumes
 from c2d_docker_engine.config import (
     DockerSettings,
     EnvironmentConfig,
@@ -66,6 +66,7 @@ class Configured:
     measured_with_daemon: bool
     store: JobStore
     runtime: Runtime
+    retention: retention.Retention
 
     def environment(self, environment_id: str) -> EnvironmentConfig:
         return find_environment(self.environments, environment_id)
@@ -85,6 +86,11 @@ class EngineServicer(DrivenEngine[JobDir]):
         self._gpus_found_with: drm.SysfsSettings | None = None
         self._pod_image = podimage.PodImageCheck()
         self._pod_image_warned: str | None = None
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        if self._configured is not None:
+            self._configured.retention.stop()
 
     def unreachable(self, exc: Exception) -> str | None:
         """A call that failed because the daemon is away answers UNAVAILABLE, saying so."""
@@ -125,6 +131,12 @@ class EngineServicer(DrivenEngine[JobDir]):
             store = self.open_store(
                 JobStore(state_dir / "jobs", request.host_id), previous, request.host_id, state_dir
             )
+            pod_image = detect.pod_image(settings)
+            image_record = (
+                previous.runtime.images
+                if previous is not None and previous.state_dir == state_dir and previous.runtime.images
+                else retention.ImageRecord(state_dir)  # one record (and lock) per state dir
+            )
             configured = Configured(
                 api_version=api_version,
                 host_id=request.host_id,
@@ -132,14 +144,24 @@ class EngineServicer(DrivenEngine[JobDir]):
                 settings=settings,
                 daemon=daemon,
                 disk_quota=disk_quota,
-                pod_image=detect.pod_image(settings),
+                pod_image=pod_image,
                 environments=resolve(settings, daemon.measure(state_dir, self._gpus)),
                 measured_with_daemon=daemon.healthy,
                 store=store,
-                runtime=Runtime(daemon, settings, request.host_id, self._changes.bump),
+                runtime=Runtime(daemon, settings, request.host_id, self._changes.bump, image_record),
+                retention=retention.Retention(
+                    image_record,
+                    retention.Policy(settings.image_retention_days, settings.image_retention_check_seconds),
+                    daemon,
+                    lambda: images_in_use(store),
+                    pod_image,
+                ),
             )
             self._configured = configured
+            if previous is not None:
+                previous.retention.stop()
         self.resume(configured)
+        configured.retention.start()
         daemon.start_monitor()
         self._changes.bump()
         log.info(
@@ -302,3 +324,12 @@ class EngineServicer(DrivenEngine[JobDir]):
             return client.containers.get(container_name(job_id, ALGORITHM))
         except docker.errors.NotFound:
             return None
+
+
+def images_in_use(store: JobStore) -> set[str]:
+    """The algorithm images of the jobs that have not ended: being pulled, run, or still to run."""
+    return {
+        str((record.get("image") or {}).get("reference", ""))
+        for job, record in store.jobs()
+        if not job.is_ended()
+    }
