@@ -183,7 +183,7 @@ def test_a_refusal_says_what_would_grant_access(py_evm: DevChain) -> None:
     _, stranger = funded_key(py_evm)
     allowed = auth.address_of(auth.new_private_key()).lower()
     reads = CountedReads(chain_holds(py_evm.w3))
-    access = checker(py_evm.chain_id, token.address, reads, Clock(), allow=[allowed])
+    access = checker(py_evm.chain_id, token.address, reads, Clock(), allow=(allowed,))
     refused = refusal(access, stranger)
     assert refused is not None and refused.code.name == "PERMISSION_DENIED"
     assert refused.message == (
@@ -289,10 +289,11 @@ def test_a_token_holder_starts_free_and_paid(setup: Setup) -> None:
     holder = new_consumer(setup.chain, setup.payee)
     setup.token.mint(holder.address, 100)
     with Client(setup.node.address, holder.key) as client:
-        assert client.initialize(workflow(HELD), payment(setup.chain)).quote.amount
+        quoted = client.initialize(workflow(HELD), payment(setup.chain))
+        assert quoted.quote.amount and quoted.free_eligible and quoted.consumer_checked
         free = client.start(workflow(HELD))
         paid = client.start(workflow(HELD), payment=payment(setup.chain))
-        assert paid.payment.status == compute_pb2.PAYMENT_STATUS_LOCKED
+        assert paid.payment is not None and paid.payment.status == compute_pb2.PAYMENT_STATUS_LOCKED
         for started in (free, paid):
             (job,) = client.wait(started.workflow_id, timeout=60)
             assert job.status == common_pb2.JOB_STATUS_FINISHED
@@ -308,9 +309,12 @@ def test_a_consumer_without_a_token_is_refused_before_anything_is_locked(setup: 
         assert "allow list" not in err.message  # this environment has none
     assert stranger.funds(setup.chain) == (10**9, 0)
     assert stranger.escrow.get_locks(setup.chain.token_address, stranger.address) == []
-    with Client(setup.node.address, stranger.key) as client, pytest.raises(C2DError) as err:
+    with Client(setup.node.address, stranger.key) as client, pytest.raises(C2DError) as quoted:
         client.initialize(workflow(HELD), payment(setup.chain))  # a signed quote: refused alike
-    assert err.value.code == "PERMISSION_DENIED" and "the paid tier is restricted" in err.value.message
+    assert quoted.value.code == "PERMISSION_DENIED" and "the paid tier is restricted" in quoted.value.message
+    with Client(setup.node.address, stranger.key) as client, pytest.raises(C2DError) as quoted:
+        client.initialize(workflow(HELD))  # no payment: a question about the free tier
+    assert quoted.value.code == "PERMISSION_DENIED" and "the free tier is restricted" in quoted.value.message
     with Client(setup.node.address) as anyone:  # unsigned: the caller is unknown, so not checked
         quote = anyone.initialize(workflow(HELD), payment(setup.chain))
     assert quote.quote.amount and not quote.consumer_checked
