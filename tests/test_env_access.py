@@ -20,6 +20,7 @@ from tcpproxy import TcpProxy
 from web3 import Web3
 
 from c2d import auth
+from c2d.cli.render import env_access
 from c2d.client import C2DError, Client
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
@@ -216,6 +217,15 @@ def test_an_access_list_that_is_no_contract_never_grants(py_evm: DevChain) -> No
     assert refused is not None and refused.code.name == "UNAVAILABLE", refused
 
 
+def test_c2d_envs_shows_an_open_environment_as_open() -> None:
+    open_env = common_pb2.Environment(id="e", free=common_pb2.FreeTier(enabled=True))
+    assert env_access(open_env) == "open"
+    paid_only = common_pb2.Environment(id="e", paid_access=common_pb2.AccessPolicy(allow_list=True))
+    assert env_access(paid_only) == "paid: allow list"  # no free tier: not shown
+    paid_only.free.enabled = True
+    assert env_access(paid_only) == "free: open; paid: allow list"
+
+
 # -- a node on anvil, its RPC through a proxy ----------------------------------------------------
 
 
@@ -343,6 +353,9 @@ def test_get_environments_shows_the_access_lists_not_the_allowed_addresses(setup
         assert list(policy.access_lists) == [token_list] and not policy.allow_list
     for policy in (envs[LISTED].free.access, envs[LISTED].paid_access):
         assert policy.allow_list and not policy.access_lists
+    held = f"token {setup.token.address.lower()} (chain {setup.chain.chain_id})"
+    assert env_access(envs[HELD]) == f"free: {held}; paid: {held}"  # as `c2d envs` shows it
+    assert env_access(envs[LISTED]) == "free: allow list; paid: allow list"
     allowed = auth.address_of(setup.allowed_key)
     wire = reply.SerializeToString().lower()
     assert allowed[2:].lower().encode() not in wire
