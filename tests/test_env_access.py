@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from accesstoken import AccessToken, deploy_access_token, funded_key
-from paidnode import fund_node, new_consumer, payment, stage
+from paidnode import fund_node, in_process_node, new_consumer, payment, stage
 from tcpproxy import TcpProxy
 from web3 import Web3
 
@@ -101,6 +101,21 @@ def test_a_node_that_opens_no_chain_will_not_start_with_an_access_list(tmp_path:
     with running_node(tmp_path / "node", env=env) as node:
         assert node.process.wait(timeout=60) == 2
     assert any("the node opened no chain" in line for line in node.raw_lines), node.raw_lines[-5:]
+
+
+def test_a_node_whose_chain_is_not_the_lists_will_not_start(
+    tmp_path: Path, py_evm: DevChain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The config says chain 8996 (as the list), the chain the node is given is another one."""
+    monkeypatch.setenv("C2D_LOAD_PLUGINS", "external_stub")
+    env = {
+        "C2D_CHAIN__CHAIN_ID": "8996",
+        "C2D_CHAIN__ESCROW_ADDRESS": py_evm.escrow_address,
+        "C2D_ENVIRONMENTS__E__PAID": f"{{access_lists = [{ACCESS_LIST}]}}",
+    }
+    with pytest.raises(ConfigError) as err, in_process_node(tmp_path / "node", py_evm, env):
+        pass
+    assert f"is on chain 8996, but the node's chain is {py_evm.chain_id}" in str(err.value), err.value
 
 
 # -- the checker, on py-evm with its clock driven -------------------------------------------
