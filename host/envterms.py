@@ -1,12 +1,13 @@
 """The operator's terms for each environment (``[environments."<id>"]``), parsed and checked once.
 
 Engines say what a machine is; these terms say what it costs, what is free,
-how much of it one job may have (fair use) and how long results are kept. They
-are read when the config is loaded, so a malformed table stops the node at
-start with a message naming it, instead of failing every ``GetEnvironments``
-later. Resource ids are the engines' own (free text), so whether an environment
-has the resources its terms name is known only once its engine reports it:
-:meth:`EnvironmentTerms.problem` says so then.
+who may use each tier (allow lists, ERC-721 access lists: :mod:`host.envaccess`
+checks them), how much of it one job may have (fair use) and how long results
+are kept. They are read when the config is loaded, so a malformed table stops
+the node at start with a message naming it, instead of failing every
+``GetEnvironments`` later. Resource ids are the engines' own (free text), so
+whether an environment has the resources its terms name is known only once its
+engine reports it: :meth:`EnvironmentTerms.problem` says so then.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ FREE_SETTINGS = (
 )
 PAID_SETTINGS = ACCESS_SETTINGS
 ACCESS_LIST_SETTINGS = frozenset({"chain_id", "address"})
-ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 MAX_ALLOW = 10_000  # addresses in one allow list: a longer one belongs in an access list contract
 MAX_ACCESS_LISTS = 16  # contracts per tier: each is a chain read when a consumer starts
 RESOURCE_SETTINGS = frozenset({"min", "max", "constraints"})
@@ -393,7 +394,7 @@ def _parse_access_list(where: str, entry: Any) -> AccessList:
 
 
 def _check_address(where: str, value: Any) -> None:
-    if not isinstance(value, str) or not ADDRESS.match(value):
+    if not isinstance(value, str) or not ADDRESS.fullmatch(value):
         raise TermsError(f"{where} must be an address (0x and 40 hex digits), got {value!r}")
 
 

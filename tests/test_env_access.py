@@ -52,6 +52,10 @@ ACCESS_LIST = '{ chain_id = 8996, address = "0x5FbDB2315678afecb367f032d93F642f6
     ("table", "words"),
     [
         ('[environments.e.free]\nallow = ["0x1234"]', "environments.e.free.allow[0] must be an address"),
+        (
+            '[environments.e.free]\nallow = ["0x5FbDB2315678afecb367f032d93F642f64180aa3\\n"]',
+            "environments.e.free.allow[0] must be an address",
+        ),
         ('[environments.e.paid]\nallow = "0x5FbDB2315678afecb367f032d93F642f64180aa3"', "must be an array"),
         (
             '[environments.e.paid]\naccess_lists = [{ chain_id = 8996, address = "me" }]',
@@ -70,6 +74,7 @@ ACCESS_LIST = '{ chain_id = 8996, address = "0x5FbDB2315678afecb367f032d93F642f6
     ],
     ids=[
         "short-address",
+        "trailing-newline",
         "allow-not-a-list",
         "list-address",
         "no-chain-id",
