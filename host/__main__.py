@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataDirLocked, DatabaseInUse) as exc:
         structlog.get_logger().error(str(exc))
         return 1
+    except ConfigError as exc:  # found only once the chain is open (an access list on another chain)
+        structlog.get_logger().error("cannot start the node", error=str(exc))
+        return 2
     except ChainError as exc:  # e.g. the RPC serves another chain than [chain].chain_id says
         structlog.get_logger().error("cannot use the configured chain", error=exc.message)
         return 1

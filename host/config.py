@@ -101,6 +101,9 @@ DEFAULTS: dict[str, Any] = {
         "retry_max_seconds": 30.0,  # backoff cap while the chain is unreachable
         "withdraw_earnings": True,  # claim with claimLockAndWithdraw
         "sweep_interval_seconds": 300.0,  # releasing locks that no workflow honours
+        # How long a consumer's token balance read for an environment's access list counts
+        # (a burst of starts reads once); a token transferred away stops granting after this.
+        "access_cache_seconds": 10.0,
     },
     # Per environment id: free tier, fees. Without a config file every environment
     # gets a development free tier.
@@ -141,6 +144,7 @@ DEFAULTS: dict[str, Any] = {
 
 
 MAX_QUEUE_SECONDS = 2**32 - 1  # what Environment.max_queue_seconds holds
+MAX_ACCESS_CACHE_SECONDS = 3600  # a token sold keeps granting this long at most
 
 
 class ConfigError(ValueError):
@@ -166,6 +170,7 @@ class ChainSection:
     retry_max_seconds: float
     withdraw_earnings: bool
     sweep_interval_seconds: float
+    access_cache_seconds: float
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> ChainSection:
@@ -183,6 +188,7 @@ class ChainSection:
             retry_max_seconds=read.number("retry_max_seconds"),
             withdraw_earnings=read.flag("withdraw_earnings"),
             sweep_interval_seconds=read.number("sweep_interval_seconds"),
+            access_cache_seconds=read.number("access_cache_seconds"),
         )
 
 
@@ -541,7 +547,7 @@ def _validate(raw: dict[str, Any]) -> None:
     _validate_chain(raw["chain"])
     _validate_reach(raw["security"])
     _validate_limits(raw["limits"])
-    _environment_terms(raw)
+    _validate_access_chains(_environment_terms(raw), raw["chain"])
 
 
 def _environment_terms(raw: dict[str, Any]) -> dict[str, EnvironmentTerms]:
@@ -549,6 +555,23 @@ def _environment_terms(raw: dict[str, Any]) -> dict[str, EnvironmentTerms]:
         return parse_terms(raw["environments"])
     except TermsError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _validate_access_chains(terms: dict[str, EnvironmentTerms], chain: dict[str, Any]) -> None:
+    """Access lists are read on the node's own chain: one on another chain, or on none, could never
+    be checked, so every start in its tier would be refused."""
+    node_chain = chain["chain_id"]
+    for env_id, env_terms in terms.items():
+        for listed in env_terms.access_lists():
+            where = f"environments.{env_id}: access list {listed.address} on chain {listed.chain_id}"
+            if not node_chain:
+                raise ConfigError(
+                    f"{where} needs the node's chain: set chain.chain_id (and chain.rpc_url) to {listed.chain_id}"
+                )
+            if listed.chain_id != node_chain:
+                raise ConfigError(
+                    f"{where} is not on the node's chain ({node_chain}): the node reads only its own"
+                )
 
 
 def _validate_limits(limits: dict[str, Any]) -> None:
@@ -588,6 +611,15 @@ def _validate_chain(chain: dict[str, Any]) -> None:
     if not isinstance(chain["confirmations"], int) or chain["confirmations"] < 0:
         raise ConfigError(
             f"chain.confirmations must be a non-negative integer, got {chain['confirmations']!r}"
+        )
+    cache = chain["access_cache_seconds"]
+    if (
+        isinstance(cache, bool)
+        or not isinstance(cache, int | float)
+        or not 0 <= cache <= MAX_ACCESS_CACHE_SECONDS
+    ):
+        raise ConfigError(
+            f"chain.access_cache_seconds must be from 0 to {MAX_ACCESS_CACHE_SECONDS} seconds, got {cache!r}"
         )
     tokens = chain["tokens"]
     if not (isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)):

@@ -1,9 +1,11 @@
 """One view of the environments: the engines' fingerprints with the operator's terms applied.
 
 Engines say what a machine is; the node's config (:mod:`host.envterms`) says
-what it costs, what is free, what one job may have and how long results are
-kept. An environment whose terms do not fit it (a resource it lacks, a per-job
-minimum above what it offers a job) is not offered at all, and the reason is
+what it costs, what is free, who may use each tier (its access lists, and
+whether it has an allow list: never the addresses on it), what one job may
+have and how long results are kept. An environment whose terms do not fit it
+(a resource it lacks, a per-job minimum above what it offers a job) is not
+offered at all, and the reason is
 logged once: offering it would leave that resource unlimited. The effective
 environments are built once per change of any engine's fingerprint or health
 and cached, so the orchestrator (capacity, storage expiry), the free-tier
@@ -121,6 +123,8 @@ class EnvironmentCatalog:
         free = terms.free if terms.free is not None or not self.development else DEVELOPMENT_FREE
         if free is not None:
             env.free.CopyFrom(free.tier(env))
+        if terms.paid_access.restricted:
+            env.paid_access.CopyFrom(terms.paid_access.policy())
         for fees in terms.fees:
             parsed = env.fees.add()
             parsed.CopyFrom(fees)

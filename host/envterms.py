@@ -1,16 +1,18 @@
 """The operator's terms for each environment (``[environments."<id>"]``), parsed and checked once.
 
 Engines say what a machine is; these terms say what it costs, what is free,
-how much of it one job may have (fair use) and how long results are kept. They
-are read when the config is loaded, so a malformed table stops the node at
-start with a message naming it, instead of failing every ``GetEnvironments``
-later. Resource ids are the engines' own (free text), so whether an environment
-has the resources its terms name is known only once its engine reports it:
-:meth:`EnvironmentTerms.problem` says so then.
+who may use each tier (allow lists, ERC-721 access lists: :mod:`host.envaccess`
+checks them), how much of it one job may have (fair use) and how long results
+are kept. They are read when the config is loaded, so a malformed table stops
+the node at start with a message naming it, instead of failing every
+``GetEnvironments`` later. Resource ids are the engines' own (free text), so
+whether an environment has the resources its terms name is known only once its
+engine reports it: :meth:`EnvironmentTerms.problem` says so then.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +21,18 @@ from google.protobuf import json_format
 
 from c2d.common.v1 import common_pb2
 
-FREE_SETTINGS = frozenset(
-    {"enabled", "max_job_duration_seconds", "max_jobs_per_consumer", "max_concurrent_jobs", "resources"}
+ACCESS_SETTINGS = frozenset({"allow", "access_lists"})
+FREE_SETTINGS = (
+    frozenset(
+        {"enabled", "max_job_duration_seconds", "max_jobs_per_consumer", "max_concurrent_jobs", "resources"}
+    )
+    | ACCESS_SETTINGS
 )
+PAID_SETTINGS = ACCESS_SETTINGS
+ACCESS_LIST_SETTINGS = frozenset({"chain_id", "address"})
+ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+MAX_ALLOW = 10_000  # addresses in one allow list: a longer one belongs in an access list contract
+MAX_ACCESS_LISTS = 16  # contracts per tier: each is a chain read when a consumer starts
 RESOURCE_SETTINGS = frozenset({"min", "max", "constraints"})
 CONSTRAINT_SETTINGS = frozenset({"id", "min", "max"})
 MAX_SECONDS = 2**32 - 1  # what the Environment message's seconds fields hold
@@ -33,6 +44,36 @@ class TermsError(ValueError):
 
 
 @dataclass(frozen=True)
+class AccessList:
+    """An ERC-721 contract on a chain: holding one of its tokens (balanceOf > 0) grants access."""
+
+    chain_id: int
+    address: str  # lower case
+
+    def message(self) -> common_pb2.AccessList:
+        return common_pb2.AccessList(chain_id=self.chain_id, address=self.address)
+
+
+@dataclass(frozen=True)
+class AccessTerms:
+    """Who may start jobs in one tier (``allow``, ``access_lists``); nobody is turned away when
+    neither is set."""
+
+    allow: frozenset[str] = frozenset()  # lower-case addresses
+    access_lists: tuple[AccessList, ...] = ()
+
+    @property
+    def restricted(self) -> bool:
+        return bool(self.allow or self.access_lists)
+
+    def policy(self) -> common_pb2.AccessPolicy:
+        """The tier's restriction as consumers see it: the allow list's addresses stay the operator's."""
+        return common_pb2.AccessPolicy(
+            allow_list=bool(self.allow), access_lists=[a.message() for a in self.access_lists]
+        )
+
+
+@dataclass(frozen=True)
 class FreeTerms:
     """``[environments."<id>".free]``; a limit left out falls back to the engine's figure (or none)."""
 
@@ -41,6 +82,7 @@ class FreeTerms:
     max_jobs_per_consumer: int = 0
     max_concurrent_jobs: int = 0
     resources: Mapping[str, float] = field(default_factory=dict)  # resource id -> the most a free job gets
+    access: AccessTerms = AccessTerms()
 
     def tier(self, env: common_pb2.Environment) -> common_pb2.FreeTier:
         """The free tier as consumers see it for this environment."""
@@ -53,6 +95,7 @@ class FreeTerms:
             ),
             max_jobs_per_consumer=self.max_jobs_per_consumer,
             max_concurrent_jobs=self.max_concurrent_jobs,
+            access=self.access.policy(),
         )
         for resource in env.resources:
             if resource.id in self.resources:
@@ -133,6 +176,17 @@ class EnvironmentTerms:
         return None
 
     max_queue_seconds: int | None = None  # the longest a stage may queue; None: [compute]'s default
+    paid_access: AccessTerms = AccessTerms()  # [environments."<id>".paid]
+
+    def access(self, free: bool) -> AccessTerms:
+        """Who may start jobs in the free tier (``free``) or the paid one."""
+        if not free:
+            return self.paid_access
+        return self.free.access if self.free is not None else AccessTerms()
+
+    def access_lists(self) -> tuple[AccessList, ...]:
+        """Every access list of both tiers (the chains they are on must be the node's)."""
+        return self.access(True).access_lists + self.paid_access.access_lists
 
 
 def parse_terms(section: Mapping[str, Any]) -> dict[str, EnvironmentTerms]:
@@ -160,12 +214,14 @@ def _parse_one(env_id: str, table: Any) -> EnvironmentTerms:
     free_terms = None if free is None else _parse_free(where, free)
     if free_terms is not None:
         _check_free_fits(where, free_terms, resources)
+    paid_access = _parse_paid(where, table.get("paid", {}))
     return EnvironmentTerms(
         free=free_terms,
         fees=tuple(_parse_fees(where, i, entry) for i, entry in enumerate(fees)),
         storage_expiry_seconds=expiry_seconds,
         resources=resources,
         max_queue_seconds=queue_seconds,
+        paid_access=paid_access,
     )
 
 
@@ -267,6 +323,7 @@ def _parse_free(where: str, free: Any) -> FreeTerms:
     resources = free.get("resources", {})
     if not isinstance(resources, Mapping):
         raise TermsError(f"{where}.free.resources must be a table of resource id = amount")
+    access = _parse_access(f"{where}.free", free)
     try:
         duration = free.get("max_job_duration_seconds")
         return FreeTerms(
@@ -275,9 +332,70 @@ def _parse_free(where: str, free: Any) -> FreeTerms:
             max_jobs_per_consumer=_count(free.get("max_jobs_per_consumer", 0)),
             max_concurrent_jobs=_count(free.get("max_concurrent_jobs", 0)),
             resources={str(k): _amount(v) for k, v in resources.items()},
+            access=access,
         )
     except (TypeError, ValueError) as exc:
         raise TermsError(f"{where}.free is malformed: {exc}") from None
+
+
+def _parse_paid(where: str, paid: Any) -> AccessTerms:
+    """``[environments."<id>".paid]``: who may start paid jobs (allow, access_lists)."""
+    if not isinstance(paid, Mapping):
+        raise TermsError(f"[{where}.paid] must be a table, not {type(paid).__name__}")
+    unknown = set(paid) - PAID_SETTINGS
+    if unknown:
+        raise TermsError(
+            f"{where}.paid has unknown settings: {', '.join(sorted(unknown))} (known: access_lists, allow)"
+        )
+    return _parse_access(f"{where}.paid", paid)
+
+
+def _parse_access(where: str, table: Mapping[str, Any]) -> AccessTerms:
+    """A tier's ``allow`` (addresses) and ``access_lists`` ({chain_id, address} ERC-721 contracts)."""
+    allow = table.get("allow", [])
+    if not isinstance(allow, list):
+        raise TermsError(
+            f'{where}.allow must be an array of addresses (["0x..."]), not {type(allow).__name__}'
+        )
+    if len(allow) > MAX_ALLOW:
+        raise TermsError(
+            f"{where}.allow has {len(allow)} addresses; at most {MAX_ALLOW} (use an access list)"
+        )
+    for i, address in enumerate(allow):
+        _check_address(f"{where}.allow[{i}]", address)
+    entries = table.get("access_lists", [])
+    if not isinstance(entries, list):
+        raise TermsError(
+            f'{where}.access_lists must be an array of tables ({{ chain_id = 8996, address = "0x..." }})'
+        )
+    if len(entries) > MAX_ACCESS_LISTS:
+        raise TermsError(f"{where}.access_lists has {len(entries)} entries; at most {MAX_ACCESS_LISTS}")
+    lists = tuple(_parse_access_list(f"{where}.access_lists[{i}]", e) for i, e in enumerate(entries))
+    if len(set(lists)) != len(lists):
+        raise TermsError(f"{where}.access_lists names a contract twice")
+    return AccessTerms(allow=frozenset(a.lower() for a in allow), access_lists=lists)
+
+
+def _parse_access_list(where: str, entry: Any) -> AccessList:
+    if not isinstance(entry, Mapping):
+        raise TermsError(f'{where} must be a table ({{ chain_id = 8996, address = "0x..." }})')
+    unknown = set(entry) - ACCESS_LIST_SETTINGS
+    if unknown:
+        raise TermsError(
+            f"{where} has unknown settings: {', '.join(sorted(unknown))} (known: address, chain_id)"
+        )
+    chain_id = entry.get("chain_id")
+    if isinstance(chain_id, bool) or not isinstance(chain_id, int) or not 0 < chain_id < 2**64:
+        raise TermsError(
+            f"{where}.chain_id must be the chain's id (a positive whole number), got {chain_id!r}"
+        )
+    _check_address(f"{where}.address", entry.get("address"))
+    return AccessList(chain_id=chain_id, address=str(entry["address"]).lower())
+
+
+def _check_address(where: str, value: Any) -> None:
+    if not isinstance(value, str) or not ADDRESS.fullmatch(value):
+        raise TermsError(f"{where} must be an address (0x and 40 hex digits), got {value!r}")
 
 
 def _parse_fees(where: str, index: int, fees: Any) -> common_pb2.ChainFees:

@@ -18,9 +18,11 @@ import structlog
 
 from c2d.netpolicy import Reach
 from host.assets import AssetRegistry
-from host.config import Config
+from host.config import Config, ConfigError
 from host.engines.registry import EngineRegistry
+from host.envaccess import EnvironmentAccess, chain_holds
 from host.environments import EnvironmentCatalog
+from host.envterms import EnvironmentTerms
 from host.identity import NodeIdentity, load_identity
 from host.limits import Limits
 from host.metrics import NodeMetrics, serve_metrics
@@ -111,12 +113,14 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
     )
     metrics = NodeMetrics()
     metrics.state.engines = lambda: engines.supervisors.values()
+    terms = config.environment_terms()
+    access = _environment_access(config, terms, chain, metrics)
     payments = _payments(
         chain, identity, metrics, stop_workflow=lambda wid, why: orchestrator.stop_workflow(wid, why)
     )
     catalog = EnvironmentCatalog(
         engines,
-        config.environment_terms(),
+        terms,
         development=config.development,
         escrow_address=chain.escrow.address if chain else "",
         payee_address=identity.address,
@@ -148,6 +152,7 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
         identity=identity,
         default_duration=config.compute.default_max_duration_seconds,
         payments=payments,
+        access=access,
     )
     try:
         public, port = await start_public_server(config.node["listen"], servicer, limits, metrics)
@@ -187,6 +192,7 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
         await engines.stop()
         if payments is not None:
             payments.close()
+        access.close()
         if metrics_server is not None:
             await asyncio.to_thread(metrics_server.close)
     log.info("node stopped")
@@ -222,6 +228,22 @@ def _open_chain(config: Config, identity: NodeIdentity, web3: Any) -> ChainSetup
     from host.payments.setup import open_chain
 
     return open_chain(config, identity, web3)
+
+
+def _environment_access(
+    config: Config, terms: dict[str, EnvironmentTerms], chain: ChainSetup | None, metrics: NodeMetrics
+) -> EnvironmentAccess:
+    """Who may use each tier, its access lists read on the chain the node opened. The config was
+    checked at load against ``[chain] chain_id``; here against the chain itself."""
+    for env_id, env_terms in terms.items():
+        for listed in env_terms.access_lists():
+            where = f"environments.{env_id}: access list {listed.address} is on chain {listed.chain_id}"
+            if chain is None:
+                raise ConfigError(f"{where}, but the node opened no chain (set chain.rpc_url)")
+            if listed.chain_id != chain.settings.chain_id:
+                raise ConfigError(f"{where}, but the node's chain is {chain.settings.chain_id}")
+    holds = None if chain is None else chain_holds(chain.escrow.chain.w3)
+    return EnvironmentAccess(terms, holds, cache_seconds=config.chain.access_cache_seconds, metrics=metrics)
 
 
 def _payments(

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACTS_DIR = ROOT / "contracts"
 ARTIFACTS_DIR = ROOT / "sdk" / "c2d" / "chain" / "artifacts"
-CONTRACTS = {"Escrow": "Escrow.sol", "TestToken": "TestToken.sol"}
+CONTRACTS = {"Escrow": "Escrow.sol", "TestAccessToken": "TestAccessToken.sol", "TestToken": "TestToken.sol"}
 EVM_VERSION = "paris"  # py-evm and every chain we target run it
 
 SETTINGS = {

@@ -12,6 +12,7 @@ from host import pricing
 from host.assets import AssetRegistry
 from host.auth import ANYONE, verify_consumer
 from host.engines.registry import EngineRegistry
+from host.envaccess import EnvironmentAccess
 from host.environments import EnvironmentCatalog
 from host.errors import denied, grpc_errors, invalid, precondition
 from host.identity import NodeIdentity
@@ -52,7 +53,9 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
         identity: NodeIdentity,
         default_duration: int,
         payments: Payments | None = None,
+        access: EnvironmentAccess | None = None,
     ) -> None:
+        """``access``: who may start in each tier (default: the catalog's terms, no chain to read)."""
         self.engines = engines
         self.catalog = catalog
         self.orchestrator = orchestrator
@@ -61,6 +64,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
         self.identity = identity
         self.default_duration = default_duration
         self.payments = payments
+        self.access = access or EnvironmentAccess(catalog.terms, None)
         self.logs = StageLogs(engines, results)
 
     # -- environments and admission ---------------------------------------------
@@ -97,16 +101,38 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
     async def InitializeCompute(self, request: Any, context: Any) -> compute_pb2.InitializeComputeResponse:
         """Validates and prices a workflow. Unsigned it is anyone's call, so it must not reveal
         anything about others: the checks that depend on who asks (runAfter job ids, datasets'
-        allowed consumers, the free tier's jobs per consumer) run only for a signed caller, and
-        ``consumer_address`` (a claim anyone can make) is never used."""
+        allowed consumers, the free tier's jobs per consumer, who may use each tier) run only for
+        a signed caller, and ``consumer_address`` (a claim anyone can make) is never used.
+
+        A signed caller outside a tier's access is refused as its start would be: the paid tier's
+        when the request names a payment, the free tier's otherwise (with a payment, the free
+        tier's access only decides ``free_eligible``)."""
         signed = bool(request.auth.signature or request.auth.address)
         owner = await verify_consumer(method("InitializeCompute"), request) if signed else ANYONE
         plans, usage = await runner.run(self._plan_with_usage, request.workflow, owner, self._lookup())
-        quote = self._quote(plans, request.payment) if request.HasField("payment") else None
-        problem = _free_tier_problem(plans, request.workflow) or _free_capacity_problem(plans, owner, usage)
+        paid = request.HasField("payment")
+        free_refusal = None
+        if signed:
+            await self.access.admit(_environment_ids(plans), owner, free=not paid)
+            if paid:
+                free_refusal = await self._free_refusal(plans, owner)
+        quote = self._quote(plans, request.payment) if paid else None
+        problem = (
+            free_refusal
+            or _free_tier_problem(plans, request.workflow)
+            or _free_capacity_problem(plans, owner, usage)
+        )
         return compute_pb2.InitializeComputeResponse(
             quote=quote, free_eligible=problem is None, consumer_checked=signed
         )
+
+    async def _free_refusal(self, plans: list[StagePlan], owner: str) -> str | None:
+        """Why ``owner`` may not start these stages in the free tier (access only), or None."""
+        for env_id in sorted(_environment_ids(plans)):
+            refusal = await self.access.refusal(env_id, owner, free=True)
+            if refusal is not None:
+                return refusal.message
+        return None
 
     def _quote(self, plans: list[StagePlan], payment: compute_pb2.Payment) -> compute_pb2.EscrowQuote:
         if self.payments is not None:
@@ -124,6 +150,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
             )
         metadata = accepted_metadata(request)
         plans = await runner.run(self._plan, request.workflow, owner, self._lookup())
+        await self.access.admit(_environment_ids(plans), owner, free=False)
         quote = self.payments.quote(plans, request.payment)
         workflow_id = new_workflow_id()
         row = await self.payments.start(
@@ -147,6 +174,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
         owner = await verify_consumer(method("FreeStartCompute"), request)
         metadata = accepted_metadata(request)
         plans = await runner.run(self._plan, request.workflow, owner, self._lookup())
+        await self.access.admit(_environment_ids(plans), owner, free=True)
         problem = _free_tier_problem(plans, request.workflow)
         if problem is not None:
             raise denied(problem)
@@ -355,6 +383,10 @@ def _workflow_status(workflow_id: str, caller: str) -> list[JobView]:
 def _payment_of(workflow_id: str, caller: str) -> tuple[Workflow, Payment | None]:
     workflow = visible_workflow(workflow_id, caller)
     return workflow, payments_store.payment(workflow.id)
+
+
+def _environment_ids(plans: list[StagePlan]) -> set[str]:
+    return {plan.environment.id for plan in plans}
 
 
 def _free_tier_problem(plans: list[StagePlan], workflow: compute_pb2.Workflow) -> str | None:

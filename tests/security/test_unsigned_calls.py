@@ -177,3 +177,50 @@ def test_unsigned_initialize_answers_the_same_whoever_it_names(node: NodeProcess
             other.initialize(workflow(dataset=True))
         assert listed.value.code == "PERMISSION_DENIED"
         assert other.initialize(workflow()).free_eligible
+
+
+MEMBERS = "members"
+
+
+def test_an_environments_allow_list_shows_to_no_one(tmp_path: Path) -> None:
+    """An allow list is the operator's: unsigned quotes answer alike for a member and a stranger,
+    GetEnvironments says only that there is one, and only a member's signature starts there."""
+    member_key = auth.new_private_key()
+    member = auth.address_of(member_key)
+    config = tmp_path / "node.toml"
+    config.write_text(CONFIG.replace(f'"{ENV}"', f'"{MEMBERS}"') + f'allow = ["{member}"]\n')
+    stranger_key = auth.new_private_key()
+    members_workflow = as_workflow({"environment": MEMBERS, "stages": [stage("echo hi")]})
+    with running_node(tmp_path / "node", config=config) as node:
+        node.wait_environment(MEMBERS)
+        with grpc.insecure_channel(node.address) as channel:
+            stub = compute_pb2_grpc.ComputeServiceStub(channel)
+            answers = {
+                address: answer(
+                    stub,
+                    compute_pb2.InitializeComputeRequest(workflow=members_workflow, consumer_address=address),
+                )
+                for address in (member, auth.address_of(stranger_key), "")
+            }
+            assert len(set(answers.values())) == 1, answers
+            reply = compute_pb2.InitializeComputeResponse.FromString(next(iter(answers.values())))
+            assert not reply.consumer_checked
+            environments = stub.GetEnvironments(compute_pb2.GetEnvironmentsRequest(), timeout=30)
+        (env,) = environments.environments
+        assert env.free.access.allow_list and not env.free.access.access_lists
+        wire = environments.SerializeToString()
+        assert member[2:].lower().encode() not in wire.lower() and bytes.fromhex(member[2:]) not in wire
+        with Client(node.address, stranger_key) as stranger:
+            with pytest.raises(C2DError) as quoted:
+                stranger.initialize(members_workflow)
+            with pytest.raises(C2DError) as started:
+                stranger.start(members_workflow, free=True)
+            assert stranger.status(all=True) == []
+        for refused in (quoted.value, started.value):
+            assert refused.code == "PERMISSION_DENIED"
+            assert "be on the environment's allow list" in refused.message and member not in refused.message
+        with Client(node.address, member_key) as client:
+            assert client.initialize(members_workflow).free_eligible
+            (job,) = client.wait(client.start(members_workflow, free=True).workflow_id, timeout=120)
+        assert job.status == S.JOB_STATUS_FINISHED, job.status_text
+        node.settle()

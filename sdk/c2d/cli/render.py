@@ -25,7 +25,8 @@ JOB_COLUMNS = (
 )
 WATCH_COLUMNS = ("stage", "job id", "status", "exit", "message")
 ENV_COLUMNS = (
-    "id", "engine", "health", "resources", "free", "running", "queued free", "queued paid", "max queue", "duration"
+    "id", "engine", "health", "resources", "free", "running", "queued free", "queued paid", "max queue", "duration",
+    "access",
 )  # fmt: skip
 
 
@@ -208,7 +209,30 @@ def env_row(env: common_pb2.Environment) -> list[Any]:
         _queue(env.paid_queue),
         duration(env.max_queue_seconds),
         span,
+        env_access(env),
     ]
+
+
+def env_access(env: common_pb2.Environment) -> str:
+    """Who may start there, per tier: ``free: token 0x5fbd... (chain 8996) or allow list; paid: open``."""
+    tiers = [("free", env.free.access)] if env.free.enabled else []
+    tiers.append(("paid", env.paid_access))
+    if not any(_restricted(policy) for _, policy in tiers):
+        return "open"
+    return "; ".join(f"{name}: {_policy(policy)}" for name, policy in tiers)
+
+
+def _restricted(policy: common_pb2.AccessPolicy) -> bool:
+    return policy.allow_list or bool(policy.access_lists)
+
+
+def _policy(policy: common_pb2.AccessPolicy) -> str:
+    if not _restricted(policy):
+        return "open"
+    ways = [f"token {listed.address} (chain {listed.chain_id})" for listed in policy.access_lists]
+    if policy.allow_list:
+        ways.append("allow list")
+    return " or ".join(ways)
 
 
 def _queue(tier: common_pb2.QueueTier) -> str:

@@ -185,18 +185,36 @@ class ChainFees(_message.Message):
     def __init__(self, chain_id: _Optional[int] = ..., token_address: _Optional[str] = ..., token_symbol: _Optional[str] = ..., token_decimals: _Optional[int] = ..., escrow_address: _Optional[str] = ..., prices: _Optional[_Iterable[_Union[ResourcePrice, _Mapping]]] = ..., payee_address: _Optional[str] = ...) -> None: ...
 
 class FreeTier(_message.Message):
-    __slots__ = ("enabled", "resources", "max_job_duration_seconds", "max_jobs_per_consumer", "max_concurrent_jobs")
+    __slots__ = ("enabled", "resources", "max_job_duration_seconds", "max_jobs_per_consumer", "max_concurrent_jobs", "access")
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     MAX_JOB_DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MAX_JOBS_PER_CONSUMER_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENT_JOBS_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_FIELD_NUMBER: _ClassVar[int]
     enabled: bool
     resources: _containers.RepeatedCompositeFieldContainer[Resource]
     max_job_duration_seconds: int
     max_jobs_per_consumer: int
     max_concurrent_jobs: int
-    def __init__(self, enabled: bool = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., max_job_duration_seconds: _Optional[int] = ..., max_jobs_per_consumer: _Optional[int] = ..., max_concurrent_jobs: _Optional[int] = ...) -> None: ...
+    access: AccessPolicy
+    def __init__(self, enabled: bool = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., max_job_duration_seconds: _Optional[int] = ..., max_jobs_per_consumer: _Optional[int] = ..., max_concurrent_jobs: _Optional[int] = ..., access: _Optional[_Union[AccessPolicy, _Mapping]] = ...) -> None: ...
+
+class AccessList(_message.Message):
+    __slots__ = ("chain_id", "address")
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    chain_id: int
+    address: str
+    def __init__(self, chain_id: _Optional[int] = ..., address: _Optional[str] = ...) -> None: ...
+
+class AccessPolicy(_message.Message):
+    __slots__ = ("allow_list", "access_lists")
+    ALLOW_LIST_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_LISTS_FIELD_NUMBER: _ClassVar[int]
+    allow_list: bool
+    access_lists: _containers.RepeatedCompositeFieldContainer[AccessList]
+    def __init__(self, allow_list: bool = ..., access_lists: _Optional[_Iterable[_Union[AccessList, _Mapping]]] = ...) -> None: ...
 
 class NetworkPolicy(_message.Message):
     __slots__ = ("allow_network", "allowed_hosts")
@@ -207,7 +225,7 @@ class NetworkPolicy(_message.Message):
     def __init__(self, allow_network: bool = ..., allowed_hosts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Environment(_message.Message):
-    __slots__ = ("id", "engine", "description", "resources", "fees", "free", "min_job_duration_seconds", "max_job_duration_seconds", "storage_expiry_seconds", "network", "running_jobs", "queued_jobs", "engine_health", "platform", "max_jobs", "labels", "extra", "max_queue_seconds", "free_queue", "paid_queue")
+    __slots__ = ("id", "engine", "description", "resources", "fees", "free", "min_job_duration_seconds", "max_job_duration_seconds", "storage_expiry_seconds", "network", "running_jobs", "queued_jobs", "engine_health", "platform", "max_jobs", "labels", "extra", "max_queue_seconds", "free_queue", "paid_queue", "paid_access")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -235,6 +253,7 @@ class Environment(_message.Message):
     MAX_QUEUE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FREE_QUEUE_FIELD_NUMBER: _ClassVar[int]
     PAID_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    PAID_ACCESS_FIELD_NUMBER: _ClassVar[int]
     id: str
     engine: str
     description: str
@@ -255,7 +274,8 @@ class Environment(_message.Message):
     max_queue_seconds: int
     free_queue: QueueTier
     paid_queue: QueueTier
-    def __init__(self, id: _Optional[str] = ..., engine: _Optional[str] = ..., description: _Optional[str] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., fees: _Optional[_Iterable[_Union[ChainFees, _Mapping]]] = ..., free: _Optional[_Union[FreeTier, _Mapping]] = ..., min_job_duration_seconds: _Optional[int] = ..., max_job_duration_seconds: _Optional[int] = ..., storage_expiry_seconds: _Optional[int] = ..., network: _Optional[_Union[NetworkPolicy, _Mapping]] = ..., running_jobs: _Optional[int] = ..., queued_jobs: _Optional[int] = ..., engine_health: _Optional[_Union[EngineHealth, str]] = ..., platform: _Optional[str] = ..., max_jobs: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., extra: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_queue_seconds: _Optional[int] = ..., free_queue: _Optional[_Union[QueueTier, _Mapping]] = ..., paid_queue: _Optional[_Union[QueueTier, _Mapping]] = ...) -> None: ...
+    paid_access: AccessPolicy
+    def __init__(self, id: _Optional[str] = ..., engine: _Optional[str] = ..., description: _Optional[str] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., fees: _Optional[_Iterable[_Union[ChainFees, _Mapping]]] = ..., free: _Optional[_Union[FreeTier, _Mapping]] = ..., min_job_duration_seconds: _Optional[int] = ..., max_job_duration_seconds: _Optional[int] = ..., storage_expiry_seconds: _Optional[int] = ..., network: _Optional[_Union[NetworkPolicy, _Mapping]] = ..., running_jobs: _Optional[int] = ..., queued_jobs: _Optional[int] = ..., engine_health: _Optional[_Union[EngineHealth, str]] = ..., platform: _Optional[str] = ..., max_jobs: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., extra: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_queue_seconds: _Optional[int] = ..., free_queue: _Optional[_Union[QueueTier, _Mapping]] = ..., paid_queue: _Optional[_Union[QueueTier, _Mapping]] = ..., paid_access: _Optional[_Union[AccessPolicy, _Mapping]] = ...) -> None: ...
 
 class QueueTier(_message.Message):
     __slots__ = ("queued_jobs", "longest_wait_seconds")
