@@ -92,19 +92,13 @@ class EnvironmentConfig:
 
 
 @dataclass(frozen=True)
-class PoolConfig:
-    """The machine all the environments share: what the node grants from, whichever environment asks."""
-
-    id: str
-    cpu: float
-    ram_gib: float
-    disk_gib: float
-
-
-@dataclass(frozen=True)
 class StubConfig:
     environments: tuple[EnvironmentConfig, ...]
-    pool: PoolConfig = PoolConfig("localhost", 1.0, 1.0, 1.0)
+    # The machine all the environments share: the node grants from it whichever environment asks.
+    pool_id: str = "localhost"
+    pool_cpu: float = 1.0
+    pool_ram_gib: float = 1.0
+    pool_disk_gib: float = 1.0
     ignored_keys: tuple[str, ...] = ()
     # The pods run as ``[pod_python, "-m", "pods.configuration"]``: an interpreter with c2d-node installed.
     pod_python: str = sys.executable
@@ -144,7 +138,7 @@ def parse_config(settings: Mapping[str, Any], machine: MachineSize) -> StubConfi
         raise invalid(f"{where} unsafe_unconfined must be true or false, got {unsafe!r}")
     return StubConfig(
         parse_environments(settings.get("environments"), machine),
-        parse_pool(settings, machine),
+        *parse_pool(settings, machine),
         ignored,
         pod_python,
         pod_timeout,
@@ -153,14 +147,15 @@ def parse_config(settings: Mapping[str, Any], machine: MachineSize) -> StubConfi
     )
 
 
-def parse_pool(settings: Mapping[str, Any], machine: MachineSize) -> PoolConfig:
-    """The machine's pool: named after the host, the machine's size unless the operator offers less."""
+def parse_pool(settings: Mapping[str, Any], machine: MachineSize) -> tuple[str, float, float, float]:
+    """The machine's pool (id, cpu, ram_gib, disk_gib): named after the host, the machine's size
+    unless the operator offers less."""
     where = "[engines.external_stub]"
-    return PoolConfig(
-        id=_optional_text(settings, "pool_id", where) or socket.gethostname() or "localhost",
-        cpu=_positive(settings, "pool_cpu", machine.cpu, where),
-        ram_gib=_positive(settings, "pool_ram_gib", machine.ram_gib, where),
-        disk_gib=_positive(settings, "pool_disk_gib", machine.disk_gib, where),
+    return (
+        _optional_text(settings, "pool_id", where) or socket.gethostname() or "localhost",
+        _positive(settings, "pool_cpu", machine.cpu, where),
+        _positive(settings, "pool_ram_gib", machine.ram_gib, where),
+        _positive(settings, "pool_disk_gib", machine.disk_gib, where),
     )
 
 

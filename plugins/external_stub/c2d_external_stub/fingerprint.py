@@ -33,7 +33,7 @@ def build(
 ) -> engine_pb2.Fingerprint:
     sandbox = sandbox or Sandbox("none")
     description = confinement(config, sandbox)
-    pool = kit.pool(config.pool.id, config.pool.cpu, config.pool.ram_gib, config.pool.disk_gib)
+    pool = kit.pool(config.pool_id, config.pool_cpu, config.pool_ram_gib, config.pool_disk_gib)
     if draining:
         description = f"draining: taking no new jobs; {description}"
     return engine_pb2.Fingerprint(
