@@ -11,14 +11,17 @@ grants that concurrent passes cannot overcommit) are driven with explicit times 
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from c2d import auth
+from c2d.cli.render import ENV_COLUMNS, env_row
 from c2d.client import C2DError, Client
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
@@ -131,6 +134,8 @@ def test_two_stages_in_two_environments_of_one_pool_run_one_after_the_other(clie
     cpu = pool_resource(env_b, "cpu")
     assert (cpu.total, cpu.in_use, cpu.available) == (2, 2, 0)
     assert job(client, second.workflow_id).status == S.JOB_STATUS_QUEUED
+    row = dict(zip(ENV_COLUMNS, env_row(env_b), strict=True))
+    assert row["pool"].startswith("test-machine: cpu 0/2 cores, "), row["pool"]
     client.stop(workflow_id=first.workflow_id)
     (stopped,) = client.wait(first.workflow_id, timeout=60)
     wait_for(lambda: job(client, second.workflow_id).status == S.JOB_STATUS_RUNNING, 60, "the second running")
@@ -146,6 +151,7 @@ def test_two_stages_in_two_environments_of_one_pool_run_one_after_the_other(clie
 # -- the scheduler's rules, at explicit times ---------------------------------------------------
 
 ENGINE = "stub"
+KINDS = {"cpu": common_pb2.RESOURCE_TYPE_CPU, "gpu": common_pb2.RESOURCE_TYPE_GPU}
 
 
 def gpu_devices(*ids: str) -> list[common_pb2.Device]:
@@ -189,7 +195,7 @@ def queue(job_id: str, env_id: str, created_at: float, **resources: float) -> No
         status=S.JOB_STATUS_QUEUED,
         spec={},
         run_after=[],
-        resources=[{"id": rid, "amount": amount} for rid, amount in resources.items()],
+        resources=[{"id": rid, "type": KINDS[rid], "amount": amount} for rid, amount in resources.items()],
         max_duration_seconds=60,
         queue_limit_seconds=3600,
     )
@@ -202,6 +208,26 @@ def granted(scheduled: stages.Scheduled) -> list[str]:
 
 def devices_of(job_id: str) -> list[str]:
     return [d for grant in Stage.get_by_id(job_id).granted or [] for d in grant["device_ids"]]
+
+
+def test_the_stubs_pool_is_the_machine_unless_the_operator_offers_less() -> None:
+    from c2d_external_stub.config import parse_config
+    from c2d_external_stub.errors import EngineError
+    from c2d_external_stub.machine import MachineSize
+
+    size = MachineSize(cpu=4.0, ram_gib=8.0, disk_gib=20.0)
+    measured = parse_config({"enabled": True}, size)
+    assert (measured.pool_id, measured.pool_cpu, measured.pool_ram_gib, measured.pool_disk_gib) == (
+        socket.gethostname(),
+        4.0,
+        8.0,
+        20.0,
+    )
+    assert parse_config({"enabled": True, "pool_cpu": 2, "pool_id": "m"}, size).pool_cpu == 2.0
+    with pytest.raises(EngineError) as bad:
+        parse_config({"enabled": True, "pool_cpu": -1}, size)
+    assert bad.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert str(bad.value.message) == "[engines.external_stub]: pool_cpu must be a positive number, got -1"
 
 
 def test_the_pool_grants_its_cpus_once_across_environments(tmp_path: Path, store_url: str | None) -> None:
@@ -299,3 +325,21 @@ def test_concurrent_scheduling_passes_never_overcommit_the_pool(
     assert sorted(s.job_id for s in holding) == ["s0", "s1", "s2", "s3"]
     usage = capacity.pool_usage(capacity.pool_members(view.environments.values()))
     assert usage[(ENGINE, "machine-1")].amounts["cpu"] == 4
+
+
+def test_the_docker_pool_has_every_gpu_found_and_every_gpu_an_environment_names() -> None:
+    from c2d_docker_engine import config as docker_config
+    from c2d_docker_engine import fingerprint as docker_fingerprint
+    from c2d_docker_engine.gpus import Gpu
+
+    found = (Gpu(id="GPU-aaa", index="0", vendor="nvidia"),)
+    size = docker_config.MachineSize(cpu=4, ram_gib=16, disk_gib=50, gpus=found, pool_id="daemon-id")
+    settings = docker_config.parse_settings(
+        {"environments": [{"id": "a", "gpus": ["0"]}, {"id": "b", "cpu": 1, "gpus": ["GPU-named"]}]}
+    )
+    envs = docker_config.resolve(settings, size)
+    pool = docker_fingerprint.pool(size, envs)
+    assert pool.id == "daemon-id"
+    totals = {r.id: r for r in pool.resources}
+    assert {k: r.total for k, r in totals.items()} == {"cpu": 4, "ram": 16, "disk": 50, "gpu": 2}
+    assert [d.id for d in totals["gpu"].devices] == ["GPU-aaa", "GPU-named"]

@@ -14,7 +14,8 @@ from c2d.compute.v1 import compute_pb2
 JOB_COLUMNS = ("stage", "job id", "status", "exit", "started", "finished", "results", "message")
 WATCH_COLUMNS = ("stage", "job id", "status", "exit", "message")
 ENV_COLUMNS = (
-    "id", "engine", "health", "resources", "free", "running", "queued free", "queued paid", "max queue", "duration"
+    "id", "engine", "health", "resources", "pool", "free", "running", "queued free", "queued paid", "max queue",
+    "duration",
 )  # fmt: skip
 
 
@@ -151,6 +152,7 @@ def env_row(env: common_pb2.Environment) -> list[Any]:
         env.engine,
         health_name(env.engine_health),
         ", ".join(_resource(resource) for resource in env.resources),
+        _pool(env),
         free,
         env.running_jobs,
         _queue(env.free_queue),
@@ -158,6 +160,17 @@ def env_row(env: common_pb2.Environment) -> list[Any]:
         duration(env.max_queue_seconds),
         span,
     ]
+
+
+def _pool(env: common_pb2.Environment) -> str:
+    """``machine-1: cpu 0/2 cores, ...``: the hardware the environment shares, available of total
+    (a stage may wait for it while the environment itself has room); ``-`` when it shares none."""
+    if not env.HasField("pool") or not env.pool.id:
+        return "-"
+    shared = ", ".join(
+        f"{r.id} {r.available:g}/{r.total:g}{f' {r.unit}' if r.unit else ''}" for r in env.pool.resources
+    )
+    return f"{env.pool.id}: {shared}"
 
 
 def _queue(tier: common_pb2.QueueTier) -> str:
