@@ -100,11 +100,8 @@ class Ledger:
     def usage(self, environment_id: str) -> Usage:
         return self._usage[environment_id]
 
-    def pool_usage(self, key: PoolKey) -> Usage:
-        """What the stages of every environment of the pool hold (as loaded with its members)."""
-        return self._pools[key]
-
     def pools(self) -> Mapping[PoolKey, Usage]:
+        """Pool -> what the stages of its environments hold (the pools of the members it was loaded with)."""
         return self._pools
 
     def try_grant(self, stage: Stage, env: common_pb2.Environment, now: float) -> Fit:
