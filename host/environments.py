@@ -28,6 +28,7 @@ import structlog
 from c2d.common.v1 import common_pb2
 from host.engines.registry import EngineRegistry
 from host.envterms import DEFAULT_QUEUE_SECONDS, EnvironmentTerms, FreeTerms
+from host.orchestrator import capacity
 from host.store import counts, runner
 
 FeesFor = Callable[[common_pb2.Environment], list[common_pb2.ChainFees]]
@@ -76,8 +77,12 @@ class EnvironmentCatalog:
     # builtins.list: inside this class ``list`` is the method above.
     async def listing(self, engine: str = "") -> builtins.list[common_pb2.Environment]:
         """What ``GetEnvironments`` answers: copies of the environments with their live job counts
-        and, per tier, the stages waiting for capacity and how long the first of them has waited."""
+        and, per tier, the stages waiting for capacity and how long the first of them has waited;
+        an environment that shares a pool shows what the stages of all the pool's environments hold
+        of it (which is why a stage may wait while its own environment has room)."""
         by_env = await runner.run(counts.environment_counts)
+        members = capacity.pool_members(self.list())
+        by_pool = await runner.run(capacity.pool_usage, members) if members else {}
         now = time.time()  # the clock the stages' queue times are stored in
         listed = []
         for env in self.list(engine):
@@ -88,6 +93,8 @@ class EnvironmentCatalog:
             copy.queued_jobs = counted.free.queued + counted.paid.queued
             _fill_queue(copy.free_queue, counted.free, now)
             _fill_queue(copy.paid_queue, counted.paid, now)
+            if (key := members.get(env.id)) is not None:
+                capacity.show_pool_usage(copy.pool, by_pool.get(key) or capacity.Usage())
             listed.append(copy)
         return listed
 
@@ -99,6 +106,7 @@ class EnvironmentCatalog:
         environments = [env for env in self.engines.environments() if self._usable(env)]
         for env in environments:
             self._apply_terms(env)
+            _cap_by_pool(env)
         self._environments = environments
         self._by_id = {env.id: env for env in environments}
         self._seen = seen
@@ -136,6 +144,17 @@ class EnvironmentCatalog:
         if terms.storage_expiry_seconds is not None:
             env.storage_expiry_seconds = terms.storage_expiry_seconds
         env.max_queue_seconds = terms.max_queue_seconds or self.default_queue_seconds
+
+
+def _cap_by_pool(env: common_pb2.Environment) -> None:
+    """One job never gets more than its pool has in all: a larger request could only wait until
+    it expired, so the per-job maximum says so and such a request is refused up front."""
+    if capacity.pool_key(env) is None:
+        return
+    totals = {r.id: r.total for r in env.pool.resources}
+    for resource in env.resources:
+        if totals.get(resource.id, 0) > 0:  # a max of 0 would read as "up to the total"
+            resource.max = min(resource.max or resource.total, totals[resource.id])
 
 
 def _fill_queue(tier: common_pb2.QueueTier, queue: counts.QueueCount, now: float) -> None:

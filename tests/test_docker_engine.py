@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import socket
 import subprocess
@@ -225,6 +226,29 @@ def test_fingerprint_describes_the_daemon_and_the_environment(engine: EngineProc
     assert (resources["cpu"].total, resources["ram"].total, resources["disk"].total) == (2, 2, 2)
     assert (resources["cpu"].min, resources["ram"].min) == (0.5, 0.25)
     assert env.network.allow_network and env.max_job_duration_seconds == 120
+
+
+def test_every_environment_reports_the_daemons_machine_as_one_pool(
+    loop: EventLoopThread, tmp_path: Path, docker_client: Any
+) -> None:
+    config = {**CONFIG, "environments": [{"id": "whole"}, {"id": "half", "cpu": 1, "ram_gib": 1}]}
+    factory = EngineFactory(docker_target(config), loop, tmp_path)
+    try:
+        whole, half = factory.start().fingerprint().environments
+    finally:
+        factory.close()
+    info = docker_client.info()
+    assert whole.pool == half.pool and whole.pool.id == info["ID"]
+    totals = {r.id: r.total for r in whole.pool.resources}
+    assert totals["cpu"] == info["NCPU"]
+    assert totals["ram"] == math.floor(info["MemTotal"] / GIB * 100) / 100
+    assert totals["disk"] > 0
+    # The environment left unsized is the whole machine; the pool's totals are the machine's too
+    # (and its GPUs, if any, every one found, whether an environment offers them or not).
+    assert {r.id: r.total for r in whole.resources if r.id != "gpu"} == {
+        k: v for k, v in totals.items() if k != "gpu"
+    }
+    assert {r.id: r.total for r in half.resources}["cpu"] == 1
 
 
 def test_job_finishes_with_its_outputs_and_an_unframed_log(engine: EngineProcess, docker_client: Any) -> None:
@@ -822,7 +846,10 @@ def test_images_are_named_by_tag_or_digest() -> None:
     assert images.pinned_digest({"Id": "sha256:id", "RepoDigests": []}, "x") == "sha256:id"
     assert images.pinned_digest({"Id": "i", "RepoDigests": ["y@sha256:1", "x@sha256:2"]}, "x") == "x@sha256:2"
     # Pushed to another registry too: that registry's digest is not this job's image.
-    assert images.pinned_digest({"Id": "sha256:id", "RepoDigests": ["127.0.0.1:5000/y@sha256:1"]}, "x") == "sha256:id"
+    assert (
+        images.pinned_digest({"Id": "sha256:id", "RepoDigests": ["127.0.0.1:5000/y@sha256:1"]}, "x")
+        == "sha256:id"
+    )
 
 
 def test_pods_must_be_able_to_reach_the_node() -> None:

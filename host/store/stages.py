@@ -28,7 +28,7 @@ import peewee as pw
 from c2d.common.v1 import common_pb2
 from c2d.engine.v1 import engine_pb2
 from host import statuses
-from host.orchestrator.capacity import Ledger
+from host.orchestrator.capacity import Fit, Ledger, PoolKey, pool_key, pool_members
 from host.store.models import Stage, StageResource, StatusEvent, Workflow, database_proxy
 
 S = common_pb2.JobStatus
@@ -352,7 +352,9 @@ def schedule(now: float, terms: Terms) -> Scheduled:
     """One scheduling pass: promotes or skips waiting stages, expires the queue, grants capacity.
 
     Grants go first come, first served per environment: once the oldest queued stage of an
-    environment does not fit, nothing younger in that environment overtakes it.
+    environment does not fit, nothing younger in that environment overtakes it; and once the
+    oldest stage that its environment could take does not fit in the environment's pool,
+    nothing younger in any environment of that pool overtakes it.
     """
     with _writing():
         unit = _Unit(terms)
@@ -371,6 +373,9 @@ def schedule(now: float, terms: Terms) -> Scheduled:
         )
         ledger: Ledger | None = None
         full: set[str] = set()  # environments where the oldest waiting stage did not fit
+        full_pools: set[PoolKey] = (
+            set()
+        )  # pools where the oldest stage its environment could take did not fit
         granted: list[str] = []
         for stage in queued:
             if stage.environment_id in full:
@@ -378,11 +383,17 @@ def schedule(now: float, terms: Terms) -> Scheduled:
             env = terms.environment(stage.engine, stage.environment_id)
             if env is None or stage.stop_requested:
                 continue
-            ledger = ledger or Ledger.load()
-            if not ledger.try_grant(stage, env, now):
-                full.add(stage.environment_id)
+            pool = pool_key(env)
+            if pool is not None and pool in full_pools:
                 continue
-            granted.append(stage.job_id)
+            ledger = ledger or Ledger.load(pool_members(terms.environments.values()))
+            fit = ledger.try_grant(stage, env, now)
+            if fit is Fit.ENVIRONMENT_FULL:
+                full.add(stage.environment_id)
+            elif fit is Fit.POOL_FULL and pool is not None:
+                full_pools.add(pool)
+            elif fit is Fit.FITS:
+                granted.append(stage.job_id)
         rows = {s.job_id: s for s in Stage.select().where(Stage.job_id.in_(granted))} if granted else {}
         return Scheduled([rows[job_id] for job_id in granted], unit.flush())
 

@@ -70,12 +70,14 @@ REGISTRY_AUTH_KEYS = frozenset({"username", "password", "serveraddress", "email"
 
 @dataclass(frozen=True)
 class MachineSize:
-    """What the Docker daemon (or, without one, this machine) offers."""
+    """What the Docker daemon (or, without one, this machine) offers; ``pool_id`` names that
+    machine (the daemon's ID, else the host name): every environment draws from its one pool."""
 
     cpu: float
     ram_gib: float
     disk_gib: float
     gpus: tuple[Gpu, ...] = ()
+    pool_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -139,16 +140,22 @@ class Daemon(HealthTracker):
     # Size --------------------------------------------------------------------------
 
     def measure(self, state_dir: Path, gpus: tuple[Gpu, ...]) -> MachineSize:
-        """CPUs and memory as the daemon reports them (this machine's without a daemon), free disk."""
-        cpu, ram = _local_cpu(), _local_ram_gib()
+        """CPUs and memory as the daemon reports them (this machine's without a daemon), free disk,
+        and the machine's name for its pool: the daemon's ID (the host name without a daemon)."""
+        cpu, ram, machine = _local_cpu(), _local_ram_gib(), socket.gethostname() or "localhost"
         try:
             info = self.client.info()
             cpu = float(info.get("NCPU") or cpu)
             ram = _floor(float(info.get("MemTotal") or ram * GIB) / GIB)
+            machine = str(info.get("ID") or machine)
         except Exception as exc:
             log.info("sizing from this machine: the Docker engine does not answer", reason=describe(exc))
         return MachineSize(
-            cpu=cpu, ram_gib=ram, disk_gib=_floor(shutil.disk_usage(state_dir).free / GIB), gpus=gpus
+            cpu=cpu,
+            ram_gib=ram,
+            disk_gib=_floor(shutil.disk_usage(state_dir).free / GIB),
+            gpus=gpus,
+            pool_id=machine,
         )
 
 

@@ -30,6 +30,7 @@ from c2d_docker_engine import detect, drm, fingerprint, gpus, logs, podimage, re
 from c2d_docker_engine.config import (
     DockerSettings,
     EnvironmentConfig,
+    MachineSize,
     parse_settings,
     resolve,
 )
@@ -63,6 +64,7 @@ class Configured:
     disk_quota: str
     pod_image: str | None
     environments: tuple[EnvironmentConfig, ...]
+    machine: MachineSize  # what the environments were resolved from: the pool they share
     measured_with_daemon: bool
     store: JobStore
     runtime: Runtime
@@ -137,6 +139,7 @@ class EngineServicer(DrivenEngine[JobDir]):
                 if previous is not None and previous.state_dir == state_dir and previous.runtime.images
                 else retention.ImageRecord(state_dir)  # one record (and lock) per state dir
             )
+            machine = daemon.measure(state_dir, self._gpus)
             configured = Configured(
                 api_version=api_version,
                 host_id=request.host_id,
@@ -145,7 +148,8 @@ class EngineServicer(DrivenEngine[JobDir]):
                 daemon=daemon,
                 disk_quota=disk_quota,
                 pod_image=pod_image,
-                environments=resolve(settings, daemon.measure(state_dir, self._gpus)),
+                environments=resolve(settings, machine),
+                machine=machine,
                 measured_with_daemon=daemon.healthy,
                 store=store,
                 runtime=Runtime(daemon, settings, request.host_id, self._changes.bump, image_record),
@@ -189,9 +193,8 @@ class EngineServicer(DrivenEngine[JobDir]):
         configured = self._configured
         if configured is not None and configured.daemon.healthy and not configured.measured_with_daemon:
             assert self._gpus is not None
-            configured.environments = resolve(
-                configured.settings, configured.daemon.measure(configured.state_dir, self._gpus)
-            )
+            configured.machine = configured.daemon.measure(configured.state_dir, self._gpus)
+            configured.environments = resolve(configured.settings, configured.machine)
             configured.measured_with_daemon = True
         self._changes.bump()
 
@@ -202,11 +205,12 @@ class EngineServicer(DrivenEngine[JobDir]):
         )
         extra = {"docker": ready.daemon.address, "pod_image": ready.pod_image or ""}
         health = ready.daemon.state
+        pool = fingerprint.pool(ready.machine, ready.environments)
         built = kit_fingerprint.build(
             health,
             ready.environments,
             self._drivers.usage(),
-            lambda env, used: fingerprint.environment(env, used, health.health, extra),
+            lambda env, used: fingerprint.environment(env, used, health.health, extra, pool),
             caps,
             self._draining,
         )

@@ -9,12 +9,17 @@ and ``-m pods.publishing``; by default the plugin's own) and
 ``sandbox`` (how algorithms are confined: ``auto``, the default, takes bwrap
 else unshare, whichever works here; ``bwrap``, ``unshare`` or ``none``) and
 ``unsafe_unconfined`` (default false: without a working sandbox the engine runs
-only the operator's own jobs; true runs anyone's, unconfined). Mistakes are reported with the key's name, so an operator can fix
+only the operator's own jobs; true runs anyone's, unconfined). Every environment
+runs on this one machine, so they all draw from one pool named after it
+(``pool_id``, default the host name) whose totals are the machine's
+(``pool_cpu``, ``pool_ram_gib``, ``pool_disk_gib``; set them to offer less of
+the machine). Mistakes are reported with the key's name, so an operator can fix
 the config from the message alone.
 """
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -23,6 +28,7 @@ from typing import Any
 import grpc
 
 from c2d.plugin.kit.values import count as _count
+from c2d.plugin.kit.values import optional_text as _optional_text
 from c2d.plugin.kit.values import positive as _positive
 from c2d_external_stub.errors import EngineError, invalid
 from c2d_external_stub.machine import MachineSize
@@ -36,7 +42,18 @@ DISABLED_MESSAGE = (
     "set enabled = true in [engines.external_stub] to use it (development only)"
 )
 TOP_LEVEL_KEYS = frozenset(
-    {"enabled", "environments", "pod_python", "pod_timeout_seconds", "sandbox", "unsafe_unconfined"}
+    {
+        "enabled",
+        "environments",
+        "pod_python",
+        "pod_timeout_seconds",
+        "sandbox",
+        "unsafe_unconfined",
+        "pool_id",
+        "pool_cpu",
+        "pool_ram_gib",
+        "pool_disk_gib",
+    }
 )
 SANDBOX_CHOICES = ("auto", "bwrap", "unshare", "none")
 ENVIRONMENT_KEYS = frozenset(
@@ -77,6 +94,11 @@ class EnvironmentConfig:
 @dataclass(frozen=True)
 class StubConfig:
     environments: tuple[EnvironmentConfig, ...]
+    # The machine all the environments share: the node grants from it whichever environment asks.
+    pool_id: str = "localhost"
+    pool_cpu: float = 1.0
+    pool_ram_gib: float = 1.0
+    pool_disk_gib: float = 1.0
     ignored_keys: tuple[str, ...] = ()
     # The pods run as ``[pod_python, "-m", "pods.configuration"]``: an interpreter with c2d-node installed.
     pod_python: str = sys.executable
@@ -116,11 +138,24 @@ def parse_config(settings: Mapping[str, Any], machine: MachineSize) -> StubConfi
         raise invalid(f"{where} unsafe_unconfined must be true or false, got {unsafe!r}")
     return StubConfig(
         parse_environments(settings.get("environments"), machine),
+        *parse_pool(settings, machine),
         ignored,
         pod_python,
         pod_timeout,
         sandbox,
         unsafe,
+    )
+
+
+def parse_pool(settings: Mapping[str, Any], machine: MachineSize) -> tuple[str, float, float, float]:
+    """The machine's pool (id, cpu, ram_gib, disk_gib): named after the host, the machine's size
+    unless the operator offers less."""
+    where = "[engines.external_stub]"
+    return (
+        _optional_text(settings, "pool_id", where) or socket.gethostname() or "localhost",
+        _positive(settings, "pool_cpu", machine.cpu, where),
+        _positive(settings, "pool_ram_gib", machine.ram_gib, where),
+        _positive(settings, "pool_disk_gib", machine.disk_gib, where),
     )
 
 

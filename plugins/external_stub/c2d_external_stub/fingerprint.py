@@ -4,7 +4,8 @@ The capabilities say plainly what the stub does not do (no container, disk
 limited per file only) so that the node and its operators never mistake it for
 one; it does run the pods (as local processes), so ``runs_pods`` is true. The
 health description says how algorithms are confined (bwrap or unshare) or, in
-capitals, that they are not.
+capitals, that they are not. Every environment names the machine's one pool, so
+the node never grants the machine's CPUs, memory or disk twice across them.
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ def build(
 ) -> engine_pb2.Fingerprint:
     sandbox = sandbox or Sandbox("none")
     description = confinement(config, sandbox)
+    pool = kit.pool(config.pool_id, config.pool_cpu, config.pool_ram_gib, config.pool_disk_gib)
     if draining:
         description = f"draining: taking no new jobs; {description}"
     return engine_pb2.Fingerprint(
         health=common_pb2.ENGINE_HEALTH_HEALTHY,
         health_description=description,
         environments=[
-            environment(env, usage.get(env.id, Usage()), config, sandbox) for env in config.environments
+            environment(env, usage.get(env.id, Usage()), config, sandbox, pool) for env in config.environments
         ],
         capabilities=engine_pb2.Capabilities(
             container_isolation=False,
@@ -70,7 +72,11 @@ def confinement(config: StubConfig, sandbox: Sandbox) -> str:
 
 
 def environment(
-    env: EnvironmentConfig, used: Usage, config: StubConfig, sandbox: Sandbox
+    env: EnvironmentConfig,
+    used: Usage,
+    config: StubConfig,
+    sandbox: Sandbox,
+    pool: common_pb2.Pool | None = None,
 ) -> common_pb2.Environment:
     extra = struct_pb2.Struct()
     extra.update(
@@ -102,6 +108,7 @@ def environment(
         max_jobs=env.max_jobs,
         labels=labels,
         extra=extra,
+        pool=pool,
     )
 
 

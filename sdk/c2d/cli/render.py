@@ -25,8 +25,8 @@ JOB_COLUMNS = (
 )
 WATCH_COLUMNS = ("stage", "job id", "status", "exit", "message")
 ENV_COLUMNS = (
-    "id", "engine", "health", "resources", "free", "running", "queued free", "queued paid", "max queue", "duration",
-    "access",
+    "id", "engine", "health", "resources", "pool", "free", "running", "queued free", "queued paid", "max queue",
+    "duration", "access",
 )  # fmt: skip
 
 
@@ -203,6 +203,7 @@ def env_row(env: common_pb2.Environment) -> list[Any]:
         env.engine,
         health_name(env.engine_health),
         ", ".join(_resource(resource) for resource in env.resources),
+        _pool(env),
         free,
         env.running_jobs,
         _queue(env.free_queue),
@@ -233,6 +234,17 @@ def _policy(policy: common_pb2.AccessPolicy) -> str:
     if policy.allow_list:
         ways.append("allow list")
     return " or ".join(ways)
+
+
+def _pool(env: common_pb2.Environment) -> str:
+    """``machine-1: cpu 0/2 cores, ...``: the hardware the environment shares, available of total
+    (a stage may wait for it while the environment itself has room); ``-`` when it shares none."""
+    if not env.HasField("pool") or not env.pool.id:
+        return "-"
+    shared = ", ".join(
+        f"{r.id} {r.available:g}/{r.total:g}{f' {r.unit}' if r.unit else ''}" for r in env.pool.resources
+    )
+    return f"{env.pool.id}: {shared}"
 
 
 def _queue(tier: common_pb2.QueueTier) -> str:

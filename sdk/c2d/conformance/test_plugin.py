@@ -6,6 +6,7 @@ See docs/engine-plugins.md, "The process protocol" and "Semantics every engine k
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import time
@@ -90,6 +91,36 @@ def test_fingerprint_environments(engine: EngineProcess) -> None:
         "at least one environment must offer a RESOURCE_TYPE_CPU and a RESOURCE_TYPE_RAM resource with "
         f"total > 0 (the node grants cpu and ram by type); got {summary}"
     )
+
+
+def test_fingerprint_pools_are_reported_alike_and_hold_their_environments(engine: EngineProcess) -> None:
+    """Environments sharing hardware name one pool: the node grants from its totals, so every
+    environment must report it alike, with every GPU it offers and room for one job's minimum."""
+    pools: dict[str, common_pb2.Pool] = {}
+    for env in engine.fingerprint().environments:
+        if not env.HasField("pool") or not env.pool.id:
+            continue  # no pool: bounded by its own resources only
+        first = pools.setdefault(env.pool.id, env.pool)
+        assert env.pool == first, (
+            f"environment {env.id!r} reports pool {env.pool.id!r} unlike another environment of it: "
+            f"{list(env.pool.resources)} against {list(first.resources)}"
+        )
+        totals = {r.id: r for r in env.pool.resources}
+        for shared in env.pool.resources:
+            assert math.isfinite(shared.total) and shared.total >= 0, (
+                f"pool {env.pool.id!r} has {shared.id} total {shared.total}: totals are finite and >= 0"
+            )
+        for own in env.resources:
+            if own.id not in totals:
+                continue
+            assert own.min <= totals[own.id].total, (
+                f"environment {env.id!r} asks one job for at least {own.min:g} {own.id}, more than its "
+                f"pool {env.pool.id!r} has in all ({totals[own.id].total:g}): no job of it could ever run"
+            )
+            missing = {d.id for d in own.devices} - {d.id for d in totals[own.id].devices}
+            assert not missing, (
+                f"environment {env.id!r} offers devices {sorted(missing)} that its pool {env.pool.id!r} lacks"
+            )
 
 
 @pytest.fixture(scope="module")

@@ -225,7 +225,7 @@ class NetworkPolicy(_message.Message):
     def __init__(self, allow_network: bool = ..., allowed_hosts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Environment(_message.Message):
-    __slots__ = ("id", "engine", "description", "resources", "fees", "free", "min_job_duration_seconds", "max_job_duration_seconds", "storage_expiry_seconds", "network", "running_jobs", "queued_jobs", "engine_health", "platform", "max_jobs", "labels", "extra", "max_queue_seconds", "free_queue", "paid_queue", "paid_access")
+    __slots__ = ("id", "engine", "description", "resources", "fees", "free", "min_job_duration_seconds", "max_job_duration_seconds", "storage_expiry_seconds", "network", "running_jobs", "queued_jobs", "engine_health", "platform", "max_jobs", "labels", "extra", "max_queue_seconds", "free_queue", "paid_queue", "paid_access", "pool")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -254,6 +254,7 @@ class Environment(_message.Message):
     FREE_QUEUE_FIELD_NUMBER: _ClassVar[int]
     PAID_QUEUE_FIELD_NUMBER: _ClassVar[int]
     PAID_ACCESS_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
     id: str
     engine: str
     description: str
@@ -275,7 +276,16 @@ class Environment(_message.Message):
     free_queue: QueueTier
     paid_queue: QueueTier
     paid_access: AccessPolicy
-    def __init__(self, id: _Optional[str] = ..., engine: _Optional[str] = ..., description: _Optional[str] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., fees: _Optional[_Iterable[_Union[ChainFees, _Mapping]]] = ..., free: _Optional[_Union[FreeTier, _Mapping]] = ..., min_job_duration_seconds: _Optional[int] = ..., max_job_duration_seconds: _Optional[int] = ..., storage_expiry_seconds: _Optional[int] = ..., network: _Optional[_Union[NetworkPolicy, _Mapping]] = ..., running_jobs: _Optional[int] = ..., queued_jobs: _Optional[int] = ..., engine_health: _Optional[_Union[EngineHealth, str]] = ..., platform: _Optional[str] = ..., max_jobs: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., extra: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_queue_seconds: _Optional[int] = ..., free_queue: _Optional[_Union[QueueTier, _Mapping]] = ..., paid_queue: _Optional[_Union[QueueTier, _Mapping]] = ..., paid_access: _Optional[_Union[AccessPolicy, _Mapping]] = ...) -> None: ...
+    pool: Pool
+    def __init__(self, id: _Optional[str] = ..., engine: _Optional[str] = ..., description: _Optional[str] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., fees: _Optional[_Iterable[_Union[ChainFees, _Mapping]]] = ..., free: _Optional[_Union[FreeTier, _Mapping]] = ..., min_job_duration_seconds: _Optional[int] = ..., max_job_duration_seconds: _Optional[int] = ..., storage_expiry_seconds: _Optional[int] = ..., network: _Optional[_Union[NetworkPolicy, _Mapping]] = ..., running_jobs: _Optional[int] = ..., queued_jobs: _Optional[int] = ..., engine_health: _Optional[_Union[EngineHealth, str]] = ..., platform: _Optional[str] = ..., max_jobs: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., extra: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_queue_seconds: _Optional[int] = ..., free_queue: _Optional[_Union[QueueTier, _Mapping]] = ..., paid_queue: _Optional[_Union[QueueTier, _Mapping]] = ..., paid_access: _Optional[_Union[AccessPolicy, _Mapping]] = ..., pool: _Optional[_Union[Pool, _Mapping]] = ...) -> None: ...
+
+class Pool(_message.Message):
+    __slots__ = ("id", "resources")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    resources: _containers.RepeatedCompositeFieldContainer[Resource]
+    def __init__(self, id: _Optional[str] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ...) -> None: ...
 
 class QueueTier(_message.Message):
     __slots__ = ("queued_jobs", "longest_wait_seconds")

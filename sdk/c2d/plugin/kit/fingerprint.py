@@ -3,6 +3,10 @@
 A job holds its grant from StartJob to its terminal event; :class:`Usage`
 sums the grants of one environment's running jobs, and the resources
 advertise total, per-job minimum and maximum, in use and available.
+
+Environments on one machine share its hardware: :func:`pool` describes the
+machine (its id and totals), and every environment built with it tells the node
+so, which then never grants the machine's CPUs, memory, disk or GPUs twice.
 """
 
 from __future__ import annotations
@@ -65,8 +69,9 @@ def environment(
     health: common_pb2.EngineHealth,
     extra: Mapping[str, Any],
     gpus: Sequence[common_pb2.Device] = (),
+    pool: common_pb2.Pool | None = None,
 ) -> common_pb2.Environment:
-    """The environment as the node lists it, with its capacity in use."""
+    """The environment as the node lists it, with its capacity in use and the pool it draws from."""
     info = struct_pb2.Struct()
     info.update(dict(extra))
     resources = [
@@ -90,7 +95,28 @@ def environment(
         platform=platform_name(),
         max_jobs=env.max_jobs,
         extra=info,
+        pool=pool,
     )
+
+
+def pool(
+    pool_id: str, cpu: float, ram_gib: float, disk_gib: float, gpus: Sequence[common_pb2.Device] = ()
+) -> common_pb2.Pool:
+    """The machine every environment of an engine shares, by the resource ids :func:`environment`
+    uses: its totals only (the node fills in what its grants hold)."""
+    resources = [
+        common_pb2.Resource(id="cpu", type=common_pb2.RESOURCE_TYPE_CPU, unit="cores", total=cpu),
+        common_pb2.Resource(id="ram", type=common_pb2.RESOURCE_TYPE_RAM, unit="GiB", total=ram_gib),
+        common_pb2.Resource(id="disk", type=common_pb2.RESOURCE_TYPE_DISK, unit="GiB", total=disk_gib),
+    ]
+    if gpus:
+        unique = list({d.id: d for d in gpus}.values())
+        resources.append(
+            common_pb2.Resource(
+                id="gpu", type=common_pb2.RESOURCE_TYPE_GPU, unit="devices", total=len(unique), devices=unique
+            )
+        )
+    return common_pb2.Pool(id=pool_id, resources=resources)
 
 
 def resource(
