@@ -52,9 +52,7 @@ def postgres_url() -> Iterator[str]:
         from host.store import runner
 
         runner.close()
-        if store_db._lease is not None:
-            store_db._lease.close()
-            store_db._lease = None
+        store_db.release_lease()
         with conn.cursor() as cursor:  # type: ignore[attr-defined]
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.close()  # type: ignore[attr-defined]

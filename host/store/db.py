@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,7 @@ def _take_lease(db: pw.PostgresqlDatabase) -> None:
     global _lease
     import psycopg2
 
-    if _lease is not None:
-        _lease.close()  # a database opened before in this process (tests open many)
-        _lease = None
+    release_lease()  # a database opened before in this process (tests open many)
     conn = psycopg2.connect(dbname=db.database, **db.connect_params)
     conn.autocommit = True
     with conn.cursor() as cursor:
@@ -49,6 +48,20 @@ def _take_lease(db: pw.PostgresqlDatabase) -> None:
         conn.close()
         raise DatabaseInUse(f"another node is running on the PostgreSQL database {db.database!r}")
     _lease = conn
+
+
+def release_lease() -> None:
+    """Gives the node lease back, if this process holds one. Unlocked before the connection is
+    closed: the server drops a closed connection's locks only once it has noticed the close, so a
+    lease taken again at once (the same database reopened) could otherwise find it still held."""
+    global _lease
+    if _lease is None:
+        return
+    # A connection the server already dropped holds nothing to unlock.
+    with contextlib.suppress(Exception), _lease.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(%s)", (NODE_LEASE_KEY,))
+    _lease.close()
+    _lease = None
 
 
 def open_database(data_dir: Path, url: str | None = None) -> pw.Database:
