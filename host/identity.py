@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from c2d import auth
+from c2d import auth, registry_auth
 
 KEY_FILE = "node_key"
 NONCE_BYTES = 12
@@ -25,6 +25,11 @@ NONCE_BYTES = 12
 class NodeIdentity:
     private_key: str
     address: str  # lower-case
+
+    @property
+    def public_key(self) -> bytes:
+        """The compressed secp256k1 public key consumers encrypt registry credentials to."""
+        return registry_auth.public_key_of(self.private_key)
 
     def _cipher(self) -> AESGCM:
         secret = bytes.fromhex(self.private_key.removeprefix("0x"))

@@ -15,7 +15,9 @@ def configure_logging(fmt: str = "console", level: str = "info") -> None:
     renderer: Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=_traceback_formatter()
+        )
     )
     structlog.configure(
         processors=[
@@ -30,6 +32,14 @@ def configure_logging(fmt: str = "console", level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def _traceback_formatter() -> structlog.typing.ExceptionRenderer:
+    """Tracebacks without their frames' local variables: those hold secrets (pod keys, registry
+    passwords) that must never reach a log. Rich's formatter shows them by default."""
+    if structlog.dev.rich is not None:
+        return structlog.dev.RichTracebackFormatter(show_locals=False)
+    return structlog.dev.plain_traceback
 
 
 def _keep_exc_info(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
