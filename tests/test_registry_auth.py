@@ -467,15 +467,17 @@ def test_a_stage_pulls_with_the_consumers_encrypted_credentials_alone(
                 free=True,
             )
             job_id = started.stages[0].job_id
-            wait_for(
-                lambda: consumer.status(job_id=job_id)[0].status == S.JOB_STATUS_RUNNING,
-                120,
-                "the stage to run",
-            )
-            assert list((node.data_dir / "engines" / "docker" / "jobs").glob(f"*{job_id}*/spec.json"))
-            assert_nowhere(node, image_registry.password)
-            consumer.stop(job_id=job_id)
-            consumer.wait(started.workflow_id, timeout=120)
+            try:
+                wait_for(
+                    lambda: consumer.status(job_id=job_id)[0].status == S.JOB_STATUS_RUNNING,
+                    120,
+                    "the stage to run",
+                )
+                assert (node.data_dir / "engines" / "docker" / "jobs" / job_id / "spec.json").is_file()
+                assert_nowhere(node, image_registry.password)
+            finally:  # an ended stage's container and disk are removed by the node
+                consumer.stop(job_id=job_id)
+                consumer.wait(started.workflow_id, timeout=120)
         assert_nowhere(node, image_registry.password)
     finally:
         node.kill()
