@@ -1,7 +1,9 @@
 """A real image registry for tests: Debian's ``docker-registry`` with htpasswd auth, on loopback.
 
 :func:`image_registry` (a session fixture, re-exported by tests/conftest.py) starts one on a free
-``127.0.0.1`` port with one user, in a temporary folder, and stops it after the session. Docker
+``127.0.0.1`` port with one user, in a temporary folder, and stops it after the session;
+:func:`registry_images` (per test) pushes images there and, after the test, removes what pulls
+of them left on the daemon. Docker
 pulls from a loopback registry over plain HTTP without any daemon setting, so nothing outside
 the test changes. :meth:`Registry.push` puts a local image (one the tests built offline) there
 under a new name and removes that name from the daemon again, so the next use must pull.
@@ -12,13 +14,14 @@ where they fail (``apt-get install docker-registry apache2-utils``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,26 @@ class Registry:
         finally:
             client.images.remove(f"{repository}:1")
         return f"{repository}:1"
+
+    def forget(self, client: Any, image: str) -> None:
+        """Removes every name of ``image``'s repository from the daemon (its tag, its repo digest)
+        that a pull made, so the daemon's images are as before: a shared image (the busybox one)
+        keeps no digest of this registry, which other tests would see as where it came from."""
+        import docker.errors
+
+        repository = image.rpartition(":")[0]
+        try:
+            attrs = client.images.get(image).attrs
+        except docker.errors.ImageNotFound:
+            return
+        names = [
+            n
+            for n in (attrs.get("RepoTags") or []) + (attrs.get("RepoDigests") or [])
+            if n.startswith(f"{repository}:") or n.startswith(f"{repository}@")
+        ]
+        for name in names:
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                client.images.remove(name)
 
 
 def _missing() -> str | None:
@@ -126,3 +149,19 @@ def image_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registr
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def registry_images(image_registry: Registry, docker_client: Any) -> Iterator[Callable[[str], str]]:
+    """``push(local_image) -> name in the registry``; what the test pulled of them is removed after."""
+    pushed: list[str] = []
+
+    def push(local_image: str) -> str:
+        pushed.append(image_registry.push(docker_client, local_image))
+        return pushed[-1]
+
+    try:
+        yield push
+    finally:
+        for image in pushed:
+            image_registry.forget(docker_client, image)

@@ -420,9 +420,14 @@ def assert_nowhere(node: NodeProcess, secret: str) -> None:
 
 @pytest.mark.docker
 def test_a_stage_pulls_from_a_private_registry_with_the_nodes_credentials(
-    tmp_path: Path, docker_client: Any, busybox_image: str, pod_image: str, image_registry: Registry
+    tmp_path: Path,
+    docker_client: Any,
+    busybox_image: str,
+    pod_image: str,
+    image_registry: Registry,
+    registry_images: Any,
 ) -> None:
-    image = image_registry.push(docker_client, busybox_image)
+    image = registry_images(busybox_image)
     entry = {
         "server": image_registry.server,
         "username": image_registry.username,
@@ -442,14 +447,19 @@ def test_a_stage_pulls_from_a_private_registry_with_the_nodes_credentials(
 
 @pytest.mark.docker
 def test_a_stage_pulls_with_the_consumers_encrypted_credentials_alone(
-    tmp_path: Path, docker_client: Any, busybox_image: str, pod_image: str, image_registry: Registry
+    tmp_path: Path,
+    docker_client: Any,
+    busybox_image: str,
+    pod_image: str,
+    image_registry: Registry,
+    registry_images: Any,
 ) -> None:
-    image = image_registry.push(docker_client, busybox_image)
+    image = registry_images(busybox_image)
     node = docker_node(tmp_path, pod_image)  # no credentials of its own
     try:
         with Client(node.address) as anyone:
             node_key = anyone.node_public_key()
-        anonymous = run_stage(node, stage_with(image_registry.push(docker_client, busybox_image)))
+        anonymous = run_stage(node, stage_with(registry_images(busybox_image)))
         assert anonymous.status == S.JOB_STATUS_PULL_IMAGE_FAILED  # the registry wants credentials
         blob = registry_auth.encrypt(
             node_key, image_registry.username, image_registry.password, image_registry.server
@@ -460,7 +470,7 @@ def test_a_stage_pulls_with_the_consumers_encrypted_credentials_alone(
         docker_client.images.get(image)
         assert_nowhere(node, image_registry.password)
         # Again while a stage runs, so that the engine's record of it (spec.json) is there to search.
-        running = image_registry.push(docker_client, busybox_image)
+        running = registry_images(busybox_image)
         with Client(node.address, auth.new_private_key()) as consumer:
             started = consumer.start(
                 {"environment": DOCKER_ENV, "stages": [stage_with(running, blob, script="sleep 600")]},
@@ -485,9 +495,14 @@ def test_a_stage_pulls_with_the_consumers_encrypted_credentials_alone(
 
 @pytest.mark.docker
 def test_wrong_credentials_fail_the_pull_without_showing_the_password(
-    tmp_path: Path, docker_client: Any, busybox_image: str, pod_image: str, image_registry: Registry
+    tmp_path: Path,
+    docker_client: Any,
+    busybox_image: str,
+    pod_image: str,
+    image_registry: Registry,
+    registry_images: Any,
 ) -> None:
-    image = image_registry.push(docker_client, busybox_image)
+    image = registry_images(busybox_image)
     wrong = "pw-wrong-" + auth.new_private_key()[-16:]
     node = docker_node(
         tmp_path,
