@@ -12,12 +12,11 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 
 
 def configure_logging(fmt: str = "console", level: str = "info") -> None:
+    colors = sys.stderr.isatty()
     renderer: Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(
-            colors=sys.stderr.isatty(), exception_formatter=_traceback_formatter()
-        )
+        else structlog.dev.ConsoleRenderer(colors=colors, exception_formatter=_traceback_formatter(colors))
     )
     structlog.configure(
         processors=[
@@ -34,11 +33,13 @@ def configure_logging(fmt: str = "console", level: str = "info") -> None:
     )
 
 
-def _traceback_formatter() -> structlog.typing.ExceptionRenderer:
+def _traceback_formatter(colors: bool) -> structlog.typing.ExceptionRenderer:
     """Tracebacks without their frames' local variables: those hold secrets (pod keys, registry
     passwords) that must never reach a log. Rich's formatter shows them by default."""
     if structlog.dev.rich is not None:
-        return structlog.dev.RichTracebackFormatter(show_locals=False)
+        return structlog.dev.RichTracebackFormatter(
+            color_system="truecolor" if colors else None, show_locals=False
+        )
     return structlog.dev.plain_traceback
 
 

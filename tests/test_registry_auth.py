@@ -539,3 +539,22 @@ def test_the_engine_keeps_a_jobs_credentials_out_of_its_record() -> None:
     assert credentials.get("job-1") == RegistryAuth("u", "pw-mem", "127.0.0.1:5000")
     credentials.forget("job-1")
     assert credentials.get("job-1") is None
+
+
+def test_console_tracebacks_show_no_local_variables() -> None:
+    """A password in a local variable of a failing frame stays out of the node's console log
+    (Rich's traceback formatter prints every frame's locals unless told not to)."""
+    script = (
+        "import structlog\n"
+        "from host.logs import configure_logging\n"
+        "configure_logging('console')\n"
+        "def pull(password):\n"
+        "    raise RuntimeError('unauthorized')\n"
+        "try:\n"
+        "    pull('pw-in-a-frame')\n"
+        "except RuntimeError:\n"
+        "    structlog.get_logger().exception('pull failed')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert "pull failed" in done.stderr and "RuntimeError: unauthorized" in done.stderr
+    assert "pw-in-a-frame" not in done.stderr
