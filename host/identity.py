@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
@@ -26,7 +27,7 @@ class NodeIdentity:
     private_key: str
     address: str  # lower-case
 
-    @property
+    @cached_property
     def public_key(self) -> bytes:
         """The compressed secp256k1 public key consumers encrypt registry credentials to."""
         return registry_auth.public_key_of(self.private_key)
