@@ -9,9 +9,11 @@ finds leaks and nothing else.
 
 from __future__ import annotations
 
+import http.server
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from c2d import auth, registry_auth
 from c2d.client import C2DError, Client
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
+from c2d.conformance.harness import EngineFactory, EventLoopThread, describe
 from c2d.engine.v1 import engine_pb2
 from c2d.workflow import WorkflowFormatError, parse_workflow, workflow_to_json
 from c2d_docker_engine import pullauth
@@ -558,3 +561,87 @@ def test_console_tracebacks_show_no_local_variables() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert "pull failed" in done.stderr and "RuntimeError: unauthorized" in done.stderr
     assert "pw-in-a-frame" not in done.stderr
+
+
+# A plugin restart during the pull ---------------------------------------------------------------
+
+
+class HeldRegistry:
+    """A registry that takes Basic credentials and then holds every authenticated manifest request
+    until released: a pull that is certainly under way, and will not finish, while the test acts.
+    Requests without credentials get 401, as a private registry answers them."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.held = threading.Event()  # an authenticated manifest request is being held
+        self.anonymous = threading.Event()  # a request came without credentials
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _answer(self) -> None:
+                if not self.headers.get("Authorization"):
+                    outer.anonymous.set()
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="held"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if "/manifests/" in self.path:
+                    outer.held.set()
+                    outer.release.wait()
+                self.send_response(200 if self.path.rstrip("/") == "/v2" else 404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_HEAD = _answer
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.docker
+def test_a_jobs_credentials_do_not_outlive_the_plugin_and_the_pull_says_so(
+    tmp_path: Path, docker_client: Any, busybox_image: str
+) -> None:
+    """SIGKILL while the job's authenticated pull is held: the restarted plugin pulls without the
+    consumer's credentials (they were in memory only), fails, and says why; spec.json never had them."""
+    from test_docker_engine import docker_target, job_spec
+
+    registry = HeldRegistry()
+    loop = EventLoopThread()
+    factory = EngineFactory(docker_target(), loop, tmp_path)
+    try:
+        first = factory.start()
+        spec = job_spec(first, "true", image=f"{registry.address}/me/algo", tag="1")
+        spec.registry_auth.CopyFrom(
+            engine_pb2.RegistryAuth(username="me", password="pw-held-in-memory", server=registry.address)
+        )
+        handle = first.start_job(spec)
+        first.watch(spec.job_id, until=lambda e: e.status == S.JOB_STATUS_PULLING_IMAGE)
+        wait_for(registry.held.is_set, 60, "the authenticated pull to reach the registry")
+        spec_file = Path(first.state_dir) / "jobs" / spec.job_id / "spec.json"
+        record = json.loads(spec_file.read_text())
+        assert record[pullauth.RECORD_KEY] is True and "pw-held-in-memory" not in spec_file.read_text()
+        first.kill()
+        second = factory.start(state_dir=first.state_dir, host_id=first.host_id)
+        second.jobs.add(spec.job_id)
+        second.recover_job(handle)
+        events = second.watch(spec.job_id, timeout=60).events
+        assert events[-1].status == S.JOB_STATUS_PULL_IMAGE_FAILED, describe(events)
+        assert "lost when the engine plugin restarted" in events[-1].message, events[-1].message
+        assert registry.anonymous.is_set()  # the second pull came without credentials
+        assert not any("pw-held-in-memory" in e.message for e in events)
+    finally:
+        registry.close()
+        factory.close()
+        loop.close()
