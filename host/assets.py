@@ -274,6 +274,11 @@ def _validate_container(container: compute_pb2.AlgorithmContainer, where: str) -
     """An image with a tag or a digest (a moving default tag is not a reproducible algorithm)."""
     if not container.image:
         raise invalid(f"{where}: the container has no image")
+    if container.encrypted_registry_auth:
+        raise invalid(
+            f"{where}: a registered algorithm carries no registry credentials; the operator's go in "
+            "the engine's config ([engines.docker] registries)"
+        )
     if not _IMAGE.fullmatch(container.image):
         raise invalid(f"{where}: the container image is not a valid image name (put the tag in tag)")
     if not container.tag and not container.checksum:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from c2d import auth
+from c2d import auth, registry_auth
 
 KEY_FILE = "node_key"
 NONCE_BYTES = 12
@@ -25,6 +26,11 @@ NONCE_BYTES = 12
 class NodeIdentity:
     private_key: str
     address: str  # lower-case
+
+    @cached_property
+    def public_key(self) -> bytes:
+        """The compressed secp256k1 public key consumers encrypt registry credentials to."""
+        return registry_auth.public_key_of(self.private_key)
 
     def _cipher(self) -> AESGCM:
         secret = bytes.fromhex(self.private_key.removeprefix("0x"))

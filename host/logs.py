@@ -12,10 +12,11 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 
 
 def configure_logging(fmt: str = "console", level: str = "info") -> None:
+    colors = sys.stderr.isatty()
     renderer: Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(colors=colors, exception_formatter=_traceback_formatter(colors))
     )
     structlog.configure(
         processors=[
@@ -30,6 +31,16 @@ def configure_logging(fmt: str = "console", level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def _traceback_formatter(colors: bool) -> structlog.typing.ExceptionRenderer:
+    """Tracebacks without their frames' local variables: those hold secrets (pod keys, registry
+    passwords) that must never reach a log. Rich's formatter shows them by default."""
+    if structlog.dev.rich is not None:
+        return structlog.dev.RichTracebackFormatter(
+            color_system="truecolor" if colors else None, show_locals=False
+        )
+    return structlog.dev.plain_traceback
 
 
 def _keep_exc_info(_: WrappedLogger, __: str, event: EventDict) -> EventDict:

@@ -148,6 +148,7 @@ def k8s_kubeconfig(k8s_api: Any, tmp_path: Path) -> Path:
     return k8s_api.write_kubeconfig(tmp_path / "kubeconfig", context="c2d-double")
 
 
+from image_registry import image_registry, registry_images  # noqa: E402,F401  (a registry with htpasswd auth)
 from pg import postgres_url  # noqa: E402,F401  (a fixture: a fresh PostgreSQL database per test)
 
 

@@ -36,7 +36,9 @@ def admit_stage(plan: StagePlan, registry: AssetRegistry, consumer: str) -> bool
         algorithm_service = _for(algorithm_service, consumer)
         container = asset_rules.algorithm_container(algorithm, algorithm_service)
         check_image(container, where)
+        consumer_credentials = algorithm.container.encrypted_registry_auth  # for the image, whichever runs
         algorithm.container.CopyFrom(container)
+        algorithm.container.encrypted_registry_auth = consumer_credentials
     elif algorithm.files.ByteSize():
         parse_files(
             json_format.MessageToDict(algorithm.files),

@@ -27,11 +27,12 @@ from c2d import auth
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
 from c2d.engine.v1 import engine_pb2
-from host import statuses
+from host import registryauth, statuses
 from host.engines.client import EngineError, EngineRefused, JobNotFound
 from host.engines.registry import EngineRegistry
 from host.engines.supervisor import EngineSupervisor, SupervisorState
 from host.environments import EnvironmentCatalog
+from host.errors import RequestError
 from host.identity import NodeIdentity
 from host.metrics import Census, NodeMetrics, status_label
 from host.orchestrator import capacity, stagespec
@@ -293,7 +294,12 @@ class Orchestrator:
 
     async def _launch(self, stage: Stage, supervisor: EngineSupervisor) -> None:
         bound = log.bind(job_id=stage.job_id, workflow_id=stage.workflow_id, engine=supervisor.name)
-        spec = await self._job_spec(stage, supervisor)
+        try:
+            spec = await self._job_spec(stage, supervisor)
+        except RequestError as exc:  # credentials checked at start no longer open (the node key changed)
+            bound.warning("the stage's registry credentials cannot be used", reason=exc.message)
+            await self._end(stage.job_id, S.JOB_STATUS_PULL_IMAGE_FAILED, exc.message)
+            return
         client = supervisor.client
         if client is None:  # the engine went away since the grant: the capacity goes back
             await runner.run(stages.release_grant, stage.job_id)
@@ -351,6 +357,9 @@ class Orchestrator:
             network=common_pb2.NetworkPolicy(allow_network=stagespec.allows_network(stage.spec)),
             labels={"c2d.workflow": stage.workflow_id, "c2d.stage": str(stage.index)},
         )
+        credentials = registryauth.for_engine(container, self.identity)  # checked at start
+        if credentials is not None:
+            spec.registry_auth.CopyFrom(credentials)
         if supervisor.fingerprint is not None and supervisor.fingerprint.capabilities.runs_pods:
             spec.pod.CopyFrom(await self._pod_access(stage))
         return spec

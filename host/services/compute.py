@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import timestamp_pb2
 
 from c2d.compute.v1 import compute_pb2, compute_pb2_grpc
-from host import pricing
+from host import pricing, registryauth
 from host.assets import AssetRegistry
 from host.auth import ANYONE, verify_consumer
 from host.engines.registry import EngineRegistry
@@ -77,13 +77,18 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
                 kept = [fees for fees in env.fees if fees.chain_id == request.chain_id]
                 del env.fees[:]
                 env.fees.extend(kept)
-        return compute_pb2.GetEnvironmentsResponse(environments=environments)
+        return compute_pb2.GetEnvironmentsResponse(
+            environments=environments, node_public_key=self.identity.public_key
+        )
 
     def _plan(self, workflow: compute_pb2.Workflow, owner: str, lookup: EnvironmentLookup) -> list[StagePlan]:
         """Validates and plans the workflow: on the database thread (assets, runAfter jobs)."""
-        return plan_workflow(
+        plans = plan_workflow(
             workflow, owner, lookup, lambda plan: admit_stage(plan, self.assets, owner), self.default_duration
         )
+        for plan in plans:
+            registryauth.check_stage(plan.stage, self.identity, f"stage {plan.index}")
+        return plans
 
     def _lookup(self) -> EnvironmentLookup:
         """The environments as the catalog has them now (read on the loop, where the engines are)."""

@@ -161,6 +161,18 @@ class Client:
         request = compute_pb2.GetEnvironmentsRequest(engine=engine, chain_id=chain_id)
         return list(self._unary("GetEnvironments", request, signed=False).environments)
 
+    def node_public_key(self) -> bytes:
+        """The node's secp256k1 public key (33 bytes), to encrypt registry credentials to
+        (:func:`c2d.registry_auth.encrypt`)."""
+        key = bytes(
+            self._unary("GetEnvironments", compute_pb2.GetEnvironmentsRequest(), signed=False).node_public_key
+        )
+        if not key:
+            raise C2DError(
+                "UNIMPLEMENTED", "the node publishes no public key (it predates registry credentials)"
+            )
+        return key
+
     def initialize(
         self, workflow: WorkflowLike, payment: compute_pb2.Payment | None = None
     ) -> compute_pb2.InitializeComputeResponse:
@@ -170,7 +182,7 @@ class Client:
         job ids, datasets' allowed consumers, the free tier's jobs per consumer) run now; without
         one the node skips them (``consumer_checked`` false) and runs them at start.
         """
-        request = compute_pb2.InitializeComputeRequest(workflow=as_workflow(workflow))
+        request = compute_pb2.InitializeComputeRequest(workflow=as_workflow(workflow, self.node_public_key))
         if payment is not None:
             request.payment.CopyFrom(payment)
         return self._unary("InitializeCompute", request, signed=bool(self._key))
@@ -193,7 +205,7 @@ class Client:
         bytes as compact JSON).
         """
         free = payment is None if free is None else free
-        wf = as_workflow(workflow)
+        wf = as_workflow(workflow, self.node_public_key)
         if free:
             if payment is not None:
                 raise ValueError("a free start takes no payment")
@@ -469,11 +481,12 @@ def _call(method: Any, request: Message | bytes, timeout: float) -> Any:
 WorkflowLike = compute_pb2.Workflow | Mapping[str, Any] | Sequence[Mapping[str, Any]]
 
 
-def as_workflow(workflow: WorkflowLike) -> compute_pb2.Workflow:
-    """A Workflow message from either a message or the seed's JSON form."""
+def as_workflow(workflow: WorkflowLike, node_key: Callable[[], bytes] | None = None) -> compute_pb2.Workflow:
+    """A Workflow message from either a message or the seed's JSON form (``node_key``: what a
+    container's ``registryAuth`` is encrypted to)."""
     if isinstance(workflow, compute_pb2.Workflow):
         return workflow
-    return parse_workflow(workflow)
+    return parse_workflow(workflow, node_key=node_key)
 
 
 ASSET_KINDS = {"dataset": "KIND_DATASET", "algorithm": "KIND_ALGORITHM"}

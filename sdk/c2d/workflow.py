@@ -14,6 +14,11 @@ A stage is ``{"index", "runAfter", "input", "algorithm", "environment",
 "resources", "maxJobDuration"}``; ``runAfter`` is null, a stage index, a job id
 or a list of those. ``files``, ``userdata`` and ``customData`` are free JSON
 objects (``google.protobuf.Struct``). ``null`` means "not set" everywhere.
+
+An algorithm's ``container`` may carry the credentials of its image's registry, either in the
+clear, ``"registryAuth": {"username", "password", "server"?}``, which is encrypted here to the
+node's public key (``node_key``, asked for only then) so that the password never leaves in the
+clear, or already encrypted, ``"encryptedRegistryAuth": "0x<hex>"`` (see :mod:`c2d.registry_auth`).
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeGuard
 
 from google.protobuf import json_format, struct_pb2
 
+from c2d import registry_auth
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
 
@@ -38,6 +44,8 @@ STAGE_KEYS = ("index", "runAfter", "input", "algorithm", "environment", "resourc
 INPUT_KEYS = ("index", "did", "serviceId", "files", "userdata")
 ALGORITHM_KEYS = ("did", "serviceId", "files", "rawcode", "container", "customData")
 CONTAINER_KEYS = ("entrypoint", "image", "tag", "checksum")
+CONTAINER_AUTH_KEYS = ("registryAuth", "encryptedRegistryAuth")
+NodeKey = Callable[[], bytes]  # the node's public key, fetched only when a workflow needs it
 RESOURCE_KEYS = ("id", "amount")
 
 
@@ -53,7 +61,9 @@ class WorkflowFormatError(ValueError):
 # ---------------------------------------------------------------- JSON -> protobuf
 
 
-def load_workflow(path: str | Path, environment_id: str | None = None) -> compute_pb2.Workflow:
+def load_workflow(
+    path: str | Path, environment_id: str | None = None, node_key: NodeKey | None = None
+) -> compute_pb2.Workflow:
     """Reads a workflow file; a file that is not JSON is a WorkflowFormatError too."""
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -63,11 +73,14 @@ def load_workflow(path: str | Path, environment_id: str | None = None) -> comput
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise WorkflowFormatError("", f"{path} is not JSON: {exc}") from None
-    return parse_workflow(data, environment_id)
+    return parse_workflow(data, environment_id, node_key)
 
 
-def parse_workflow(data: Any, environment_id: str | None = None) -> compute_pb2.Workflow:
-    """Converts parsed JSON (either form) to a Workflow; ``environment_id`` overrides the document's."""
+def parse_workflow(
+    data: Any, environment_id: str | None = None, node_key: NodeKey | None = None
+) -> compute_pb2.Workflow:
+    """Converts parsed JSON (either form) to a Workflow; ``environment_id`` overrides the document's.
+    ``node_key``: where a ``registryAuth`` is encrypted to (without one, such a workflow is refused)."""
     if isinstance(data, list):
         data = {"stages": data}
     doc = _object(data, "", WORKFLOW_KEYS, what='a list of stages or an object with "stages"')
@@ -76,7 +89,7 @@ def parse_workflow(data: Any, environment_id: str | None = None) -> compute_pb2.
     if stages is None:
         raise WorkflowFormatError("stages", "missing: a workflow needs at least one stage")
     for i, stage in enumerate(_list(stages, "stages")):
-        workflow.stages.append(_stage(stage, f"stages[{i}]", default_index=i))
+        workflow.stages.append(_stage(stage, f"stages[{i}]", default_index=i, node_key=node_key))
     if not workflow.stages:
         raise WorkflowFormatError("stages", "empty: a workflow needs at least one stage")
     _check_unique_indexes(workflow)
@@ -90,7 +103,7 @@ def parse_workflow(data: Any, environment_id: str | None = None) -> compute_pb2.
     return workflow
 
 
-def _stage(value: Any, path: str, default_index: int) -> compute_pb2.Stage:
+def _stage(value: Any, path: str, default_index: int, node_key: NodeKey | None = None) -> compute_pb2.Stage:
     doc = _object(value, path, STAGE_KEYS)
     index = default_index if doc.get("index") is None else _opt_uint(doc, "index", path)
     stage = compute_pb2.Stage(index=index)
@@ -99,7 +112,7 @@ def _stage(value: Any, path: str, default_index: int) -> compute_pb2.Stage:
         stage.input.append(_input(item, f"{_join(path, 'input')}[{i}]", default_index=i))
     if doc.get("algorithm") is None:
         raise WorkflowFormatError(_join(path, "algorithm"), "missing: every stage runs an algorithm")
-    stage.algorithm.CopyFrom(_algorithm(doc["algorithm"], _join(path, "algorithm")))
+    stage.algorithm.CopyFrom(_algorithm(doc["algorithm"], _join(path, "algorithm"), node_key))
     stage.environment_id = _opt_str(doc, "environment", path)
     stage.resources.extend(_resources(doc.get("resources"), _join(path, "resources")))
     stage.max_duration_seconds = _opt_uint(doc, "maxJobDuration", path)
@@ -138,7 +151,7 @@ def _input(value: Any, path: str, default_index: int) -> compute_pb2.StageInput:
     return item
 
 
-def _algorithm(value: Any, path: str) -> compute_pb2.Algorithm:
+def _algorithm(value: Any, path: str, node_key: NodeKey | None = None) -> compute_pb2.Algorithm:
     doc = _object(value, path, ALGORITHM_KEYS)
     algorithm = compute_pb2.Algorithm(
         did=_opt_str(doc, "did", path),
@@ -149,13 +162,40 @@ def _algorithm(value: Any, path: str) -> compute_pb2.Algorithm:
     _opt_struct(doc, "customData", path, algorithm.custom_data)
     if doc.get("container") is not None:
         container_path = _join(path, "container")
-        container = _object(doc["container"], container_path, CONTAINER_KEYS)
+        container = _object(doc["container"], container_path, CONTAINER_KEYS + CONTAINER_AUTH_KEYS)
         algorithm.container.CopyFrom(
             compute_pb2.AlgorithmContainer(
-                **{field: _opt_str(container, field, container_path) for field in CONTAINER_KEYS}
+                **{field: _opt_str(container, field, container_path) for field in CONTAINER_KEYS},
+                encrypted_registry_auth=_registry_auth(container, container_path, node_key),
             )
         )
     return algorithm
+
+
+def _registry_auth(container: Mapping[str, Any], path: str, node_key: NodeKey | None) -> bytes:
+    """The container's encrypted credentials: as given in hex, or ``registryAuth`` encrypted now."""
+    clear, sealed = container.get("registryAuth"), container.get("encryptedRegistryAuth")
+    if clear is not None and sealed is not None:
+        raise WorkflowFormatError(path, "give registryAuth or encryptedRegistryAuth, not both")
+    if sealed is not None:
+        where = _join(path, "encryptedRegistryAuth")
+        if not isinstance(sealed, str):
+            raise WorkflowFormatError(where, f"must be a hex string, not {_kind(sealed)}")
+        try:
+            return bytes.fromhex(sealed.removeprefix("0x"))
+        except ValueError:
+            raise WorkflowFormatError(where, "is not hex") from None
+    if clear is None:
+        return b""
+    where = _join(path, "registryAuth")
+    doc = _object(clear, where, registry_auth.FIELDS)
+    try:
+        credentials = registry_auth.parse(doc)
+    except registry_auth.RegistryAuthError as exc:
+        raise WorkflowFormatError(where, str(exc).replace("it needs", "needs")) from None
+    if node_key is None:
+        raise WorkflowFormatError(where, "needs the node's public key to be encrypted to (pass node_key)")
+    return registry_auth.encrypt(node_key(), credentials.username, credentials.password, credentials.server)
 
 
 def _resources(value: Any, path: str) -> list[common_pb2.ResourceRequest]:
@@ -320,6 +360,8 @@ def _algorithm_json(algorithm: compute_pb2.Algorithm) -> dict[str, Any]:
     if algorithm.HasField("container"):
         container = algorithm.container
         doc["container"] = {key: getattr(container, key) for key in CONTAINER_KEYS if getattr(container, key)}
+        if container.encrypted_registry_auth:
+            doc["container"]["encryptedRegistryAuth"] = "0x" + container.encrypted_registry_auth.hex()
     _put_struct(doc, "customData", algorithm, "custom_data")
     return doc
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from c2d import registry_auth
 from c2d.plugin.kit import environments
 from c2d.plugin.kit.values import count as _count
 from c2d.plugin.kit.values import flag as _flag
@@ -56,6 +57,7 @@ TOP_LEVEL_KEYS = frozenset(
         "disk_quota",
         "gid",
         "registry_auth",
+        "registries",
         "pod_network",
         "network",
         "init",
@@ -66,6 +68,7 @@ TOP_LEVEL_KEYS = frozenset(
 )
 ENVIRONMENT_KEYS = environments.COMMON_KEYS | {"gpus", "cpu_pinning", "cpus"}
 REGISTRY_AUTH_KEYS = frozenset({"username", "password", "serveraddress", "email"})
+REGISTRY_KEYS = frozenset({"server", "username", "password"})
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,7 @@ class DockerSettings:
     pids_limit: int = 256
     pull_timeout_seconds: int = 600
     registry_auth: RegistryAuth | None = None
+    registries: tuple[RegistryAuth, ...] = ()  # one per registry host (serveraddress)
     pod_timeout_seconds: int = 600
     pod_ram_gib: float = 2.0
     pod_network: str = "bridge"
@@ -175,6 +179,7 @@ def parse_settings(raw: Mapping[str, Any]) -> DockerSettings:
         pids_limit=counts["pids_limit"],
         pull_timeout_seconds=counts["pull_timeout_seconds"],
         registry_auth=_registry_auth(raw.get("registry_auth")),
+        registries=_registries(raw.get("registries")),
         pod_timeout_seconds=counts["pod_timeout_seconds"],
         pod_ram_gib=_positive(raw, "pod_ram_gib", 2.0, WHERE),
         pod_network=_optional_text(raw, "pod_network", WHERE) or "bridge",
@@ -316,3 +321,30 @@ def _registry_auth(raw: object) -> RegistryAuth | None:
     if not all(isinstance(v, str) for v in values.values()) or not values["username"]:
         raise invalid(f"{where} needs a username and a password (strings)")
     return RegistryAuth(**values)
+
+
+def _registries(raw: object) -> tuple[RegistryAuth, ...]:
+    """``registries = [{server, username, password}, ...]``: each registry host once."""
+    where = f"{WHERE} registries"
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise invalid(f"{where} must be a list of tables with server, username and password")
+    entries: dict[str, RegistryAuth] = {}
+    for index, entry in enumerate(raw):
+        at = f"{where}[{index}]"
+        if not isinstance(entry, dict):
+            raise invalid(f"{at} must be a table with server, username and password")
+        unknown = sorted(set(entry) - REGISTRY_KEYS)
+        if unknown:
+            raise invalid(f"{at} has unknown keys {unknown} (allowed: {sorted(REGISTRY_KEYS)})")
+        values = {key: entry.get(key, "") for key in REGISTRY_KEYS}
+        if not all(isinstance(v, str) and v for v in values.values()):
+            raise invalid(f"{at} needs a server, a username and a password (non-empty strings)")
+        server = registry_auth.normalize_server(values["server"])
+        if server in entries:
+            raise invalid(f"{at} names registry {server!r} a second time")
+        entries[server] = RegistryAuth(
+            username=values["username"], password=values["password"], serveraddress=server
+        )
+    return tuple(entries.values())

@@ -29,7 +29,7 @@ import docker
 from docker.models.containers import Container
 
 from c2d.plugin.kit.driver import ENDED, OUTCOME, JobDriverBase
-from c2d_docker_engine import images, logs, retention, volumes
+from c2d_docker_engine import images, logs, pullauth, retention, volumes
 from c2d_docker_engine.config import DockerSettings
 from c2d_docker_engine.containers import (
     ALGORITHM,
@@ -79,6 +79,7 @@ class Runtime:
     settings: DockerSettings
     host_id: str
     changed: Callable[[], None]
+    credentials: pullauth.JobCredentials
     images: retention.ImageRecord | None = None  # what the engine pulled for algorithms, and when last used
 
 
@@ -134,12 +135,14 @@ class JobDriver(JobDriverBase):
             algorithm_image = (
                 self.image(ImageRef.from_json(self.record["image"])) if outcome is None else None
             )
+            self.runtime.credentials.forget(self.job.job_id)  # the image is here: no second use
             pod_image = (
                 self.image(ImageRef.from_json(pod["image"]), pod=True)
                 if pod and steps.get(PUBLISHING, {}).get("state") != ENDED
                 else None
             )
         except images.PullFailed as exc:
+            self.runtime.credentials.forget(self.job.job_id)
             self.finish({"status": "PULL_IMAGE_FAILED", "message": str(exc)})
             return
         try:
@@ -187,11 +190,12 @@ class JobDriver(JobDriverBase):
             return found
         what = "the pod image" if pod else "the algorithm's image"
         self.emit({"status": "PULLING_IMAGE", "message": f"pulling {what} {ref.reference}"})
+        job_auth = None if pod else self.runtime.credentials.get(self.job.job_id)
         try:
             pulled = images.pull(
                 self.runtime.daemon,
                 ref,
-                self.runtime.settings.registry_auth,
+                pullauth.for_pull(self.runtime.settings, ref, job_auth),
                 self.runtime.settings.pull_timeout_seconds,
                 lambda progress: self.emit(
                     {
@@ -204,6 +208,8 @@ class JobDriver(JobDriverBase):
         except images.PullFailed as exc:
             if pod:
                 raise images.PullFailed(f"{exc} (the node builds the pod image when it starts)") from None
+            if job_auth is None and self.record.get(pullauth.RECORD_KEY):
+                raise images.PullFailed(f"{exc}{pullauth.LOST_ON_RESTART}") from None
             raise
         if record is not None:
             record.pulled(ref.reference, pulled.id)

@@ -26,7 +26,7 @@ from c2d.plugin.kit.health import HealthTracker
 from c2d.plugin.kit.rpc import streaming, unary
 from c2d.plugin.kit.servicer import DrivenEngine, find_environment
 from c2d.plugin.kit.values import settings_from_struct
-from c2d_docker_engine import detect, drm, fingerprint, gpus, logs, podimage, retention, volumes
+from c2d_docker_engine import detect, drm, fingerprint, gpus, logs, podimage, pullauth, retention, volumes
 from c2d_docker_engine.config import (
     DockerSettings,
     EnvironmentConfig,
@@ -41,7 +41,7 @@ from c2d_docker_engine.drivers import Drivers
 from c2d_docker_engine.errors import EngineError, unavailable
 from c2d_docker_engine.grant import Grant, choose_cores
 from c2d_docker_engine.jobdir import JobDir, Record
-from c2d_docker_engine.jobspec import build_spec
+from c2d_docker_engine.jobspec import ImageRef, build_spec
 from c2d_docker_engine.store import JobStore
 
 NAME = "docker"
@@ -88,6 +88,7 @@ class EngineServicer(DrivenEngine[JobDir]):
         self._gpus_found_with: drm.SysfsSettings | None = None
         self._pod_image = podimage.PodImageCheck()
         self._pod_image_warned: str | None = None
+        self._credentials = pullauth.JobCredentials()  # kept across Configure: running drivers use it
 
     def shutdown(self) -> None:
         super().shutdown()
@@ -152,7 +153,9 @@ class EngineServicer(DrivenEngine[JobDir]):
                 machine=machine,
                 measured_with_daemon=daemon.healthy,
                 store=store,
-                runtime=Runtime(daemon, settings, request.host_id, self._changes.bump, image_record),
+                runtime=Runtime(
+                    daemon, settings, request.host_id, self._changes.bump, self._credentials, image_record
+                ),
                 retention=retention.Retention(
                     image_record,
                     retention.Policy(settings.image_retention_days, settings.image_retention_check_seconds),
@@ -234,6 +237,9 @@ class EngineServicer(DrivenEngine[JobDir]):
         if env.cpu_pinning:
             grant = Grant.from_json(record["grant"])
             record["cpuset"] = choose_cores(env.cpus, grant.cpu, self._drivers.busy_cores(env.id))
+        if spec.HasField("registry_auth"):
+            self._credentials.keep(spec.job_id, spec.registry_auth, ImageRef.from_json(record["image"]))
+            record[pullauth.RECORD_KEY] = True
         return record
 
     def stop_running(self, ready: Configured, job: JobDir, record: Record, grace_seconds: int) -> None:
@@ -255,6 +261,7 @@ class EngineServicer(DrivenEngine[JobDir]):
         ready = self._ready()
         if not request.job_id:
             return engine_pb2.DestroyJobResponse()
+        self._credentials.forget(request.job_id)
         with self._lock:
             found = ready.store.lookup(request.job_id)
             if found is None:

@@ -284,7 +284,8 @@ def cmd_result(ctx: Context) -> int:
 
 
 def _workflow(ctx: Context) -> compute_pb2.Workflow:
-    workflow = load_workflow(ctx.args.workflow, ctx.args.env)
+    # A container's registryAuth is encrypted to the node's key here: the password never travels in the clear.
+    workflow = load_workflow(ctx.args.workflow, ctx.args.env, node_key=ctx.node_public_key)
     if not workflow.environment_id and not all(stage.environment_id for stage in workflow.stages):
         raise UsageError(
             'no environment: pass --env ID or set "environment" in the workflow (c2d envs lists them)'

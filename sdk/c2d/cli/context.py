@@ -43,6 +43,12 @@ class Context:
             self._client = Client(self.node, key, timeout=self.args.timeout)
         return self._client
 
+    def node_public_key(self) -> bytes:
+        """The node's public key, from a client of its own: asking must not fix whether the
+        command's client signs."""
+        with Client(self.node, None, timeout=self.args.timeout) as client:
+            return client.node_public_key()
+
     def units(self, chain_id: int, token: str) -> TokenUnits:
         """How to show amounts of ``token``: in token units with the decimals and symbol the node's
         environments advertise for it (asked once), or base units with ``--base-units`` or when the

@@ -65,22 +65,26 @@ class GetEnvironmentsRequest(_message.Message):
     def __init__(self, engine: _Optional[str] = ..., chain_id: _Optional[int] = ...) -> None: ...
 
 class GetEnvironmentsResponse(_message.Message):
-    __slots__ = ("environments",)
+    __slots__ = ("environments", "node_public_key")
     ENVIRONMENTS_FIELD_NUMBER: _ClassVar[int]
+    NODE_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     environments: _containers.RepeatedCompositeFieldContainer[_common_pb2.Environment]
-    def __init__(self, environments: _Optional[_Iterable[_Union[_common_pb2.Environment, _Mapping]]] = ...) -> None: ...
+    node_public_key: bytes
+    def __init__(self, environments: _Optional[_Iterable[_Union[_common_pb2.Environment, _Mapping]]] = ..., node_public_key: _Optional[bytes] = ...) -> None: ...
 
 class AlgorithmContainer(_message.Message):
-    __slots__ = ("entrypoint", "image", "tag", "checksum")
+    __slots__ = ("entrypoint", "image", "tag", "checksum", "encrypted_registry_auth")
     ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTED_REGISTRY_AUTH_FIELD_NUMBER: _ClassVar[int]
     entrypoint: str
     image: str
     tag: str
     checksum: str
-    def __init__(self, entrypoint: _Optional[str] = ..., image: _Optional[str] = ..., tag: _Optional[str] = ..., checksum: _Optional[str] = ...) -> None: ...
+    encrypted_registry_auth: bytes
+    def __init__(self, entrypoint: _Optional[str] = ..., image: _Optional[str] = ..., tag: _Optional[str] = ..., checksum: _Optional[str] = ..., encrypted_registry_auth: _Optional[bytes] = ...) -> None: ...
 
 class Algorithm(_message.Message):
     __slots__ = ("did", "service_id", "files", "rawcode", "container", "custom_data")

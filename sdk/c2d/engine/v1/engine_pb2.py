@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63\x32\x64/engine/v1/engine.proto\x12\rc2d.engine.v1\x1a\x1a\x63\x32\x64/common/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14GetPluginInfoRequest\"h\n\x15GetPluginInfoResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0eplugin_version\x18\x02 \x01(\t\x12\x14\n\x0c\x61pi_versions\x18\x03 \x03(\r\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"t\n\x10\x43onfigureRequest\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\r\x12\'\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07host_id\x18\x03 \x01(\t\x12\x11\n\tstate_dir\x18\x04 \x01(\t\"\x13\n\x11\x43onfigureResponse\"\x19\n\x17WatchFingerprintRequest\"\x99\x01\n\x0c\x43\x61pabilities\x12\x1b\n\x13\x63ontainer_isolation\x18\x01 \x01(\x08\x12\x19\n\x11network_isolation\x18\x02 \x01(\x08\x12\x12\n\ndisk_quota\x18\x03 \x01(\t\x12\x13\n\x0bgpu_vendors\x18\x04 \x03(\t\x12\x15\n\rlog_streaming\x18\x05 \x01(\x08\x12\x11\n\truns_pods\x18\x06 \x01(\x08\"\xbb\x01\n\x0b\x46ingerprint\x12+\n\x06health\x18\x01 \x01(\x0e\x32\x1b.c2d.common.v1.EngineHealth\x12\x1a\n\x12health_description\x18\x02 \x01(\t\x12\x30\n\x0c\x65nvironments\x18\x03 \x03(\x0b\x32\x1a.c2d.common.v1.Environment\x12\x31\n\x0c\x63\x61pabilities\x18\x04 \x01(\x0b\x32\x1b.c2d.engine.v1.Capabilities\"K\n\x18WatchFingerprintResponse\x12/\n\x0b\x66ingerprint\x18\x01 \x01(\x0b\x32\x1a.c2d.engine.v1.Fingerprint\"\xa4\x01\n\tContainer\x12\r\n\x05image\x18\x01 \x01(\t\x12\x0b\n\x03tag\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x01(\t\x12.\n\x03\x65nv\x18\x05 \x03(\x0b\x32!.c2d.engine.v1.Container.EnvEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"M\n\tPodAccess\x12\x14\n\x0cnode_peer_id\x18\x01 \x01(\t\x12\x15\n\rnode_http_api\x18\x02 \x01(\t\x12\x13\n\x0bprivate_key\x18\x03 \x01(\t\"\xb6\x03\n\x07JobSpec\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x16\n\x0e\x65nvironment_id\x18\x03 \x01(\t\x12\r\n\x05owner\x18\x04 \x01(\t\x12+\n\tcontainer\x18\x05 \x01(\x0b\x32\x18.c2d.engine.v1.Container\x12\x31\n\tresources\x18\x06 \x03(\x0b\x32\x1e.c2d.common.v1.GrantedResource\x12\x1c\n\x14max_duration_seconds\x18\x07 \x01(\r\x12-\n\x07network\x18\x08 \x01(\x0b\x32\x1c.c2d.common.v1.NetworkPolicy\x12%\n\x03pod\x18\t \x01(\x0b\x32\x18.c2d.engine.v1.PodAccess\x12\x32\n\x06labels\x18\n \x03(\x0b\x32\".c2d.engine.v1.JobSpec.LabelsEntry\x12(\n\x07options\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\";\n\tJobHandle\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\r\n\x05state\x18\x03 \x01(\x0c\"7\n\x0fStartJobRequest\x12$\n\x04spec\x18\x01 \x01(\x0b\x32\x16.c2d.engine.v1.JobSpec\"<\n\x10StartJobResponse\x12(\n\x06handle\x18\x01 \x01(\x0b\x32\x18.c2d.engine.v1.JobHandle\"=\n\x11RecoverJobRequest\x12(\n\x06handle\x18\x01 \x01(\x0b\x32\x18.c2d.engine.v1.JobHandle\"k\n\x12RecoverJobResponse\x12(\n\x06handle\x18\x01 \x01(\x0b\x32\x18.c2d.engine.v1.JobHandle\x12+\n\nlast_event\x18\x02 \x01(\x0b\x32\x17.c2d.engine.v1.JobEvent\"\x8a\x04\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x06status\x18\x04 \x01(\x0e\x32\x18.c2d.common.v1.JobStatus\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x10\n\x08terminal\x18\x06 \x01(\x08\x12\x16\n\texit_code\x18\x07 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\noom_killed\x18\x08 \x01(\x08\x12\x11\n\ttimed_out\x18\t \x01(\x08\x12\x1b\n\x13\x64isk_quota_exceeded\x18\n \x01(\x08\x12\x0f\n\x07stopped\x18\x0b \x01(\x08\x12\x14\n\x0cimage_digest\x18\x0c \x01(\t\x12\x35\n\x11\x61lgorithm_started\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x61lgorithm_finished\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x07\x64\x65tails\x18\x0f \x03(\x0b\x32$.c2d.engine.v1.JobEvent.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0c\n\n_exit_code\"9\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\":\n\x10WatchJobResponse\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.c2d.engine.v1.JobEvent\"G\n\x0eStopJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x15\n\rgrace_seconds\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x11\n\x0fStopJobResponse\"#\n\x11\x44\x65stroyJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x14\n\x12\x44\x65stroyJobResponse\"\x11\n\x0fListJobsRequest\"m\n\nJobSummary\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x10\n\x08terminal\x18\x03 \x01(\x08\x12(\n\x06status\x18\x04 \x01(\x0e\x32\x18.c2d.common.v1.JobStatus\";\n\x10ListJobsResponse\x12\'\n\x04jobs\x18\x01 \x03(\x0b\x32\x19.c2d.engine.v1.JobSummary\"F\n\x14StreamJobLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"5\n\x15StreamJobLogsResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"\x0e\n\x0c\x44rainRequest\"\x0f\n\rDrainResponse2\xa4\x07\n\x14\x43omputeEngineService\x12Z\n\rGetPluginInfo\x12#.c2d.engine.v1.GetPluginInfoRequest\x1a$.c2d.engine.v1.GetPluginInfoResponse\x12N\n\tConfigure\x12\x1f.c2d.engine.v1.ConfigureRequest\x1a .c2d.engine.v1.ConfigureResponse\x12\x65\n\x10WatchFingerprint\x12&.c2d.engine.v1.WatchFingerprintRequest\x1a\'.c2d.engine.v1.WatchFingerprintResponse0\x01\x12K\n\x08StartJob\x12\x1e.c2d.engine.v1.StartJobRequest\x1a\x1f.c2d.engine.v1.StartJobResponse\x12Q\n\nRecoverJob\x12 .c2d.engine.v1.RecoverJobRequest\x1a!.c2d.engine.v1.RecoverJobResponse\x12M\n\x08WatchJob\x12\x1e.c2d.engine.v1.WatchJobRequest\x1a\x1f.c2d.engine.v1.WatchJobResponse0\x01\x12H\n\x07StopJob\x12\x1d.c2d.engine.v1.StopJobRequest\x1a\x1e.c2d.engine.v1.StopJobResponse\x12Q\n\nDestroyJob\x12 .c2d.engine.v1.DestroyJobRequest\x1a!.c2d.engine.v1.DestroyJobResponse\x12K\n\x08ListJobs\x12\x1e.c2d.engine.v1.ListJobsRequest\x1a\x1f.c2d.engine.v1.ListJobsResponse\x12\\\n\rStreamJobLogs\x12#.c2d.engine.v1.StreamJobLogsRequest\x1a$.c2d.engine.v1.StreamJobLogsResponse0\x01\x12\x42\n\x05\x44rain\x12\x1b.c2d.engine.v1.DrainRequest\x1a\x1c.c2d.engine.v1.DrainResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63\x32\x64/engine/v1/engine.proto\x12\rc2d.engine.v1\x1a\x1a\x63\x32\x64/common/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14GetPluginInfoRequest\"h\n\x15GetPluginInfoResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0eplugin_version\x18\x02 \x01(\t\x12\x14\n\x0c\x61pi_versions\x18\x03 \x03(\r\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"t\n\x10\x43onfigureRequest\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\r\x12\'\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07host_id\x18\x03 \x01(\t\x12\x11\n\tstate_dir\x18\x04 \x01(\t\"\x13\n\x11\x43onfigureResponse\"\x19\n\x17WatchFingerprintRequest\"\x99\x01\n\x0c\x43\x61pabilities\x12\x1b\n\x13\x63ontainer_isolation\x18\x01 \x01(\x08\x12\x19\n\x11network_isolation\x18\x02 \x01(\x08\x12\x12\n\ndisk_quota\x18\x03 \x01(\t\x12\x13\n\x0bgpu_vendors\x18\x04 \x03(\t\x12\x15\n\rlog_streaming\x18\x05 \x01(\x08\x12\x11\n\truns_pods\x18\x06 \x01(\x08\"\xbb\x01\n\x0b\x46ingerprint\x12+\n\x06health\x18\x01 \x01(\x0e\x32\x1b.c2d.common.v1.EngineHealth\x12\x1a\n\x12health_description\x18\x02 \x01(\t\x12\x30\n\x0c\x65nvironments\x18\x03 \x03(\x0b\x32\x1a.c2d.common.v1.Environment\x12\x31\n\x0c\x63\x61pabilities\x18\x04 \x01(\x0b\x32\x1b.c2d.engine.v1.Capabilities\"K\n\x18WatchFingerprintResponse\x12/\n\x0b\x66ingerprint\x18\x01 \x01(\x0b\x32\x1a.c2d.engine.v1.Fingerprint\"\xa4\x01\n\tContainer\x12\r\n\x05image\x18\x01 \x01(\t\x12\x0b\n\x03tag\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x01(\t\x12.\n\x03\x65nv\x18\x05 \x03(\x0b\x32!.c2d.engine.v1.Container.EnvEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"M\n\tPodAccess\x12\x14\n\x0cnode_peer_id\x18\x01 \x01(\t\x12\x15\n\rnode_http_api\x18\x02 \x01(\t\x12\x13\n\x0bprivate_key\x18\x03 \x01(\t\"\xea\x03\n\x07JobSpec\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x16\n\x0e\x65nvironment_id\x18\x03 \x01(\t\x12\r\n\x05owner\x18\x04 \x01(\t\x12+\n\tcontainer\x18\x05 \x01(\x0b\x32\x18.c2d.engine.v1.Container\x12\x31\n\tresources\x18\x06 \x03(\x0b\x32\x1e.c2d.common.v1.GrantedResource\x12\x1c\n\x14max_duration_seconds\x18\x07 \x01(\r\x12-\n\x07network\x18\x08 \x01(\x0b\x32\x1c.c2d.common.v1.NetworkPolicy\x12%\n\x03pod\x18\t \x01(\x0b\x32\x18.c2d.engine.v1.PodAccess\x12\x32\n\x06labels\x18\n \x03(\x0b\x32\".c2d.engine.v1.JobSpec.LabelsEntry\x12(\n\x07options\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x32\n\rregistry_auth\x18\x0c \x01(\x0b\x32\x1b.c2d.engine.v1.RegistryAuth\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"B\n\x0cRegistryAuth\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x0e\n\x06server\x18\x03 \x01(\t\";\n\tJobHandle\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\r\n\x05state\x18\x03 \x01(\x0c\"7\n\x0fStartJobRequest\x12$\n\x04spec\x18\x01 \x01(\x0b\x32\x16.c2d.engine.v1.JobSpec\"<\n\x10StartJobResponse\x12(\n\x06handle\x18\x01 \x01(\x0b\x32\x18.c2d.engine.v1.JobHandle\"=\n\x11RecoverJobRequest\x12(\n\x06handle\x18\x01 \x01(\x0b\x32\x18.c2d.engine.v1.JobHandle\"k\n\x12RecoverJobResponse\x12(\n\x06handle\x18\x01 \x01(\x0b\x32\x18.c2d.engine.v1.JobHandle\x12+\n\nlast_event\x18\x02 \x01(\x0b\x32\x17.c2d.engine.v1.JobEvent\"\x8a\x04\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x06status\x18\x04 \x01(\x0e\x32\x18.c2d.common.v1.JobStatus\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x10\n\x08terminal\x18\x06 \x01(\x08\x12\x16\n\texit_code\x18\x07 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\noom_killed\x18\x08 \x01(\x08\x12\x11\n\ttimed_out\x18\t \x01(\x08\x12\x1b\n\x13\x64isk_quota_exceeded\x18\n \x01(\x08\x12\x0f\n\x07stopped\x18\x0b \x01(\x08\x12\x14\n\x0cimage_digest\x18\x0c \x01(\t\x12\x35\n\x11\x61lgorithm_started\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x61lgorithm_finished\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x07\x64\x65tails\x18\x0f \x03(\x0b\x32$.c2d.engine.v1.JobEvent.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0c\n\n_exit_code\"9\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\":\n\x10WatchJobResponse\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.c2d.engine.v1.JobEvent\"G\n\x0eStopJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x15\n\rgrace_seconds\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x11\n\x0fStopJobResponse\"#\n\x11\x44\x65stroyJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x14\n\x12\x44\x65stroyJobResponse\"\x11\n\x0fListJobsRequest\"m\n\nJobSummary\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x10\n\x08terminal\x18\x03 \x01(\x08\x12(\n\x06status\x18\x04 \x01(\x0e\x32\x18.c2d.common.v1.JobStatus\";\n\x10ListJobsResponse\x12\'\n\x04jobs\x18\x01 \x03(\x0b\x32\x19.c2d.engine.v1.JobSummary\"F\n\x14StreamJobLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"5\n\x15StreamJobLogsResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"\x0e\n\x0c\x44rainRequest\"\x0f\n\rDrainResponse2\xa4\x07\n\x14\x43omputeEngineService\x12Z\n\rGetPluginInfo\x12#.c2d.engine.v1.GetPluginInfoRequest\x1a$.c2d.engine.v1.GetPluginInfoResponse\x12N\n\tConfigure\x12\x1f.c2d.engine.v1.ConfigureRequest\x1a .c2d.engine.v1.ConfigureResponse\x12\x65\n\x10WatchFingerprint\x12&.c2d.engine.v1.WatchFingerprintRequest\x1a\'.c2d.engine.v1.WatchFingerprintResponse0\x01\x12K\n\x08StartJob\x12\x1e.c2d.engine.v1.StartJobRequest\x1a\x1f.c2d.engine.v1.StartJobResponse\x12Q\n\nRecoverJob\x12 .c2d.engine.v1.RecoverJobRequest\x1a!.c2d.engine.v1.RecoverJobResponse\x12M\n\x08WatchJob\x12\x1e.c2d.engine.v1.WatchJobRequest\x1a\x1f.c2d.engine.v1.WatchJobResponse0\x01\x12H\n\x07StopJob\x12\x1d.c2d.engine.v1.StopJobRequest\x1a\x1e.c2d.engine.v1.StopJobResponse\x12Q\n\nDestroyJob\x12 .c2d.engine.v1.DestroyJobRequest\x1a!.c2d.engine.v1.DestroyJobResponse\x12K\n\x08ListJobs\x12\x1e.c2d.engine.v1.ListJobsRequest\x1a\x1f.c2d.engine.v1.ListJobsResponse\x12\\\n\rStreamJobLogs\x12#.c2d.engine.v1.StreamJobLogsRequest\x1a$.c2d.engine.v1.StreamJobLogsResponse0\x01\x12\x42\n\x05\x44rain\x12\x1b.c2d.engine.v1.DrainRequest\x1a\x1c.c2d.engine.v1.DrainResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -63,49 +63,51 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PODACCESS']._serialized_start=1022
   _globals['_PODACCESS']._serialized_end=1099
   _globals['_JOBSPEC']._serialized_start=1102
-  _globals['_JOBSPEC']._serialized_end=1540
-  _globals['_JOBSPEC_LABELSENTRY']._serialized_start=1495
-  _globals['_JOBSPEC_LABELSENTRY']._serialized_end=1540
-  _globals['_JOBHANDLE']._serialized_start=1542
-  _globals['_JOBHANDLE']._serialized_end=1601
-  _globals['_STARTJOBREQUEST']._serialized_start=1603
-  _globals['_STARTJOBREQUEST']._serialized_end=1658
-  _globals['_STARTJOBRESPONSE']._serialized_start=1660
-  _globals['_STARTJOBRESPONSE']._serialized_end=1720
-  _globals['_RECOVERJOBREQUEST']._serialized_start=1722
-  _globals['_RECOVERJOBREQUEST']._serialized_end=1783
-  _globals['_RECOVERJOBRESPONSE']._serialized_start=1785
-  _globals['_RECOVERJOBRESPONSE']._serialized_end=1892
-  _globals['_JOBEVENT']._serialized_start=1895
-  _globals['_JOBEVENT']._serialized_end=2417
-  _globals['_JOBEVENT_DETAILSENTRY']._serialized_start=2357
-  _globals['_JOBEVENT_DETAILSENTRY']._serialized_end=2403
-  _globals['_WATCHJOBREQUEST']._serialized_start=2419
-  _globals['_WATCHJOBREQUEST']._serialized_end=2476
-  _globals['_WATCHJOBRESPONSE']._serialized_start=2478
-  _globals['_WATCHJOBRESPONSE']._serialized_end=2536
-  _globals['_STOPJOBREQUEST']._serialized_start=2538
-  _globals['_STOPJOBREQUEST']._serialized_end=2609
-  _globals['_STOPJOBRESPONSE']._serialized_start=2611
-  _globals['_STOPJOBRESPONSE']._serialized_end=2628
-  _globals['_DESTROYJOBREQUEST']._serialized_start=2630
-  _globals['_DESTROYJOBREQUEST']._serialized_end=2665
-  _globals['_DESTROYJOBRESPONSE']._serialized_start=2667
-  _globals['_DESTROYJOBRESPONSE']._serialized_end=2687
-  _globals['_LISTJOBSREQUEST']._serialized_start=2689
-  _globals['_LISTJOBSREQUEST']._serialized_end=2706
-  _globals['_JOBSUMMARY']._serialized_start=2708
-  _globals['_JOBSUMMARY']._serialized_end=2817
-  _globals['_LISTJOBSRESPONSE']._serialized_start=2819
-  _globals['_LISTJOBSRESPONSE']._serialized_end=2878
-  _globals['_STREAMJOBLOGSREQUEST']._serialized_start=2880
-  _globals['_STREAMJOBLOGSREQUEST']._serialized_end=2950
-  _globals['_STREAMJOBLOGSRESPONSE']._serialized_start=2952
-  _globals['_STREAMJOBLOGSRESPONSE']._serialized_end=3005
-  _globals['_DRAINREQUEST']._serialized_start=3007
-  _globals['_DRAINREQUEST']._serialized_end=3021
-  _globals['_DRAINRESPONSE']._serialized_start=3023
-  _globals['_DRAINRESPONSE']._serialized_end=3038
-  _globals['_COMPUTEENGINESERVICE']._serialized_start=3041
-  _globals['_COMPUTEENGINESERVICE']._serialized_end=3973
+  _globals['_JOBSPEC']._serialized_end=1592
+  _globals['_JOBSPEC_LABELSENTRY']._serialized_start=1547
+  _globals['_JOBSPEC_LABELSENTRY']._serialized_end=1592
+  _globals['_REGISTRYAUTH']._serialized_start=1594
+  _globals['_REGISTRYAUTH']._serialized_end=1660
+  _globals['_JOBHANDLE']._serialized_start=1662
+  _globals['_JOBHANDLE']._serialized_end=1721
+  _globals['_STARTJOBREQUEST']._serialized_start=1723
+  _globals['_STARTJOBREQUEST']._serialized_end=1778
+  _globals['_STARTJOBRESPONSE']._serialized_start=1780
+  _globals['_STARTJOBRESPONSE']._serialized_end=1840
+  _globals['_RECOVERJOBREQUEST']._serialized_start=1842
+  _globals['_RECOVERJOBREQUEST']._serialized_end=1903
+  _globals['_RECOVERJOBRESPONSE']._serialized_start=1905
+  _globals['_RECOVERJOBRESPONSE']._serialized_end=2012
+  _globals['_JOBEVENT']._serialized_start=2015
+  _globals['_JOBEVENT']._serialized_end=2537
+  _globals['_JOBEVENT_DETAILSENTRY']._serialized_start=2477
+  _globals['_JOBEVENT_DETAILSENTRY']._serialized_end=2523
+  _globals['_WATCHJOBREQUEST']._serialized_start=2539
+  _globals['_WATCHJOBREQUEST']._serialized_end=2596
+  _globals['_WATCHJOBRESPONSE']._serialized_start=2598
+  _globals['_WATCHJOBRESPONSE']._serialized_end=2656
+  _globals['_STOPJOBREQUEST']._serialized_start=2658
+  _globals['_STOPJOBREQUEST']._serialized_end=2729
+  _globals['_STOPJOBRESPONSE']._serialized_start=2731
+  _globals['_STOPJOBRESPONSE']._serialized_end=2748
+  _globals['_DESTROYJOBREQUEST']._serialized_start=2750
+  _globals['_DESTROYJOBREQUEST']._serialized_end=2785
+  _globals['_DESTROYJOBRESPONSE']._serialized_start=2787
+  _globals['_DESTROYJOBRESPONSE']._serialized_end=2807
+  _globals['_LISTJOBSREQUEST']._serialized_start=2809
+  _globals['_LISTJOBSREQUEST']._serialized_end=2826
+  _globals['_JOBSUMMARY']._serialized_start=2828
+  _globals['_JOBSUMMARY']._serialized_end=2937
+  _globals['_LISTJOBSRESPONSE']._serialized_start=2939
+  _globals['_LISTJOBSRESPONSE']._serialized_end=2998
+  _globals['_STREAMJOBLOGSREQUEST']._serialized_start=3000
+  _globals['_STREAMJOBLOGSREQUEST']._serialized_end=3070
+  _globals['_STREAMJOBLOGSRESPONSE']._serialized_start=3072
+  _globals['_STREAMJOBLOGSRESPONSE']._serialized_end=3125
+  _globals['_DRAINREQUEST']._serialized_start=3127
+  _globals['_DRAINREQUEST']._serialized_end=3141
+  _globals['_DRAINRESPONSE']._serialized_start=3143
+  _globals['_DRAINRESPONSE']._serialized_end=3158
+  _globals['_COMPUTEENGINESERVICE']._serialized_start=3161
+  _globals['_COMPUTEENGINESERVICE']._serialized_end=4093
 # @@protoc_insertion_point(module_scope)

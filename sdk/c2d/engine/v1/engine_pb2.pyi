@@ -113,7 +113,7 @@ class PodAccess(_message.Message):
     def __init__(self, node_peer_id: _Optional[str] = ..., node_http_api: _Optional[str] = ..., private_key: _Optional[str] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("job_id", "workflow_id", "environment_id", "owner", "container", "resources", "max_duration_seconds", "network", "pod", "labels", "options")
+    __slots__ = ("job_id", "workflow_id", "environment_id", "owner", "container", "resources", "max_duration_seconds", "network", "pod", "labels", "options", "registry_auth")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +132,7 @@ class JobSpec(_message.Message):
     POD_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_AUTH_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     workflow_id: str
     environment_id: str
@@ -143,7 +144,18 @@ class JobSpec(_message.Message):
     pod: PodAccess
     labels: _containers.ScalarMap[str, str]
     options: _struct_pb2.Struct
-    def __init__(self, job_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., environment_id: _Optional[str] = ..., owner: _Optional[str] = ..., container: _Optional[_Union[Container, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[_common_pb2.GrantedResource, _Mapping]]] = ..., max_duration_seconds: _Optional[int] = ..., network: _Optional[_Union[_common_pb2.NetworkPolicy, _Mapping]] = ..., pod: _Optional[_Union[PodAccess, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., options: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    registry_auth: RegistryAuth
+    def __init__(self, job_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., environment_id: _Optional[str] = ..., owner: _Optional[str] = ..., container: _Optional[_Union[Container, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[_common_pb2.GrantedResource, _Mapping]]] = ..., max_duration_seconds: _Optional[int] = ..., network: _Optional[_Union[_common_pb2.NetworkPolicy, _Mapping]] = ..., pod: _Optional[_Union[PodAccess, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., options: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., registry_auth: _Optional[_Union[RegistryAuth, _Mapping]] = ...) -> None: ...
+
+class RegistryAuth(_message.Message):
+    __slots__ = ("username", "password", "server")
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    SERVER_FIELD_NUMBER: _ClassVar[int]
+    username: str
+    password: str
+    server: str
+    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., server: _Optional[str] = ...) -> None: ...
 
 class JobHandle(_message.Message):
     __slots__ = ("job_id", "version", "state")
