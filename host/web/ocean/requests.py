@@ -21,6 +21,9 @@ MAX_DATASETS = 64
 MAX_RESOURCES = 32
 MAX_VIEWERS = 64
 UINT32 = 2**32
+# Deepest nesting of a free-form object (userdata, algocustomdata, metadata): protobuf's own
+# parser stops at 100 on the gRPC face; JSON objects are bounded well before Python's recursion.
+MAX_DEPTH = 32
 # Fields ocean-node acts on that this node does not (yet): naming them is refused.
 UNSUPPORTED = ("output", "outputBucketId", "encryptedDockerRegistryAuth", "policyServer")
 JSONObject = dict[str, Any]
@@ -65,9 +68,24 @@ def _list(value: object, where: str, most: int) -> list[Any]:
     return value
 
 
+def _depth(value: object) -> int:
+    """How deeply ``value`` nests (without recursing: a hostile body may nest thousands deep)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        deepest = max(deepest, level)
+        if level > MAX_DEPTH:
+            break
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        pending.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def _struct(value: object, where: str) -> struct_pb2.Struct | None:
     if value is None:
         return None
+    if _depth(value) > MAX_DEPTH:
+        raise invalid(f"{where} nests deeper than {MAX_DEPTH} levels")
     struct = struct_pb2.Struct()
     try:
         json_format.ParseDict(_object(value, where), struct)
