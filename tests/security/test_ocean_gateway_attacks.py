@@ -176,13 +176,42 @@ def test_deep_json_is_refused_not_crashed(base: str) -> None:
     )
 
 
-@pytest.mark.parametrize("header", ["bytes=999999999-", "bytes=-5", "bytes=5-2", "bytes=0-1,3-4", "pages=1-"])
-def test_hostile_ranges_are_refused(base: str, victim_job: tuple[Ocean, str], header: str) -> None:
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [
+        ("bytes=999999999-", 416),
+        ("bytes=-5", 400),
+        ("bytes=5-2", 400),
+        ("bytes=0-1,3-4", 400),
+        ("pages=1-", 400),
+    ],
+)
+def test_hostile_ranges_are_refused(
+    base: str, victim_job: tuple[Ocean, str], header: str, status: int
+) -> None:
     victim, job_id = victim_job
     params = {"jobId": job_id, "index": "0", **victim.signed("getComputeResult")}
-    refused(
-        requests.get(f"{base}{API}/computeResult", params=params, headers={"Range": header}, timeout=10), 400
+    response = requests.get(
+        f"{base}{API}/computeResult", params=params, headers={"Range": header}, timeout=10
     )
+    refused(response, status)
+
+
+def test_a_range_is_answered_with_its_part(base: str, victim_job: tuple[Ocean, str]) -> None:
+    victim, job_id = victim_job
+    url = f"{base}{API}/computeResult"
+    whole = requests.get(
+        url, params={"jobId": job_id, "index": "0", **victim.signed("getComputeResult")}, timeout=10
+    )
+    assert whole.status_code == 200 and whole.headers["Accept-Ranges"] == "bytes"
+    part = requests.get(
+        url,
+        params={"jobId": job_id, "index": "0", **victim.signed("getComputeResult")},
+        headers={"Range": "bytes=2-5"},
+        timeout=10,
+    )
+    assert part.status_code == 206 and part.content == whole.content[2:6]
+    assert part.headers["Content-Range"] == f"bytes 2-5/{len(whole.content)}"
 
 
 def test_an_index_past_the_results_is_not_found(base: str, victim_job: tuple[Ocean, str]) -> None:

@@ -43,7 +43,7 @@ SOFTWARE = "c2d-node"
 HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 416,  # a Range outside the file
     grpc.StatusCode.UNAUTHENTICATED: 401,
     grpc.StatusCode.PERMISSION_DENIED: 403,
     grpc.StatusCode.NOT_FOUND: 404,
@@ -300,12 +300,12 @@ def _range(header: str | None, size: int) -> tuple[int, int]:
     unit, _, spec = header.partition("=")
     first, dash, last = spec.strip().partition("-")
     if unit.strip() != "bytes" or not dash or not first.isdigit() or (last and not last.isdigit()):
-        raise RequestError(
-            grpc.StatusCode.OUT_OF_RANGE, "Range must be one range: bytes=START- or bytes=START-END"
-        )
+        raise invalid("Range must be one range: bytes=START- or bytes=START-END")
     start = int(first)
     end = min(int(last) + 1, size) if last else size
-    if start > size or (last and int(last) < start):
+    if last and int(last) < start:
+        raise invalid(f"Range {quoted(header)} ends before it starts")
+    if start >= size and size > 0:
         raise RequestError(
             grpc.StatusCode.OUT_OF_RANGE, f"Range {quoted(header)} is outside the result's {size} bytes"
         )
