@@ -23,6 +23,8 @@ import requests
 
 from c2d import auth
 from c2d.client import Client
+from c2d.common.v1 import common_pb2
+from host.web.ocean import shapes
 from nodeproc import NodeProcess
 from oceanhttp import API, DID, ENV, ROOT, SERVICE, Ocean, ocean_node, ocean_signature
 
@@ -254,3 +256,56 @@ def test_results_refuse_a_bad_index_and_range(base: str) -> None:
 def test_paid_start_says_it_is_not_served_here(base: str) -> None:
     response = requests.post(f"{base}{API}/compute", json={}, timeout=10)
     assert response.status_code == 501 and "freeCompute" in response.json()["error"]
+
+
+def test_the_log_streams_while_the_job_runs_and_ends_with_it(base: str) -> None:
+    ocean = Ocean(base)
+    (job,) = ocean.free_start('echo "first line"; sleep 600\n').json()
+    params = {"jobId": job["jobId"], **ocean.signed("getComputeStreamableLogs")}
+    with requests.get(f"{base}{API}/computeStreamableLogs", params=params, stream=True, timeout=60) as stream:
+        assert stream.status_code == 200 and stream.headers["Content-Type"].startswith("text/plain")
+        chunks = stream.iter_content(chunk_size=None)
+        seen = b""
+        while b"first line" not in seen:
+            seen += next(chunks)
+        stop = requests.put(
+            f"{base}{API}/compute", params={"jobId": job["jobId"], **ocean.signed("stopCompute")}
+        )
+        assert stop.status_code == 200
+        for _ in chunks:  # the stream ends once the job has
+            pass
+    assert ocean.ended(job["jobId"])["statusText"] == "Job finished: stopped"
+
+
+def test_initialize_validates_and_says_whether_the_free_tier_fits(base: str) -> None:
+    body = {
+        "environment": ENV,
+        "datasets": [{"documentId": DID, "serviceId": SERVICE}],
+        "algorithm": {
+            "meta": {
+                "rawcode": "echo",
+                "container": {"entrypoint": "sh $ALGO", "image": "busybox", "tag": "1"},
+            }
+        },
+        "payment": {"chainId": 0, "token": "", "resources": [{"id": "cpu", "amount": 1}]},
+    }
+    fits = requests.post(f"{base}{API}/initializeCompute", json=body, timeout=10)
+    assert fits.status_code == 200 and fits.json()["freeEligible"] is True
+    out_of_range = requests.post(
+        f"{base}{API}/initializeCompute", json={**body, "maxJobDuration": 10**9}, timeout=10
+    )
+    assert out_of_range.status_code == 400 and "out of range" in out_of_range.json()["error"]
+    unknown = requests.post(
+        f"{base}{API}/initializeCompute",
+        json={**body, "datasets": [{"documentId": "did:op:none"}]},
+        timeout=10,
+    )
+    assert unknown.status_code == 404 and "did:op:none" in unknown.json()["error"]
+
+
+@pytest.mark.parametrize("status", list(common_pb2.JobStatus.values()))
+def test_every_status_has_an_ocean_number_and_text(status: int) -> None:
+    number, text = shapes.ocean_status(status)
+    assert number in shapes.OCEAN_TEXT and text.startswith(shapes.OCEAN_TEXT[number].strip())
+    if status in shapes.OCEAN_TEXT:
+        assert number == status  # the numbers below 100 are Ocean's own
