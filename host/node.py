@@ -36,6 +36,7 @@ from host.services.pods import PodServicer
 from host.store import runner
 from host.store.db import open_database
 from host.web.dashboard import Dashboard
+from host.web.ocean.gateway import OceanGateway
 from host.web.server import HttpServer, application, serve_http
 from host.web.sessions import Sessions
 
@@ -162,7 +163,7 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
     servers = Servers(public, pod_server)
     # Off the public port, on a thread of prometheus_client's own; closed last, after the servers.
     metrics_server = await asyncio.to_thread(serve_metrics, metrics, config.metrics.listen)
-    http_server = await _serve_dashboard(config, identity, engines, catalog, metrics, servicer)
+    http_server = await _serve_http(config, identity, engines, catalog, metrics, servicer)
     host = config.node["listen"].rpartition(":")[0]
     log.info(
         "node listening",
@@ -198,7 +199,7 @@ async def _run(config: Config, identity: NodeIdentity, stop: asyncio.Event, chai
     log.info("node stopped")
 
 
-async def _serve_dashboard(
+async def _serve_http(
     config: Config,
     identity: NodeIdentity,
     engines: EngineRegistry,
@@ -206,7 +207,8 @@ async def _serve_dashboard(
     metrics: NodeMetrics,
     servicer: ComputeServicer,
 ) -> HttpServer | None:
-    """The HTTP listener with the dashboard on it (or none, when ``[http] listen`` is empty)."""
+    """The HTTP listener with every face on it (or none, when ``[http] listen`` is empty): the
+    dashboard under /dashboard/, the Ocean-compatible API on / and /api/services/."""
     settings = config.http
     dashboard = Dashboard(
         engines=engines,
@@ -218,6 +220,7 @@ async def _serve_dashboard(
     )
     app = application()
     dashboard.add_routes(app)
+    OceanGateway(compute=servicer, catalog=catalog, identity=identity).add_routes(app)
     return await serve_http(app, settings.listen)
 
 

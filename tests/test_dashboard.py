@@ -39,7 +39,9 @@ def test_the_dashboard_is_its_own_listener_on_loopback(node: NodeProcess, base: 
     assert host == "127.0.0.1"
     assert int(port) not in (node.port, node.pod_port)
     assert requests.get(f"{base}/", timeout=10).url == f"{base}/login"  # not signed in: to the sign-in page
-    assert requests.get(f"http://{node.http_address()}/", timeout=10).url == f"{base}/login"
+    assert requests.get(f"{base}", timeout=10).url == f"{base}/login"
+    # The listener's root is the Ocean-compatible API's (its node description), not the dashboard's.
+    assert "serviceEndpoints" in requests.get(f"http://{node.http_address()}/", timeout=10).json()
 
 
 def test_the_node_key_signs_in_as_the_operator_and_sees_engines_and_capacity(

@@ -28,7 +28,7 @@ from host.services.access import owned_stages, readable_stage, visible_stage, vi
 from host.store import jobs, runner
 from host.store import payments as payments_store
 from host.store.jobs import FreeUsage, JobView
-from host.store.models import Payment, Workflow
+from host.store.models import Payment, Result, Workflow
 
 if TYPE_CHECKING:
     from host.payments.service import Payments
@@ -114,21 +114,25 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
         tier's access only decides ``free_eligible``)."""
         signed = bool(request.auth.signature or request.auth.address)
         owner = await verify_consumer(method("InitializeCompute"), request) if signed else ANYONE
-        plans, usage = await runner.run(self._plan_with_usage, request.workflow, owner, self._lookup())
-        paid = request.HasField("payment")
+        payment = request.payment if request.HasField("payment") else None
+        return await self.initialize(request.workflow, payment, owner)
+
+    async def initialize(
+        self, workflow: compute_pb2.Workflow, payment: compute_pb2.Payment | None, owner: str
+    ) -> compute_pb2.InitializeComputeResponse:
+        """InitializeCompute for a caller already checked (``ANYONE`` when unsigned): every face's."""
+        plans, usage = await runner.run(self._plan_with_usage, workflow, owner, self._lookup())
         free_refusal = None
-        if signed:
-            await self.access.admit(_environment_ids(plans), owner, free=not paid)
-            if paid:
+        if owner != ANYONE:
+            await self.access.admit(_environment_ids(plans), owner, free=payment is None)
+            if payment is not None:
                 free_refusal = await self._free_refusal(plans, owner)
-        quote = self._quote(plans, request.payment) if paid else None
+        quote = self._quote(plans, payment) if payment is not None else None
         problem = (
-            free_refusal
-            or _free_tier_problem(plans, request.workflow)
-            or _free_capacity_problem(plans, owner, usage)
+            free_refusal or _free_tier_problem(plans, workflow) or _free_capacity_problem(plans, owner, usage)
         )
         return compute_pb2.InitializeComputeResponse(
-            quote=quote, free_eligible=problem is None, consumer_checked=signed
+            quote=quote, free_eligible=problem is None, consumer_checked=owner != ANYONE
         )
 
     async def _free_refusal(self, plans: list[StagePlan], owner: str) -> str | None:
@@ -177,10 +181,15 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
         is checked in the transaction that stores the workflow, so concurrent starts never
         overfill it: the one that would is refused and leaves nothing stored."""
         owner = await verify_consumer(method("FreeStartCompute"), request)
-        metadata = accepted_metadata(request)
-        plans = await runner.run(self._plan, request.workflow, owner, self._lookup())
+        return await self.free_start(owner, request.workflow, accepted_metadata(request))
+
+    async def free_start(
+        self, owner: str, workflow: compute_pb2.Workflow, metadata: dict[str, Any] | None
+    ) -> compute_pb2.FreeStartComputeResponse:
+        """FreeStartCompute for an owner already checked, with its metadata already accepted."""
+        plans = await runner.run(self._plan, workflow, owner, self._lookup())
         await self.access.admit(_environment_ids(plans), owner, free=True)
-        problem = _free_tier_problem(plans, request.workflow)
+        problem = _free_tier_problem(plans, workflow)
         if problem is not None:
             raise denied(problem)
         workflow_id = new_workflow_id()
@@ -195,7 +204,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
                 raise denied(problem)
 
         await self.orchestrator.submit(
-            owner, request.workflow, plans, free=True, workflow_id=workflow_id, then=fits, metadata=metadata
+            owner, workflow, plans, free=True, workflow_id=workflow_id, then=fits, metadata=metadata
         )
         refs = [compute_pb2.StageRef(index=p.index, job_id=p.job_id) for p in plans]
         return compute_pb2.FreeStartComputeResponse(workflow_id=workflow_id, stages=refs)
@@ -207,7 +216,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
         caller = await verify_consumer(method("GetComputeStatus"), request)
         target = request.WhichOneof("target")
         if target == "job_id":
-            views = await runner.run(_job_status, request.job_id, caller)
+            views = await runner.run(job_status, request.job_id, caller)
         elif target == "workflow_id":
             views = await runner.run(_workflow_status, request.workflow_id, caller)
         elif target == "all":
@@ -221,13 +230,15 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
         caller = await verify_consumer(method("StopCompute"), request)
         if not request.job_id and not request.workflow_id:
             raise invalid("say what to stop: job_id or workflow_id")
-        stages = await runner.run(
-            owned_stages, caller, job_id=request.job_id, workflow_id=request.workflow_id
-        )
+        views = await self.stop(caller, job_id=request.job_id, workflow_id=request.workflow_id)
+        return _listing(views, compute_pb2.StopComputeResponse())
+
+    async def stop(self, caller: str, *, job_id: str = "", workflow_id: str = "") -> list[JobView]:
+        """Stops the caller's job or workflow (its own only); the stopped jobs' views."""
+        stages = await runner.run(owned_stages, caller, job_id=job_id, workflow_id=workflow_id)
         job_ids = [s.job_id for s in stages]
         await self.orchestrator.stop(job_ids, "stopped by its owner")
-        views = await runner.run(jobs.job_views, job_ids)
-        return _listing(views, compute_pb2.StopComputeResponse())
+        return await runner.run(jobs.job_views, job_ids)
 
     # -- results and logs -----------------------------------------------------------
 
@@ -236,9 +247,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
         self, request: Any, context: Any
     ) -> AsyncIterator[compute_pb2.GetComputeResultResponse]:
         caller = await verify_consumer(method("GetComputeResult"), request)
-        row = await runner.run(
-            lambda: self.results.get(visible_stage(request.job_id, caller), request.index)
-        )  # one unit: who may read it, and the file
+        row = await self.result(caller, request.job_id, request.index)
         file = result_file(row)
         offset = request.offset
         first = True
@@ -251,6 +260,11 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
             yield reply
         if first:  # nothing left to send: still say what the file is
             yield compute_pb2.GetComputeResultResponse(offset=offset, file=file)
+
+    async def result(self, caller: str, job_id: str, index: int) -> Result:
+        """The job's result ``index`` if ``caller`` may read it (NOT_FOUND otherwise): one unit,
+        who may read it and the file."""
+        return await runner.run(lambda: self.results.get(visible_stage(job_id, caller), index))
 
     @grpc_errors
     async def StreamComputeLogs(
@@ -377,7 +391,8 @@ def _listing(views: list[JobView], reply: Any) -> Any:
 # -- units on the database thread --------------------------------------------------------
 
 
-def _job_status(job_id: str, caller: str) -> list[JobView]:
+def job_status(job_id: str, caller: str) -> list[JobView]:
+    """The job's status view, if ``caller`` may see it (NOT_FOUND otherwise)."""
     return jobs.job_views([visible_stage(job_id, caller).job_id])
 
 

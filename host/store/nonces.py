@@ -27,3 +27,9 @@ def consume_pod(job_id: str, nonce: int) -> bool:
     """Accepts ``nonce`` for the stage's pod key if it is above the last one it used."""
     updated = Stage.update(pod_nonce=nonce).where(Stage.job_id == job_id, Stage.pod_nonce < nonce).execute()
     return bool(updated)
+
+
+def last(address: str) -> int:
+    """The last nonce accepted from ``address``; 0 when none was (what a first call must exceed)."""
+    row = Nonce.get_or_none(Nonce.address == address)
+    return 0 if row is None else int(row.value)

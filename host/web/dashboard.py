@@ -98,7 +98,6 @@ class Dashboard:
     def add_routes(self, app: web.Application) -> None:
         app.add_routes(
             [
-                web.get("/", self.to_overview),
                 web.get(ROOT, self.to_overview),
                 web.get(ROOT + "/", self.overview),
                 web.get(ROOT + "/login", self.login_page),

@@ -2,8 +2,9 @@
 
 Every response carries the same defensive headers (no framing, no sniffing, a strict content
 security policy that allows only the node's own scripts and styles, no caching of pages that
-show jobs); requests are small (the dashboard takes forms, never uploads); errors are short
-plain pages, never a traceback.
+show jobs); requests are small (the dashboard takes forms, never uploads; the Ocean-compatible
+API reads its JSON bodies under a bound of its own, :mod:`host.web.ocean.gateway`); errors are
+short plain pages, never a traceback.
 """
 
 from __future__ import annotations

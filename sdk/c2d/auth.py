@@ -75,9 +75,10 @@ def signing_text(signer: str, nonce: int, method: str, digest: str, scheme: int 
     return f"{domain}\nsigner:{signer}\nnonce:{nonce}\nmethod:{method}\nbody:{digest}"
 
 
-def _eip191_hash(text: str) -> bytes:
-    """keccak256 of the personal_sign envelope; eth-account's encode_defunct, without its import cost."""
-    data = text.encode()
+def _eip191_hash(message: str | bytes) -> bytes:
+    """keccak256 of the personal_sign envelope of a text (UTF-8) or of raw bytes (a wallet's
+    ``signMessage(bytes)``); eth-account's encode_defunct, without its import cost."""
+    data = message.encode() if isinstance(message, str) else message
     return keccak(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode() + data)
 
 
@@ -94,14 +95,15 @@ def _address(public_key: coincurve.PublicKey) -> str:
     return "0x" + keccak(public_key.format(compressed=False)[1:])[-20:].hex()
 
 
-def sign_text(private_key: str | bytes, text: str) -> bytes:
+def sign_text(private_key: str | bytes, text: str | bytes) -> bytes:
     """65 bytes r||s||v with v = 27 or 28, as wallets produce."""
     signature = _private_key(private_key).sign_recoverable(_eip191_hash(text), hasher=None)
     return signature[:64] + bytes([signature[64] + 27])
 
 
-def recover_signer(text: str, signature: bytes) -> str:
-    """The lower-case address that signed ``text``; ValueError when the signature is malformed."""
+def recover_signer(text: str | bytes, signature: bytes) -> str:
+    """The lower-case address that signed ``text`` (or raw bytes) as a personal message; ValueError
+    when the signature is malformed."""
     if len(signature) != 65 or signature[64] not in (0, 1, 27, 28):
         raise ValueError("malformed signature: want 65 bytes r||s||v")
     normalized = signature[:64] + bytes([signature[64] % 27])

@@ -1,0 +1,103 @@
+"""A small Python client of the node's Ocean-compatible HTTP API, for tests: Ocean's signatures
+(keccak256(consumerAddress + nonce + command), personal-signed) written from ocean-node's rules."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import requests
+from eth_hash.auto import keccak
+
+from c2d import auth
+from c2d.client import Client
+from nodeproc import NodeProcess, running_node, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+API = "/api/services"
+ENV = "stub-local"
+DATASET = json.loads((ROOT / "examples" / "dataset.json").read_text())
+DID = DATASET["did"]
+SERVICE = DATASET["services"][0]["serviceId"]
+
+
+def ocean_signature(
+    key: str, address: str, nonce: int | str, command: str, *, as_hex_text: bool = False
+) -> str:
+    """What ocean.js sends: the signature of the 32-byte hash (or, ``as_hex_text``, of its 0x-hex form)."""
+    digest = keccak(f"{address}{nonce}{command}".encode())
+    message: str | bytes = "0x" + digest.hex() if as_hex_text else digest
+    return "0x" + auth.sign_text(key, message).hex()
+
+
+class Ocean:
+    """One consumer of the node's Ocean face."""
+
+    def __init__(self, base: str, key: str | None = None) -> None:
+        self.base = base
+        self.key = key or auth.new_private_key()
+        self.address = auth.address_of(self.key)
+
+    def url(self, path: str) -> str:
+        return f"{self.base}{API}/{path}"
+
+    def nonce(self) -> int:
+        return int(
+            requests.get(self.url("nonce"), params={"userAddress": self.address}, timeout=10).json()["nonce"]
+        )
+
+    def signed(self, command: str, nonce: int | None = None) -> dict[str, str]:
+        nonce = self.nonce() + 1 if nonce is None else nonce
+        return {
+            "consumerAddress": self.address,
+            "nonce": str(nonce),
+            "signature": ocean_signature(self.key, self.address, nonce, command),
+        }
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        """The job's status as ocean.js asks for it (unsigned, by address and job id)."""
+        params = {"consumerAddress": self.address, "jobId": job_id}
+        (job,) = requests.get(self.url("compute"), params=params, timeout=10).json()
+        return dict(job)
+
+    def ended(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
+        """The job's status once it is no longer running."""
+        return dict(
+            wait_for(
+                lambda: (job := self.status(job_id)) and not job["isRunning"] and job,
+                timeout,
+                "the job's end",
+            )
+        )
+
+    def free_start(self, rawcode: str = "echo hi\n", **body: Any) -> requests.Response:
+        payload = {
+            "environment": ENV,
+            "datasets": [],
+            "algorithm": {
+                "meta": {
+                    "rawcode": rawcode,
+                    "container": {"entrypoint": "sh $ALGO", "image": "busybox", "tag": "1.36"},
+                }
+            },
+            **self.signed("freeStartCompute"),
+            **body,
+        }
+        return requests.post(self.url("freeCompute"), json=payload, timeout=30)
+
+
+@contextmanager
+def ocean_node(data_dir: Path) -> Iterator[NodeProcess]:
+    """A node with the stub engine's environment and examples/dataset.json registered."""
+    env = {
+        "C2D_ENGINES__EXTERNAL_STUB__ENVIRONMENTS": f'[{{id = "{ENV}", cpu = 2, ram_gib = 4, disk_gib = 2}}]',
+        "C2D_ASSETS__DATA_ROOT": str(ROOT / "examples" / "data"),
+    }
+    with running_node(data_dir, env=env) as node:
+        node.wait_environment(ENV)
+        with Client(node.address, node.node_key()) as operator:
+            operator.register_asset(DATASET)
+        yield node

@@ -1,0 +1,103 @@
+// ocean.js 8 against the node's Ocean-compatible HTTP API (tests/test_ocean_gateway.py runs it).
+//
+//   node gateway.mjs run  --node URL --key-file F --env ENV --did DID --service SID --out DIR
+//   node gateway.mjs stop --node URL --key-file F --env ENV
+//
+// "run" lists the environments, initializes, starts a free job with raw code over the dataset,
+// polls its status until it has ended, downloads every result by index (and the output again
+// resumed with a Range from its middle) and reads the log stream; "stop" starts a job that
+// would run for minutes and stops it. Each prints one JSON line for the test to check.
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { Wallet } from 'ethers'
+import { ProviderInstance } from '@oceanprotocol/lib'
+
+const { positionals, values } = parseArgs({
+  allowPositionals: true,
+  options: {
+    node: { type: 'string' },
+    'key-file': { type: 'string' },
+    env: { type: 'string' },
+    did: { type: 'string' },
+    service: { type: 'string' },
+    out: { type: 'string' }
+  }
+})
+const node = values.node
+const wallet = new Wallet(readFileSync(values['key-file'], 'utf8').trim())
+const ENDED = new Set([70, 41, 2, 11, 21, 22, 31, 32, 42, 62])
+const container = { entrypoint: 'sh $ALGO', image: 'busybox', tag: '1.36', checksum: '' }
+
+async function bytesOf(stream) {
+  const parts = []
+  for await (const part of stream) parts.push(Buffer.from(part))
+  return Buffer.concat(parts)
+}
+
+async function statusOf(jobId) {
+  const jobs = await ProviderInstance.computeStatus(node, wallet, jobId)
+  return Array.isArray(jobs) ? jobs[0] : jobs
+}
+
+async function untilEnded(jobId) {
+  for (;;) {
+    const job = await statusOf(jobId)
+    if (ENDED.has(job.status)) return job
+    await new Promise((resolve) => setTimeout(resolve, 200)) // polling interval, as an ocean.js app would
+  }
+}
+
+async function run() {
+  const envs = await ProviderInstance.getComputeEnvironments(node)
+  const env = envs.find((e) => e.id === values.env)
+  if (!env) throw new Error(`environment ${values.env} not listed: ${JSON.stringify(envs.map((e) => e.id))}`)
+  const datasets = [{ documentId: values.did, serviceId: values.service }]
+  const algorithm = {
+    meta: {
+      rawcode:
+        'echo "ocean.js: counting lines"\n' +
+        'find "$C2D_DATA/inputs" -type f -name numbers.csv -exec cat {} + | wc -l > "$C2D_DATA/outputs/lines.txt"\n' +
+        'seq 1 2000 > "$C2D_DATA/outputs/sequence.txt"\n',
+      container
+    }
+  }
+  const quote = await ProviderInstance.initializeCompute(
+    datasets, algorithm, env.id, '', 60, node, wallet.address, [], 0
+  )
+  const started = await ProviderInstance.freeComputeStart(node, wallet, env.id, datasets, algorithm, [], { from: 'ocean.js' })
+  const job = Array.isArray(started) ? started[0] : started
+  const ended = await untilEnded(job.jobId)
+  mkdirSync(values.out, { recursive: true })
+  const results = []
+  for (const result of ended.results) {
+    const data = await bytesOf(await ProviderInstance.getComputeResult(node, wallet, job.jobId, result.index))
+    const path = join(values.out, `${result.index}-${result.filename.replaceAll('/', '_')}`)
+    writeFileSync(path, data)
+    const entry = { ...result, path, downloaded: data.length }
+    if (result.type === 'output') {
+      const offset = Math.floor(data.length / 2)
+      const rest = await bytesOf(await ProviderInstance.getComputeResult(node, wallet, job.jobId, result.index, offset))
+      entry.resumedFrom = offset
+      entry.resumedMatches = Buffer.compare(rest, data.subarray(offset)) === 0
+    }
+    results.push(entry)
+  }
+  const logs = await ProviderInstance.computeStreamableLogs(node, wallet, job.jobId)
+  const log = logs ? (await bytesOf(logs)).toString('utf8') : null
+  console.log(JSON.stringify({
+    consumer: wallet.address, environments: envs.map((e) => e.id), quote, started: job, ended, results, log
+  }))
+}
+
+async function stop() {
+  const algorithm = { meta: { rawcode: 'echo started\nsleep 600\n', container } }
+  const started = await ProviderInstance.freeComputeStart(node, wallet, values.env, [], algorithm)
+  const job = Array.isArray(started) ? started[0] : started
+  const stopped = await ProviderInstance.computeStop(job.jobId, node, wallet)
+  const ended = await untilEnded(job.jobId)
+  console.log(JSON.stringify({ started: job, stopped, ended }))
+}
+
+const commands = { run, stop }
+await commands[positionals[0]]()

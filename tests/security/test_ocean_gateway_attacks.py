@@ -1,0 +1,231 @@
+"""The Ocean-compatible HTTP API faces strangers as the gRPC API does: no call on a signature that
+is not the caller's, over another command, or replayed; nothing of another consumer's jobs (not
+found, never forbidden); viewers read and never stop; bounded bodies and ranges; every refusal a
+short JSON error with the defensive headers, never a traceback or a 500."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from c2d import auth
+from c2d.client import Client
+from host.web.ocean.gateway import MAX_BODY_BYTES
+from host.web.server import SECURITY_HEADERS
+from nodeproc import NodeProcess
+from oceanhttp import API, Ocean, ocean_node, ocean_signature
+
+pytestmark = pytest.mark.timeout(240)
+SLEEPER = "echo started; sleep 600\n"
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    with ocean_node(tmp_path_factory.mktemp("node")) as node:
+        yield node
+
+
+@pytest.fixture(scope="module")
+def base(node: NodeProcess) -> str:
+    return f"http://{node.http_address()}"
+
+
+@pytest.fixture(scope="module")
+def victim_job(base: str) -> tuple[Ocean, str]:
+    """A finished job of one consumer, with results and a log."""
+    victim = Ocean(base)
+    (job,) = victim.free_start('echo secret > "$C2D_DATA/outputs/secret.txt"\n').json()
+    victim.ended(job["jobId"])
+    return victim, job["jobId"]
+
+
+def refused(response: requests.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    for name in ("X-Content-Type-Options", "Cache-Control"):
+        assert response.headers[name] == SECURITY_HEADERS[name]
+    assert "Traceback" not in response.text
+    message: str = response.json()["error"]
+    return message
+
+
+# -- signatures and nonces ---------------------------------------------------------------
+
+
+def test_a_signature_by_another_key_is_refused_and_spends_no_nonce(base: str) -> None:
+    me, mallory = Ocean(base), Ocean(base)
+    nonce = me.nonce() + 1
+    forged = ocean_signature(mallory.key, me.address, nonce, "freeStartCompute")
+    assert "mismatch" in refused(me.free_start(nonce=str(nonce), signature=forged), 401)
+    assert me.nonce() == nonce - 1
+
+
+def test_a_signature_for_another_command_is_refused(base: str, victim_job: tuple[Ocean, str]) -> None:
+    victim, job_id = victim_job
+    params = {"jobId": job_id, **victim.signed("getComputeResult")}  # a result download's signature...
+    stop = requests.put(f"{base}{API}/compute", params=params, timeout=10)  # ...replayed as a stop
+    assert "mismatch" in refused(stop, 401)
+
+
+@pytest.mark.parametrize(
+    ("method", "route", "command", "extra"),
+    [
+        ("get", "computeResult", "getComputeResult", {"index": "0"}),
+        ("get", "computeStreamableLogs", "getComputeStreamableLogs", {}),
+        ("get", "compute", "getComputeStatus", {}),
+    ],
+)
+def test_a_replayed_request_is_refused(
+    base: str, victim_job: tuple[Ocean, str], method: str, route: str, command: str, extra: dict[str, str]
+) -> None:
+    victim, job_id = victim_job
+    params = {"jobId": job_id, **extra, **victim.signed(command)}
+    first = requests.request(method, f"{base}{API}/{route}", params=params, timeout=30)
+    assert first.status_code == 200, first.text
+    again = requests.request(method, f"{base}{API}/{route}", params=params, timeout=30)
+    assert "not a valid nonce" in refused(again, 401)
+
+
+def test_a_nonce_used_on_the_grpc_face_is_stale_here(node: NodeProcess, base: str) -> None:
+    me = Ocean(base)
+    with Client(node.address, me.key) as client:
+        client.status(all=True)  # the gRPC client's nonce: microseconds since the epoch
+    last = me.nonce()
+    assert last > 0
+    stale = me.free_start(**me.signed("freeStartCompute", nonce=last))
+    assert "must be greater than" in refused(stale, 401)
+
+
+@pytest.mark.parametrize("nonce", ["-1", "1.5", "0x10", "9" * 30, "", " 1"])
+def test_malformed_nonces_are_refused(base: str, nonce: str) -> None:
+    me = Ocean(base)
+    refused(
+        me.free_start(nonce=nonce, signature=ocean_signature(me.key, me.address, nonce, "freeStartCompute")),
+        401,
+    )
+
+
+@pytest.mark.parametrize("signature", ["0x", "0x" + "zz" * 65, "0x" + "11" * 64, "0x" + "ff" * 65, 12])
+def test_malformed_signatures_are_refused(base: str, signature: Any) -> None:
+    refused(Ocean(base).free_start(signature=signature), 401)
+
+
+# -- other consumers' jobs ----------------------------------------------------------------
+
+
+def test_another_consumer_s_job_is_not_found_on_every_route(base: str, victim_job: tuple[Ocean, str]) -> None:
+    _, job_id = victim_job
+    mallory = Ocean(base)
+    status = requests.get(
+        f"{base}{API}/compute", params={"consumerAddress": mallory.address, "jobId": job_id}, timeout=10
+    )
+    assert job_id in refused(status, 404)
+    signed_status = requests.get(
+        f"{base}{API}/compute", params=mallory.signed("getComputeStatus"), timeout=10
+    )
+    assert signed_status.json() == []
+    result = {"jobId": job_id, "index": "0", **mallory.signed("getComputeResult")}
+    refused(requests.get(f"{base}{API}/computeResult", params=result, timeout=10), 404)
+    logs = {"jobId": job_id, **mallory.signed("getComputeStreamableLogs")}
+    refused(requests.get(f"{base}{API}/computeStreamableLogs", params=logs, timeout=10), 404)
+    stop = {"jobId": job_id, **mallory.signed("stopCompute")}
+    refused(requests.put(f"{base}{API}/compute", params=stop, timeout=10), 404)
+
+
+def test_a_viewer_reads_but_does_not_stop(base: str) -> None:
+    owner, viewer = Ocean(base), Ocean(base)
+    (job,) = owner.free_start(SLEEPER, additionalViewers=[viewer.address]).json()
+    assert viewer.status(job["jobId"])["jobId"] == job["jobId"]
+    stop = {"jobId": job["jobId"], **viewer.signed("stopCompute")}
+    assert "owner" in refused(requests.put(f"{base}{API}/compute", params=stop, timeout=10), 403)
+    stopped = requests.put(
+        f"{base}{API}/compute", params={"jobId": job["jobId"], **owner.signed("stopCompute")}, timeout=10
+    )
+    assert stopped.status_code == 200
+
+
+# -- sizes and ranges ---------------------------------------------------------------------
+
+
+def test_bodies_are_bounded(base: str) -> None:
+    me = Ocean(base)
+    big = me.free_start("#" + "x" * MAX_BODY_BYTES)
+    assert "larger than" in refused(big, 413)
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the bound holds on what arrives
+        yield b'{"environment": "'
+        for _ in range(MAX_BODY_BYTES // 4096 + 2):
+            yield b"x" * 4096
+        yield b'"}'
+
+    streamed = requests.post(f"{base}{API}/freeCompute", data=chunks(), timeout=30)
+    refused(streamed, 413)
+
+
+def test_deep_json_is_refused_not_crashed(base: str) -> None:
+    me = Ocean(base)
+    deep: Any = "x"
+    for _ in range(200):
+        deep = {"a": deep}
+    refused(me.free_start(metadata=deep), 400)
+    refused(
+        me.free_start(algorithm={"meta": {"rawcode": "echo", "container": {}}, "algocustomdata": deep}), 400
+    )
+
+
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [
+        ("bytes=999999999-", 416),
+        ("bytes=-5", 400),
+        ("bytes=5-2", 400),
+        ("bytes=0-1,3-4", 400),
+        ("pages=1-", 400),
+    ],
+)
+def test_hostile_ranges_are_refused(
+    base: str, victim_job: tuple[Ocean, str], header: str, status: int
+) -> None:
+    victim, job_id = victim_job
+    params = {"jobId": job_id, "index": "0", **victim.signed("getComputeResult")}
+    response = requests.get(
+        f"{base}{API}/computeResult", params=params, headers={"Range": header}, timeout=10
+    )
+    refused(response, status)
+
+
+def test_a_range_is_answered_with_its_part(base: str, victim_job: tuple[Ocean, str]) -> None:
+    victim, job_id = victim_job
+    url = f"{base}{API}/computeResult"
+    whole = requests.get(
+        url, params={"jobId": job_id, "index": "0", **victim.signed("getComputeResult")}, timeout=10
+    )
+    assert whole.status_code == 200 and whole.headers["Accept-Ranges"] == "bytes"
+    part = requests.get(
+        url,
+        params={"jobId": job_id, "index": "0", **victim.signed("getComputeResult")},
+        headers={"Range": "bytes=2-5"},
+        timeout=10,
+    )
+    assert part.status_code == 206 and part.content == whole.content[2:6]
+    assert part.headers["Content-Range"] == f"bytes 2-5/{len(whole.content)}"
+
+
+def test_an_index_past_the_results_is_not_found(base: str, victim_job: tuple[Ocean, str]) -> None:
+    victim, job_id = victim_job
+    for index in ("99", "999999999"):
+        params = {"jobId": job_id, "index": index, **victim.signed("getComputeResult")}
+        refused(requests.get(f"{base}{API}/computeResult", params=params, timeout=10), 404)
+    params = {"jobId": job_id, "index": "9" * 12, **victim.signed("getComputeResult")}
+    refused(requests.get(f"{base}{API}/computeResult", params=params, timeout=10), 400)
+
+
+def test_the_dashboard_s_session_cookie_is_no_key_here(base: str, victim_job: tuple[Ocean, str]) -> None:
+    victim, job_id = victim_job
+    cookies = {"c2d_session": "anything"}
+    params = {"jobId": job_id, "index": "0", "consumerAddress": victim.address}
+    refused(requests.get(f"{base}{API}/computeResult", params=params, cookies=cookies, timeout=10), 401)
+    assert auth.address_of(victim.key) == victim.address
