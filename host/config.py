@@ -99,6 +99,9 @@ DEFAULTS: dict[str, Any] = {
         "retry_max_seconds": 30.0,  # backoff cap while the chain is unreachable
         "withdraw_earnings": True,  # claim with claimLockAndWithdraw
         "sweep_interval_seconds": 300.0,  # releasing locks that no workflow honours
+        # Locks claimed (or, expired, cancelled) in one transaction when several are ready at
+        # once; 1 sends one claim per workflow.
+        "claim_batch_size": 20,
     },
     # Per environment id: free tier, fees. Without a config file every environment
     # gets a development free tier.
@@ -139,6 +142,7 @@ DEFAULTS: dict[str, Any] = {
 
 
 MAX_QUEUE_SECONDS = 2**32 - 1  # what Environment.max_queue_seconds holds
+MAX_CLAIM_BATCH = 100  # locks per claim transaction: well inside a block's gas limit
 
 
 class ConfigError(ValueError):
@@ -164,6 +168,7 @@ class ChainSection:
     retry_max_seconds: float
     withdraw_earnings: bool
     sweep_interval_seconds: float
+    claim_batch_size: int
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> ChainSection:
@@ -181,6 +186,7 @@ class ChainSection:
             retry_max_seconds=read.number("retry_max_seconds"),
             withdraw_earnings=read.flag("withdraw_earnings"),
             sweep_interval_seconds=read.number("sweep_interval_seconds"),
+            claim_batch_size=read.whole("claim_batch_size"),
         )
 
 
@@ -293,7 +299,10 @@ class HttpSection:
         if not 0 < hours <= 24 * 30:
             raise ConfigError(f"http.session_hours must be more than 0 and at most 720, got {hours}")
         return cls(
-            listen=listen, operators=operators, session_hours=hours, secure_cookies=read.flag("secure_cookies")
+            listen=listen,
+            operators=operators,
+            session_hours=hours,
+            secure_cookies=read.flag("secure_cookies"),
         )
 
 
@@ -578,6 +587,11 @@ def _validate_chain(chain: dict[str, Any]) -> None:
     if not isinstance(chain["confirmations"], int) or chain["confirmations"] < 0:
         raise ConfigError(
             f"chain.confirmations must be a non-negative integer, got {chain['confirmations']!r}"
+        )
+    batch = chain["claim_batch_size"]
+    if not (isinstance(batch, int) and not isinstance(batch, bool) and 1 <= batch <= MAX_CLAIM_BATCH):
+        raise ConfigError(
+            f"chain.claim_batch_size must be a whole number from 1 to {MAX_CLAIM_BATCH}, got {batch!r}"
         )
     tokens = chain["tokens"]
     if not (isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)):
