@@ -1,0 +1,385 @@
+"""Payments at scale: claims in batches, expired locks cancelled by the node, and the operator's earnings.
+
+Real parts: the escrow as committed on py-evm in process (the settler on its own) and on anvil
+over JSON-RPC (the node as a process, SIGKILLed where it matters), the stub engine, the SDK and
+the ``c2d`` command line. Claim transactions are counted from the escrow's ``Claimed`` events
+grouped by transaction hash, so a claim made twice, or one transaction per workflow, shows.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from paidnode import (
+    DEPOSIT,
+    ENV,
+    Consumer,
+    fund_node,
+    new_consumer,
+    payment,
+    stage,
+    stub_env,
+    wait_payment,
+)
+
+from c2d import auth
+from c2d.chain.client import LockClaim, job_id_to_uint
+from c2d.client import Client
+from c2d.common.v1 import common_pb2
+from c2d.compute.v1 import compute_pb2
+from host.chain.devchain import DevChain, find_anvil, start_dev_chain
+from host.payments import states
+from host.payments.settle import GONE, CANCELLED, Outcome, Settler
+from nodeproc import NodeProcess, wait_for
+
+S = common_pb2.JobStatus
+P = compute_pb2
+SETTLED = {P.PAYMENT_STATUS_CLAIMED, P.PAYMENT_STATUS_RELEASED}
+BATCH = 20
+
+
+# -- the settler on its own (py-evm) ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pyevm() -> Iterator[DevChain]:
+    with start_dev_chain("py-evm") as chain:
+        yield chain
+
+
+def locked(chain: DevChain, node_key: str, consumer: Consumer, job_ids: list[int], seconds: int = 10_000) -> None:
+    escrow = chain.escrow(node_key)
+    for job_id in job_ids:
+        escrow.create_lock(job_id, chain.token_address, consumer.address, 100, seconds)
+
+
+def events_by_tx(chain: DevChain, name: str, job_ids: list[int]) -> dict[str, list[int]]:
+    """The escrow's ``name`` events for these locks, as transaction hash -> lock ids."""
+    contract = chain.escrow(chain.deployer_key).contract
+    wanted = {job_id_to_uint(j) for j in job_ids}
+    txs: dict[str, list[int]] = {}
+    for event in getattr(contract.events, name).get_logs(from_block=0):
+        if int(event["args"]["jobId"]) in wanted:
+            txs.setdefault("0x" + bytes(event["transactionHash"]).hex(), []).append(int(event["args"]["jobId"]))
+    return txs
+
+
+def test_a_batch_with_a_lock_that_cannot_be_claimed_still_claims_the_others(pyevm: DevChain) -> None:
+    node_key = auth.new_private_key()
+    fund_node(pyevm, node_key)
+    consumer = new_consumer(pyevm, auth.address_of(node_key))
+    jobs = [1001, 1002, 1003, 1004]
+    locked(pyevm, node_key, consumer, jobs)
+    settler = Settler(pyevm.escrow(node_key), batch_size=BATCH, withdraw=False)
+    claims = [LockClaim(j, pyevm.token_address, consumer.address, 40, b"proof") for j in jobs]
+    # 9999 was never locked (as a lock already settled behind the node's back): the batch reverts
+    bad = LockClaim(9999, pyevm.token_address, consumer.address, 40, b"proof")
+    results = settler.claim([*claims[:2], bad, *claims[2:]])
+    assert results[2] is GONE
+    good = [r for i, r in enumerate(results) if i != 2]
+    assert all(isinstance(r, Outcome) and r.status == states.CLAIMED and r.amount == 40 for r in good), results
+    assert sorted(j for js in events_by_tx(pyevm, "Claimed", jobs).values() for j in js) == jobs
+    assert consumer.funds(pyevm) == (DEPOSIT - 4 * 40, 0)
+
+
+def test_claims_go_out_batch_size_per_transaction(pyevm: DevChain) -> None:
+    node_key = auth.new_private_key()
+    fund_node(pyevm, node_key)
+    consumer = new_consumer(pyevm, auth.address_of(node_key), max_locks=50)
+    jobs = list(range(2001, 2046))  # 45 locks: 20 + 20 + 5
+    locked(pyevm, node_key, consumer, jobs)
+    settler = Settler(pyevm.escrow(node_key), batch_size=BATCH, withdraw=True)
+    results = settler.claim([LockClaim(j, pyevm.token_address, consumer.address, 10, b"") for j in jobs])
+    assert all(isinstance(r, Outcome) and r.status == states.CLAIMED for r in results)
+    txs = events_by_tx(pyevm, "Claimed", jobs)
+    assert sorted(len(js) for js in txs.values()) == [5, 20, 20]
+    assert {r.tx_hash for r in results if isinstance(r, Outcome)} == set(txs)
+    # claimLocksAndWithdraw: the earnings are in the node's wallet, none left in the escrow
+    escrow = pyevm.escrow(node_key)
+    assert escrow.balance_of(pyevm.token_address, escrow.chain.address) == 45 * 10
+    assert escrow.get_user_funds(escrow.chain.address, pyevm.token_address).available == 0
+
+
+def test_expired_locks_are_cancelled_in_one_transaction(pyevm: DevChain) -> None:
+    node_key = auth.new_private_key()
+    fund_node(pyevm, node_key)
+    consumer = new_consumer(pyevm, auth.address_of(node_key))
+    jobs = [3001, 3002, 3003]
+    locked(pyevm, node_key, consumer, jobs, seconds=5)
+    settler = Settler(pyevm.escrow(node_key), batch_size=BATCH, withdraw=False)
+    live = settler.live_locks()
+    assert not any(live.expired(lock) for lock in live.locks.values())
+    pyevm.advance_time(60)
+    live = settler.live_locks()
+    expired = [lock for lock in live.locks.values() if live.expired(lock)]
+    assert sorted(lock.job_id for lock in expired) == jobs
+    results = settler.cancel(expired)
+    assert all(isinstance(r, Outcome) and r.status == states.RELEASED and r.note == CANCELLED for r in results)
+    assert len(events_by_tx(pyevm, "Canceled", jobs)) == 1
+    assert consumer.funds(pyevm) == (DEPOSIT, 0)
+    # cancelled behind the node's back meanwhile: found gone, nothing sent
+    locked(pyevm, node_key, consumer, [3004, 3005], seconds=5)
+    pyevm.advance_time(60)
+    live = settler.live_locks()
+    stale = [lock for lock in live.locks.values() if live.expired(lock)]
+    pyevm.escrow(consumer.key).cancel_expired_lock(3004, pyevm.token_address, consumer.address, auth.address_of(node_key))
+    results = settler.cancel(stale)
+    by_job = dict(zip([lock.job_id for lock in stale], results, strict=True))
+    assert by_job[3004] is GONE
+    assert isinstance(by_job[3005], Outcome) and by_job[3005].status == states.RELEASED
+
+
+# -- the node on anvil --------------------------------------------------------------------------
+
+RUNNERS = 4  # stages the environment runs at once: the blocker holds them all
+
+
+@pytest.fixture(scope="module")
+def anvil() -> Iterator[DevChain]:
+    if find_anvil() is None:
+        if os.environ.get("CI"):
+            pytest.fail("anvil is missing: scripts/setup-dev installs it with npm ci")
+        pytest.skip("anvil is not installed (npm ci)")
+    with start_dev_chain("anvil") as chain:
+        yield chain
+
+
+def node_env(chain: DevChain, **extra: str) -> dict[str, str]:
+    size = f"cpu = {RUNNERS}, ram_gib = {RUNNERS}, disk_gib = {RUNNERS}, max_jobs = {RUNNERS}"
+    return {
+        **stub_env(chain),
+        "C2D_ENGINES__EXTERNAL_STUB__ENVIRONMENTS": f'[{{id = "{ENV}", {size}}}]',
+        # while the test holds the chain's mining, the claim in flight waits for its receipt
+        "C2D_CHAIN__RECEIPT_TIMEOUT_SECONDS": "900",
+        **extra,
+    }
+
+
+@pytest.fixture
+def own_node(tmp_path: Path, anvil: DevChain) -> Iterator[list[NodeProcess]]:
+    """A node of the test's own, to kill; the list holds its current incarnation."""
+    node = NodeProcess(tmp_path / "node", env=node_env(anvil))
+    node.wait_environment(ENV)
+    fund_node(anvil, node.node_key())
+    holder = [node]
+    try:
+        yield holder
+    finally:
+        holder[-1].kill()
+
+
+def rpc(chain: DevChain, method: str, *params: Any) -> Any:
+    return chain.w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
+
+
+def pending_claims(chain: DevChain, node: str) -> list[tuple[str, set[int]]]:
+    """The node's transactions waiting in anvil's pool, with the lock ids each one claims."""
+    contract = chain.escrow(chain.deployer_key).contract
+    pending = rpc(chain, "txpool_content")["result"]["pending"]
+    found = []
+    for sender, txs in pending.items():
+        if sender.lower() != node.lower():
+            continue
+        for tx in txs.values():
+            _fn, args = contract.decode_function_input(tx["input"])
+            ids = args["jobId"] if isinstance(args["jobId"], list) else [args["jobId"]]
+            found.append((tx["hash"], {int(i) for i in ids}))
+    return found
+
+
+class Settling:
+    """Paid workflows queued behind a blocker that holds every runner, so that they all end together.
+
+    With the chain not mining, the first claim sent waits for its receipt and every workflow
+    that ends meanwhile is ready at the next pass: "many payments ready at once", by
+    construction rather than by timing.
+    """
+
+    def __init__(self, node: NodeProcess, chain: DevChain, workflows: int, per_consumer: int = 10) -> None:
+        self.node, self.chain = node, chain
+        payee = auth.address_of(node.node_key())
+        owner = new_consumer(chain, payee)
+        self.blocker_client = Client(node.address, owner.key)
+        blocker = {"environment": ENV, "stages": [stage(i, "sleep 600") for i in range(RUNNERS)]}
+        self.blocker = self.blocker_client.start(blocker, payment=payment(chain))
+        wait_for(
+            lambda: all(j.status == S.JOB_STATUS_RUNNING for j in self.status(self.blocker_client, self.blocker.workflow_id)),
+            60,
+            "the blocker running",
+        )
+        self.consumers = [
+            new_consumer(chain, payee, max_locks=per_consumer) for _ in range(-(-workflows // per_consumer))
+        ]
+        self.clients = [Client(node.address, c.key) for c in self.consumers]
+        self.started: list[tuple[int, Any]] = []  # (consumer index, StartCompute answer)
+        for n in range(workflows):
+            which = n // per_consumer
+            one = {"environment": ENV, "stages": [stage(0, f"echo {n}")]}
+            self.started.append((which, self.clients[which].start(one, payment=payment(chain))))
+
+    @staticmethod
+    def status(client: Client, workflow_id: str) -> list[Any]:
+        return client.status(workflow_id=workflow_id)
+
+    @property
+    def lock_ids(self) -> list[int]:
+        return [job_id_to_uint(s.workflow_id) for _, s in self.started]
+
+    def release_while_not_mining(self) -> None:
+        rpc(self.chain, "evm_setAutomine", False)
+        self.blocker_client.stop(workflow_id=self.blocker.workflow_id)
+        for which, started in self.started:
+            wait_for(
+                lambda c=self.clients[which], w=started.workflow_id: all(
+                    j.status == S.JOB_STATUS_FINISHED for j in self.status(c, w)
+                ),
+                300,
+                f"workflow {started.workflow_id} finished",
+            )
+
+    def mine_again(self) -> None:
+        rpc(self.chain, "evm_setAutomine", True)
+        rpc(self.chain, "evm_mine")
+
+    def payments(self, node: NodeProcess) -> list[Any]:
+        out = []
+        for which, started in self.started:
+            with Client(node.address, self.consumers[which].key) as client:
+                out.append(wait_payment(client, started.workflow_id, SETTLED, timeout=120))
+        return out
+
+    def close(self) -> None:
+        for client in [self.blocker_client, *self.clients]:
+            client.close()
+
+
+def assert_each_claimed_once(chain: DevChain, settling: Settling, paid: list[Any]) -> dict[str, list[int]]:
+    txs = events_by_tx(chain, "Claimed", settling.lock_ids)
+    per_lock = Counter(j for js in txs.values() for j in js)
+    assert per_lock == Counter(settling.lock_ids), "a lock claimed twice, or not at all"
+    by_lock = {j: tx for tx, js in txs.items() for j in js}
+    for lock_id, state in zip(settling.lock_ids, paid, strict=True):
+        assert state.status == P.PAYMENT_STATUS_CLAIMED and int(state.claimed_amount) > 0
+        assert state.claim_transaction == by_lock[lock_id]
+    spent = Counter[int]()
+    for (which, _), state in zip(settling.started, paid, strict=True):
+        spent[which] += int(state.claimed_amount)
+    for which, consumer in enumerate(settling.consumers):
+        assert consumer.funds(chain) == (DEPOSIT - spent[which], 0)
+    return txs
+
+
+def test_fifty_workflows_settling_at_once_are_claimed_in_few_transactions(
+    own_node: list[NodeProcess], anvil: DevChain
+) -> None:
+    settling = Settling(own_node[0], anvil, 50)
+    try:
+        settling.release_while_not_mining()
+        settling.mine_again()
+        paid = settling.payments(own_node[0])
+        txs = assert_each_claimed_once(anvil, settling, paid)
+    finally:
+        settling.close()
+    # the claim in flight when the chain stopped mining, then all the others, BATCH per transaction
+    assert len(txs) <= 1 + -(-49 // BATCH), {tx: len(js) for tx, js in txs.items()}
+    assert max(len(js) for js in txs.values()) == BATCH
+    batches = own_node[0].log_events("escrow claims mined")
+    assert max(b["locks"] for b in batches) == BATCH
+
+
+@pytest.mark.parametrize("mined", [True, False], ids=["batch-mined-while-down", "batch-dropped"])
+def test_sigkill_after_a_batch_was_sent_claims_each_once(
+    own_node: list[NodeProcess], anvil: DevChain, mined: bool
+) -> None:
+    node = own_node[0]
+    address = auth.address_of(node.node_key())
+    settling = Settling(node, anvil, 5)
+    try:
+        ours = set(settling.lock_ids)
+        settling.release_while_not_mining()
+        while True:  # the first claim transaction that holds several of the five
+            ((tx, ids),) = wait_for(lambda: pending_claims(anvil, address), 60, "a claim in the pool")
+            if len(ids & ours) >= 2:
+                break
+            rpc(anvil, "evm_mine")
+        node.process.send_signal(signal.SIGKILL)
+        node.process.wait(timeout=10)
+        rpc(anvil, "evm_mine" if mined else "anvil_dropTransaction", *([] if mined else [tx]))
+        settling.mine_again()
+        again = NodeProcess(node.data_dir, env=node_env(anvil), port=node.port, pod_port=node.pod_port)
+        own_node.append(again)
+        again.wait_listening()
+        paid = settling.payments(again)
+        txs = assert_each_claimed_once(anvil, settling, paid)
+    finally:
+        settling.close()
+    recovered = {e["workflow_id"] for e in again.log_events("escrow settled") if e["note"] == "claimed before a restart"}
+    in_batch = {s.workflow_id for _, s in settling.started if job_id_to_uint(s.workflow_id) in ids}
+    # mined while the node was down: found on chain; dropped: claimed again after the restart
+    assert recovered == (in_batch if mined else set())
+    if mined:
+        assert tx in txs and set(txs[tx]) == ids & ours
+
+
+def test_expired_locks_are_cancelled_by_the_node_and_their_rows_released(
+    own_node: list[NodeProcess], anvil: DevChain
+) -> None:
+    """Locks the node can no longer claim (the node was down past their expiry): cancelled in one
+    transaction, whatever their row's state; an expired lock no row owns goes back too."""
+    import peewee
+
+    from host.store import models
+
+    node = own_node[0]
+    node_address = auth.address_of(node.node_key())
+    consumer = new_consumer(anvil, node_address)
+    node.process.send_signal(signal.SIGKILL)
+    node.process.wait(timeout=10)
+    node_escrow = anvil.escrow(node.node_key())
+    rows = {"expired-claiming": states.CLAIMING, "expired-locked": states.LOCKED, "expired-locking": states.LOCKING}
+    for workflow_id in [*rows, "expired-nobody"]:
+        node_escrow.create_lock(workflow_id, anvil.token_address, consumer.address, 1000, 5)
+    db = peewee.SqliteDatabase(str(node.data_dir / "node.db"))
+    with db.bind_ctx([models.Payment]):
+        now = time.time()
+        for workflow_id, status in rows.items():
+            models.Payment.create(
+                workflow_id=workflow_id,
+                status=status,
+                chain_id=anvil.chain_id,
+                escrow=anvil.escrow_address,
+                token=anvil.token_address.lower(),
+                payer=consumer.address.lower(),
+                payee=node_address.lower(),
+                lock_id=str(job_id_to_uint(workflow_id)),
+                amount="1000",
+                quote={"min_lock_seconds": 5, "breakdown": []},
+                expiry=now - 60,
+                claim_amount="400" if status == states.CLAIMING else "",
+                digest="0x" + "ab" * 32 if status == states.CLAIMING else "",
+                created_at=now,
+                updated_at=now,
+            )
+    db.close()
+    anvil.advance_time(3600)
+    assert consumer.funds(anvil) == (DEPOSIT - 4000, 4000)
+    again = NodeProcess(node.data_dir, env=node_env(anvil), port=node.port, pod_port=node.pod_port)
+    own_node.append(again)
+    wait_for(lambda: consumer.funds(anvil) == (DEPOSIT, 0), 60, "the expired locks given back")
+    settled = wait_for(
+        lambda: (lambda e: e if len(e) == 3 else None)(again.log_events("escrow settled")), 30, "three rows settled"
+    )
+    assert {e["workflow_id"]: e["status"] for e in settled} == dict.fromkeys(rows, "released")
+    assert all(CANCELLED in e["note"] for e in settled)
+    ids = [job_id_to_uint(w) for w in [*rows, "expired-nobody"]]
+    cancels = events_by_tx(anvil, "Canceled", ids)
+    assert sorted(len(js) for js in cancels.values()) == [1, 3]  # the rows' batch; the sweep's
+    assert events_by_tx(anvil, "Claimed", ids) == {}
+    assert len({e["tx"] for e in settled}) == 1
