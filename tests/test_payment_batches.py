@@ -8,6 +8,7 @@ grouped by transaction hash, so a claim made twice, or one transaction per workf
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -36,8 +37,8 @@ from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
 from host.chain.devchain import DevChain, find_anvil, start_dev_chain
 from host.payments import states
-from host.payments.settle import GONE, CANCELLED, Outcome, Settler
-from nodeproc import NodeProcess, wait_for
+from host.payments.settle import CANCELLED, GONE, Outcome, Settler
+from nodeproc import NodeProcess, running_node, wait_for
 
 S = common_pb2.JobStatus
 P = compute_pb2
@@ -54,7 +55,9 @@ def pyevm() -> Iterator[DevChain]:
         yield chain
 
 
-def locked(chain: DevChain, node_key: str, consumer: Consumer, job_ids: list[int], seconds: int = 10_000) -> None:
+def locked(
+    chain: DevChain, node_key: str, consumer: Consumer, job_ids: list[int], seconds: int = 10_000
+) -> None:
     escrow = chain.escrow(node_key)
     for job_id in job_ids:
         escrow.create_lock(job_id, chain.token_address, consumer.address, 100, seconds)
@@ -67,7 +70,9 @@ def events_by_tx(chain: DevChain, name: str, job_ids: list[int]) -> dict[str, li
     txs: dict[str, list[int]] = {}
     for event in getattr(contract.events, name).get_logs(from_block=0):
         if int(event["args"]["jobId"]) in wanted:
-            txs.setdefault("0x" + bytes(event["transactionHash"]).hex(), []).append(int(event["args"]["jobId"]))
+            txs.setdefault("0x" + bytes(event["transactionHash"]).hex(), []).append(
+                int(event["args"]["jobId"])
+            )
     return txs
 
 
@@ -84,7 +89,9 @@ def test_a_batch_with_a_lock_that_cannot_be_claimed_still_claims_the_others(pyev
     results = settler.claim([*claims[:2], bad, *claims[2:]])
     assert results[2] is GONE
     good = [r for i, r in enumerate(results) if i != 2]
-    assert all(isinstance(r, Outcome) and r.status == states.CLAIMED and r.amount == 40 for r in good), results
+    assert all(isinstance(r, Outcome) and r.status == states.CLAIMED and r.amount == 40 for r in good), (
+        results
+    )
     assert sorted(j for js in events_by_tx(pyevm, "Claimed", jobs).values() for j in js) == jobs
     assert consumer.funds(pyevm) == (DEPOSIT - 4 * 40, 0)
 
@@ -121,7 +128,9 @@ def test_expired_locks_are_cancelled_in_one_transaction(pyevm: DevChain) -> None
     expired = [lock for lock in live.locks.values() if live.expired(lock)]
     assert sorted(lock.job_id for lock in expired) == jobs
     results = settler.cancel(expired)
-    assert all(isinstance(r, Outcome) and r.status == states.RELEASED and r.note == CANCELLED for r in results)
+    assert all(
+        isinstance(r, Outcome) and r.status == states.RELEASED and r.note == CANCELLED for r in results
+    )
     assert len(events_by_tx(pyevm, "Canceled", jobs)) == 1
     assert consumer.funds(pyevm) == (DEPOSIT, 0)
     # cancelled behind the node's back meanwhile: found gone, nothing sent
@@ -129,7 +138,9 @@ def test_expired_locks_are_cancelled_in_one_transaction(pyevm: DevChain) -> None
     pyevm.advance_time(60)
     live = settler.live_locks()
     stale = [lock for lock in live.locks.values() if live.expired(lock)]
-    pyevm.escrow(consumer.key).cancel_expired_lock(3004, pyevm.token_address, consumer.address, auth.address_of(node_key))
+    pyevm.escrow(consumer.key).cancel_expired_lock(
+        3004, pyevm.token_address, consumer.address, auth.address_of(node_key)
+    )
     results = settler.cancel(stale)
     by_job = dict(zip([lock.job_id for lock in stale], results, strict=True))
     assert by_job[3004] is GONE
@@ -210,7 +221,10 @@ class Settling:
         blocker = {"environment": ENV, "stages": [stage(i, "sleep 600") for i in range(RUNNERS)]}
         self.blocker = self.blocker_client.start(blocker, payment=payment(chain))
         wait_for(
-            lambda: all(j.status == S.JOB_STATUS_RUNNING for j in self.status(self.blocker_client, self.blocker.workflow_id)),
+            lambda: all(
+                j.status == S.JOB_STATUS_RUNNING
+                for j in self.status(self.blocker_client, self.blocker.workflow_id)
+            ),
             60,
             "the blocker running",
         )
@@ -320,7 +334,11 @@ def test_sigkill_after_a_batch_was_sent_claims_each_once(
         txs = assert_each_claimed_once(anvil, settling, paid)
     finally:
         settling.close()
-    recovered = {e["workflow_id"] for e in again.log_events("escrow settled") if e["note"] == "claimed before a restart"}
+    recovered = {
+        e["workflow_id"]
+        for e in again.log_events("escrow settled")
+        if e["note"] == "claimed before a restart"
+    }
     in_batch = {s.workflow_id for _, s in settling.started if job_id_to_uint(s.workflow_id) in ids}
     # mined while the node was down: found on chain; dropped: claimed again after the restart
     assert recovered == (in_batch if mined else set())
@@ -343,7 +361,11 @@ def test_expired_locks_are_cancelled_by_the_node_and_their_rows_released(
     node.process.send_signal(signal.SIGKILL)
     node.process.wait(timeout=10)
     node_escrow = anvil.escrow(node.node_key())
-    rows = {"expired-claiming": states.CLAIMING, "expired-locked": states.LOCKED, "expired-locking": states.LOCKING}
+    rows = {
+        "expired-claiming": states.CLAIMING,
+        "expired-locked": states.LOCKED,
+        "expired-locking": states.LOCKING,
+    }
     for workflow_id in [*rows, "expired-nobody"]:
         node_escrow.create_lock(workflow_id, anvil.token_address, consumer.address, 1000, 5)
     db = peewee.SqliteDatabase(str(node.data_dir / "node.db"))
@@ -374,7 +396,9 @@ def test_expired_locks_are_cancelled_by_the_node_and_their_rows_released(
     own_node.append(again)
     wait_for(lambda: consumer.funds(anvil) == (DEPOSIT, 0), 60, "the expired locks given back")
     settled = wait_for(
-        lambda: (lambda e: e if len(e) == 3 else None)(again.log_events("escrow settled")), 30, "three rows settled"
+        lambda: (lambda e: e if len(e) == 3 else None)(again.log_events("escrow settled")),
+        30,
+        "three rows settled",
     )
     assert {e["workflow_id"]: e["status"] for e in settled} == dict.fromkeys(rows, "released")
     assert all(CANCELLED in e["note"] for e in settled)
@@ -383,3 +407,74 @@ def test_expired_locks_are_cancelled_by_the_node_and_their_rows_released(
     assert sorted(len(js) for js in cancels.values()) == [1, 3]  # the rows' batch; the sweep's
     assert events_by_tx(anvil, "Claimed", ids) == {}
     assert len({e["tx"] for e in settled}) == 1
+
+
+# -- the operator's earnings: c2d admin earnings|withdraw -----------------------------------------
+
+
+def c2d(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from c2d.cli import main
+
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_the_operator_sees_and_withdraws_the_nodes_earnings(
+    tmp_path: Path, anvil: DevChain, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from c2d.units import format_units
+
+    for name in ("C2D_NODE", "C2D_KEY_FILE", "C2D_RPC_URL"):
+        monkeypatch.delenv(name, raising=False)
+    env = {**node_env(anvil), "C2D_CHAIN__WITHDRAW_EARNINGS": "false"}  # earnings stay in the escrow
+    with running_node(tmp_path / "node", env=env) as node:
+        node.wait_environment(ENV)
+        payee = anvil.w3.to_checksum_address(fund_node(anvil, node.node_key()))
+        consumer = new_consumer(anvil, payee)
+        with Client(node.address, consumer.key) as client:
+            started = client.start({"environment": ENV, "stages": [stage(0, "true")]}, payment=payment(anvil))
+            paid = wait_payment(client, started.workflow_id, {P.PAYMENT_STATUS_CLAIMED})
+        earned = int(paid.claimed_amount)
+        escrow = anvil.escrow(node.node_key())
+        wallet_before = escrow.balance_of(anvil.token_address, payee)
+        key = ["--node", node.address, "--key-file", str(node.data_dir / "node_key")]
+        chain = ["--rpc", str(anvil.rpc_url)]
+
+        code, out, err = c2d(capsys, *key, "admin", "earnings", *chain, "--json")
+        assert code == 0, err
+        (row,) = json.loads(out)["tokens"]
+        assert (row["token"], row["symbol"], row["decimals"]) == (anvil.token_address, "C2DT", 18)
+        assert int(row["available"]) == earned
+        code, out, err = c2d(capsys, *key, "admin", "earnings", *chain)
+        assert code == 0 and f"{format_units(earned, 18)} C2DT" in out, out
+
+        third = earned // 3
+        code, out, err = c2d(capsys, *key, "admin", "withdraw", format_units(third, 18), *chain)
+        assert code == 0, err
+        tx = out.split("(transaction ")[1].split(")")[0]
+        assert anvil.w3.eth.get_transaction_receipt(tx)["status"] == 1
+        assert f"withdrew {format_units(third, 18)} C2DT to {payee}" in out
+        assert escrow.get_user_funds(payee, anvil.token_address).available == earned - third
+
+        code, out, err = c2d(capsys, *key, "admin", "withdraw", str(earned), "--base-units", *chain)
+        assert code == 4 and "not" in err and "Traceback" not in err  # more than is left
+        code, out, err = c2d(capsys, *key, "admin", "withdraw", "--all", *chain, "--json")
+        assert code == 0, err
+        doc = json.loads(out)
+        assert (int(doc["withdrawn"]), int(doc["available"])) == (earned - third, 0)
+        assert escrow.balance_of(anvil.token_address, payee) == wallet_before + earned
+        code, _, err = c2d(capsys, *key, "admin", "withdraw", "--all", *chain)
+        assert code == 2 and "nothing to withdraw" in err
+
+        # someone else's key, no amount, an unreachable chain: one line each, no traceback
+        stranger = tmp_path / "stranger.key"
+        stranger.write_text(auth.new_private_key() + "\n")
+        code, _, err = c2d(
+            capsys, "--node", node.address, "--key-file", str(stranger), "admin", "earnings", *chain
+        )
+        assert code == 2 and "is not the node's" in err
+        code, _, err = c2d(capsys, *key, "admin", "withdraw", *chain)
+        assert code == 2 and "AMOUNT or --all" in err
+        code, _, err = c2d(capsys, *key, "admin", "earnings", "--rpc", "http://127.0.0.1:1")
+        assert code == 4 and "cannot reach the chain" in err and err.count("\n") == 1
