@@ -22,11 +22,14 @@ from paidnode import (
     DEPOSIT,
     ENV,
     Consumer,
+    Settling,
+    events_by_tx,
     fund_node,
     new_consumer,
+    node_env,
     payment,
+    rpc,
     stage,
-    stub_env,
     wait_payment,
 )
 
@@ -61,19 +64,6 @@ def locked(
     escrow = chain.escrow(node_key)
     for job_id in job_ids:
         escrow.create_lock(job_id, chain.token_address, consumer.address, 100, seconds)
-
-
-def events_by_tx(chain: DevChain, name: str, job_ids: list[int]) -> dict[str, list[int]]:
-    """The escrow's ``name`` events for these locks, as transaction hash -> lock ids."""
-    contract = chain.escrow(chain.deployer_key).contract
-    wanted = {job_id_to_uint(j) for j in job_ids}
-    txs: dict[str, list[int]] = {}
-    for event in getattr(contract.events, name).get_logs(from_block=0):
-        if int(event["args"]["jobId"]) in wanted:
-            txs.setdefault("0x" + bytes(event["transactionHash"]).hex(), []).append(
-                int(event["args"]["jobId"])
-            )
-    return txs
 
 
 def test_a_batch_with_a_lock_that_cannot_be_claimed_still_claims_the_others(pyevm: DevChain) -> None:
@@ -149,8 +139,6 @@ def test_expired_locks_are_cancelled_in_one_transaction(pyevm: DevChain) -> None
 
 # -- the node on anvil --------------------------------------------------------------------------
 
-RUNNERS = 4  # stages the environment runs at once: the blocker holds them all
-
 
 @pytest.fixture(scope="module")
 def anvil() -> Iterator[DevChain]:
@@ -160,17 +148,6 @@ def anvil() -> Iterator[DevChain]:
         pytest.skip("anvil is not installed (npm ci)")
     with start_dev_chain("anvil") as chain:
         yield chain
-
-
-def node_env(chain: DevChain, **extra: str) -> dict[str, str]:
-    size = f"cpu = {RUNNERS}, ram_gib = {RUNNERS}, disk_gib = {RUNNERS}, max_jobs = {RUNNERS}"
-    return {
-        **stub_env(chain),
-        "C2D_ENGINES__EXTERNAL_STUB__ENVIRONMENTS": f'[{{id = "{ENV}", {size}}}]',
-        # while the test holds the chain's mining, the claim in flight waits for its receipt
-        "C2D_CHAIN__RECEIPT_TIMEOUT_SECONDS": "900",
-        **extra,
-    }
 
 
 @pytest.fixture
@@ -186,10 +163,6 @@ def own_node(tmp_path: Path, anvil: DevChain) -> Iterator[list[NodeProcess]]:
         holder[-1].kill()
 
 
-def rpc(chain: DevChain, method: str, *params: Any) -> Any:
-    return chain.w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
-
-
 def pending_claims(chain: DevChain, node: str) -> list[tuple[str, set[int]]]:
     """The node's transactions waiting in anvil's pool, with the lock ids each one claims."""
     contract = chain.escrow(chain.deployer_key).contract
@@ -203,75 +176,6 @@ def pending_claims(chain: DevChain, node: str) -> list[tuple[str, set[int]]]:
             ids = args["jobId"] if isinstance(args["jobId"], list) else [args["jobId"]]
             found.append((tx["hash"], {int(i) for i in ids}))
     return found
-
-
-class Settling:
-    """Paid workflows queued behind a blocker that holds every runner, so that they all end together.
-
-    With the chain not mining, the first claim sent waits for its receipt and every workflow
-    that ends meanwhile is ready at the next pass: "many payments ready at once", by
-    construction rather than by timing.
-    """
-
-    def __init__(self, node: NodeProcess, chain: DevChain, workflows: int, per_consumer: int = 10) -> None:
-        self.node, self.chain = node, chain
-        payee = auth.address_of(node.node_key())
-        owner = new_consumer(chain, payee)
-        self.blocker_client = Client(node.address, owner.key)
-        blocker = {"environment": ENV, "stages": [stage(i, "sleep 600") for i in range(RUNNERS)]}
-        self.blocker = self.blocker_client.start(blocker, payment=payment(chain))
-        wait_for(
-            lambda: all(
-                j.status == S.JOB_STATUS_RUNNING
-                for j in self.status(self.blocker_client, self.blocker.workflow_id)
-            ),
-            60,
-            "the blocker running",
-        )
-        self.consumers = [
-            new_consumer(chain, payee, max_locks=per_consumer) for _ in range(-(-workflows // per_consumer))
-        ]
-        self.clients = [Client(node.address, c.key) for c in self.consumers]
-        self.started: list[tuple[int, Any]] = []  # (consumer index, StartCompute answer)
-        for n in range(workflows):
-            which = n // per_consumer
-            one = {"environment": ENV, "stages": [stage(0, f"echo {n}")]}
-            self.started.append((which, self.clients[which].start(one, payment=payment(chain))))
-
-    @staticmethod
-    def status(client: Client, workflow_id: str) -> list[Any]:
-        return client.status(workflow_id=workflow_id)
-
-    @property
-    def lock_ids(self) -> list[int]:
-        return [job_id_to_uint(s.workflow_id) for _, s in self.started]
-
-    def release_while_not_mining(self) -> None:
-        rpc(self.chain, "evm_setAutomine", False)
-        self.blocker_client.stop(workflow_id=self.blocker.workflow_id)
-        for which, started in self.started:
-            wait_for(
-                lambda c=self.clients[which], w=started.workflow_id: all(
-                    j.status == S.JOB_STATUS_FINISHED for j in self.status(c, w)
-                ),
-                300,
-                f"workflow {started.workflow_id} finished",
-            )
-
-    def mine_again(self) -> None:
-        rpc(self.chain, "evm_setAutomine", True)
-        rpc(self.chain, "evm_mine")
-
-    def payments(self, node: NodeProcess) -> list[Any]:
-        out = []
-        for which, started in self.started:
-            with Client(node.address, self.consumers[which].key) as client:
-                out.append(wait_payment(client, started.workflow_id, SETTLED, timeout=120))
-        return out
-
-    def close(self) -> None:
-        for client in [self.blocker_client, *self.clients]:
-            client.close()
 
 
 def assert_each_claimed_once(chain: DevChain, settling: Settling, paid: list[Any]) -> dict[str, list[int]]:
