@@ -24,6 +24,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from eth_typing import HexStr
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -66,7 +68,7 @@ def measure(chain: DevChain, tmp: Path, workflows: int, batch: int) -> Figures:
     claims = Counter(lock for locks in txs.values() for lock in locks)
     if claims != Counter(ids):
         raise SystemExit(f"batch {batch}: some lock was not claimed exactly once: {claims}")
-    gas = sum(int(chain.w3.eth.get_transaction_receipt(tx)["gasUsed"]) for tx in txs)
+    gas = sum(int(chain.w3.eth.get_transaction_receipt(HexStr(tx))["gasUsed"]) for tx in txs)
     largest = max(len(locks) for locks in txs.values())
     return Figures(batch, len(ids), len(txs), gas, largest, seconds)
 

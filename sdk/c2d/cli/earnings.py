@@ -31,6 +31,8 @@ from c2d.cli.escrow import (
     tx_hash,
 )
 from c2d.cli.payment import Offer, accepted, choose, offers, parse_amount
+from c2d.client import C2DError
+from c2d.common.v1 import common_pb2
 from c2d.units import TokenUnits
 
 if TYPE_CHECKING:
@@ -83,10 +85,6 @@ class NodeEscrow:
         return {"account": self.payee, "chain_id": self.chain_id, "escrow": self.escrow.address}
 
 
-def _offers_of_node(ctx: Context, chain_id: int | None, escrow: str | None) -> list[Offer]:
-    return choose(offers(node_environments(ctx)), chain_id, None, escrow)
-
-
 def open_node_escrow(ctx: Context) -> NodeEscrow:
     """The node's escrow, signing as the key file's account, which must be the node's."""
     args = ctx.args
@@ -96,7 +94,9 @@ def open_node_escrow(ctx: Context) -> NodeEscrow:
     key = ctx.private_key()
     escrow_address = checked_address(args.escrow, "--escrow")
     checked_address(args.token, "--token")
-    fitting = [] if escrow_address and args.chain_id else _offers_of_node(ctx, args.chain_id, escrow_address)
+    # Named in full, the escrow needs no node; otherwise the node's fees name it.
+    envs = None if escrow_address and args.chain_id else node_environments(ctx)
+    fitting = choose(offers(envs or []), args.chain_id, None, escrow_address)
     escrows = {(offer.chain_id, offer.escrow) for offer in fitting}
     if not escrow_address:
         if not escrows:
@@ -112,7 +112,7 @@ def open_node_escrow(ctx: Context) -> NodeEscrow:
     w3 = connect_rpc(rpc, chain_id, args.timeout)
     escrow: EscrowClient = escrow_client(chain_client(w3, key), escrow_address)
     me = escrow.chain.address
-    _check_node_key(ctx, me)
+    _check_node_key(envs if envs is not None else _environments_if_up(ctx), me)
     return NodeEscrow(
         escrow,
         int(w3.eth.chain_id) if chain_id is None else int(chain_id),
@@ -121,12 +121,16 @@ def open_node_escrow(ctx: Context) -> NodeEscrow:
     )
 
 
-def _check_node_key(ctx: Context, me: str) -> None:
-    """Earnings are the node's: a key that is not the node's would show (or withdraw) someone else's."""
+def _environments_if_up(ctx: Context) -> list[common_pb2.Environment]:
+    """The node's environments, or none when it does not answer: withdrawing needs only the chain."""
     try:
-        envs = node_environments(ctx)
-    except Exception:  # the node need not be up to withdraw: the chain decides whose funds they are
-        return
+        return node_environments(ctx)
+    except C2DError:
+        return []
+
+
+def _check_node_key(envs: list[common_pb2.Environment], me: str) -> None:
+    """Earnings are the node's: a key that is not the node's would show (or withdraw) someone else's."""
     payees = {fees.payee_address.lower() for env in envs for fees in env.fees if fees.payee_address}
     if payees and me.lower() not in payees:
         raise UsageError(
