@@ -194,6 +194,7 @@ def assert_each_claimed_once(chain: DevChain, settling: Settling, paid: list[Any
     return txs
 
 
+@pytest.mark.load
 def test_fifty_workflows_settling_at_once_are_claimed_in_few_transactions(
     own_node: list[NodeProcess], anvil: DevChain
 ) -> None:
@@ -250,50 +251,97 @@ def test_sigkill_after_a_batch_was_sent_claims_each_once(
         assert tx in txs and set(txs[tx]) == ids & ours
 
 
+def stored_payments(
+    node: NodeProcess,
+    chain: DevChain,
+    consumer: Consumer,
+    payments: list[tuple[str, str, int]],
+    *,
+    seconds: int = 10_000,
+) -> None:
+    """Locks of 1000 made by the (stopped) node, and their payment rows as the node stores them:
+    (workflow id, status, amount to claim when ``claiming``)."""
+    import peewee
+
+    from host.store import models
+
+    node_address = auth.address_of(node.node_key())
+    for workflow_id, _, _ in payments:
+        chain.escrow(node.node_key()).create_lock(
+            workflow_id, chain.token_address, consumer.address, 1000, seconds
+        )
+    db = peewee.SqliteDatabase(str(node.data_dir / "node.db"))
+    with db.bind_ctx([models.Payment]):
+        now = time.time()
+        for workflow_id, status, amount in payments:
+            claiming = status == states.CLAIMING
+            models.Payment.create(
+                workflow_id=workflow_id,
+                status=status,
+                chain_id=chain.chain_id,
+                escrow=chain.escrow_address,
+                token=chain.token_address.lower(),
+                payer=consumer.address.lower(),
+                payee=node_address.lower(),
+                lock_id=str(job_id_to_uint(workflow_id)),
+                amount="1000",
+                quote={"min_lock_seconds": seconds, "breakdown": []},
+                expiry=now + seconds - 60,
+                claim_amount=str(amount) if claiming else "",
+                digest="0x" + "ab" * 32 if claiming else "",
+                created_at=now,
+                updated_at=now,
+            )
+    db.close()
+
+
+def test_a_batch_the_escrow_refuses_is_claimed_one_by_one_by_the_node(
+    own_node: list[NodeProcess], anvil: DevChain
+) -> None:
+    """One ``claiming`` row asks more than its lock holds (a lock the escrow will not pay): the
+    batch of four reverts, the node claims the other three one by one and retries only that one."""
+    node = own_node[0]
+    consumer = new_consumer(anvil, auth.address_of(node.node_key()))
+    node.process.send_signal(signal.SIGKILL)
+    node.process.wait(timeout=10)
+    good = ["batch-good-1", "batch-good-2", "batch-good-3"]
+    payments = [(w, states.CLAIMING, 300) for w in good] + [("batch-bad", states.CLAIMING, 1001)]
+    stored_payments(node, anvil, consumer, payments)
+    again = NodeProcess(node.data_dir, env=node_env(anvil), port=node.port, pod_port=node.pod_port)
+    own_node.append(again)
+    settled = wait_for(
+        lambda: (lambda e: e if len(e) == 3 else None)(again.log_events("escrow settled")),
+        60,
+        "three claimed",
+    )
+    assert {e["workflow_id"]: e["status"] for e in settled} == dict.fromkeys(good, "claimed")
+    (fallback,) = again.log_events("a batch reverted; sending its locks one by one")
+    assert fallback["locks"] == 4 and "Amount too high" in (fallback["reason"] or "")
+    failed = wait_for(lambda: again.log_events("payment step failed; retrying"), 30, "the bad one retried")
+    assert {e["workflow_id"] for e in failed} == {"batch-bad"}
+    txs = events_by_tx(anvil, "Claimed", [*good, "batch-bad"])
+    assert sorted(len(ids) for ids in txs.values()) == [1, 1, 1]  # one by one, the bad one never
+    assert consumer.funds(anvil) == (DEPOSIT - 3 * 300 - 1000, 1000)
+
+
 def test_expired_locks_are_cancelled_by_the_node_and_their_rows_released(
     own_node: list[NodeProcess], anvil: DevChain
 ) -> None:
     """Locks the node can no longer claim (the node was down past their expiry): cancelled in one
     transaction, whatever their row's state; an expired lock no row owns goes back too."""
-    import peewee
-
-    from host.store import models
-
     node = own_node[0]
-    node_address = auth.address_of(node.node_key())
-    consumer = new_consumer(anvil, node_address)
+    consumer = new_consumer(anvil, auth.address_of(node.node_key()))
     node.process.send_signal(signal.SIGKILL)
     node.process.wait(timeout=10)
-    node_escrow = anvil.escrow(node.node_key())
     rows = {
         "expired-claiming": states.CLAIMING,
         "expired-locked": states.LOCKED,
         "expired-locking": states.LOCKING,
     }
-    for workflow_id in [*rows, "expired-nobody"]:
-        node_escrow.create_lock(workflow_id, anvil.token_address, consumer.address, 1000, 5)
-    db = peewee.SqliteDatabase(str(node.data_dir / "node.db"))
-    with db.bind_ctx([models.Payment]):
-        now = time.time()
-        for workflow_id, status in rows.items():
-            models.Payment.create(
-                workflow_id=workflow_id,
-                status=status,
-                chain_id=anvil.chain_id,
-                escrow=anvil.escrow_address,
-                token=anvil.token_address.lower(),
-                payer=consumer.address.lower(),
-                payee=node_address.lower(),
-                lock_id=str(job_id_to_uint(workflow_id)),
-                amount="1000",
-                quote={"min_lock_seconds": 5, "breakdown": []},
-                expiry=now - 60,
-                claim_amount="400" if status == states.CLAIMING else "",
-                digest="0x" + "ab" * 32 if status == states.CLAIMING else "",
-                created_at=now,
-                updated_at=now,
-            )
-    db.close()
+    anvil.escrow(node.node_key()).create_lock(
+        "expired-nobody", anvil.token_address, consumer.address, 1000, 5
+    )
+    stored_payments(node, anvil, consumer, [(w, status, 400) for w, status in rows.items()], seconds=5)
     anvil.advance_time(3600)
     assert consumer.funds(anvil) == (DEPOSIT - 4000, 4000)
     again = NodeProcess(node.data_dir, env=node_env(anvil), port=node.port, pod_port=node.pod_port)
