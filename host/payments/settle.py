@@ -158,11 +158,10 @@ class Settler:
                 continue
             except ChainError as exc:
                 self._on_error(exc)
-                if exc.kind != E.REVERT or len(batch) == 1:
-                    results.extend([exc] * len(batch))
-                    if exc.kind != E.REVERT:
-                        results.extend([exc] * (len(items) - len(results)))
-                        return results
+                if exc.kind != E.REVERT:
+                    return results + [exc] * (len(items) - len(results))
+                if len(batch) == 1:  # nothing to split: this one is tried again later
+                    results.append(exc)
                     continue
                 log.warning(
                     "a batch reverted; sending its locks one by one", locks=len(batch), reason=exc.reason
