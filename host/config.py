@@ -104,6 +104,9 @@ DEFAULTS: dict[str, Any] = {
         # How long a consumer's token balance read for an environment's access list counts
         # (a burst of starts reads once); a token transferred away stops granting after this.
         "access_cache_seconds": 10.0,
+        # Locks claimed (or, expired, cancelled) in one transaction when several are ready at
+        # once; 1 sends one claim per workflow.
+        "claim_batch_size": 20,
     },
     # Per environment id: free tier, fees. Without a config file every environment
     # gets a development free tier.
@@ -145,6 +148,7 @@ DEFAULTS: dict[str, Any] = {
 
 MAX_QUEUE_SECONDS = 2**32 - 1  # what Environment.max_queue_seconds holds
 MAX_ACCESS_CACHE_SECONDS = 3600  # a token sold keeps granting this long at most
+MAX_CLAIM_BATCH = 100  # locks per claim transaction: well inside a block's gas limit
 
 
 class ConfigError(ValueError):
@@ -171,6 +175,7 @@ class ChainSection:
     withdraw_earnings: bool
     sweep_interval_seconds: float
     access_cache_seconds: float
+    claim_batch_size: int
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> ChainSection:
@@ -189,6 +194,7 @@ class ChainSection:
             withdraw_earnings=read.flag("withdraw_earnings"),
             sweep_interval_seconds=read.number("sweep_interval_seconds"),
             access_cache_seconds=read.number("access_cache_seconds"),
+            claim_batch_size=read.whole("claim_batch_size"),
         )
 
 
@@ -620,6 +626,11 @@ def _validate_chain(chain: dict[str, Any]) -> None:
     ):
         raise ConfigError(
             f"chain.access_cache_seconds must be from 0 to {MAX_ACCESS_CACHE_SECONDS} seconds, got {cache!r}"
+        )
+    batch = chain["claim_batch_size"]
+    if not (isinstance(batch, int) and not isinstance(batch, bool) and 1 <= batch <= MAX_CLAIM_BATCH):
+        raise ConfigError(
+            f"chain.claim_batch_size must be a whole number from 1 to {MAX_CLAIM_BATCH}, got {batch!r}"
         )
     tokens = chain["tokens"]
     if not (isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)):

@@ -18,11 +18,12 @@ from typing import Any
 from c2d import auth, billing
 from c2d.chain.client import EscrowClient, job_id_to_uint
 from c2d.client import Client
+from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
 from host.chain.devchain import ETHER, DevChain
 from host.config import load_config
 from host.node import run_node
-from nodeproc import free_port, wait_for
+from nodeproc import NodeProcess, free_port, wait_for
 
 ENV = "stub-paid"
 PRICES = {"cpu": "1000", "ram": "100", "disk": "10"}  # token base units per unit-minute
@@ -181,3 +182,112 @@ def in_process_node(data_dir: Path, chain: DevChain, env: dict[str, str]) -> Ite
         yield node
     finally:
         node.stop()
+
+
+# -- many payments settling together (tests/test_payment_batches.py, bench/claims.py) ----------
+
+RUNNERS = 4  # stages the environment runs at once: the blocker holds them all
+SETTLED = {compute_pb2.PAYMENT_STATUS_CLAIMED, compute_pb2.PAYMENT_STATUS_RELEASED}
+FINISHED = common_pb2.JOB_STATUS_FINISHED
+RUNNING = common_pb2.JOB_STATUS_RUNNING
+
+
+def node_env(chain: DevChain, **extra: str) -> dict[str, str]:
+    size = f"cpu = {RUNNERS}, ram_gib = {RUNNERS}, disk_gib = {RUNNERS}, max_jobs = {RUNNERS}"
+    return {
+        **stub_env(chain),
+        "C2D_ENGINES__EXTERNAL_STUB__ENVIRONMENTS": f'[{{id = "{ENV}", {size}}}]',
+        # while the test holds the chain's mining, the claim in flight waits for its receipt
+        "C2D_CHAIN__RECEIPT_TIMEOUT_SECONDS": "900",
+        **extra,
+    }
+
+
+def rpc(chain: DevChain, method: str, *params: Any) -> Any:
+    return chain.w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
+
+
+def events_by_tx(chain: DevChain, name: str, job_ids: list[int]) -> dict[str, list[int]]:
+    """The escrow's ``name`` events for these locks, as transaction hash -> lock ids."""
+    contract = chain.escrow(chain.deployer_key).contract
+    wanted = {job_id_to_uint(j) for j in job_ids}
+    txs: dict[str, list[int]] = {}
+    for event in getattr(contract.events, name).get_logs(from_block=0):
+        if int(event["args"]["jobId"]) in wanted:
+            txs.setdefault("0x" + bytes(event["transactionHash"]).hex(), []).append(
+                int(event["args"]["jobId"])
+            )
+    return txs
+
+
+class Settling:
+    """Paid workflows queued behind a blocker that holds every runner, so that they all end together.
+
+    With the chain not mining, the first claim sent waits for its receipt and every workflow
+    that ends meanwhile is ready at the next pass: "many payments ready at once", by
+    construction rather than by timing.
+    """
+
+    def __init__(self, node: NodeProcess, chain: DevChain, workflows: int, per_consumer: int = 10) -> None:
+        self.node, self.chain = node, chain
+        payee = auth.address_of(node.node_key())
+        owner = new_consumer(chain, payee)
+        self.blocker_client = Client(node.address, owner.key)
+        blocker = {"environment": ENV, "stages": [stage(i, "sleep 600") for i in range(RUNNERS)]}
+        self.blocker = self.blocker_client.start(blocker, payment=payment(chain))
+        wait_for(
+            lambda: all(
+                j.status == RUNNING for j in self.status(self.blocker_client, self.blocker.workflow_id)
+            ),
+            60,
+            "the blocker running",
+        )
+        self.consumers = [
+            new_consumer(chain, payee, max_locks=per_consumer) for _ in range(-(-workflows // per_consumer))
+        ]
+        self.clients = [Client(node.address, c.key) for c in self.consumers]
+        self.started: list[tuple[int, Any]] = []  # (consumer index, StartCompute answer)
+        for n in range(workflows):
+            which = n // per_consumer
+            one = {"environment": ENV, "stages": [stage(0, f"echo {n}")]}
+            self.started.append((which, self.clients[which].start(one, payment=payment(chain))))
+
+    @staticmethod
+    def status(client: Client, workflow_id: str) -> list[Any]:
+        return client.status(workflow_id=workflow_id)
+
+    @property
+    def lock_ids(self) -> list[int]:
+        """The locks of the workflows that settle together (not the blocker's)."""
+        return [job_id_to_uint(s.workflow_id) for _, s in self.started]
+
+    @property
+    def blocker_lock_id(self) -> int:
+        return job_id_to_uint(self.blocker.workflow_id)
+
+    def release_while_not_mining(self) -> None:
+        rpc(self.chain, "evm_setAutomine", False)
+        self.blocker_client.stop(workflow_id=self.blocker.workflow_id)
+        for which, started in self.started:
+            wait_for(
+                lambda c=self.clients[which], w=started.workflow_id: all(
+                    j.status == FINISHED for j in self.status(c, w)
+                ),
+                300,
+                f"workflow {started.workflow_id} finished",
+            )
+
+    def mine_again(self) -> None:
+        rpc(self.chain, "evm_setAutomine", True)
+        rpc(self.chain, "evm_mine")
+
+    def payments(self, node: NodeProcess) -> list[Any]:
+        out = []
+        for which, started in self.started:
+            with Client(node.address, self.consumers[which].key) as client:
+                out.append(wait_payment(client, started.workflow_id, SETTLED, timeout=120))
+        return out
+
+    def close(self) -> None:
+        for client in [self.blocker_client, *self.clients]:
+            client.close()

@@ -251,7 +251,7 @@ def test_chain_errors_are_counted_by_kind() -> None:
 
     metrics = NodeMetrics()
     escrow = SimpleNamespace(chain=SimpleNamespace(address="0x" + "ab" * 20), address="0x" + "cd" * 20)
-    settings = cast(PaymentSettings, SimpleNamespace())
+    settings = cast(PaymentSettings, SimpleNamespace(claim_batch_size=20, withdraw_earnings=True))
     payments = Payments(cast(Any, escrow), settings, signing_key="", stop_workflow=_never, metrics=metrics)
 
     def unreachable() -> None:

@@ -14,6 +14,10 @@ once on restart:
   claim is only sent while the lock still exists; a lock that is gone was
   claimed (the ``Claimed`` event says by which transaction) or cancelled.
   The escrow deletes a lock when it is claimed, so a claim can never be paid twice.
+  The locks ready in one pass are claimed together, ``claim_batch_size`` per
+  transaction (:mod:`host.payments.settle`).
+- **expiry**: a lock the chain says has expired can no longer be claimed; the node
+  cancels it (``cancelExpiredLocks``) and its row ends ``released``.
 - **unreachable chain**: the step is retried with backoff; a workflow still running
   close to its lock's expiry is stopped so that what ran can be claimed in time.
 - **sweep**: live locks naming this node that no open payment owns are released.
@@ -36,11 +40,10 @@ from typing import Any, TypeVar
 import structlog
 from eth_utils import to_checksum_address
 from google.protobuf import json_format
-from web3.logs import DISCARD
 
 from c2d import billing
 from c2d.chain import errors as E
-from c2d.chain.client import EscrowClient, hex0x, job_id_to_uint
+from c2d.chain.client import EscrowClient, Lock, LockClaim, hex0x, job_id_to_uint
 from c2d.chain.errors import ChainError
 from c2d.compute.v1 import compute_pb2
 from host import pricing
@@ -50,6 +53,7 @@ from host.orchestrator.validation import StagePlan
 from host.payments import states
 from host.payments.gate import lock_refusal, payment_problem
 from host.payments.records import build_records
+from host.payments.settle import GONE, LiveLocks, Outcome, Result, Settler
 from host.store import payments as rows
 from host.store import runner
 from host.store.models import Payment
@@ -71,17 +75,10 @@ class PaymentSettings:
     withdraw_earnings: bool
     sweep_interval_seconds: float
     receipt_timeout_seconds: float
+    claim_batch_size: int = 20  # locks claimed (or cancelled) per transaction; 1: one each
 
 
-@dataclass(frozen=True)
-class ClaimOutcome:
-    status: str  # CLAIMED or RELEASED
-    tx_hash: str
-    amount: int
-    note: str = ""
-
-
-def _settled_text(outcome: ClaimOutcome, note: str) -> str:
+def _settled_text(outcome: Outcome, note: str) -> str:
     """How a payment settled, for its stages' histories (amounts in the token's base units)."""
     if outcome.status == states.CLAIMED:
         text = f"payment settled: {outcome.amount} claimed from the escrow lock, the rest went back"
@@ -109,6 +106,12 @@ class Payments:
         self.node = escrow.chain.address.lower()
         self._stop_workflow = stop_workflow
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chain")
+        self._settler = Settler(
+            escrow,
+            batch_size=settings.claim_batch_size,
+            withdraw=settings.withdraw_earnings,
+            on_error=lambda exc: self.metrics.chain_error(exc.kind),
+        )
         self._locking: set[str] = set()  # workflows whose StartCompute is locking right now
         self._stopping: set[str] = set()
         self._wake = asyncio.Event()
@@ -268,7 +271,7 @@ class Payments:
             setattr(row, name, value)
 
     @staticmethod
-    def _settle(row: Payment, fields: dict[str, Any], message: str) -> None:
+    def _record_settled(row: Payment, fields: dict[str, Any], message: str) -> None:
         """On the database thread: the settled row and its stages' closing history, in one transaction."""
         now = time.time()
         rows.settle(row.workflow_id, {**fields, "updated_at": now}, message, now)
@@ -308,13 +311,15 @@ class Payments:
 
     async def _pass(self) -> None:
         now = time.time()
+        ready = []
         for row in await runner.run(rows.due, states.OPEN, now):
             if row.workflow_id in self._locking:
                 continue
-            try:
-                await self._step(row, now)
-            except ChainError as exc:
-                await self._retry_later(row, exc)
+            if row.status == states.LOCKED and not await self._ready_to_claim(row, now):
+                continue
+            ready.append(row)
+        if ready:
+            await self._settle(ready, now)
         if now >= self._next_sweep:
             try:
                 await self._sweep()
@@ -322,14 +327,6 @@ class Payments:
             except ChainError as exc:
                 log.warning("could not look for abandoned escrow locks", error=exc.message)
                 self._next_sweep = now + self.settings.retry_max_seconds
-
-    async def _step(self, row: Payment, now: float) -> None:
-        if row.status == states.LOCKING:
-            await self._resolve_cut_off_lock(row, now)
-        elif row.status == states.LOCKED:
-            await self._settle_when_ended(row, now)
-        elif row.status == states.CLAIMING:
-            await self._claim(row)
 
     async def _retry_later(self, row: Payment, exc: ChainError) -> None:
         delay = min(self.settings.retry_max_seconds, 0.5 * 2 ** min(row.attempts, 10))
@@ -344,24 +341,12 @@ class Payments:
             retry_in=round(delay, 1),
         )
 
-    async def _resolve_cut_off_lock(self, row: Payment, now: float) -> None:
-        """A lock whose StartCompute never completed: no workflow runs on it, so it goes back."""
-        lock = await self._chain(self._live_lock, row)
-        if lock is not None:
-            outcome = await self._chain(self._release_sync, row)
-            await self._finish(row, outcome, note="its start was cut off before the workflow was stored")
-        elif now - row.created_at > self.settings.receipt_timeout_seconds:
-            self.metrics.payment("lock_failed")
-            await self._save(row, status=states.LOCK_FAILED)
-            log.info("escrow lock never made", workflow_id=row.workflow_id)
-        else:  # the lock may still be in flight: look again later
-            await self._save(row, next_attempt_at=now + POLL_SECONDS)
-
-    async def _settle_when_ended(self, row: Payment, now: float) -> None:
+    async def _ready_to_claim(self, row: Payment, now: float) -> bool:
+        """Once the workflow has ended: its records signed and stored, the row ``claiming``."""
         workflow = await runner.run(rows.workflow_state, row.workflow_id)
         if workflow.running:
             await self._stop_before_expiry(row, now)
-            return
+            return False
         data = build_records(row, workflow.stages, now)
         records = billing.canonical(data)
         await self._save(
@@ -374,7 +359,7 @@ class Payments:
             attempts=0,
         )
         log.info("claiming", workflow_id=row.workflow_id, amount=data["claimed_amount"], locked=row.amount)
-        await self._claim(row)
+        return True
 
     async def _stop_before_expiry(self, row: Payment, now: float) -> None:
         deadline = (row.expiry or float("inf")) - self.settings.claim_margin_seconds / 2
@@ -384,19 +369,87 @@ class Payments:
         log.warning("stopping a workflow whose escrow lock expires soon", workflow_id=row.workflow_id)
         await self._stop_workflow(row.workflow_id, "its escrow lock expires soon")
 
-    async def _claim(self, row: Payment) -> None:
-        outcome = await self._chain(self._claim_sync, row)
-        await self._finish(row, outcome)
+    # -- settling: one look at the chain, then claims and cancellations in batches ---------------
 
-    async def _finish(self, row: Payment, outcome: ClaimOutcome, note: str = "") -> None:
+    async def _settle(self, ready: list[Payment], now: float) -> None:
+        """Settles the ``claiming`` rows and the cut-off ``locking`` ones, as the chain finds their locks.
+
+        Lock gone: claimed before (a restart) or cancelled; expired: cancelled now; live: claimed
+        (a cut-off start's lock: released with a zero claim).
+        """
+        try:
+            live: LiveLocks = await self._chain(self._checked, self._settler.live_locks)
+        except ChainError as exc:
+            for row in ready:
+                await self._retry_later(row, exc)
+            return
+        gone: list[Payment] = []
+        expired: list[tuple[Payment, Lock]] = []
+        claims: list[tuple[Payment, LockClaim]] = []
+        for row in ready:
+            lock = live.get(int(row.lock_id), row.payer)
+            if lock is None:
+                if row.status == states.LOCKING:
+                    await self._lock_not_found(row, now)
+                else:
+                    gone.append(row)
+            elif live.expired(lock):
+                expired.append((row, lock))
+            else:
+                claims.append((row, self._claim_of(row)))
+        if expired:
+            cancelled = await self._chain(self._settler.cancel, [lock for _, lock in expired])
+            for (row, _), result in zip(expired, cancelled, strict=True):
+                await self._conclude(row, result)
+        if claims:
+            # Every claim of the node leaves through here (the rows are ``claiming`` already).
+            claimed = await self._chain(self._settler.claim, [claim for _, claim in claims])
+            for (row, _), result in zip(claims, claimed, strict=True):
+                await self._conclude(row, result)
+        for row in gone:
+            await self._conclude(row, GONE)
+
+    @staticmethod
+    def _claim_of(row: Payment) -> LockClaim:
+        """What settling the row's lock claims: its records' amount and digest, or nothing for a cut-off start."""
+        if row.status == states.LOCKING:
+            return LockClaim(int(row.lock_id), row.token, row.payer, 0, b"")
+        proof = bytes.fromhex(row.digest.removeprefix("0x"))
+        return LockClaim(int(row.lock_id), row.token, row.payer, int(row.claim_amount or 0), proof)
+
+    async def _lock_not_found(self, row: Payment, now: float) -> None:
+        """A ``locking`` row without a lock: never made (or not mined yet: look again later)."""
+        if now - row.created_at > self.settings.receipt_timeout_seconds:
+            self.metrics.payment("lock_failed")
+            await self._save(row, status=states.LOCK_FAILED)
+            log.info("escrow lock never made", workflow_id=row.workflow_id)
+        else:
+            await self._save(row, next_attempt_at=now + POLL_SECONDS)
+
+    async def _conclude(self, row: Payment, result: Result) -> None:
+        """Records what became of the row's lock; a failure is tried again later, a lock gone is looked up."""
+        if isinstance(result, ChainError):
+            await self._retry_later(row, result)
+            return
+        if not isinstance(result, Outcome):
+            try:
+                result = await self._chain(self._settled_elsewhere, row)
+            except ChainError as exc:
+                await self._retry_later(row, exc)
+                return
+        note = "its start was cut off before the workflow was stored" if row.status == states.LOCKING else ""
+        await self._finish(row, result, note)
+
+    async def _finish(self, row: Payment, outcome: Outcome, note: str = "") -> None:
+        note = " and ".join(part for part in (note, outcome.note) if part)
         self.metrics.payment(outcome.status)
         fields = {
             "status": outcome.status,
             "claim_tx": outcome.tx_hash,
             "claim_amount": str(outcome.amount),
-            "last_error": note or outcome.note,
+            "last_error": note,
         }
-        await runner.run(self._settle, row, fields, _settled_text(outcome, note or outcome.note))
+        await runner.run(self._record_settled, row, fields, _settled_text(outcome, note))
         log.info(
             "escrow settled",
             workflow_id=row.workflow_id,
@@ -404,46 +457,18 @@ class Payments:
             claimed=outcome.amount,
             locked=row.amount,
             tx=outcome.tx_hash,
-            note=note or outcome.note,
+            note=note,
         )
 
     # -- on the chain thread -----------------------------------------------------
 
-    def _live_lock(self, row: Payment) -> Any:
-        return self._checked(lambda: self.escrow.lock_exists(int(row.lock_id), row.token, row.payer))
-
-    def _claim_sync(self, row: Payment) -> ClaimOutcome:
-        """Claims the stored amount unless the lock is gone already (then learns how it went)."""
-        if self._live_lock(row) is None:
-            return self._settled_elsewhere(row)
-        amount = int(row.claim_amount or 0)
-        proof = bytes.fromhex(row.digest.removeprefix("0x"))
-        if amount > 0 and self.settings.withdraw_earnings:
-            receipt = self.escrow.claim_lock_and_withdraw(
-                int(row.lock_id), row.token, row.payer, amount, proof
-            )
-        else:
-            receipt = self.escrow.claim_lock(int(row.lock_id), row.token, row.payer, amount, proof)
-        return self._outcome(receipt, amount)
-
-    def _release_sync(self, row: Payment) -> ClaimOutcome:
-        receipt = self.escrow.claim_lock(int(row.lock_id), row.token, row.payer, 0, b"")
-        return self._outcome(receipt, 0)
-
-    def _outcome(self, receipt: Any, amount: int) -> ClaimOutcome:
-        tx = hex0x(receipt["transactionHash"])
-        claimed = self.escrow.contract.events.Claimed().process_receipt(receipt, errors=DISCARD)
-        if not claimed:  # the lock had expired: the escrow cancelled it instead
-            return ClaimOutcome(states.RELEASED, tx, 0, "the lock had expired; the escrow gave it back")
-        return ClaimOutcome(states.CLAIMED if amount > 0 else states.RELEASED, tx, amount)
-
-    def _settled_elsewhere(self, row: Payment) -> ClaimOutcome:
+    def _settled_elsewhere(self, row: Payment) -> Outcome:
         event = self._claimed_event(row)
         if event is not None:
             amount = int(event["args"]["amount"])
             status = states.CLAIMED if amount > 0 else states.RELEASED
-            return ClaimOutcome(status, hex0x(event["transactionHash"]), amount, "claimed before a restart")
-        return ClaimOutcome(states.RELEASED, "", 0, "the lock was gone: expired and cancelled")
+            return Outcome(status, hex0x(event["transactionHash"]), amount, "claimed before a restart")
+        return Outcome(states.RELEASED, "", 0, "the lock was gone: expired and cancelled")
 
     def _claimed_event(self, row: Payment) -> Any:
         events = self.escrow.contract.events.Claimed.get_logs(
@@ -455,15 +480,29 @@ class Payments:
     # -- abandoned locks -----------------------------------------------------------
 
     async def _sweep(self) -> None:
-        """Gives back live locks naming this node that no open payment owns (e.g. a lost database)."""
-        locks = await self._chain(self._checked, lambda: self.escrow.get_locks(payee=self.node))
+        """Gives back live locks naming this node that no open payment owns (e.g. a lost database):
+        expired ones cancelled, the others released with a zero claim, in batches."""
+        live = await self._chain(self._checked, self._settler.live_locks)
+        locks = list(live.locks.values())
         owned = await runner.run(rows.statuses_by_lock, [str(lock.job_id) for lock in locks])
-        for lock in locks:
-            status = owned.get(str(lock.job_id))
-            if status is not None and status not in states.SETTLED:
-                continue
+        abandoned = [lock for lock in locks if _abandoned(owned.get(str(lock.job_id)))]
+        for lock in abandoned:
             log.warning(
                 "releasing an escrow lock no workflow owns", lock_id=str(lock.job_id), payer=lock.payer
             )
-            await self._chain(lambda lk=lock: self.escrow.claim_lock(lk.job_id, lk.token, lk.payer, 0, b""))
-            self.metrics.payment("released")
+        expired = [lock for lock in abandoned if live.expired(lock)]
+        releases = [
+            LockClaim(lk.job_id, lk.token, lk.payer, 0, b"") for lk in abandoned if not live.expired(lk)
+        ]
+        results = await self._chain(self._settler.cancel, expired) if expired else []
+        results += await self._chain(self._settler.claim, releases) if releases else []
+        for result in results:
+            if isinstance(result, Outcome):
+                self.metrics.payment(result.status)
+            elif isinstance(result, ChainError):
+                log.warning("could not give back an abandoned escrow lock", error=result.message)
+
+
+def _abandoned(status: str | None) -> bool:
+    """A lock no payment row owns, or whose row has ended: no workflow will ever claim it."""
+    return status is None or status in states.SETTLED

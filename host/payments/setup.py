@@ -97,6 +97,7 @@ def _setup(
         withdraw_earnings=chain.withdraw_earnings,
         sweep_interval_seconds=chain.sweep_interval_seconds,
         receipt_timeout_seconds=chain.receipt_timeout_seconds,
+        claim_batch_size=chain.claim_batch_size,
     )
     return ChainSetup(EscrowClient(client, escrow_address), settings)
 

@@ -167,6 +167,10 @@ class ChainClient:
         who = to_checksum_address(address) if address else self.address
         return int(self._rpc(lambda: self.w3.eth.get_balance(who)))
 
+    def block_time(self) -> int:
+        """The latest block's timestamp: what the next block's is at least (the escrow's clock)."""
+        return int(self._rpc(lambda: self.w3.eth.get_block("latest"))["timestamp"])
+
     def contract(self, address: str, abi: list[dict[str, Any]]) -> Any:
         return self.w3.eth.contract(address=to_checksum_address(address), abi=abi)
 
@@ -369,6 +373,17 @@ class Lock:
     token: str
 
 
+@dataclass(frozen=True)
+class LockClaim:
+    """One entry of a batched claim: ``amount`` (0 releases the lock whole) with ``proof``."""
+
+    job_id: int
+    token: str
+    payer: str
+    amount: int
+    proof: bytes
+
+
 def _addr(a: str | None) -> str:
     return to_checksum_address(a) if a else ZERO_ADDRESS
 
@@ -417,6 +432,31 @@ class EscrowClient:
         )
         return self.chain.transact(fn, wait=wait)
 
+    def claim_locks(self, claims: Sequence[LockClaim], *, withdraw: bool = False, wait: bool = True) -> Any:
+        """Claims several locks in one transaction (``claimLocks``; ``withdraw``: ``claimLocksAndWithdraw``,
+        which then withdraws the sender's available funds in each token). One claim that reverts
+        reverts them all; like :meth:`claim_lock`, not idempotent by itself."""
+        name = "claimLocksAndWithdraw" if withdraw else "claimLocks"
+        fn = getattr(self.contract.functions, name)(
+            [job_id_to_uint(c.job_id) for c in claims],
+            [_addr(c.token) for c in claims],
+            [_addr(c.payer) for c in claims],
+            [int(c.amount) for c in claims],
+            [bytes(c.proof) for c in claims],
+        )
+        return self.chain.transact(fn, wait=wait)
+
+    def cancel_expired_locks(self, locks: Sequence[Lock], *, wait: bool = True) -> Any:
+        """Gives expired locks back to their payers in one transaction; reverts unless every one of
+        them is still there and expired at the block that includes it."""
+        fn = self.contract.functions.cancelExpiredLocks(
+            [job_id_to_uint(lock.job_id) for lock in locks],
+            [_addr(lock.token) for lock in locks],
+            [_addr(lock.payer) for lock in locks],
+            [_addr(lock.payee) for lock in locks],
+        )
+        return self.chain.transact(fn, wait=wait)
+
     def cancel_expired_lock(
         self, job_id: int, token: str, payer: str, payee: str | None = None, *, wait: bool = True
     ) -> Any:
@@ -460,6 +500,11 @@ class EscrowClient:
     def get_user_funds(self, payer: str, token: str) -> UserFunds:
         r = self.chain.call(self.contract.functions.getUserFunds(_addr(payer), _addr(token)))
         return UserFunds(int(r[0]), int(r[1]))
+
+    def get_user_tokens(self, user: str) -> list[str]:
+        """The tokens ``user`` has available or locked funds in (checksummed)."""
+        rows = self.chain.call(self.contract.functions.getUserTokens(_addr(user)))
+        return [to_checksum_address(t) for t in rows]
 
     def get_authorization(self, token: str, payer: str, payee: str | None = None) -> Authorization | None:
         """The payer's authorization of ``payee`` (default: this client's address), or None."""
@@ -540,6 +585,7 @@ __all__ = [
     "ChainClient",
     "EscrowClient",
     "Lock",
+    "LockClaim",
     "UserFunds",
     "connect",
     "hex0x",

@@ -148,10 +148,10 @@ class Session:
     """The consumer's escrow on one chain: connected, with the token's decimals and symbol known."""
 
     def __init__(self, ctx: Context, target: Target) -> None:
-        chain_client, escrow_client = _chain_classes()
+        chain_client, escrow_client = chain_classes()
         self.ctx = ctx
         self.target = target
-        w3 = _connect(target.rpc_url, target.chain_id, ctx.args.timeout)
+        w3 = connect_rpc(target.rpc_url, target.chain_id, ctx.args.timeout)
         self.chain_id = int(w3.eth.chain_id) if target.chain_id is None else target.chain_id
         self.escrow: EscrowClient = escrow_client(chain_client(w3, ctx.private_key()), target.escrow)
         self.me: str = self.escrow.chain.address
@@ -191,7 +191,7 @@ class Session:
         }
 
 
-def _chain_classes() -> tuple[Any, Any]:
+def chain_classes() -> tuple[Any, Any]:
     try:
         from c2d.chain.client import ChainClient, EscrowClient
     except ImportError as exc:
@@ -199,7 +199,7 @@ def _chain_classes() -> tuple[Any, Any]:
     return ChainClient, EscrowClient
 
 
-def _connect(rpc: str, chain_id: int | None, timeout: float) -> Web3:
+def connect_rpc(rpc: str, chain_id: int | None, timeout: float) -> Web3:
     """Web3 on ``rpc``; a clear failure when it serves another chain than ``chain_id``."""
     from web3 import Web3
 

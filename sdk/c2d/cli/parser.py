@@ -7,7 +7,7 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
-from c2d.cli import admin, compute, dashboard, escrow, keys, proof
+from c2d.cli import admin, compute, dashboard, earnings, escrow, keys, proof
 from c2d.cli.context import DEFAULT_NODE, NODE_ENV
 from c2d.client import DEFAULT_TIMEOUT
 
@@ -167,6 +167,22 @@ def _add_admin(commands: Any) -> None:
     remove = _leaf(actions, "remove", admin.cmd_assets_remove, "remove an asset")
     remove.add_argument("did", metavar="DID")
     _leaf(topics, "engines", admin.cmd_engines, "engine plugins and their health")
+    _add_earnings(topics)
+
+
+def _add_earnings(topics: Any) -> None:
+    shown = _leaf(
+        topics, "earnings", earnings.cmd_earnings, "the node's earnings available in its escrow, per token"
+    )
+    _add_chain_args(shown)
+    withdraw = _leaf(
+        topics, "withdraw", earnings.cmd_withdraw, "move the node's escrow earnings to its wallet (node key)"
+    )
+    withdraw.add_argument(
+        "amount", nargs="?", metavar="AMOUNT", help="how much, in token units (1.5) unless --base-units"
+    )
+    withdraw.add_argument("--all", action="store_true", help="everything available")
+    _add_chain_args(withdraw)
 
 
 def _add_key(commands: Any) -> None:

@@ -214,9 +214,9 @@ def _find(
     ctx: Context, rpc: str, expected: billing.ExpectedClaim, state: compute_pb2.PaymentState
 ) -> OnChain:
     from c2d.chain.claims import ClaimedEvent, block_of, claimed_events, match_claim
-    from c2d.cli.escrow import _connect
+    from c2d.cli.escrow import connect_rpc
 
-    w3 = _connect(rpc, expected.chain_id, ctx.args.timeout)
+    w3 = connect_rpc(rpc, expected.chain_id, ctx.args.timeout)
     payee, payer = expected.payee, expected.payer
     found: ClaimedEvent | None = None
     problems: list[str] = []
