@@ -37,6 +37,12 @@ class StageLogs:
         """
         if stage.terminal:
             stored = await self._stored_file(stage)
+            if stored is None and (live := self._live(stage, False, offset)) is not None:
+                # Ended, its log not kept yet (a stopped stage's is read from the engine before it
+                # cleans up): the engine still has it.
+                async for chunk in live:
+                    yield chunk
+                return
             if offset > (size := stored.size if stored else 0):
                 raise invalid(f"offset {offset} is past the end of the log ({size} bytes)")
         while not stage.terminal:
@@ -64,10 +70,17 @@ class StageLogs:
             or client is None
             or supervisor.fingerprint is None
             or not supervisor.fingerprint.capabilities.log_streaming
-            or stage.granted is None
+            or not on_engine(stage)
         ):
             return None
         return _tolerant(client.stream_logs(stage.job_id, offset=offset, follow=follow))
+
+    async def complete(self, stage: Stage) -> bool:
+        """Whether the stage's log can grow no more: it ended and its log is kept, or its engine
+        has cleaned up (so there is none to keep)."""
+        if not stage.terminal:
+            return False
+        return stage.destroyed or await self._stored_file(stage) is not None
 
     async def _stored_file(self, stage: Stage) -> Result | None:
         """The algorithm log the pods (or the engine) left with the stage's results, if any."""
@@ -81,6 +94,11 @@ class StageLogs:
         async for data in self.results.chunks(stored, offset):
             yield LogChunk(offset, data)
             offset += len(data)
+
+
+def on_engine(stage: Stage) -> bool:
+    """Whether the stage's job is on its engine: it holds capacity, or it ended and is not cleaned up."""
+    return stage.granted is not None or (stage.terminal and not stage.destroyed)
 
 
 async def _reread(stage: Stage) -> Stage:

@@ -197,6 +197,8 @@ def node_env(chain: DevChain, **extra: str) -> dict[str, str]:
     return {
         **stub_env(chain),
         "C2D_ENGINES__EXTERNAL_STUB__ENVIRONMENTS": f'[{{id = "{ENV}", {size}}}]',
+        # the stub's machine pool is this machine's (maybe fewer cores than RUNNERS): offer RUNNERS
+        "C2D_ENGINES__EXTERNAL_STUB__POOL_CPU": str(RUNNERS),
         # while the test holds the chain's mining, the claim in flight waits for its receipt
         "C2D_CHAIN__RECEIPT_TIMEOUT_SECONDS": "900",
         **extra,

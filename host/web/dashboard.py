@@ -237,6 +237,7 @@ class Dashboard:
         if offset < 0:
             raise web.HTTPBadRequest(text="offset must not be negative\n")
         stage = await runner.run(_stage_for, request.match_info["job_id"], session)
+        complete = await self.logs.complete(stage)  # before reading: then what is read is all of it
         data = bytearray()
         try:
             async for chunk in self.logs.read(stage, offset, follow=False):
@@ -245,7 +246,7 @@ class Dashboard:
                     break
         except RequestError as exc:
             raise web.HTTPBadRequest(text=exc.message + "\n") from None
-        ended = stage.terminal and len(data) < LOG_BYTES
+        ended = complete and len(data) < LOG_BYTES
         if not ended and b"\n" in data:  # a line (and a character) is shown whole, once
             data = data[: data.rindex(b"\n") + 1]
         return web.json_response(
