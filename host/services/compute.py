@@ -87,7 +87,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
 
     def _lookup(self) -> EnvironmentLookup:
         """The environments as the catalog has them now (read on the loop, where the engines are)."""
-        return EnvironmentLookup(self.catalog.list())
+        return EnvironmentLookup(self.catalog.list(), self.catalog.engines.builders())
 
     def _plan_with_usage(
         self, workflow: compute_pb2.Workflow, owner: str, lookup: EnvironmentLookup

@@ -37,7 +37,9 @@ WORKFLOW_KEYS = ("stages", "environment", "resources", "maxJobDuration", "queueM
 STAGE_KEYS = ("index", "runAfter", "input", "algorithm", "environment", "resources", "maxJobDuration")
 INPUT_KEYS = ("index", "did", "serviceId", "files", "userdata")
 ALGORITHM_KEYS = ("did", "serviceId", "files", "rawcode", "container", "customData")
-CONTAINER_KEYS = ("entrypoint", "image", "tag", "checksum")
+CONTAINER_KEYS = ("entrypoint", "image", "tag", "checksum", "dockerfile")
+# A container built from its dockerfile may carry more files for the build: name -> text.
+CONTAINER_FILES = "additionalFiles"
 RESOURCE_KEYS = ("id", "amount")
 
 
@@ -149,13 +151,30 @@ def _algorithm(value: Any, path: str) -> compute_pb2.Algorithm:
     _opt_struct(doc, "customData", path, algorithm.custom_data)
     if doc.get("container") is not None:
         container_path = _join(path, "container")
-        container = _object(doc["container"], container_path, CONTAINER_KEYS)
+        container = _object(doc["container"], container_path, (*CONTAINER_KEYS, CONTAINER_FILES))
         algorithm.container.CopyFrom(
             compute_pb2.AlgorithmContainer(
-                **{field: _opt_str(container, field, container_path) for field in CONTAINER_KEYS}
+                **{field: _opt_str(container, field, container_path) for field in CONTAINER_KEYS},
+                additional_files=_text_files(
+                    container.get(CONTAINER_FILES), _join(container_path, CONTAINER_FILES)
+                ),
             )
         )
     return algorithm
+
+
+def _text_files(value: Any, path: str) -> dict[str, bytes]:
+    """``additionalFiles``: an object of file name -> text, sent as the text's UTF-8 bytes."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise WorkflowFormatError(path, f"must be an object of file name -> text, not {_kind(value)}")
+    files = {}
+    for name, text in value.items():
+        if not isinstance(text, str):
+            raise WorkflowFormatError(_join(path, str(name)), f"must be text, not {_kind(text)}")
+        files[str(name)] = text.encode()
+    return files
 
 
 def _resources(value: Any, path: str) -> list[common_pb2.ResourceRequest]:
@@ -320,6 +339,11 @@ def _algorithm_json(algorithm: compute_pb2.Algorithm) -> dict[str, Any]:
     if algorithm.HasField("container"):
         container = algorithm.container
         doc["container"] = {key: getattr(container, key) for key in CONTAINER_KEYS if getattr(container, key)}
+        if container.additional_files:
+            doc["container"][CONTAINER_FILES] = {
+                name: data.decode(errors="replace")
+                for name, data in sorted(container.additional_files.items())
+            }
     _put_struct(doc, "customData", algorithm, "custom_data")
     return doc
 

@@ -71,16 +71,27 @@ class GetEnvironmentsResponse(_message.Message):
     def __init__(self, environments: _Optional[_Iterable[_Union[_common_pb2.Environment, _Mapping]]] = ...) -> None: ...
 
 class AlgorithmContainer(_message.Message):
-    __slots__ = ("entrypoint", "image", "tag", "checksum")
+    __slots__ = ("entrypoint", "image", "tag", "checksum", "dockerfile", "additional_files")
+    class AdditionalFilesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
     ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    DOCKERFILE_FIELD_NUMBER: _ClassVar[int]
+    ADDITIONAL_FILES_FIELD_NUMBER: _ClassVar[int]
     entrypoint: str
     image: str
     tag: str
     checksum: str
-    def __init__(self, entrypoint: _Optional[str] = ..., image: _Optional[str] = ..., tag: _Optional[str] = ..., checksum: _Optional[str] = ...) -> None: ...
+    dockerfile: str
+    additional_files: _containers.ScalarMap[str, bytes]
+    def __init__(self, entrypoint: _Optional[str] = ..., image: _Optional[str] = ..., tag: _Optional[str] = ..., checksum: _Optional[str] = ..., dockerfile: _Optional[str] = ..., additional_files: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
 
 class Algorithm(_message.Message):
     __slots__ = ("did", "service_id", "files", "rawcode", "container", "custom_data")

@@ -48,20 +48,22 @@ class WatchFingerprintRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Capabilities(_message.Message):
-    __slots__ = ("container_isolation", "network_isolation", "disk_quota", "gpu_vendors", "log_streaming", "runs_pods")
+    __slots__ = ("container_isolation", "network_isolation", "disk_quota", "gpu_vendors", "log_streaming", "runs_pods", "image_build")
     CONTAINER_ISOLATION_FIELD_NUMBER: _ClassVar[int]
     NETWORK_ISOLATION_FIELD_NUMBER: _ClassVar[int]
     DISK_QUOTA_FIELD_NUMBER: _ClassVar[int]
     GPU_VENDORS_FIELD_NUMBER: _ClassVar[int]
     LOG_STREAMING_FIELD_NUMBER: _ClassVar[int]
     RUNS_PODS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_BUILD_FIELD_NUMBER: _ClassVar[int]
     container_isolation: bool
     network_isolation: bool
     disk_quota: str
     gpu_vendors: _containers.RepeatedScalarFieldContainer[str]
     log_streaming: bool
     runs_pods: bool
-    def __init__(self, container_isolation: bool = ..., network_isolation: bool = ..., disk_quota: _Optional[str] = ..., gpu_vendors: _Optional[_Iterable[str]] = ..., log_streaming: bool = ..., runs_pods: bool = ...) -> None: ...
+    image_build: bool
+    def __init__(self, container_isolation: bool = ..., network_isolation: bool = ..., disk_quota: _Optional[str] = ..., gpu_vendors: _Optional[_Iterable[str]] = ..., log_streaming: bool = ..., runs_pods: bool = ..., image_build: bool = ...) -> None: ...
 
 class Fingerprint(_message.Message):
     __slots__ = ("health", "health_description", "environments", "capabilities")
@@ -82,7 +84,7 @@ class WatchFingerprintResponse(_message.Message):
     def __init__(self, fingerprint: _Optional[_Union[Fingerprint, _Mapping]] = ...) -> None: ...
 
 class Container(_message.Message):
-    __slots__ = ("image", "tag", "digest", "command", "env")
+    __slots__ = ("image", "tag", "digest", "command", "env", "dockerfile", "additional_files")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -90,17 +92,28 @@ class Container(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class AdditionalFilesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
+    DOCKERFILE_FIELD_NUMBER: _ClassVar[int]
+    ADDITIONAL_FILES_FIELD_NUMBER: _ClassVar[int]
     image: str
     tag: str
     digest: str
     command: str
     env: _containers.ScalarMap[str, str]
-    def __init__(self, image: _Optional[str] = ..., tag: _Optional[str] = ..., digest: _Optional[str] = ..., command: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    dockerfile: str
+    additional_files: _containers.ScalarMap[str, bytes]
+    def __init__(self, image: _Optional[str] = ..., tag: _Optional[str] = ..., digest: _Optional[str] = ..., command: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., dockerfile: _Optional[str] = ..., additional_files: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
 
 class PodAccess(_message.Message):
     __slots__ = ("node_peer_id", "node_http_api", "private_key")
