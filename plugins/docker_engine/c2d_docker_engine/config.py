@@ -39,6 +39,7 @@ TOP_LEVEL_DEFAULTS: dict[str, Any] = {
     "uid": 1000,
     "pids_limit": 256,
     "pull_timeout_seconds": 600,
+    "build_timeout_seconds": 600,
     "pod_timeout_seconds": 600,
     "pod_ram_gib": 2,
     "timeout_grace_seconds": 2,
@@ -134,6 +135,8 @@ class DockerSettings:
     pids_limit: int = 256
     pull_timeout_seconds: int = 600
     registry_auth: RegistryAuth | None = None
+    # The longest building an algorithm's image from its Dockerfile may take.
+    build_timeout_seconds: int = 600
     pod_timeout_seconds: int = 600
     pod_ram_gib: float = 2.0
     pod_network: str = "bridge"
@@ -159,6 +162,7 @@ def parse_settings(raw: Mapping[str, Any]) -> DockerSettings:
     for key in (
         "pids_limit",
         "pull_timeout_seconds",
+        "build_timeout_seconds",
         "pod_timeout_seconds",
         "log_max_mib",
         "image_retention_check_seconds",
@@ -175,6 +179,7 @@ def parse_settings(raw: Mapping[str, Any]) -> DockerSettings:
         pids_limit=counts["pids_limit"],
         pull_timeout_seconds=counts["pull_timeout_seconds"],
         registry_auth=_registry_auth(raw.get("registry_auth")),
+        build_timeout_seconds=counts["build_timeout_seconds"],
         pod_timeout_seconds=counts["pod_timeout_seconds"],
         pod_ram_gib=_positive(raw, "pod_ram_gib", 2.0, WHERE),
         pod_network=_optional_text(raw, "pod_network", WHERE) or "bridge",

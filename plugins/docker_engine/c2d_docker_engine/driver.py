@@ -2,7 +2,9 @@
 
 Steps, in order (the pods only when the job has them):
 
-1. the images: found locally or pulled (PULLING_IMAGE with progress);
+1. the images: the algorithm's built from its Dockerfile (BUILDING_IMAGE; an identical earlier
+   build is reused), else found locally or pulled (PULLING_IMAGE with progress); a build that
+   fails ends the job IMAGE_BUILD_FAILED, after pod-publishing has published its ``image.log``;
 2. the job's disk (CONFIGURING_VOLUMES): a loop-mounted ext4 filesystem or a plain folder;
 3. pod-configuration (PROVISIONING);
 4. the algorithm (RUNNING), with its time limit, then its log;
@@ -29,7 +31,8 @@ import docker
 from docker.models.containers import Container
 
 from c2d.plugin.kit.driver import ENDED, OUTCOME, JobDriverBase
-from c2d_docker_engine import images, logs, retention, volumes
+from c2d_docker_engine import build, images, logs, retention, volumes
+from c2d_docker_engine.buildcontext import Context
 from c2d_docker_engine.config import DockerSettings
 from c2d_docker_engine.containers import (
     ALGORITHM,
@@ -57,6 +60,7 @@ from c2d_docker_engine.steps import ContainerStep, ContainerVanished, CreationFa
 NEVER_FINISHED = "0001-01-01T00:00:00Z"
 CONFLICT = 409
 STARTED = "started"
+BUILD = "build"
 # Docker's init (tini) exits 127 with this prefix when it cannot exec the entrypoint.
 INIT_EXEC_FAILED = 127
 INIT_FATAL = "[FATAL tini"
@@ -131,9 +135,11 @@ class JobDriver(JobDriverBase):
         pod = self.record.get("pod")
         outcome: Record | None = steps.get(OUTCOME)
         try:
-            algorithm_image = (
-                self.image(ImageRef.from_json(self.record["image"])) if outcome is None else None
-            )
+            try:
+                algorithm_image = self.algorithm_image() if outcome is None else None
+            except build.BuildFailed as exc:
+                algorithm_image = None
+                outcome = self.settle(BUILD, {"status": "IMAGE_BUILD_FAILED", "message": str(exc)})
             pod_image = (
                 self.image(ImageRef.from_json(pod["image"]), pod=True)
                 if pod and steps.get(PUBLISHING, {}).get("state") != ENDED
@@ -142,8 +148,13 @@ class JobDriver(JobDriverBase):
         except images.PullFailed as exc:
             self.finish({"status": "PULL_IMAGE_FAILED", "message": str(exc)})
             return
+        if outcome is not None and outcome.get("status") == "IMAGE_BUILD_FAILED" and not pod:
+            self.finish(outcome)  # no pods to publish image.log: it stays in the job's directory
+            return
         try:
             self.prepare_volume()
+            if self.job.image_log_path.exists():
+                logs.publish_copy(self.job, self.limits["uid"], self.limits["gid"], self.job.image_log_path)
         except (volumes.VolumeError, OSError) as exc:
             self.finish(
                 {"status": "VOLUME_CREATION_FAILED", "message": f"the job's disk could not be made: {exc}"}
@@ -172,6 +183,49 @@ class JobDriver(JobDriverBase):
         self.end(**outcome)
 
     # Steps -------------------------------------------------------------------------
+
+    def algorithm_image(self) -> images.ImageInfo:
+        """The algorithm's image: built from the job's Dockerfile when it has one, else found or pulled."""
+        ref = ImageRef.from_json(self.record["image"])
+        if not self.record.get("build"):
+            return self.image(ref)
+        return self.built_image(Context.from_json(self.record["build"]))
+
+    def built_image(self, context: Context) -> images.ImageInfo:
+        """The image an identical earlier build made, else a new build (BUILDING_IMAGE); BuildFailed."""
+        assert self.client is not None
+        record = self.runtime.images
+        reference = context.image_ref().reference
+        with record.lock if record is not None else contextlib.nullcontext():
+            found = build.find_built(self.client, context)
+            if found is not None and record is not None:
+                record.used(reference)
+        if found is not None:
+            self.note_build(found, cached=True)
+            return found
+        self.emit_once("BUILDING_IMAGE", "building the algorithm's image from its Dockerfile")
+        limits = build.BuildLimits(
+            grant=self.grant,
+            cpuset=tuple(self.record.get("cpuset") or ()),
+            network=bool(self.record["network"]),
+        )
+        timeout = float(self.limits.get("build_timeout_seconds", 600))
+        built = build.build(self.runtime.daemon, context, limits, timeout, self.job.image_log_path)
+        if record is not None:
+            record.pulled(reference, built.id)
+        self.note_build(built, cached=False)
+        return built
+
+    def note_build(self, image: images.ImageInfo, *, cached: bool) -> None:
+        """Records how the job got its image (``steps.json``), and says so in ``image.log``."""
+        if self.job.steps().get(BUILD, {}).get("state") == ENDED:
+            return  # a resumed driver: the first pass recorded it
+        if cached:
+            with open(self.job.image_log_path, "a", encoding="utf-8") as log:
+                log.write(
+                    f"cache hit: the image {image.id} built earlier from the same Dockerfile and files is reused\n"
+                )
+        self.job.record_step(BUILD, {"state": ENDED, "cached": cached, "image_id": image.id})
 
     def image(self, ref: ImageRef, *, pod: bool = False) -> images.ImageInfo:
         assert self.client is not None

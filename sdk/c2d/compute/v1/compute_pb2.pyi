@@ -19,6 +19,7 @@ class ResultKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RESULT_KIND_ALGORITHM_LOG: _ClassVar[ResultKind]
     RESULT_KIND_CONFIGURATION_LOG: _ClassVar[ResultKind]
     RESULT_KIND_PUBLISHING_LOG: _ClassVar[ResultKind]
+    RESULT_KIND_IMAGE_LOG: _ClassVar[ResultKind]
 
 class PaymentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -35,6 +36,7 @@ RESULT_KIND_OUTPUT: ResultKind
 RESULT_KIND_ALGORITHM_LOG: ResultKind
 RESULT_KIND_CONFIGURATION_LOG: ResultKind
 RESULT_KIND_PUBLISHING_LOG: ResultKind
+RESULT_KIND_IMAGE_LOG: ResultKind
 PAYMENT_STATUS_UNSPECIFIED: PaymentStatus
 PAYMENT_STATUS_FREE: PaymentStatus
 PAYMENT_STATUS_LOCKING: PaymentStatus

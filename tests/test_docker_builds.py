@@ -1,0 +1,162 @@
+"""Algorithm images built from a Dockerfile by the docker engine: the plugin as a real process
+against a real Docker engine, offline.
+
+Every Dockerfile starts FROM the tests' busybox image, which is already on the daemon, so no
+build reaches a registry. A build that succeeds runs the algorithm in the image it made and
+leaves its ``image.log``; an identical build is not made again (the engine records the reuse);
+a failing build ends the job IMAGE_BUILD_FAILED with the builder's error; a build has no network
+unless the job may use one; bad build inputs are refused at StartJob.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from test_docker_engine import CONFIG, docker_target, job_dir, job_spec, log_of, run, statuses
+
+from c2d.conformance.harness import EngineFactory, EngineProcess, EventLoopThread
+from c2d.engine.v1 import engine_pb2
+from c2d_docker_engine.buildcontext import REPOSITORY, Context
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def busybox(docker_client: Any) -> str:
+    from docker_images import busybox_image
+
+    return busybox_image(docker_client)
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[EventLoopThread]:
+    thread = EventLoopThread()
+    yield thread
+    thread.close()
+
+
+@pytest.fixture(scope="module")
+def engine(
+    loop: EventLoopThread, tmp_path_factory: pytest.TempPathFactory, busybox: str
+) -> Iterator[EngineProcess]:
+    factory = EngineFactory(docker_target(CONFIG), loop, tmp_path_factory.mktemp("docker-builds"))
+    yield factory.start()
+    factory.close()
+
+
+def built_spec(
+    engine: EngineProcess,
+    command: str,
+    dockerfile: str,
+    files: dict[str, bytes] | None = None,
+    *,
+    network: bool = False,
+) -> engine_pb2.JobSpec:
+    """A job whose image is built from ``dockerfile`` (with a line that makes its content unique to
+    this test run, so no earlier run's image is reused) and ``files``."""
+    spec = job_spec(engine, command, image="", tag="", network=network)
+    spec.container.dockerfile = dockerfile
+    spec.container.additional_files.update(files or {})
+    return spec
+
+
+def unique(dockerfile: str) -> str:
+    return f"# run {uuid.uuid4().hex}\n{dockerfile}"
+
+
+def build_step(engine: EngineProcess, job_id: str) -> dict[str, Any]:
+    steps = json.loads((job_dir(engine, job_id) / "steps.json").read_text())
+    return dict(steps["build"])
+
+
+def image_log(engine: EngineProcess, job_id: str) -> str:
+    return (job_dir(engine, job_id) / "image.log").read_text()
+
+
+def test_the_engine_says_it_builds_images(engine: EngineProcess) -> None:
+    assert engine.fingerprint().capabilities.image_build
+
+
+def test_an_image_built_from_a_dockerfile_runs_the_algorithm_and_an_identical_build_is_reused(
+    engine: EngineProcess, busybox: str, docker_client: Any
+) -> None:
+    dockerfile = unique(
+        f"FROM {busybox}\nCOPY greeting.txt /opt/greeting.txt\nRUN echo built >> /opt/greeting.txt\n"
+    )
+    files = {"greeting.txt": b"hello from the build context\n"}
+
+    first = built_spec(engine, "cat /opt/greeting.txt", dockerfile, files)
+    events = run(engine, first)
+    assert statuses(events)[0] == "BUILDING_IMAGE"
+    assert statuses(events)[-1] == "FINISHED", events[-1].message
+    assert log_of(engine, first.job_id) == b"hello from the build context\nbuilt\n"
+    built = build_step(engine, first.job_id)
+    assert built["cached"] is False
+    assert "Successfully built" in image_log(engine, first.job_id)
+    tag = Context(dockerfile, files).content_tag()
+    assert docker_client.images.get(f"{REPOSITORY}:{tag}").id == built["image_id"]
+
+    second = built_spec(engine, "cat /opt/greeting.txt", dockerfile, files)
+    events = run(engine, second)
+    assert "BUILDING_IMAGE" not in statuses(events)
+    assert statuses(events)[-1] == "FINISHED", events[-1].message
+    reused = build_step(engine, second.job_id)
+    assert reused == {"state": "ended", "cached": True, "image_id": built["image_id"]}
+    assert "cache hit" in image_log(engine, second.job_id)
+    assert log_of(engine, second.job_id) == b"hello from the build context\nbuilt\n"
+
+
+def test_a_failing_build_ends_the_job_image_build_failed_with_the_error(
+    engine: EngineProcess, busybox: str
+) -> None:
+    spec = built_spec(engine, "true", unique(f"FROM {busybox}\nRUN echo about to fail && exit 3\n"))
+    events = run(engine, spec)
+    assert statuses(events) == ["BUILDING_IMAGE", "IMAGE_BUILD_FAILED"]
+    assert events[-1].terminal
+    assert "returned a non-zero code: 3" in events[-1].message
+    log = image_log(engine, spec.job_id)
+    assert "about to fail" in log and "returned a non-zero code: 3" in log
+
+
+def test_a_build_has_no_network_unless_the_job_may_use_one(engine: EngineProcess, busybox: str) -> None:
+    # Without a network the build's container has only a loopback interface; with one it has eth0.
+    dockerfile = unique(f"FROM {busybox}\nRUN ls /sys/class/net && test -e /sys/class/net/eth0\n")
+    offline = built_spec(engine, "true", dockerfile)
+    events = run(engine, offline)
+    assert statuses(events)[-1] == "IMAGE_BUILD_FAILED", events[-1].message
+    assert "returned a non-zero code: 1" in events[-1].message
+
+    online = built_spec(engine, "true", dockerfile, network=True)
+    events = run(engine, online)
+    assert statuses(events)[-1] == "FINISHED", events[-1].message
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"image": "c2d-test-busybox", "tag": "1"}, "both an image and a dockerfile"),
+        ({"dockerfile": "FROM x\n" + "#" * 65536}, "larger than 65536 bytes"),
+        ({"files": {"../x": b"x"}}, "'../x' is not a plain relative path"),
+        ({"files": {"/etc/passwd": b"x"}}, "is not a plain relative path"),
+        ({"files": {"Dockerfile": b"x"}}, "named Dockerfile"),
+        ({"files": {"big": b"x" * (1024 * 1024 + 1)}}, "more than 1048576 bytes"),
+        ({"dockerfile": "", "files": {"a": b"x"}}, "dockerfile is empty"),
+    ],
+)
+def test_bad_build_inputs_are_refused_at_start(
+    engine: EngineProcess, busybox: str, change: dict[str, Any], words: str, tmp_path: Path
+) -> None:
+    spec = built_spec(engine, "true", change.get("dockerfile", f"FROM {busybox}\n"), change.get("files"))
+    spec.container.image = change.get("image", "")
+    spec.container.tag = change.get("tag", "")
+    with pytest.raises(grpc.RpcError) as raised:
+        engine.stub.StartJob(engine_pb2.StartJobRequest(spec=spec), timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert words in raised.value.details()
+    assert not job_dir(engine, spec.job_id).exists()
