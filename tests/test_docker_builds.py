@@ -158,5 +158,5 @@ def test_bad_build_inputs_are_refused_at_start(
     with pytest.raises(grpc.RpcError) as raised:
         engine.stub.StartJob(engine_pb2.StartJobRequest(spec=spec), timeout=10)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert words in raised.value.details()
+    assert words in str(raised.value.details())
     assert not job_dir(engine, spec.job_id).exists()
