@@ -5,7 +5,9 @@ Every Dockerfile starts FROM the tests' busybox image, which is already on the d
 build reaches a registry. A build that succeeds runs the algorithm in the image it made and
 leaves its ``image.log``; an identical build is not made again (the engine records the reuse);
 a failing build ends the job IMAGE_BUILD_FAILED with the builder's error; a build has no network
-unless the job may use one; bad build inputs are refused at StartJob.
+unless the job may use one; bad build inputs are refused at StartJob. Through the whole node, the
+build's log is a result of the stage (kind IMAGE_LOG, published by pod-publishing, after a failed
+build too), and the free tier builds only where the operator allows it.
 """
 
 from __future__ import annotations
@@ -20,9 +22,14 @@ import grpc
 import pytest
 from test_docker_engine import CONFIG, docker_target, job_dir, job_spec, log_of, run, statuses
 
+from c2d import auth
+from c2d.client import C2DError, Client
+from c2d.common.v1 import common_pb2
+from c2d.compute.v1 import compute_pb2
 from c2d.conformance.harness import EngineFactory, EngineProcess, EventLoopThread
 from c2d.engine.v1 import engine_pb2
 from c2d_docker_engine.buildcontext import REPOSITORY, Context
+from nodeproc import NodeProcess, free_port
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -160,3 +167,79 @@ def test_bad_build_inputs_are_refused_at_start(
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert words in str(raised.value.details())
     assert not job_dir(engine, spec.job_id).exists()
+
+
+# Through the node ------------------------------------------------------------------------------
+
+NODE_ENV = "docker-local"
+
+
+def node_config(tmp_path: Path, allow_build: bool) -> Path:
+    config = tmp_path / "node.toml"
+    config.write_text(f'[environments."{NODE_ENV}".free]\nallow_image_build = {str(allow_build).lower()}\n')
+    return config
+
+
+@pytest.fixture
+def node(tmp_path: Path, pod_image: str, busybox: str) -> Iterator[NodeProcess]:
+    env = {
+        "C2D_LOAD_PLUGINS": "docker",
+        "C2D_PODS__LISTEN": f"auto:{free_port()}",
+        "C2D_ENGINES__DOCKER__POD_IMAGE": pod_image,
+    }
+    node = NodeProcess(tmp_path / "node", config=node_config(tmp_path, allow_build=True), env=env)
+    try:
+        node.wait_environment(NODE_ENV, timeout=60)
+        yield node
+    finally:
+        node.kill()
+
+
+def built_workflow(dockerfile: str, files: dict[str, str] | None = None) -> dict[str, Any]:
+    container = {"entrypoint": "sh $ALGO", "dockerfile": dockerfile, "additionalFiles": files or {}}
+    return {
+        "environment": NODE_ENV,
+        "stages": [{"index": 0, "algorithm": {"rawcode": "cat /opt/note.txt", "container": container}}],
+    }
+
+
+def image_log_result(job: compute_pb2.JobInfo) -> compute_pb2.ResultFile:
+    return next(r for r in job.results if r.kind == compute_pb2.RESULT_KIND_IMAGE_LOG)
+
+
+def test_a_built_stage_publishes_its_image_log_and_a_failed_build_does_too(
+    node: NodeProcess, busybox: str, tmp_path: Path
+) -> None:
+    good = built_workflow(unique(f"FROM {busybox}\nCOPY note.txt /opt/note.txt\n"), {"note.txt": "noted\n"})
+    bad = built_workflow(unique(f"FROM {busybox}\nRUN echo broken build && false\n"))
+    with Client(node.address, auth.new_private_key()) as consumer:
+        (job,) = consumer.wait(consumer.start(good, free=True).workflow_id, timeout=150)
+        history = [(e.status, e.message) for e in job.history]
+        assert job.status == common_pb2.JOB_STATUS_FINISHED, history
+        assert common_pb2.JOB_STATUS_BUILDING_IMAGE in [e.status for e in job.history]
+        log = consumer.result(job.job_id, image_log_result(job).index, tmp_path / "good.log").read_text()
+        assert "Successfully built" in log
+        algorithm_log = next(r for r in job.results if r.kind == compute_pb2.RESULT_KIND_ALGORITHM_LOG)
+        assert consumer.result(job.job_id, algorithm_log.index, tmp_path / "a.log").read_text() == "noted\n"
+
+        (failed,) = consumer.wait(consumer.start(bad, free=True).workflow_id, timeout=150)
+        assert failed.status == common_pb2.JOB_STATUS_IMAGE_BUILD_FAILED, failed.status_text
+        assert "returned a non-zero code: 1" in failed.history[-1].message
+        log = consumer.result(failed.job_id, image_log_result(failed).index, tmp_path / "bad.log").read_text()
+        assert "broken build" in log
+
+
+def test_the_free_tier_refuses_builds_unless_the_environment_allows_them(
+    tmp_path: Path, pod_image: str, busybox: str
+) -> None:
+    env = {"C2D_LOAD_PLUGINS": "docker", "C2D_ENGINES__DOCKER__POD_IMAGE": pod_image}
+    node = NodeProcess(tmp_path / "node", config=node_config(tmp_path, allow_build=False), env=env)
+    try:
+        node.wait_environment(NODE_ENV, timeout=60)
+        with Client(node.address, auth.new_private_key()) as consumer:
+            with pytest.raises(C2DError) as caught:
+                consumer.start(built_workflow(f"FROM {busybox}\n"), free=True)
+            assert "does not build images from a Dockerfile" in caught.value.message
+            assert consumer.status(all=True) == []
+    finally:
+        node.kill()

@@ -18,7 +18,7 @@ from host.errors import denied, grpc_errors, invalid, precondition
 from host.identity import NodeIdentity
 from host.joblogs import StageLogs
 from host.metadata import accepted_metadata
-from host.orchestrator import capacity
+from host.orchestrator import capacity, imagebuild
 from host.orchestrator.admission import admit_stage
 from host.orchestrator.orchestrator import Orchestrator, new_workflow_id
 from host.orchestrator.validation import EnvironmentLookup, StagePlan, plan_workflow
@@ -400,6 +400,11 @@ def _free_tier_problem(plans: list[StagePlan], workflow: compute_pb2.Workflow) -
         where = f"stage {plan.index}"
         if not tier.enabled:
             return f"{where}: environment {plan.environment.id!r} has no free tier"
+        if imagebuild.wants_build(plan.stage.algorithm.container) and not tier.allow_image_build:
+            return (
+                f"{where}: the free tier of {plan.environment.id!r} does not build images from a Dockerfile; "
+                "give a container image, or start a paid job"
+            )
         asked = plan.stage.max_duration_seconds or workflow.max_duration_seconds
         cap = tier.max_job_duration_seconds
         if cap and plan.max_duration_seconds > cap:
