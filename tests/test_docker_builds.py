@@ -105,6 +105,7 @@ def test_an_image_built_from_a_dockerfile_runs_the_algorithm_and_an_identical_bu
     assert log_of(engine, first.job_id) == b"hello from the build context\nbuilt\n"
     built = build_step(engine, first.job_id)
     assert built["cached"] is False
+    assert events[-1].build_seconds == built["seconds"] > 0  # billed with the algorithm
     assert "Successfully built" in image_log(engine, first.job_id)
     tag = Context(dockerfile, files).content_tag()
     assert docker_client.images.get(f"{REPOSITORY}:{tag}").id == built["image_id"]
@@ -114,7 +115,8 @@ def test_an_image_built_from_a_dockerfile_runs_the_algorithm_and_an_identical_bu
     assert "BUILDING_IMAGE" not in statuses(events)
     assert statuses(events)[-1] == "FINISHED", events[-1].message
     reused = build_step(engine, second.job_id)
-    assert reused == {"state": "ended", "cached": True, "image_id": built["image_id"]}
+    assert reused == {"state": "ended", "cached": True, "image_id": built["image_id"], "seconds": 0}
+    assert events[-1].build_seconds == 0
     assert "cache hit" in image_log(engine, second.job_id)
     assert log_of(engine, second.job_id) == b"hello from the build context\nbuilt\n"
 

@@ -180,6 +180,9 @@ class JobDriver(JobDriverBase):
             if not is_connection_error(exc):
                 raise
             self.log.warning("could not remove the job's containers", reason=describe(exc))
+        build_seconds = float(self.job.steps().get(BUILD, {}).get("seconds") or 0)
+        if build_seconds > 0:
+            outcome = {**outcome, "build_seconds": round(build_seconds, 3)}  # billed with the algorithm
         self.end(**outcome)
 
     # Steps -------------------------------------------------------------------------
@@ -210,13 +213,18 @@ class JobDriver(JobDriverBase):
             network=bool(self.record["network"]),
         )
         timeout = float(self.limits.get("build_timeout_seconds", 600))
-        built = build.build(self.runtime.daemon, context, limits, timeout, self.job.image_log_path)
+        started = time.time()
+        try:
+            built = build.build(self.runtime.daemon, context, limits, timeout, self.job.image_log_path)
+        except build.BuildFailed:
+            self.job.record_step(BUILD, {"state": ENDED, "failed": True, "seconds": time.time() - started})
+            raise
         if record is not None:
             record.pulled(reference, built.id)
-        self.note_build(built, cached=False)
+        self.note_build(built, cached=False, seconds=time.time() - started)
         return built
 
-    def note_build(self, image: images.ImageInfo, *, cached: bool) -> None:
+    def note_build(self, image: images.ImageInfo, *, cached: bool, seconds: float = 0.0) -> None:
         """Records how the job got its image (``steps.json``), and says so in ``image.log``."""
         if self.job.steps().get(BUILD, {}).get("state") == ENDED:
             return  # a resumed driver: the first pass recorded it
@@ -225,7 +233,9 @@ class JobDriver(JobDriverBase):
                 log.write(
                     f"cache hit: the image {image.id} built earlier from the same Dockerfile and files is reused\n"
                 )
-        self.job.record_step(BUILD, {"state": ENDED, "cached": cached, "image_id": image.id})
+        self.job.record_step(
+            BUILD, {"state": ENDED, "cached": cached, "image_id": image.id, "seconds": round(seconds, 3)}
+        )
 
     def image(self, ref: ImageRef, *, pod: bool = False) -> images.ImageInfo:
         assert self.client is not None

@@ -195,7 +195,7 @@ class RecoverJobResponse(_message.Message):
     def __init__(self, handle: _Optional[_Union[JobHandle, _Mapping]] = ..., last_event: _Optional[_Union[JobEvent, _Mapping]] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("job_id", "sequence", "time", "status", "message", "terminal", "exit_code", "oom_killed", "timed_out", "disk_quota_exceeded", "stopped", "image_digest", "algorithm_started", "algorithm_finished", "details")
+    __slots__ = ("job_id", "sequence", "time", "status", "message", "terminal", "exit_code", "oom_killed", "timed_out", "disk_quota_exceeded", "stopped", "image_digest", "algorithm_started", "algorithm_finished", "details", "build_seconds")
     class DetailsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -218,6 +218,7 @@ class JobEvent(_message.Message):
     ALGORITHM_STARTED_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FINISHED_FIELD_NUMBER: _ClassVar[int]
     DETAILS_FIELD_NUMBER: _ClassVar[int]
+    BUILD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     sequence: int
     time: _timestamp_pb2.Timestamp
@@ -233,7 +234,8 @@ class JobEvent(_message.Message):
     algorithm_started: _timestamp_pb2.Timestamp
     algorithm_finished: _timestamp_pb2.Timestamp
     details: _containers.ScalarMap[str, str]
-    def __init__(self, job_id: _Optional[str] = ..., sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., message: _Optional[str] = ..., terminal: bool = ..., exit_code: _Optional[int] = ..., oom_killed: bool = ..., timed_out: bool = ..., disk_quota_exceeded: bool = ..., stopped: bool = ..., image_digest: _Optional[str] = ..., algorithm_started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., algorithm_finished: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., details: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    build_seconds: float
+    def __init__(self, job_id: _Optional[str] = ..., sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., message: _Optional[str] = ..., terminal: bool = ..., exit_code: _Optional[int] = ..., oom_killed: bool = ..., timed_out: bool = ..., disk_quota_exceeded: bool = ..., stopped: bool = ..., image_digest: _Optional[str] = ..., algorithm_started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., algorithm_finished: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., details: _Optional[_Mapping[str, str]] = ..., build_seconds: _Optional[float] = ...) -> None: ...
 
 class WatchJobRequest(_message.Message):
     __slots__ = ("job_id", "after_sequence")
