@@ -29,7 +29,7 @@ from c2d.compute.v1 import compute_pb2
 from c2d.conformance.harness import EngineFactory, EngineProcess, EventLoopThread
 from c2d.engine.v1 import engine_pb2
 from c2d_docker_engine.buildcontext import REPOSITORY, Context
-from nodeproc import NodeProcess, free_port
+from nodeproc import NodeProcess, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -245,3 +245,28 @@ def test_the_free_tier_refuses_builds_unless_the_environment_allows_them(
             assert consumer.status(all=True) == []
     finally:
         node.kill()
+
+
+def test_a_build_past_its_time_limit_is_cancelled_and_fails_the_job(
+    loop: EventLoopThread, tmp_path: Path, busybox: str, docker_client: Any
+) -> None:
+    factory = EngineFactory(docker_target({**CONFIG, "build_timeout_seconds": 2}), loop, tmp_path)
+    try:
+        engine = factory.start()
+        marker = uuid.uuid4().hex
+        spec = built_spec(engine, "true", f"FROM {busybox}\nRUN echo {marker} && sleep 100000\n")
+        events = run(engine, spec)
+        assert statuses(events) == ["BUILDING_IMAGE", "IMAGE_BUILD_FAILED"]
+        assert "took longer than 2 s" in events[-1].message
+        assert "was cancelled" in image_log(engine, spec.job_id)
+    finally:
+        factory.close()
+
+    def build_containers_left() -> list[Any]:
+        return [
+            c
+            for c in docker_client.containers.list(all=True)
+            if marker in " ".join(c.attrs["Config"]["Cmd"] or [])
+        ]
+
+    wait_for(lambda: not build_containers_left(), 60, "the cancelled build's container to be removed")

@@ -180,7 +180,7 @@ class JobDriver(JobDriverBase):
             if not is_connection_error(exc):
                 raise
             self.log.warning("could not remove the job's containers", reason=describe(exc))
-        build_seconds = float(self.job.steps().get(BUILD, {}).get("seconds") or 0)
+        build_seconds = self.build_seconds()
         if build_seconds > 0:
             outcome = {**outcome, "build_seconds": round(build_seconds, 3)}  # billed with the algorithm
         self.end(**outcome)
@@ -212,7 +212,10 @@ class JobDriver(JobDriverBase):
             cpuset=tuple(self.record.get("cpuset") or ()),
             network=bool(self.record["network"]),
         )
-        timeout = float(self.limits.get("build_timeout_seconds", 600))
+        # The build counts against the job's time limit, as its time is billed with the algorithm's.
+        timeout = min(
+            float(self.limits.get("build_timeout_seconds", 600)), float(self.record["time_limit_seconds"])
+        )
         started = time.time()
         try:
             built = build.build(self.runtime.daemon, context, limits, timeout, self.job.image_log_path)
@@ -223,6 +226,10 @@ class JobDriver(JobDriverBase):
             record.pulled(reference, built.id)
         self.note_build(built, cached=False, seconds=time.time() - started)
         return built
+
+    def build_seconds(self) -> float:
+        """How long building the job's image took (0: no build, or an earlier identical one reused)."""
+        return float(self.job.steps().get(BUILD, {}).get("seconds") or 0)
 
     def note_build(self, image: images.ImageInfo, *, cached: bool, seconds: float = 0.0) -> None:
         """Records how the job got its image (``steps.json``), and says so in ``image.log``."""
@@ -321,6 +328,19 @@ class JobDriver(JobDriverBase):
     def algorithm(self, image: images.ImageInfo) -> Record:
         """The algorithm to its end; the job's outcome so far (recorded before anything else happens)."""
         times: Record = {"image_digest": image.digest}
+        built = self.build_seconds()
+        limit = float(self.record["time_limit_seconds"]) - built
+        if limit < 1 and not self.job.steps().get(ALGORITHM):
+            return self.settle(
+                ALGORITHM,
+                {
+                    "status": "TIMED_OUT",
+                    "timed_out": True,
+                    "message": f"building the image took {built:.0f} s of the job's time limit of "
+                    f"{self.record['time_limit_seconds']} s: no time was left for the algorithm",
+                    **times,
+                },
+            )
 
         def on_started(started: str) -> None:
             times["algorithm_started"] = started
@@ -335,7 +355,7 @@ class JobDriver(JobDriverBase):
             ran = self.run_container(
                 ALGORITHM,
                 lambda: algorithm_kwargs(self.record, self.paths, image.id),
-                float(self.record["time_limit_seconds"]),
+                max(1.0, limit),
                 on_started,
             )
         except CreationFailed as exc:
@@ -359,7 +379,7 @@ class JobDriver(JobDriverBase):
             file_size_limited=self.limits["disk_quota"] != volumes.LOOP_EXT4,
         )
         outcome = classify(
-            ending, self.record["grant"], int(self.record["time_limit_seconds"]), self.stop_reason()
+            ending, self.record["grant"], int(max(1.0, limit)), self.stop_reason()
         )
         return self.settle(ALGORITHM, {**outcome, **times, "algorithm_finished": finished})
 
