@@ -270,3 +270,26 @@ def test_a_build_past_its_time_limit_is_cancelled_and_fails_the_job(
         ]
 
     wait_for(lambda: not build_containers_left(), 60, "the cancelled build's container to be removed")
+
+
+def test_stopping_a_job_while_its_image_builds_cancels_the_build(
+    engine: EngineProcess, busybox: str, docker_client: Any
+) -> None:
+    marker = uuid.uuid4().hex
+    spec = built_spec(engine, "true", f"FROM {busybox}\nRUN echo {marker} && sleep 100000\n")
+    engine.start_job(spec)
+    log = job_dir(engine, spec.job_id) / "image.log"
+    wait_for(lambda: log.exists() and marker in log.read_text(), 60, "the build's RUN to start")
+    engine.stop_job(spec.job_id, grace_seconds=1)
+    events = engine.watch(spec.job_id, timeout=30).events
+    assert statuses(events) == ["BUILDING_IMAGE", "STOPPED"] and events[-1].stopped
+    assert "while the image was being built" in events[-1].message
+
+    def build_containers_left() -> list[Any]:
+        return [
+            c
+            for c in docker_client.containers.list(all=True)
+            if marker in " ".join(c.attrs["Config"]["Cmd"] or [])
+        ]
+
+    wait_for(lambda: not build_containers_left(), 60, "the cancelled build's container to be removed")

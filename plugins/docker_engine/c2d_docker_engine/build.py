@@ -35,12 +35,8 @@ class BuildFailed(Exception):
     """The image could not be built; the message says why, for the consumer."""
 
 
-@dataclass(frozen=True)
-class Built:
-    """The image the job runs, and whether an earlier job's identical build was reused."""
-
-    image: ImageInfo
-    cached: bool
+class BuildStopped(Exception):
+    """StopJob stopped the job while its image was being built; the build was cancelled."""
 
 
 @dataclass(frozen=True)
@@ -60,11 +56,17 @@ class BuildLimits:
 
 
 @dataclass
-class _Build:
-    """One build running in its own thread; the driver reads its outcome."""
+class BuildRun:
+    """One build running in its own thread: its outcome, and a way to stop it from another thread."""
 
     error: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    stopped: bool = False
+
+    def stop(self) -> None:
+        """Ends the wait in :func:`build`, which then cancels the build (StopJob's thread calls it)."""
+        self.stopped = True
+        self.done.set()
 
 
 def find_built(client: docker.DockerClient, context: Context) -> ImageInfo | None:
@@ -78,10 +80,11 @@ def build(
     limits: BuildLimits,
     timeout_seconds: float,
     log_path: Path,
+    state: BuildRun,
 ) -> ImageInfo:
-    """Builds and tags the image, writing the build's output to ``log_path``; BuildFailed otherwise."""
+    """Builds and tags the image, writing the build's output to ``log_path``; BuildFailed otherwise,
+    BuildStopped when ``state.stop()`` was called first."""
     ref = context.image_ref()
-    state = _Build()
     client = daemon.new_client(timeout=max(1, int(timeout_seconds)))
     with open(log_path, "a", encoding="utf-8", errors="replace") as log:
         thread = threading.Thread(
@@ -92,7 +95,10 @@ def build(
         )
         thread.start()
         finished = state.done.wait(timeout_seconds)
-        client.close()  # at the limit this ends the build: the daemon cancels it when its client goes
+        client.close()  # at the limit or on a stop this ends the build: the daemon cancels it when its client goes
+        if state.stopped:
+            log.write("\nthe job was stopped: the build was cancelled\n")
+            raise BuildStopped("the job was stopped while its image was being built")
         if not finished:
             state.done.wait(5)  # let the thread stop writing to the log before it is closed
             log.write(f"\nthe build took longer than {timeout_seconds:g} s and was cancelled\n")
@@ -114,7 +120,7 @@ def _build_into(
     ref: ImageRef,
     limits: BuildLimits,
     log: Any,
-    state: _Build,
+    state: BuildRun,
 ) -> None:
     started = time.monotonic()
     try:

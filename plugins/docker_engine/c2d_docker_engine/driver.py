@@ -98,6 +98,7 @@ class JobDriver(JobDriverBase):
         self.job: JobDir = job
         self.paths = HostPaths(data=job.data, scratch=job.scratch)
         self.client: docker.DockerClient | None = None
+        self.build_run: build.BuildRun | None = None  # while the job's image is being built
 
     # The thread --------------------------------------------------------------------
 
@@ -140,6 +141,9 @@ class JobDriver(JobDriverBase):
             except build.BuildFailed as exc:
                 algorithm_image = None
                 outcome = self.settle(BUILD, {"status": "IMAGE_BUILD_FAILED", "message": str(exc)})
+            except build.BuildStopped:
+                self.finish(self.settle(BUILD, self.stopped("while the image was being built")))
+                return
             pod_image = (
                 self.image(ImageRef.from_json(pod["image"]), pod=True)
                 if pod and steps.get(PUBLISHING, {}).get("state") != ENDED
@@ -217,15 +221,28 @@ class JobDriver(JobDriverBase):
             float(self.limits.get("build_timeout_seconds", 600)), float(self.record["time_limit_seconds"])
         )
         started = time.time()
+        self.build_run = build.BuildRun()
+        if self.stopping():
+            self.build_run.stop()
         try:
-            built = build.build(self.runtime.daemon, context, limits, timeout, self.job.image_log_path)
-        except build.BuildFailed:
+            built = build.build(
+                self.runtime.daemon, context, limits, timeout, self.job.image_log_path, self.build_run
+            )
+        except (build.BuildFailed, build.BuildStopped):
             self.job.record_step(BUILD, {"state": ENDED, "failed": True, "seconds": time.time() - started})
             raise
+        finally:
+            self.build_run = None
         if record is not None:
             record.pulled(reference, built.id)
         self.note_build(built, cached=False, seconds=time.time() - started)
         return built
+
+    def stop_build(self) -> None:
+        """StopJob's thread: cancels the build running for this job, if one is."""
+        run = self.build_run
+        if run is not None:
+            run.stop()
 
     def build_seconds(self) -> float:
         """How long building the job's image took (0: no build, or an earlier identical one reused)."""
@@ -378,9 +395,7 @@ class JobDriver(JobDriverBase):
             disk_full=volumes.is_full(self.job),
             file_size_limited=self.limits["disk_quota"] != volumes.LOOP_EXT4,
         )
-        outcome = classify(
-            ending, self.record["grant"], int(max(1.0, limit)), self.stop_reason()
-        )
+        outcome = classify(ending, self.record["grant"], int(max(1.0, limit)), self.stop_reason())
         return self.settle(ALGORITHM, {**outcome, **times, "algorithm_finished": finished})
 
     def publish(self, image: images.ImageInfo | None, outcome: Record) -> Record:
