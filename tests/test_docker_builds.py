@@ -293,3 +293,56 @@ def test_stopping_a_job_while_its_image_builds_cancels_the_build(
         ]
 
     wait_for(lambda: not build_containers_left(), 60, "the cancelled build's container to be removed")
+
+
+# Paid: the build is billed -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def anvil() -> Iterator[Any]:
+    from host.chain.devchain import find_anvil, start_dev_chain
+
+    if find_anvil() is None:
+        pytest.skip("anvil is not installed (npm ci)")
+    with start_dev_chain("anvil") as chain:
+        yield chain
+
+
+def test_a_paid_stage_is_billed_for_its_image_build(
+    tmp_path: Path, pod_image: str, busybox: str, anvil: Any
+) -> None:
+    from paidnode import fund_node, new_consumer, payment, wait_payment
+
+    prices = '[{resource_id = "cpu", price_per_unit_minute = "1000"}]'
+    fees = f'[{{chain_id = {anvil.chain_id}, token_address = "{anvil.token_address}", prices = {prices}}}]'
+    env = {
+        "C2D_LOAD_PLUGINS": "docker",
+        "C2D_PODS__LISTEN": f"auto:{free_port()}",
+        "C2D_ENGINES__DOCKER__POD_IMAGE": pod_image,
+        f"C2D_ENVIRONMENTS__{NODE_ENV.upper()}__FEES": fees,
+        "C2D_CHAIN__ESCROW_ADDRESS": anvil.escrow_address,
+        "C2D_CHAIN__CHAIN_ID": str(anvil.chain_id),
+        "C2D_CHAIN__RPC_URL": anvil.rpc_url,
+        "C2D_CHAIN__RETRY_MAX_SECONDS": "1",
+        "C2D_CHAIN__DEV": "off",
+    }
+    node = NodeProcess(tmp_path / "node", config=node_config(tmp_path, allow_build=False), env=env)
+    try:
+        node.wait_environment(NODE_ENV, timeout=60)
+        consumer = new_consumer(anvil, fund_node(anvil, node.node_key()))
+        workflow = built_workflow(
+            unique(f"FROM {busybox}\nCOPY note.txt /opt/note.txt\n"), {"note.txt": "n\n"}
+        )
+        workflow["maxJobDuration"] = 180
+        with Client(node.address, consumer.key) as client:
+            started = client.start(workflow, payment=payment(anvil))
+            (job,) = client.wait(started.workflow_id, timeout=150)
+            assert job.status == common_pb2.JOB_STATUS_FINISHED, [e.message for e in job.history]
+            wait_payment(client, started.workflow_id, {compute_pb2.PAYMENT_STATUS_CLAIMED})
+            records = json.loads(client.payment_proof(started.workflow_id).records)
+        (stage,) = records["stages"]
+        assert stage["build_seconds"] > 0
+        ran = stage["algorithm_finished_at"] - stage["algorithm_started_at"]
+        assert stage["billed_seconds"] == pytest.approx(stage["build_seconds"] + ran, abs=0.002)
+    finally:
+        node.kill()
