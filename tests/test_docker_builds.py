@@ -107,7 +107,7 @@ def test_an_image_built_from_a_dockerfile_runs_the_algorithm_and_an_identical_bu
     assert built["cached"] is False
     assert events[-1].build_seconds == built["seconds"] > 0  # billed with the algorithm
     assert "Successfully built" in image_log(engine, first.job_id)
-    tag = Context(dockerfile, files).content_tag()
+    tag = Context(dockerfile, files, network=False).content_tag()
     assert docker_client.images.get(f"{REPOSITORY}:{tag}").id == built["image_id"]
 
     second = built_spec(engine, "cat /opt/greeting.txt", dockerfile, files)
@@ -144,6 +144,11 @@ def test_a_build_has_no_network_unless_the_job_may_use_one(engine: EngineProcess
     online = built_spec(engine, "true", dockerfile, network=True)
     events = run(engine, online)
     assert statuses(events)[-1] == "FINISHED", events[-1].message
+    assert build_step(engine, online.job_id)["cached"] is False
+
+    # The image built with a network is not handed to a job whose build would have had none.
+    events = run(engine, built_spec(engine, "true", dockerfile))
+    assert statuses(events)[-1] == "IMAGE_BUILD_FAILED", events[-1].message
 
 
 @pytest.mark.parametrize(

@@ -29,13 +29,16 @@ FILE_NAME = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 
 @dataclass(frozen=True)
 class Context:
-    """What the image is built from: the Dockerfile and the additional files (name -> bytes)."""
+    """What the image is built from: the Dockerfile, the additional files (name -> bytes), and
+    whether the build may use a network (part of the hash: an image built with one is never
+    handed to a job whose build would have had none)."""
 
     dockerfile: str
     files: dict[str, bytes] = field(default_factory=dict)
+    network: bool = False
 
     @classmethod
-    def checked(cls, dockerfile: str, files: dict[str, bytes]) -> Context:
+    def checked(cls, dockerfile: str, files: dict[str, bytes], network: bool = False) -> Context:
         """INVALID_ARGUMENT unless both are within the limits and every name is a plain relative path."""
         if not dockerfile.strip():
             raise invalid("container.dockerfile is empty")
@@ -50,11 +53,12 @@ class Context:
                 raise invalid(f"container.additional_files: {name[:100]!r} is not a plain relative path")
             if name == DOCKERFILE:
                 raise invalid(f"container.additional_files may not hold a file named {DOCKERFILE}")
-        return cls(dockerfile, dict(files))
+        return cls(dockerfile, dict(files), network)
 
     def content_tag(self) -> str:
-        """sha256 of the Dockerfile and the files (names and contents, length-prefixed, in name order)."""
-        digest = hashlib.sha256()
+        """sha256 of the network flag, the Dockerfile and the files (names and contents, length-prefixed,
+        in name order)."""
+        digest = hashlib.sha256(b"network\n" if self.network else b"no network\n")
         for name, data in [(DOCKERFILE, self.dockerfile.encode()), *sorted(self.files.items())]:
             for part in (name.encode(), data):
                 digest.update(len(part).to_bytes(8, "big"))
@@ -77,9 +81,9 @@ class Context:
 
     def to_json(self) -> dict[str, Any]:
         files = {name: base64.b64encode(data).decode() for name, data in sorted(self.files.items())}
-        return {"dockerfile": self.dockerfile, "files": files}
+        return {"dockerfile": self.dockerfile, "files": files, "network": self.network}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Context:
         files = {name: base64.b64decode(text) for name, text in (data.get("files") or {}).items()}
-        return cls(str(data["dockerfile"]), files)
+        return cls(str(data["dockerfile"]), files, bool(data.get("network", False)))

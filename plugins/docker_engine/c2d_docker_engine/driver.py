@@ -214,7 +214,7 @@ class JobDriver(JobDriverBase):
         limits = build.BuildLimits(
             grant=self.grant,
             cpuset=tuple(self.record.get("cpuset") or ()),
-            network=bool(self.record["network"]),
+            network=context.network,
         )
         # The build counts against the job's time limit, as its time is billed with the algorithm's.
         timeout = min(

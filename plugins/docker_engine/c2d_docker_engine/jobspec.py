@@ -64,11 +64,12 @@ def build_spec(
     """The checked spec; INVALID_ARGUMENT with what is wrong otherwise. ``cpuset`` is filled in later."""
     check_job_id(spec.job_id)
     kit.check_command(spec.container)
-    build = build_of(spec.container)
+    network = network_of(spec, env)
+    build = build_of(spec.container, network)
     image = build.image_ref() if build is not None else image_of(spec.container)
     grant = grant_from(spec.resources, env)
     return {
-        **kit.base_record(spec, env, host_id, grant, image, network_of(spec, env)),
+        **kit.base_record(spec, env, host_id, grant, image, network),
         "build": build.to_json() if build is not None else None,
         "cpuset": None,
         "gpu_access": gpu_access_of(grant, env).to_json(),
@@ -77,13 +78,14 @@ def build_spec(
     }
 
 
-def build_of(container: engine_pb2.Container) -> Context | None:
-    """The image's build context when the container carries a Dockerfile (and names no image), else None."""
+def build_of(container: engine_pb2.Container, network: bool) -> Context | None:
+    """The image's build context when the container carries a Dockerfile (and names no image), else
+    None; ``network``: whether the build may use one (as the algorithm: the stage and the environment allow it)."""
     if not container.dockerfile and not container.additional_files:
         return None
     if container.image or container.tag or container.digest:
         raise invalid("the container has both an image and a dockerfile: give one")
-    return Context.checked(container.dockerfile, dict(container.additional_files))
+    return Context.checked(container.dockerfile, dict(container.additional_files), network)
 
 
 def limits_of(settings: DockerSettings, grant: Grant, disk_quota: str) -> Record:
