@@ -351,3 +351,35 @@ def test_a_paid_stage_is_billed_for_its_image_build(
         assert stage["billed_seconds"] == pytest.approx(stage["build_seconds"] + ran, abs=0.002)
     finally:
         node.kill()
+
+
+def test_a_build_cut_off_by_a_plugin_sigkill_is_built_again_by_the_next_plugin(
+    loop: EventLoopThread, tmp_path: Path, busybox: str, docker_client: Any
+) -> None:
+    factory = EngineFactory(docker_target(CONFIG), loop, tmp_path)
+    try:
+        first = factory.start()
+        marker = uuid.uuid4().hex
+        spec = built_spec(first, "true", f"FROM {busybox}\nRUN echo {marker} && sleep 100000\n")
+        handle = first.start_job(spec)
+        log = job_dir(first, spec.job_id) / "image.log"
+        wait_for(lambda: log.exists() and log.read_text().count(marker) == 1, 60, "the build's RUN to start")
+        first.kill()
+
+        def build_containers() -> list[Any]:
+            return [
+                c
+                for c in docker_client.containers.list(all=True)
+                if marker in " ".join(c.attrs["Config"]["Cmd"] or [])
+            ]
+
+        wait_for(lambda: not build_containers(), 60, "the daemon to cancel the build whose client died")
+        second = factory.start(state_dir=first.state_dir, host_id=first.host_id)
+        second.jobs.add(spec.job_id)
+        assert second.recover_job(handle).last_event.status == common_pb2.JOB_STATUS_BUILDING_IMAGE
+        wait_for(lambda: log.read_text().count(marker) == 2, 60, "the next plugin's build to start")
+        second.stop_job(spec.job_id, grace_seconds=1)
+        events = second.watch(spec.job_id, timeout=30).events
+        assert statuses(events) == ["BUILDING_IMAGE", "STOPPED"]  # the build reported once
+    finally:
+        factory.close()
