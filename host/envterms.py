@@ -24,7 +24,14 @@ from c2d.common.v1 import common_pb2
 ACCESS_SETTINGS = frozenset({"allow", "access_lists"})
 FREE_SETTINGS = (
     frozenset(
-        {"enabled", "max_job_duration_seconds", "max_jobs_per_consumer", "max_concurrent_jobs", "resources"}
+        {
+            "enabled",
+            "max_job_duration_seconds",
+            "max_jobs_per_consumer",
+            "max_concurrent_jobs",
+            "resources",
+            "allow_image_build",
+        }
     )
     | ACCESS_SETTINGS
 )
@@ -83,6 +90,9 @@ class FreeTerms:
     max_concurrent_jobs: int = 0
     resources: Mapping[str, float] = field(default_factory=dict)  # resource id -> the most a free job gets
     access: AccessTerms = AccessTerms()
+    # Free jobs may build their image from a Dockerfile: off unless the operator allows it, as a
+    # build costs the node time and disk the free tier's limits do not bound.
+    allow_image_build: bool = False
 
     def tier(self, env: common_pb2.Environment) -> common_pb2.FreeTier:
         """The free tier as consumers see it for this environment."""
@@ -96,6 +106,7 @@ class FreeTerms:
             max_jobs_per_consumer=self.max_jobs_per_consumer,
             max_concurrent_jobs=self.max_concurrent_jobs,
             access=self.access.policy(),
+            allow_image_build=self.allow_image_build,
         )
         for resource in env.resources:
             if resource.id in self.resources:
@@ -333,6 +344,7 @@ def _parse_free(where: str, free: Any) -> FreeTerms:
             max_concurrent_jobs=_count(free.get("max_concurrent_jobs", 0)),
             resources={str(k): _amount(v) for k, v in resources.items()},
             access=access,
+            allow_image_build=_flag(free.get("allow_image_build", False), f"{where}.free.allow_image_build"),
         )
     except (TypeError, ValueError) as exc:
         raise TermsError(f"{where}.free is malformed: {exc}") from None
@@ -424,3 +436,10 @@ def _amount(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
         raise ValueError(f"want a finite amount of at least 0, got {value!r}")
     return float(value)
+
+
+def _flag(value: Any, where: str) -> bool:
+    """A true/false setting; anything else is refused rather than read as truthy."""
+    if not isinstance(value, bool):
+        raise TermsError(f"{where} must be true or false, not {value!r}")
+    return value

@@ -65,6 +65,7 @@ KINDS = frozenset(
         compute_pb2.RESULT_KIND_ALGORITHM_LOG,
         compute_pb2.RESULT_KIND_CONFIGURATION_LOG,
         compute_pb2.RESULT_KIND_PUBLISHING_LOG,
+        compute_pb2.RESULT_KIND_IMAGE_LOG,
     }
 )
 _SHA256 = re.compile(r"[0-9a-f]{64}")

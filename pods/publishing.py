@@ -4,7 +4,7 @@ Uploads, each resumable (see :mod:`pods.upload`), in this order:
 
 1. the outputs (see :mod:`pods.outputs`): one regular file as is, several files
    or any folder as ``outputs.zip`` (``archive = true``), nothing when empty;
-2. ``logs/algorithm.log`` and ``logs/configuration.log``, when they exist;
+2. ``logs/algorithm.log``, ``logs/configuration.log`` and ``logs/image.log``, when they exist;
 3. ``logs/publishing.log``, this pod's own log, last, so it tells the rest.
 
 It reports PUBLISHING_STARTED, then PUBLISHING_FINISHED (exit 0) or
@@ -36,6 +36,7 @@ WORKDIR_NAME = ".publishing"
 LOGS = (
     ("algorithm.log", Kind.UPLOAD_KIND_ALGORITHM_LOG),
     ("configuration.log", Kind.UPLOAD_KIND_CONFIGURATION_LOG),
+    ("image.log", Kind.UPLOAD_KIND_IMAGE_LOG),  # when the engine built the algorithm's image
 )
 
 

@@ -547,3 +547,29 @@ def test_a_stage_that_ran_is_billed_at_least_the_quoted_minimum() -> None:
         1,
         "20",
     )  # a quote made before the minimum was billed
+
+
+def test_the_time_spent_building_the_image_is_billed_with_the_algorithm() -> None:
+    line = {"resource_id": "cpu", "amount": 1, "price_per_unit_minute": "10", "minutes": 10, "min_minutes": 0}
+    ran = Stage(
+        index=0,
+        job_id="j0",
+        max_duration_seconds=600,
+        algorithm_started_at=100.0,
+        algorithm_finished_at=150.0,
+    )
+    assert stage_record(ran, [line], now=200.0)["billed_minutes"] == 1
+    built = Stage(
+        index=0,
+        job_id="j1",
+        max_duration_seconds=600,
+        algorithm_started_at=100.0,
+        algorithm_finished_at=150.0,
+        build_seconds=70.0,
+    )
+    record = stage_record(built, [line], now=200.0)
+    assert (record["build_seconds"], record["billed_seconds"], record["billed_minutes"]) == (70.0, 120.0, 2)
+    assert record["cost"] == "20"
+    failed_build = Stage(index=0, job_id="j2", max_duration_seconds=600, build_seconds=30.0)
+    assert stage_record(failed_build, [line], now=200.0)["billed_minutes"] == 1  # the build ran: it is billed
+    assert "build_seconds" not in stage_record(ran, [line], now=200.0)  # records of unbuilt stages unchanged

@@ -307,6 +307,9 @@ def test_bad_requests_are_refused(runner: asyncio.Runner, engine: Engine) -> Non
             job("gpu", "true"),
         ]
         bad[-1].resources.add(id="nvidia-gpu", type=common_pb2.RESOURCE_TYPE_GPU, amount=1)
+        built = job("dockerfile", "true")
+        built.container.dockerfile = "FROM busybox:1\n"
+        bad.append(built)
         for spec in bad:
             assert await rpc_code(engine.start(spec)) == grpc.StatusCode.INVALID_ARGUMENT, spec.job_id
         assert await rpc_code(engine.watch("no-such-job")) == grpc.StatusCode.NOT_FOUND

@@ -335,3 +335,43 @@ def test_to_json_leaves_out_unset_fields() -> None:
     assert workflow_to_json(workflow) == {
         "stages": [{"index": 3, "runAfter": None, "input": [], "algorithm": {}}]
     }
+
+
+def test_a_container_built_from_a_dockerfile_maps_and_round_trips() -> None:
+    doc = [
+        {
+            "index": 0,
+            "algorithm": {
+                "rawcode": "cat /opt/a.txt",
+                "container": {
+                    "entrypoint": "sh $ALGO",
+                    "dockerfile": "FROM busybox:1\nCOPY a.txt /opt/a.txt\n",
+                    "additionalFiles": {"a.txt": "héllo\n"},
+                },
+            },
+        }
+    ]
+    workflow = parse_workflow(doc)
+    container = workflow.stages[0].algorithm.container
+    assert container.dockerfile.startswith("FROM busybox:1")
+    assert dict(container.additional_files) == {"a.txt": "héllo\n".encode()}
+    assert parse_workflow(json.loads(json.dumps(workflow_to_json(workflow)))) == workflow
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        (["a.txt"], "stages[0].algorithm.container.additionalFiles: must be an object"),
+        ({"a.txt": 7}, "stages[0].algorithm.container.additionalFiles.a.txt: must be text"),
+    ],
+)
+def test_additional_files_must_be_names_to_text(files: Any, message: str) -> None:
+    doc = [
+        {
+            "index": 0,
+            "algorithm": {"rawcode": "x", "container": {"dockerfile": "FROM x", "additionalFiles": files}},
+        }
+    ]
+    with pytest.raises(WorkflowFormatError) as caught:
+        parse_workflow(doc)
+    assert str(caught.value).startswith(message), str(caught.value)

@@ -88,6 +88,16 @@ def stage(index: int, script: str, *, after: list[int] | None = None, dataset: b
     }
 
 
+def built(index: int, container: dict | None = None, *, files: dict | None = None) -> dict:
+    """A stage whose image is built from a Dockerfile; ``container`` overrides its fields."""
+    fields = {
+        "entrypoint": "sh $ALGO",
+        "dockerfile": "FROM busybox:1\n",
+        **((files and {"additionalFiles": files}) or {}),
+    }
+    return {"index": index, "algorithm": {"rawcode": "true", "container": {**fields, **(container or {})}}}
+
+
 def consumer_key(client: Client) -> str:
     return client._key  # type: ignore[return-value]  # the test built it; no public accessor on purpose
 
@@ -233,6 +243,24 @@ INVALID = [
         },
         "did:op:none",
     ),
+    (
+        {"environment": ENV, "stages": [built(0, {"image": "busybox", "tag": "1"})]},
+        "both an image and a dockerfile",
+    ),
+    ({"environment": ENV, "stages": [built(0, {"dockerfile": "FROM x\n" + "#" * 65536})]}, "at most 65536"),
+    (
+        {"environment": ENV, "stages": [built(0, {"additionalFiles": {"../x": "x"}})]},
+        "'../x' is not a plain relative path",
+    ),
+    (
+        {"environment": ENV, "stages": [built(0, {"additionalFiles": {"/etc/x": "x"}})]},
+        "not a plain relative path",
+    ),
+    (
+        {"environment": ENV, "stages": [built(0, {"dockerfile": ""}, files={"a": "x"})]},
+        "additional_files but no dockerfile",
+    ),
+    ({"environment": ENV, "stages": [built(0)]}, "'external_stub' engine does not build images"),
 ]
 
 

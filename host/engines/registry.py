@@ -99,6 +99,14 @@ class EngineRegistry:
                 result.append(env)
         return result
 
+    def builders(self) -> list[str]:
+        """The engines whose fingerprint says they build images from a Dockerfile."""
+        return [
+            s.name
+            for s in self.supervisors.values()
+            if s.fingerprint is not None and s.fingerprint.capabilities.image_build
+        ]
+
     def describe(self) -> list[compute_pb2.EngineInfo]:
         return [
             compute_pb2.EngineInfo(

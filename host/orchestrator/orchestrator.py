@@ -351,6 +351,8 @@ class Orchestrator:
                 tag=container.tag,
                 digest=container.checksum,
                 command=container.entrypoint,
+                dockerfile=container.dockerfile,
+                additional_files=dict(container.additional_files),
             ),
             resources=capacity.granted_resources(stage.granted),
             max_duration_seconds=stage.max_duration_seconds,

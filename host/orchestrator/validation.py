@@ -22,7 +22,7 @@ from c2d.quoting import quoted
 from host import statuses
 from host.envterms import DEFAULT_QUEUE_SECONDS
 from host.errors import invalid
-from host.orchestrator import constraints
+from host.orchestrator import constraints, imagebuild
 from host.store import jobs
 from host.store.models import StageResource
 
@@ -63,8 +63,10 @@ class StagePlan:
 class EnvironmentLookup:
     """What validation needs from the engines: the environment by id, and its engine."""
 
-    def __init__(self, environments: list[common_pb2.Environment]) -> None:
+    def __init__(self, environments: list[common_pb2.Environment], builders: Iterable[str] = ()) -> None:
+        """``builders``: the engines that build images from a Dockerfile (Capabilities.image_build)."""
         self.by_id = {env.id: env for env in environments}
+        self.builders = frozenset(builders)
 
     def get(self, env_id: str, where: str) -> common_pb2.Environment:
         if not env_id:
@@ -116,6 +118,8 @@ def plan_workflow(
             max_queue_seconds=queue_limit(env, workflow.max_queue_seconds),
         )
         _check_algorithm(stage.algorithm, where)
+        if imagebuild.wants_build(stage.algorithm.container):
+            imagebuild.check_engine_builds(env.engine, environments.builders, where)
         _resolve_dependencies(plan, set(indices), owner)
         plans.append(plan)
     _check_acyclic(plans)
@@ -201,9 +205,16 @@ def _check_algorithm(algorithm: compute_pb2.Algorithm, where: str) -> None:
         raise invalid(
             f"{where}: the algorithm is empty: give rawcode, files, or the did of a registered algorithm"
         )
+    if algorithm.did and imagebuild.wants_build(algorithm.container):
+        raise invalid(
+            f"{where}: a registered algorithm runs its own container: give no dockerfile with its did"
+        )
     if algorithm.did:
         return  # the registered algorithm's container applies unless overridden; checked with the asset
     container = algorithm.container
+    if imagebuild.wants_build(container):
+        imagebuild.check_build(container, where)
+        return
     if not container.image:
         raise invalid(f"{where}: the algorithm has no container image")
     check_image(container, where)

@@ -1,7 +1,8 @@
 """The payment records of a workflow: what each stage ran and cost, as the node signs and claims it.
 
 Billed time is the algorithm's own run time (from its start to its end as the
-engine reported them), in whole minutes started, at the prices fixed in the
+engine reported them), plus the time the engine spent building the algorithm's
+image from its Dockerfile (a failed build too; a reused image adds nothing), in whole minutes started, at the prices fixed in the
 quote when the workflow started, and at least the environment's minimum job
 duration (``min_minutes`` in the quote) once the algorithm started. Stages that
 never ran cost nothing.
@@ -18,11 +19,12 @@ from host.store.models import Payment, Stage
 
 
 def stage_seconds(stage: Stage, now: float) -> float:
-    """How long the stage's algorithm ran: nothing when it never started."""
+    """How long the stage's algorithm ran (nothing when it never started) plus its image's build."""
+    built = max(0.0, float(stage.build_seconds or 0))
     if stage.algorithm_started_at is None:
-        return 0.0
+        return built
     end = stage.algorithm_finished_at or stage.finished_at or now
-    return max(0.0, end - stage.algorithm_started_at)
+    return built + max(0.0, end - stage.algorithm_started_at)
 
 
 def stage_record(stage: Stage, quoted: list[dict[str, Any]], now: float) -> dict[str, Any]:
@@ -49,6 +51,7 @@ def stage_record(stage: Stage, quoted: list[dict[str, Any]], now: float) -> dict
         "algorithm_image": stage.algorithm_image,
         "algorithm_started_at": stage.algorithm_started_at,
         "algorithm_finished_at": stage.algorithm_finished_at,
+        **({"build_seconds": round(float(stage.build_seconds), 3)} if stage.build_seconds else {}),
         "billed_seconds": round(seconds, 3),
         "billed_minutes": minutes,
         "quoted_minutes": quoted_minutes,

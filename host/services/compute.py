@@ -18,7 +18,7 @@ from host.errors import denied, grpc_errors, invalid, precondition
 from host.identity import NodeIdentity
 from host.joblogs import StageLogs
 from host.metadata import accepted_metadata
-from host.orchestrator import capacity
+from host.orchestrator import capacity, imagebuild
 from host.orchestrator.admission import admit_stage
 from host.orchestrator.orchestrator import Orchestrator, new_workflow_id
 from host.orchestrator.validation import EnvironmentLookup, StagePlan, plan_workflow
@@ -92,7 +92,7 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
 
     def _lookup(self) -> EnvironmentLookup:
         """The environments as the catalog has them now (read on the loop, where the engines are)."""
-        return EnvironmentLookup(self.catalog.list())
+        return EnvironmentLookup(self.catalog.list(), self.catalog.engines.builders())
 
     def _plan_with_usage(
         self, workflow: compute_pb2.Workflow, owner: str, lookup: EnvironmentLookup
@@ -420,6 +420,11 @@ def _free_tier_problem(plans: list[StagePlan], workflow: compute_pb2.Workflow) -
         where = f"stage {plan.index}"
         if not tier.enabled:
             return f"{where}: environment {plan.environment.id!r} has no free tier"
+        if imagebuild.wants_build(plan.stage.algorithm.container) and not tier.allow_image_build:
+            return (
+                f"{where}: the free tier of {plan.environment.id!r} does not build images from a Dockerfile; "
+                "give a container image, or start a paid job"
+            )
         asked = plan.stage.max_duration_seconds or workflow.max_duration_seconds
         cap = tier.max_job_duration_seconds
         if cap and plan.max_duration_seconds > cap:

@@ -83,6 +83,13 @@ def _v6_stage_start_crashes(db: pw.Database) -> None:
         schema.migrate(migrator.add_column("stage", "start_crashes", pw.IntegerField(default=0)))
 
 
+def _v7_stage_build_seconds(db: pw.Database) -> None:
+    """Adds ``stage.build_seconds`` where missing (a database made since has it: v1 makes today's tables)."""
+    migrator = schema.SchemaMigrator.from_database(db)
+    if "build_seconds" not in {column.name for column in db.get_columns("stage")}:
+        schema.migrate(migrator.add_column("stage", "build_seconds", pw.DoubleField(default=0)))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "escrow payments", _v2_payments),
@@ -90,6 +97,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (4, "stages keep their queue limit", _v4_stage_queue_limits),
     (5, "job metadata and out-of-memory ends", _v5_job_info),
     (6, "stages count the engine crashes that cut their start off", _v6_stage_start_crashes),
+    (7, "stages keep how long building their image took", _v7_stage_build_seconds),
 ]
 
 

@@ -84,6 +84,8 @@ class Stage(BaseModel):
     start_crashes = pw.IntegerField(default=0)
     algorithm_started_at = pw.DoubleField(null=True)
     algorithm_finished_at = pw.DoubleField(null=True)
+    # Seconds the engine spent building the algorithm's image from its Dockerfile (billed; since v7).
+    build_seconds = pw.DoubleField(default=0)
     finished_at = pw.DoubleField(null=True)
     exit_code = pw.IntegerField(null=True)
     oom_killed = pw.BooleanField(default=False)  # the engine says the algorithm was killed for memory

@@ -576,6 +576,8 @@ def _apply(unit: _Unit, job_id: str, event: engine_pb2.JobEvent) -> bool:
         fields["algorithm_started_at"] = event.algorithm_started.ToDatetime().timestamp()
     if event.HasField("algorithm_finished"):
         fields["algorithm_finished_at"] = event.algorithm_finished.ToDatetime().timestamp()
+    if event.build_seconds > 0:
+        fields["build_seconds"] = event.build_seconds
     if event.HasField("exit_code"):
         fields["exit_code"] = event.exit_code
     if event.oom_killed:

@@ -43,8 +43,10 @@ WORKFLOW_KEYS = ("stages", "environment", "resources", "maxJobDuration", "queueM
 STAGE_KEYS = ("index", "runAfter", "input", "algorithm", "environment", "resources", "maxJobDuration")
 INPUT_KEYS = ("index", "did", "serviceId", "files", "userdata")
 ALGORITHM_KEYS = ("did", "serviceId", "files", "rawcode", "container", "customData")
-CONTAINER_KEYS = ("entrypoint", "image", "tag", "checksum")
+CONTAINER_KEYS = ("entrypoint", "image", "tag", "checksum", "dockerfile")
 CONTAINER_AUTH_KEYS = ("registryAuth", "encryptedRegistryAuth")
+# A container built from its dockerfile may carry more files for the build: name -> text.
+CONTAINER_FILES = "additionalFiles"
 NodeKey = Callable[[], bytes]  # the node's public key, fetched only when a workflow needs it
 RESOURCE_KEYS = ("id", "amount")
 
@@ -162,11 +164,14 @@ def _algorithm(value: Any, path: str, node_key: NodeKey | None = None) -> comput
     _opt_struct(doc, "customData", path, algorithm.custom_data)
     if doc.get("container") is not None:
         container_path = _join(path, "container")
-        container = _object(doc["container"], container_path, CONTAINER_KEYS + CONTAINER_AUTH_KEYS)
+        container = _object(doc["container"], container_path, (*CONTAINER_KEYS, *CONTAINER_AUTH_KEYS, CONTAINER_FILES))
         algorithm.container.CopyFrom(
             compute_pb2.AlgorithmContainer(
                 **{field: _opt_str(container, field, container_path) for field in CONTAINER_KEYS},
                 encrypted_registry_auth=_registry_auth(container, container_path, node_key),
+                additional_files=_text_files(
+                    container.get(CONTAINER_FILES), _join(container_path, CONTAINER_FILES)
+                ),
             )
         )
     return algorithm
@@ -196,6 +201,20 @@ def _registry_auth(container: Mapping[str, Any], path: str, node_key: NodeKey | 
     if node_key is None:
         raise WorkflowFormatError(where, "needs the node's public key to be encrypted to (pass node_key)")
     return registry_auth.encrypt(node_key(), credentials.username, credentials.password, credentials.server)
+
+
+def _text_files(value: Any, path: str) -> dict[str, bytes]:
+    """``additionalFiles``: an object of file name -> text, sent as the text's UTF-8 bytes."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise WorkflowFormatError(path, f"must be an object of file name -> text, not {_kind(value)}")
+    files = {}
+    for name, text in value.items():
+        if not isinstance(text, str):
+            raise WorkflowFormatError(_join(path, str(name)), f"must be text, not {_kind(text)}")
+        files[str(name)] = text.encode()
+    return files
 
 
 def _resources(value: Any, path: str) -> list[common_pb2.ResourceRequest]:
@@ -362,6 +381,11 @@ def _algorithm_json(algorithm: compute_pb2.Algorithm) -> dict[str, Any]:
         doc["container"] = {key: getattr(container, key) for key in CONTAINER_KEYS if getattr(container, key)}
         if container.encrypted_registry_auth:
             doc["container"]["encryptedRegistryAuth"] = "0x" + container.encrypted_registry_auth.hex()
+        if container.additional_files:
+            doc["container"][CONTAINER_FILES] = {
+                name: data.decode(errors="replace")
+                for name, data in sorted(container.additional_files.items())
+            }
     _put_struct(doc, "customData", algorithm, "custom_data")
     return doc
 

@@ -40,6 +40,7 @@ TOP_LEVEL_DEFAULTS: dict[str, Any] = {
     "uid": 1000,
     "pids_limit": 256,
     "pull_timeout_seconds": 600,
+    "build_timeout_seconds": 600,
     "pod_timeout_seconds": 600,
     "pod_ram_gib": 2,
     "timeout_grace_seconds": 2,
@@ -138,6 +139,8 @@ class DockerSettings:
     pull_timeout_seconds: int = 600
     registry_auth: RegistryAuth | None = None
     registries: tuple[RegistryAuth, ...] = ()  # one per registry host (serveraddress)
+    # The longest building an algorithm's image from its Dockerfile may take.
+    build_timeout_seconds: int = 600
     pod_timeout_seconds: int = 600
     pod_ram_gib: float = 2.0
     pod_network: str = "bridge"
@@ -163,6 +166,7 @@ def parse_settings(raw: Mapping[str, Any]) -> DockerSettings:
     for key in (
         "pids_limit",
         "pull_timeout_seconds",
+        "build_timeout_seconds",
         "pod_timeout_seconds",
         "log_max_mib",
         "image_retention_check_seconds",
@@ -180,6 +184,7 @@ def parse_settings(raw: Mapping[str, Any]) -> DockerSettings:
         pull_timeout_seconds=counts["pull_timeout_seconds"],
         registry_auth=_registry_auth(raw.get("registry_auth")),
         registries=_registries(raw.get("registries")),
+        build_timeout_seconds=counts["build_timeout_seconds"],
         pod_timeout_seconds=counts["pod_timeout_seconds"],
         pod_ram_gib=_positive(raw, "pod_ram_gib", 2.0, WHERE),
         pod_network=_optional_text(raw, "pod_network", WHERE) or "bridge",

@@ -2,7 +2,9 @@
 
 Steps, in order (the pods only when the job has them):
 
-1. the images: found locally or pulled (PULLING_IMAGE with progress);
+1. the images: the algorithm's built from its Dockerfile (BUILDING_IMAGE; an identical earlier
+   build is reused), else found locally or pulled (PULLING_IMAGE with progress); a build that
+   fails ends the job IMAGE_BUILD_FAILED, after pod-publishing has published its ``image.log``;
 2. the job's disk (CONFIGURING_VOLUMES): a loop-mounted ext4 filesystem or a plain folder;
 3. pod-configuration (PROVISIONING);
 4. the algorithm (RUNNING), with its time limit, then its log;
@@ -29,7 +31,8 @@ import docker
 from docker.models.containers import Container
 
 from c2d.plugin.kit.driver import ENDED, OUTCOME, JobDriverBase
-from c2d_docker_engine import images, logs, pullauth, retention, volumes
+from c2d_docker_engine import build, images, logs, pullauth, retention, volumes
+from c2d_docker_engine.buildcontext import Context
 from c2d_docker_engine.config import DockerSettings
 from c2d_docker_engine.containers import (
     ALGORITHM,
@@ -57,6 +60,7 @@ from c2d_docker_engine.steps import ContainerStep, ContainerVanished, CreationFa
 NEVER_FINISHED = "0001-01-01T00:00:00Z"
 CONFLICT = 409
 STARTED = "started"
+BUILD = "build"
 # Docker's init (tini) exits 127 with this prefix when it cannot exec the entrypoint.
 INIT_EXEC_FAILED = 127
 INIT_FATAL = "[FATAL tini"
@@ -95,6 +99,7 @@ class JobDriver(JobDriverBase):
         self.job: JobDir = job
         self.paths = HostPaths(data=job.data, scratch=job.scratch)
         self.client: docker.DockerClient | None = None
+        self.build_run: build.BuildRun | None = None  # while the job's image is being built
 
     # The thread --------------------------------------------------------------------
 
@@ -132,9 +137,14 @@ class JobDriver(JobDriverBase):
         pod = self.record.get("pod")
         outcome: Record | None = steps.get(OUTCOME)
         try:
-            algorithm_image = (
-                self.image(ImageRef.from_json(self.record["image"])) if outcome is None else None
-            )
+            try:
+                algorithm_image = self.algorithm_image() if outcome is None else None
+            except build.BuildFailed as exc:
+                algorithm_image = None
+                outcome = self.settle(BUILD, {"status": "IMAGE_BUILD_FAILED", "message": str(exc)})
+            except build.BuildStopped:
+                self.finish(self.settle(BUILD, self.stopped("while the image was being built")))
+                return
             self.runtime.credentials.forget(self.job.job_id)  # the image is here: no second use
             pod_image = (
                 self.image(ImageRef.from_json(pod["image"]), pod=True)
@@ -145,8 +155,13 @@ class JobDriver(JobDriverBase):
             self.runtime.credentials.forget(self.job.job_id)
             self.finish({"status": "PULL_IMAGE_FAILED", "message": str(exc)})
             return
+        if outcome is not None and outcome.get("status") == "IMAGE_BUILD_FAILED" and not pod:
+            self.finish(outcome)  # no pods to publish image.log: it stays in the job's directory
+            return
         try:
             self.prepare_volume()
+            if self.job.image_log_path.exists():
+                logs.publish_copy(self.job, self.limits["uid"], self.limits["gid"], self.job.image_log_path)
         except (volumes.VolumeError, OSError) as exc:
             self.finish(
                 {"status": "VOLUME_CREATION_FAILED", "message": f"the job's disk could not be made: {exc}"}
@@ -172,9 +187,82 @@ class JobDriver(JobDriverBase):
             if not is_connection_error(exc):
                 raise
             self.log.warning("could not remove the job's containers", reason=describe(exc))
+        build_seconds = self.build_seconds()
+        if build_seconds > 0:
+            outcome = {**outcome, "build_seconds": round(build_seconds, 3)}  # billed with the algorithm
         self.end(**outcome)
 
     # Steps -------------------------------------------------------------------------
+
+    def algorithm_image(self) -> images.ImageInfo:
+        """The algorithm's image: built from the job's Dockerfile when it has one, else found or pulled."""
+        ref = ImageRef.from_json(self.record["image"])
+        if not self.record.get("build"):
+            return self.image(ref)
+        return self.built_image(Context.from_json(self.record["build"]))
+
+    def built_image(self, context: Context) -> images.ImageInfo:
+        """The image an identical earlier build made, else a new build (BUILDING_IMAGE); BuildFailed."""
+        assert self.client is not None
+        record = self.runtime.images
+        reference = context.image_ref().reference
+        with record.lock if record is not None else contextlib.nullcontext():
+            found = build.find_built(self.client, context)
+            if found is not None and record is not None:
+                record.used(reference)
+        if found is not None:
+            self.note_build(found, cached=True)
+            return found
+        self.emit_once("BUILDING_IMAGE", "building the algorithm's image from its Dockerfile")
+        limits = build.BuildLimits(
+            grant=self.grant,
+            cpuset=tuple(self.record.get("cpuset") or ()),
+            network=context.network,
+        )
+        # The build counts against the job's time limit, as its time is billed with the algorithm's.
+        timeout = min(
+            float(self.limits.get("build_timeout_seconds", 600)), float(self.record["time_limit_seconds"])
+        )
+        started = time.time()
+        self.build_run = build.BuildRun()
+        if self.stopping():
+            self.build_run.stop()
+        try:
+            built = build.build(
+                self.runtime.daemon, context, limits, timeout, self.job.image_log_path, self.build_run
+            )
+        except (build.BuildFailed, build.BuildStopped):
+            self.job.record_step(BUILD, {"state": ENDED, "failed": True, "seconds": time.time() - started})
+            raise
+        finally:
+            self.build_run = None
+        if record is not None:
+            record.pulled(reference, built.id)
+        self.note_build(built, cached=False, seconds=time.time() - started)
+        return built
+
+    def stop_build(self) -> None:
+        """StopJob's thread: cancels the build running for this job, if one is."""
+        run = self.build_run
+        if run is not None:
+            run.stop()
+
+    def build_seconds(self) -> float:
+        """How long building the job's image took (0: no build, or an earlier identical one reused)."""
+        return float(self.job.steps().get(BUILD, {}).get("seconds") or 0)
+
+    def note_build(self, image: images.ImageInfo, *, cached: bool, seconds: float = 0.0) -> None:
+        """Records how the job got its image (``steps.json``), and says so in ``image.log``."""
+        if self.job.steps().get(BUILD, {}).get("state") == ENDED:
+            return  # a resumed driver: the first pass recorded it
+        if cached:
+            with open(self.job.image_log_path, "a", encoding="utf-8") as log:
+                log.write(
+                    f"cache hit: the image {image.id} built earlier from the same Dockerfile and files is reused\n"
+                )
+        self.job.record_step(
+            BUILD, {"state": ENDED, "cached": cached, "image_id": image.id, "seconds": round(seconds, 3)}
+        )
 
     def image(self, ref: ImageRef, *, pod: bool = False) -> images.ImageInfo:
         assert self.client is not None
@@ -263,6 +351,19 @@ class JobDriver(JobDriverBase):
     def algorithm(self, image: images.ImageInfo) -> Record:
         """The algorithm to its end; the job's outcome so far (recorded before anything else happens)."""
         times: Record = {"image_digest": image.digest}
+        built = self.build_seconds()
+        limit = float(self.record["time_limit_seconds"]) - built
+        if limit < 1 and not self.job.steps().get(ALGORITHM):
+            return self.settle(
+                ALGORITHM,
+                {
+                    "status": "TIMED_OUT",
+                    "timed_out": True,
+                    "message": f"building the image took {built:.0f} s of the job's time limit of "
+                    f"{self.record['time_limit_seconds']} s: no time was left for the algorithm",
+                    **times,
+                },
+            )
 
         def on_started(started: str) -> None:
             times["algorithm_started"] = started
@@ -277,7 +378,7 @@ class JobDriver(JobDriverBase):
             ran = self.run_container(
                 ALGORITHM,
                 lambda: algorithm_kwargs(self.record, self.paths, image.id),
-                float(self.record["time_limit_seconds"]),
+                max(1.0, limit),
                 on_started,
             )
         except CreationFailed as exc:
@@ -300,9 +401,7 @@ class JobDriver(JobDriverBase):
             disk_full=volumes.is_full(self.job),
             file_size_limited=self.limits["disk_quota"] != volumes.LOOP_EXT4,
         )
-        outcome = classify(
-            ending, self.record["grant"], int(self.record["time_limit_seconds"]), self.stop_reason()
-        )
+        outcome = classify(ending, self.record["grant"], int(max(1.0, limit)), self.stop_reason())
         return self.settle(ALGORITHM, {**outcome, **times, "algorithm_finished": finished})
 
     def publish(self, image: images.ImageInfo | None, outcome: Record) -> Record:

@@ -243,6 +243,9 @@ class EngineServicer(DrivenEngine[JobDir]):
         return record
 
     def stop_running(self, ready: Configured, job: JobDir, record: Record, grace_seconds: int) -> None:
+        for driver in self._drivers.active():
+            if driver.job.job_id == job.job_id:
+                driver.stop_build()
         self._stop_containers(ready, job.job_id, grace_seconds)
 
     def _stop_containers(self, ready: Configured, job_id: str, grace: int) -> None:

@@ -30,6 +30,7 @@ def capabilities(
         gpu_vendors=vendors,
         log_streaming=True,
         runs_pods=runs_pods,
+        image_build=True,
     )
 
 

@@ -12,6 +12,7 @@ names, and carries the job on from where it was.
 <job_dir>/stop.json       a stop request (grace seconds, reason)
 <job_dir>/algorithm.log   the algorithm's stdout and stderr, complete once it exists
 <job_dir>/pods.log        the pods' own output, for the node's operator
+<job_dir>/image.log       the output of building the algorithm's image from its Dockerfile
 <job_dir>/disk.img        the job filesystem's backing file (disk quota "loop-ext4")
 <job_dir>/data/           C2D_DATA (/data in the containers): inputs/ transformations/ outputs/ logs/
 <job_dir>/scratch/        pod-publishing's work folder, outside the disk quota
@@ -28,6 +29,7 @@ from c2d.plugin.kit.jobdir import EventTail, Record, read_json, utc_now, write_j
 
 DATA_DIRS = ("inputs", "transformations", "outputs", "logs")
 DISK_IMAGE = "disk.img"
+IMAGE_LOG = "image.log"
 DATA = "data"
 SCRATCH = "scratch"
 
@@ -49,3 +51,8 @@ class JobDir(kit.JobDir):
     @property
     def disk_image(self) -> Path:
         return self.path / DISK_IMAGE
+
+    @property
+    def image_log_path(self) -> Path:
+        """The image build's output (jobs whose container carries a Dockerfile)."""
+        return self.path / IMAGE_LOG

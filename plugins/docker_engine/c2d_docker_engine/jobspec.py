@@ -24,6 +24,7 @@ from c2d.plugin.kit.jobspec import (
     time_limit_of,
     tmp_bytes,
 )
+from c2d_docker_engine.buildcontext import Context
 from c2d_docker_engine.config import DockerSettings, EnvironmentConfig
 from c2d_docker_engine.errors import invalid
 from c2d_docker_engine.gpus import Access
@@ -63,15 +64,28 @@ def build_spec(
     """The checked spec; INVALID_ARGUMENT with what is wrong otherwise. ``cpuset`` is filled in later."""
     check_job_id(spec.job_id)
     kit.check_command(spec.container)
-    image = image_of(spec.container)
+    network = network_of(spec, env)
+    build = build_of(spec.container, network)
+    image = build.image_ref() if build is not None else image_of(spec.container)
     grant = grant_from(spec.resources, env)
     return {
-        **kit.base_record(spec, env, host_id, grant, image, network_of(spec, env)),
+        **kit.base_record(spec, env, host_id, grant, image, network),
+        "build": build.to_json() if build is not None else None,
         "cpuset": None,
         "gpu_access": gpu_access_of(grant, env).to_json(),
         "limits": limits_of(settings, grant, disk_quota),
         "pod": pod_of(spec, settings, pod_image),
     }
+
+
+def build_of(container: engine_pb2.Container, network: bool) -> Context | None:
+    """The image's build context when the container carries a Dockerfile (and names no image), else
+    None; ``network``: whether the build may use one (as the algorithm: the stage and the environment allow it)."""
+    if not container.dockerfile and not container.additional_files:
+        return None
+    if container.image or container.tag or container.digest:
+        raise invalid("the container has both an image and a dockerfile: give one")
+    return Context.checked(container.dockerfile, dict(container.additional_files), network)
 
 
 def limits_of(settings: DockerSettings, grant: Grant, disk_quota: str) -> Record:
@@ -87,6 +101,7 @@ def limits_of(settings: DockerSettings, grant: Grant, disk_quota: str) -> Record
         "timeout_grace_seconds": settings.timeout_grace_seconds,
         "network_name": settings.network,
         "daemon_wait_seconds": settings.daemon_wait_seconds,
+        "build_timeout_seconds": settings.build_timeout_seconds,
     }
 
 

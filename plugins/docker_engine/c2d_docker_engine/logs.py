@@ -46,11 +46,13 @@ def append_pod_log(container: Container, target: Path, title: str) -> None:
             f.write(chunk)
 
 
-def publish_copy(job: JobDir, uid: int, gid: int) -> None:
-    """The log where pod-publishing looks for it; best effort (root may use the blocks kept for it)."""
-    target = job.data / "logs" / "algorithm.log"
+def publish_copy(job: JobDir, uid: int, gid: int, source: Path | None = None) -> None:
+    """A log (the algorithm's unless ``source``) where pod-publishing looks for it, under the same
+    name; best effort (root may use the blocks kept for it)."""
+    source = source or job.log_path
+    target = job.data / "logs" / source.name
     with contextlib.suppress(OSError):
-        shutil.copyfile(job.log_path, target)
+        shutil.copyfile(source, target)
         os.chown(target, uid, gid)
 
 

@@ -107,7 +107,11 @@ def environment_of(spec: engine_pb2.JobSpec, config: StubConfig) -> EnvironmentC
 
 
 def image_of(container: engine_pb2.Container) -> str:
-    """Informational only: the stub runs no image."""
+    """Informational only: the stub runs no image, and builds none (its capabilities say so)."""
+    if container.dockerfile or container.additional_files:
+        raise invalid(
+            "the external_stub engine does not build images from a Dockerfile: give container.image"
+        )
     if container.digest:
         return f"{container.image}@{container.digest}"
     return f"{container.image}:{container.tag}" if container.tag else container.image

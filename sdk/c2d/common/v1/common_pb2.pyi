@@ -35,6 +35,8 @@ class JobStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATUS_WAITING_FOR_PREVIOUS_STAGE: _ClassVar[JobStatus]
     JOB_STATUS_PULLING_IMAGE: _ClassVar[JobStatus]
     JOB_STATUS_PULL_IMAGE_FAILED: _ClassVar[JobStatus]
+    JOB_STATUS_BUILDING_IMAGE: _ClassVar[JobStatus]
+    JOB_STATUS_IMAGE_BUILD_FAILED: _ClassVar[JobStatus]
     JOB_STATUS_CONFIGURING_VOLUMES: _ClassVar[JobStatus]
     JOB_STATUS_VOLUME_CREATION_FAILED: _ClassVar[JobStatus]
     JOB_STATUS_CONTAINER_CREATION_FAILED: _ClassVar[JobStatus]
@@ -69,6 +71,8 @@ JOB_STATUS_QUEUE_EXPIRED: JobStatus
 JOB_STATUS_WAITING_FOR_PREVIOUS_STAGE: JobStatus
 JOB_STATUS_PULLING_IMAGE: JobStatus
 JOB_STATUS_PULL_IMAGE_FAILED: JobStatus
+JOB_STATUS_BUILDING_IMAGE: JobStatus
+JOB_STATUS_IMAGE_BUILD_FAILED: JobStatus
 JOB_STATUS_CONFIGURING_VOLUMES: JobStatus
 JOB_STATUS_VOLUME_CREATION_FAILED: JobStatus
 JOB_STATUS_CONTAINER_CREATION_FAILED: JobStatus
@@ -185,20 +189,22 @@ class ChainFees(_message.Message):
     def __init__(self, chain_id: _Optional[int] = ..., token_address: _Optional[str] = ..., token_symbol: _Optional[str] = ..., token_decimals: _Optional[int] = ..., escrow_address: _Optional[str] = ..., prices: _Optional[_Iterable[_Union[ResourcePrice, _Mapping]]] = ..., payee_address: _Optional[str] = ...) -> None: ...
 
 class FreeTier(_message.Message):
-    __slots__ = ("enabled", "resources", "max_job_duration_seconds", "max_jobs_per_consumer", "max_concurrent_jobs", "access")
+    __slots__ = ("enabled", "resources", "max_job_duration_seconds", "max_jobs_per_consumer", "max_concurrent_jobs", "access", "allow_image_build")
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     MAX_JOB_DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MAX_JOBS_PER_CONSUMER_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENT_JOBS_FIELD_NUMBER: _ClassVar[int]
     ACCESS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_IMAGE_BUILD_FIELD_NUMBER: _ClassVar[int]
     enabled: bool
     resources: _containers.RepeatedCompositeFieldContainer[Resource]
     max_job_duration_seconds: int
     max_jobs_per_consumer: int
     max_concurrent_jobs: int
     access: AccessPolicy
-    def __init__(self, enabled: bool = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., max_job_duration_seconds: _Optional[int] = ..., max_jobs_per_consumer: _Optional[int] = ..., max_concurrent_jobs: _Optional[int] = ..., access: _Optional[_Union[AccessPolicy, _Mapping]] = ...) -> None: ...
+    allow_image_build: bool
+    def __init__(self, enabled: bool = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., max_job_duration_seconds: _Optional[int] = ..., max_jobs_per_consumer: _Optional[int] = ..., max_concurrent_jobs: _Optional[int] = ..., access: _Optional[_Union[AccessPolicy, _Mapping]] = ..., allow_image_build: bool = ...) -> None: ...
 
 class AccessList(_message.Message):
     __slots__ = ("chain_id", "address")

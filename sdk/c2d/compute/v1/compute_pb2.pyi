@@ -19,6 +19,7 @@ class ResultKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RESULT_KIND_ALGORITHM_LOG: _ClassVar[ResultKind]
     RESULT_KIND_CONFIGURATION_LOG: _ClassVar[ResultKind]
     RESULT_KIND_PUBLISHING_LOG: _ClassVar[ResultKind]
+    RESULT_KIND_IMAGE_LOG: _ClassVar[ResultKind]
 
 class PaymentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -35,6 +36,7 @@ RESULT_KIND_OUTPUT: ResultKind
 RESULT_KIND_ALGORITHM_LOG: ResultKind
 RESULT_KIND_CONFIGURATION_LOG: ResultKind
 RESULT_KIND_PUBLISHING_LOG: ResultKind
+RESULT_KIND_IMAGE_LOG: ResultKind
 PAYMENT_STATUS_UNSPECIFIED: PaymentStatus
 PAYMENT_STATUS_FREE: PaymentStatus
 PAYMENT_STATUS_LOCKING: PaymentStatus
@@ -73,18 +75,29 @@ class GetEnvironmentsResponse(_message.Message):
     def __init__(self, environments: _Optional[_Iterable[_Union[_common_pb2.Environment, _Mapping]]] = ..., node_public_key: _Optional[bytes] = ...) -> None: ...
 
 class AlgorithmContainer(_message.Message):
-    __slots__ = ("entrypoint", "image", "tag", "checksum", "encrypted_registry_auth")
+    __slots__ = ("entrypoint", "image", "tag", "checksum", "encrypted_registry_auth", "dockerfile", "additional_files")
+    class AdditionalFilesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
     ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     ENCRYPTED_REGISTRY_AUTH_FIELD_NUMBER: _ClassVar[int]
+    DOCKERFILE_FIELD_NUMBER: _ClassVar[int]
+    ADDITIONAL_FILES_FIELD_NUMBER: _ClassVar[int]
     entrypoint: str
     image: str
     tag: str
     checksum: str
     encrypted_registry_auth: bytes
-    def __init__(self, entrypoint: _Optional[str] = ..., image: _Optional[str] = ..., tag: _Optional[str] = ..., checksum: _Optional[str] = ..., encrypted_registry_auth: _Optional[bytes] = ...) -> None: ...
+    dockerfile: str
+    additional_files: _containers.ScalarMap[str, bytes]
+    def __init__(self, entrypoint: _Optional[str] = ..., image: _Optional[str] = ..., tag: _Optional[str] = ..., checksum: _Optional[str] = ..., encrypted_registry_auth: _Optional[bytes] = ..., dockerfile: _Optional[str] = ..., additional_files: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
 
 class Algorithm(_message.Message):
     __slots__ = ("did", "service_id", "files", "rawcode", "container", "custom_data")

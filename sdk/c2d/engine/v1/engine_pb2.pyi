@@ -48,20 +48,22 @@ class WatchFingerprintRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Capabilities(_message.Message):
-    __slots__ = ("container_isolation", "network_isolation", "disk_quota", "gpu_vendors", "log_streaming", "runs_pods")
+    __slots__ = ("container_isolation", "network_isolation", "disk_quota", "gpu_vendors", "log_streaming", "runs_pods", "image_build")
     CONTAINER_ISOLATION_FIELD_NUMBER: _ClassVar[int]
     NETWORK_ISOLATION_FIELD_NUMBER: _ClassVar[int]
     DISK_QUOTA_FIELD_NUMBER: _ClassVar[int]
     GPU_VENDORS_FIELD_NUMBER: _ClassVar[int]
     LOG_STREAMING_FIELD_NUMBER: _ClassVar[int]
     RUNS_PODS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_BUILD_FIELD_NUMBER: _ClassVar[int]
     container_isolation: bool
     network_isolation: bool
     disk_quota: str
     gpu_vendors: _containers.RepeatedScalarFieldContainer[str]
     log_streaming: bool
     runs_pods: bool
-    def __init__(self, container_isolation: bool = ..., network_isolation: bool = ..., disk_quota: _Optional[str] = ..., gpu_vendors: _Optional[_Iterable[str]] = ..., log_streaming: bool = ..., runs_pods: bool = ...) -> None: ...
+    image_build: bool
+    def __init__(self, container_isolation: bool = ..., network_isolation: bool = ..., disk_quota: _Optional[str] = ..., gpu_vendors: _Optional[_Iterable[str]] = ..., log_streaming: bool = ..., runs_pods: bool = ..., image_build: bool = ...) -> None: ...
 
 class Fingerprint(_message.Message):
     __slots__ = ("health", "health_description", "environments", "capabilities")
@@ -82,7 +84,7 @@ class WatchFingerprintResponse(_message.Message):
     def __init__(self, fingerprint: _Optional[_Union[Fingerprint, _Mapping]] = ...) -> None: ...
 
 class Container(_message.Message):
-    __slots__ = ("image", "tag", "digest", "command", "env")
+    __slots__ = ("image", "tag", "digest", "command", "env", "dockerfile", "additional_files")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -90,17 +92,28 @@ class Container(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class AdditionalFilesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
+    DOCKERFILE_FIELD_NUMBER: _ClassVar[int]
+    ADDITIONAL_FILES_FIELD_NUMBER: _ClassVar[int]
     image: str
     tag: str
     digest: str
     command: str
     env: _containers.ScalarMap[str, str]
-    def __init__(self, image: _Optional[str] = ..., tag: _Optional[str] = ..., digest: _Optional[str] = ..., command: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    dockerfile: str
+    additional_files: _containers.ScalarMap[str, bytes]
+    def __init__(self, image: _Optional[str] = ..., tag: _Optional[str] = ..., digest: _Optional[str] = ..., command: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., dockerfile: _Optional[str] = ..., additional_files: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
 
 class PodAccess(_message.Message):
     __slots__ = ("node_peer_id", "node_http_api", "private_key")
@@ -194,7 +207,7 @@ class RecoverJobResponse(_message.Message):
     def __init__(self, handle: _Optional[_Union[JobHandle, _Mapping]] = ..., last_event: _Optional[_Union[JobEvent, _Mapping]] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("job_id", "sequence", "time", "status", "message", "terminal", "exit_code", "oom_killed", "timed_out", "disk_quota_exceeded", "stopped", "image_digest", "algorithm_started", "algorithm_finished", "details")
+    __slots__ = ("job_id", "sequence", "time", "status", "message", "terminal", "exit_code", "oom_killed", "timed_out", "disk_quota_exceeded", "stopped", "image_digest", "algorithm_started", "algorithm_finished", "details", "build_seconds")
     class DetailsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -217,6 +230,7 @@ class JobEvent(_message.Message):
     ALGORITHM_STARTED_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FINISHED_FIELD_NUMBER: _ClassVar[int]
     DETAILS_FIELD_NUMBER: _ClassVar[int]
+    BUILD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     sequence: int
     time: _timestamp_pb2.Timestamp
@@ -232,7 +246,8 @@ class JobEvent(_message.Message):
     algorithm_started: _timestamp_pb2.Timestamp
     algorithm_finished: _timestamp_pb2.Timestamp
     details: _containers.ScalarMap[str, str]
-    def __init__(self, job_id: _Optional[str] = ..., sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., message: _Optional[str] = ..., terminal: bool = ..., exit_code: _Optional[int] = ..., oom_killed: bool = ..., timed_out: bool = ..., disk_quota_exceeded: bool = ..., stopped: bool = ..., image_digest: _Optional[str] = ..., algorithm_started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., algorithm_finished: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., details: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    build_seconds: float
+    def __init__(self, job_id: _Optional[str] = ..., sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., message: _Optional[str] = ..., terminal: bool = ..., exit_code: _Optional[int] = ..., oom_killed: bool = ..., timed_out: bool = ..., disk_quota_exceeded: bool = ..., stopped: bool = ..., image_digest: _Optional[str] = ..., algorithm_started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., algorithm_finished: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., details: _Optional[_Mapping[str, str]] = ..., build_seconds: _Optional[float] = ...) -> None: ...
 
 class WatchJobRequest(_message.Message):
     __slots__ = ("job_id", "after_sequence")

@@ -40,6 +40,8 @@ def to_proto(job_id: str, record: Record) -> engine_pb2.JobEvent:
     )
     if isinstance(record.get("exit_code"), int):
         event.exit_code = record["exit_code"]
+    if isinstance(record.get("build_seconds"), (int, float)):
+        event.build_seconds = float(record["build_seconds"])
     for flag in FLAGS:
         setattr(event, flag, bool(record.get(flag, False)))
     for name in TIMES:

@@ -108,6 +108,8 @@ def check_job_id(job_id: str) -> None:
 
 def image_of(container: engine_pb2.Container) -> ImageRef:
     """The algorithm's image: ``image`` with ``tag`` or ``digest`` (or either written into ``image``)."""
+    if container.dockerfile:
+        raise invalid("this engine does not build images from a Dockerfile: give container.image")
     image, tag, digest = container.image.strip(), container.tag.strip(), container.digest.strip()
     if not tag and not digest and image:
         embedded = ImageRef.parse(image)

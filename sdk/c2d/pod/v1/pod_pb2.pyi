@@ -33,6 +33,7 @@ class UploadKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UPLOAD_KIND_ALGORITHM_LOG: _ClassVar[UploadKind]
     UPLOAD_KIND_CONFIGURATION_LOG: _ClassVar[UploadKind]
     UPLOAD_KIND_PUBLISHING_LOG: _ClassVar[UploadKind]
+    UPLOAD_KIND_IMAGE_LOG: _ClassVar[UploadKind]
 SOURCE_ORIGIN_UNSPECIFIED: SourceOrigin
 SOURCE_ORIGIN_OPERATOR: SourceOrigin
 SOURCE_ORIGIN_CONSUMER: SourceOrigin
@@ -49,6 +50,7 @@ UPLOAD_KIND_OUTPUT: UploadKind
 UPLOAD_KIND_ALGORITHM_LOG: UploadKind
 UPLOAD_KIND_CONFIGURATION_LOG: UploadKind
 UPLOAD_KIND_PUBLISHING_LOG: UploadKind
+UPLOAD_KIND_IMAGE_LOG: UploadKind
 
 class PodAuth(_message.Message):
     __slots__ = ("job_id", "nonce", "signature")
