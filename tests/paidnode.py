@@ -189,6 +189,8 @@ def in_process_node(data_dir: Path, chain: DevChain, env: dict[str, str]) -> Ite
 RUNNERS = 4  # stages the environment runs at once: the blocker holds them all
 SETTLED = {compute_pb2.PAYMENT_STATUS_CLAIMED, compute_pb2.PAYMENT_STATUS_RELEASED}
 FINISHED = common_pb2.JOB_STATUS_FINISHED
+# How a paid workflow's finished jobs read until its payment settles (which waits here for mining).
+ENDED_UNSETTLED = {FINISHED, common_pb2.JOB_STATUS_SETTLING_PAYMENT}
 RUNNING = common_pb2.JOB_STATUS_RUNNING
 
 
@@ -273,7 +275,7 @@ class Settling:
         for which, started in self.started:
             wait_for(
                 lambda c=self.clients[which], w=started.workflow_id: all(
-                    j.status == FINISHED for j in self.status(c, w)
+                    j.status in ENDED_UNSETTLED for j in self.status(c, w)
                 ),
                 300,
                 f"workflow {started.workflow_id} finished",

@@ -154,10 +154,10 @@ def anvil() -> Iterator[DevChain]:
 def own_node(tmp_path: Path, anvil: DevChain) -> Iterator[list[NodeProcess]]:
     """A node of the test's own, to kill; the list holds its current incarnation."""
     node = NodeProcess(tmp_path / "node", env=node_env(anvil))
-    node.wait_environment(ENV)
-    fund_node(anvil, node.node_key())
     holder = [node]
-    try:
+    try:  # killed however the test ends, its start included
+        node.wait_environment(ENV)
+        fund_node(anvil, node.node_key())
         yield holder
     finally:
         holder[-1].kill()

@@ -164,7 +164,9 @@ def _algorithm(value: Any, path: str, node_key: NodeKey | None = None) -> comput
     _opt_struct(doc, "customData", path, algorithm.custom_data)
     if doc.get("container") is not None:
         container_path = _join(path, "container")
-        container = _object(doc["container"], container_path, (*CONTAINER_KEYS, *CONTAINER_AUTH_KEYS, CONTAINER_FILES))
+        container = _object(
+            doc["container"], container_path, (*CONTAINER_KEYS, *CONTAINER_AUTH_KEYS, CONTAINER_FILES)
+        )
         algorithm.container.CopyFrom(
             compute_pb2.AlgorithmContainer(
                 **{field: _opt_str(container, field, container_path) for field in CONTAINER_KEYS},
