@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+import c2d  # noqa: F401  (first: it turns gRPC's fork handlers off before anything imports grpc)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
