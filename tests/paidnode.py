@@ -189,8 +189,6 @@ def in_process_node(data_dir: Path, chain: DevChain, env: dict[str, str]) -> Ite
 RUNNERS = 4  # stages the environment runs at once: the blocker holds them all
 SETTLED = {compute_pb2.PAYMENT_STATUS_CLAIMED, compute_pb2.PAYMENT_STATUS_RELEASED}
 FINISHED = common_pb2.JOB_STATUS_FINISHED
-# How a paid workflow's finished jobs read until its payment settles (which waits here for mining).
-ENDED_UNSETTLED = {FINISHED, common_pb2.JOB_STATUS_SETTLING_PAYMENT}
 RUNNING = common_pb2.JOB_STATUS_RUNNING
 
 
@@ -275,10 +273,10 @@ class Settling:
         for which, started in self.started:
             wait_for(
                 lambda c=self.clients[which], w=started.workflow_id: all(
-                    j.status in ENDED_UNSETTLED for j in self.status(c, w)
+                    j.terminal for j in self.status(c, w)
                 ),
                 300,
-                f"workflow {started.workflow_id} finished",
+                f"workflow {started.workflow_id} ended",
             )
 
     def mine_again(self) -> None:

@@ -113,6 +113,9 @@ class Payments:
             on_error=lambda exc: self.metrics.chain_error(exc.kind),
         )
         self._locking: set[str] = set()  # workflows whose StartCompute is locking right now
+        # Workflows whose StartCompute ended since the current pass read its rows: their rows as read
+        # may still say ``locking`` while the start has made them ``locked``.
+        self._started_in_pass: set[str] = set()
         self._stopping: set[str] = set()
         self._wake = asyncio.Event()
         self._next_sweep = 0.0
@@ -174,6 +177,7 @@ class Payments:
             await submit(workflow_id, lambda: self._update(row, status=states.LOCKED, **lock))
         finally:
             self._locking.discard(workflow_id)
+            self._started_in_pass.add(workflow_id)
         self.metrics.payment("locked")
         bound.info("escrow locked", amount=row.amount, tx=lock["lock_tx"])
         return row  # as stored: the unit that stored the workflow updated it (``_update``)
@@ -311,6 +315,7 @@ class Payments:
 
     async def _pass(self) -> None:
         now = time.time()
+        self._started_in_pass = set()
         ready = []
         for row in await runner.run(rows.due, states.OPEN, now):
             if row.workflow_id in self._locking:
@@ -387,6 +392,8 @@ class Payments:
         expired: list[tuple[Payment, Lock]] = []
         claims: list[tuple[Payment, LockClaim]] = []
         for row in ready:
+            if row.status == states.LOCKING and not self._cut_off(row):
+                continue  # its start is under way or has just stored it: not cut off
             lock = live.get(int(row.lock_id), row.payer)
             if lock is None:
                 if row.status == states.LOCKING:
@@ -408,6 +415,12 @@ class Payments:
                 await self._conclude(row, result)
         for row in gone:
             await self._conclude(row, GONE)
+
+    def _cut_off(self, row: Payment) -> bool:
+        """Whether a ``locking`` row (as this pass read it) lost its start: no StartCompute is locking
+        it, and none has finished since the pass read it (then the row is ``locked`` already, and
+        releasing its lock would leave a running workflow unpaid)."""
+        return row.workflow_id not in self._locking and row.workflow_id not in self._started_in_pass
 
     @staticmethod
     def _claim_of(row: Payment) -> LockClaim:
