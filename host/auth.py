@@ -52,7 +52,7 @@ async def verify_consumer(method: str, request: Message) -> str:
     address = credentials.address.lower()
     if credentials.nonce >= MAX_NONCE:
         raise unauthenticated(f"auth.nonce must be below 2^63, got {credentials.nonce}")
-    if not ADDRESS.match(address):
+    if not ADDRESS.fullmatch(address):
         raise unauthenticated(f"auth.address {quoted(credentials.address)} is not an Ethereum address")
     scheme = credentials.version or auth.SCHEME_V1
     if scheme not in auth.SCHEMES:

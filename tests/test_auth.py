@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import grpc
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from c2d import auth
+from c2d.compute.v1 import compute_pb2
+from host.auth import verify_consumer
+from host.errors import RequestError
 
 
 def test_signatures_match_eth_account_and_recover() -> None:
@@ -26,3 +32,13 @@ def test_signatures_match_eth_account_and_recover() -> None:
 def test_malformed_signatures_raise_value_error(signature: bytes) -> None:
     with pytest.raises(ValueError):
         auth.recover_signer("text", signature)
+
+
+def test_the_node_refuses_an_address_with_anything_after_it() -> None:
+    """``re.match`` with ``$`` lets a trailing newline through; an address must match whole."""
+    address = auth.address_of(auth.new_private_key())
+    request = compute_pb2.GetComputeStatusRequest(all=True)
+    request.auth.address, request.auth.signature = address + "\n", b"\x01" * 65
+    with pytest.raises(RequestError, match="is not an Ethereum address") as refused:
+        asyncio.run(verify_consumer("/c2d.compute.v1.ComputeService/GetComputeStatus", request))
+    assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED

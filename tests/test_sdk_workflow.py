@@ -294,6 +294,7 @@ BAD = [
     ({"stages": [_stage()], "resources": [["cpu", 1]]}, "resources[0]: must be an object, not a list"),
     ({"stages": [_stage()], "viewers": "0xabc"}, "viewers: must be a list, not a string"),
     ({"stages": [_stage()], "viewers": [VIEWER, "0x123"]}, "viewers[1]: must be an Ethereum address"),
+    ({"stages": [_stage()], "viewers": [VIEWER + "\n"]}, "viewers[0]: must be an Ethereum address"),
 ]
 
 

@@ -300,7 +300,7 @@ def _check_acyclic(plans: list[StagePlan]) -> None:
 
 def _check_viewers(viewers: Iterable[str]) -> None:
     for viewer in viewers:
-        if not ADDRESS.match(viewer):
+        if not ADDRESS.fullmatch(viewer):
             raise invalid(f"viewer {quoted(viewer)} is not an Ethereum address")
 
 

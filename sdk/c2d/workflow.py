@@ -239,7 +239,7 @@ def _resources(value: Any, path: str) -> list[common_pb2.ResourceRequest]:
 def _viewers(value: Any, path: str) -> list[str]:
     viewers = _list(value or [], path)
     for i, viewer in enumerate(viewers):
-        if not isinstance(viewer, str) or not ADDRESS.match(viewer):
+        if not isinstance(viewer, str) or not ADDRESS.fullmatch(viewer):
             raise WorkflowFormatError(f"{path}[{i}]", "must be an Ethereum address (0x and 40 hex digits)")
     return viewers
 

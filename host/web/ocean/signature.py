@@ -38,7 +38,7 @@ def consumer_address(value: object) -> str:
     """The lower-case address of a ``consumerAddress`` parameter; INVALID_ARGUMENT otherwise."""
     if not isinstance(value, str) or not value:
         raise invalid('missing parameter: "consumerAddress"')
-    if not ADDRESS.match(value.lower()):
+    if not ADDRESS.fullmatch(value.lower()):
         raise invalid(f'parameter "consumerAddress" is not an Ethereum address: {quoted(value)}')
     return value.lower()
 

@@ -83,7 +83,7 @@ def rpc_url(ctx: Context) -> str | None:
 
 
 def checked_address(value: str | None, option: str) -> str | None:
-    if value is not None and not ADDRESS.match(value):
+    if value is not None and not ADDRESS.fullmatch(value):
         raise UsageError(f"{option} {value!r} is not an address (0x and 40 hex digits)")
     return value
 
@@ -380,7 +380,7 @@ def node_address(ctx: Context, s: Session) -> str:
     """The node's payee address, as its environments' fees name it; ``--payee`` skips asking."""
     env = _env_for(ctx, s)
     payees = {fees.payee_address for fees in env.fees if fees.payee_address}
-    if len(payees) != 1 or not ADDRESS.match(next(iter(payees))):
+    if len(payees) != 1 or not ADDRESS.fullmatch(next(iter(payees))):
         raise UsageError("the node's environments name no payee address: pass --payee ADDRESS")
     return payees.pop()
 
