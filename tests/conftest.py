@@ -161,3 +161,16 @@ def store_url(request: pytest.FixtureRequest) -> str | None:
         return None
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+@pytest.fixture(scope="module")
+def anvil() -> Iterator[Any]:
+    """A dev chain (anvil from ``npm ci``) for the module's tests; skips without one, fails in CI."""
+    from host.chain.devchain import find_anvil, start_dev_chain
+
+    if find_anvil() is None:
+        if os.environ.get("CI"):
+            pytest.fail("anvil is missing: scripts/setup-dev installs it with npm ci")
+        pytest.skip("anvil is not installed (npm ci)")
+    with start_dev_chain("anvil") as chain:
+        yield chain

@@ -303,16 +303,6 @@ def test_stopping_a_job_while_its_image_builds_cancels_the_build(
 # Paid: the build is billed -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def anvil() -> Iterator[Any]:
-    from host.chain.devchain import find_anvil, start_dev_chain
-
-    if find_anvil() is None:
-        pytest.skip("anvil is not installed (npm ci)")
-    with start_dev_chain("anvil") as chain:
-        yield chain
-
-
 def test_a_paid_stage_is_billed_for_its_image_build(
     tmp_path: Path, pod_image: str, busybox: str, anvil: Any
 ) -> None:

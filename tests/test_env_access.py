@@ -8,7 +8,6 @@ whose RPC runs through a proxy the test can cut). Config errors are refused at l
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from c2d.cli.render import env_access
 from c2d.client import C2DError, Client
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
-from host.chain.devchain import DevChain, find_anvil, free_port, start_dev_chain
+from host.chain.devchain import DevChain, free_port, start_dev_chain
 from host.config import ConfigError, load_config
 from host.envaccess import EnvironmentAccess, Holds, chain_holds
 from host.envterms import parse_terms
@@ -278,16 +277,6 @@ def access_env(chain: DevChain, token: str, allowed: str, rpc_url: str) -> dict[
         "C2D_CHAIN__RPC_URL": rpc_url,
         "C2D_CHAIN__RETRY_MAX_SECONDS": "1",
     }
-
-
-@pytest.fixture(scope="module")
-def anvil() -> Iterator[DevChain]:
-    if find_anvil() is None:
-        if os.environ.get("CI"):
-            pytest.fail("anvil is missing: scripts/setup-dev installs it with npm ci")
-        pytest.skip("anvil is not installed (npm ci)")
-    with start_dev_chain("anvil") as chain:
-        yield chain
 
 
 @pytest.fixture(scope="module")

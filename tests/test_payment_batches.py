@@ -9,7 +9,6 @@ grouped by transaction hash, so a claim made twice, or one transaction per workf
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from collections import Counter
@@ -38,7 +37,7 @@ from c2d.chain.client import LockClaim, job_id_to_uint
 from c2d.client import Client
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
-from host.chain.devchain import DevChain, find_anvil, start_dev_chain
+from host.chain.devchain import DevChain, start_dev_chain
 from host.payments import states
 from host.payments.settle import CANCELLED, GONE, Outcome, Settler
 from nodeproc import NodeProcess, running_node, wait_for
@@ -138,16 +137,6 @@ def test_expired_locks_are_cancelled_in_one_transaction(pyevm: DevChain) -> None
 
 
 # -- the node on anvil --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def anvil() -> Iterator[DevChain]:
-    if find_anvil() is None:
-        if os.environ.get("CI"):
-            pytest.fail("anvil is missing: scripts/setup-dev installs it with npm ci")
-        pytest.skip("anvil is not installed (npm ci)")
-    with start_dev_chain("anvil") as chain:
-        yield chain
 
 
 @pytest.fixture

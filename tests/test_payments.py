@@ -9,7 +9,6 @@ Balances are checked to the base unit.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -46,16 +45,6 @@ from nodeproc import NodeProcess, children_of, free_port, process_alive, running
 S = common_pb2.JobStatus
 P = compute_pb2
 SETTLED = {P.PAYMENT_STATUS_CLAIMED, P.PAYMENT_STATUS_RELEASED}
-
-
-@pytest.fixture(scope="module")
-def anvil() -> Iterator[DevChain]:
-    if find_anvil() is None:
-        if os.environ.get("CI"):
-            pytest.fail("anvil is missing: scripts/setup-dev installs it with npm ci")
-        pytest.skip("anvil is not installed (npm ci)")
-    with start_dev_chain("anvil") as chain:
-        yield chain
 
 
 @pytest.fixture(scope="module")

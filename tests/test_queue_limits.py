@@ -9,7 +9,6 @@ end. The scheduler's own rules are driven with explicit times (``stages.schedule
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from c2d import auth
 from c2d.client import C2DError, Client
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
-from host.chain.devchain import DevChain, find_anvil, start_dev_chain
+from host.chain.devchain import DevChain
 from host.store import counts, stages
 from host.store.db import open_database
 from host.store.models import Stage
@@ -285,16 +284,6 @@ def test_the_queue_is_counted_per_environment_and_tier_from_the_first_queued(
 # -- paid: a stage that expires in the queue costs nothing ------------------------------------
 
 SETTLED: set[int] = {compute_pb2.PAYMENT_STATUS_CLAIMED, compute_pb2.PAYMENT_STATUS_RELEASED}
-
-
-@pytest.fixture(scope="module")
-def anvil() -> Iterator[DevChain]:
-    if find_anvil() is None:
-        if os.environ.get("CI"):
-            pytest.fail("anvil is missing: scripts/setup-dev installs it with npm ci")
-        pytest.skip("anvil is not installed (npm ci)")
-    with start_dev_chain("anvil") as chain:
-        yield chain
 
 
 @pytest.fixture(scope="module")
