@@ -103,8 +103,10 @@ def test_a_stages_log_is_read_from_any_offset_in_whole_lines(node: NodeProcess, 
         finally:
             client.stop(workflow_id=started.workflow_id)
         client.wait(started, timeout=60)
-        whole = session.get(url, timeout=10).json()
-        assert whole["ended"] is True and whole["data"].startswith("line 0\nline 1\n")
+        # A stopped stage's log is read from its engine until the node has kept it; only then has
+        # it ended (a page that follows it keeps polling until then).
+        whole = wait_for(lambda: _ended(session.get(url, timeout=10).json()), 60, "the kept log")
+        assert whole["data"].startswith("line 0\nline 1\n")
         past = session.get(url, params={"offset": whole["offset"] + 1}, timeout=10)
         assert past.status_code == 400 and "past the end of the log" in past.text
         for bad in ("-1", "x", "1e3"):
@@ -188,6 +190,10 @@ def showing(session: requests.Session, url: str, text: str, what: str) -> str:
 
 def _with(part: dict[str, Any], text: str) -> dict[str, Any] | None:
     return part if text in part["data"] else None
+
+
+def _ended(part: dict[str, Any]) -> dict[str, Any] | None:
+    return part if part["ended"] else None
 
 
 # -- sign-in rules, without a node --------------------------------------------------------------

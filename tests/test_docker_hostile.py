@@ -112,7 +112,9 @@ def hostile(engine: EngineProcess, web: tuple[str, int], docker_client: Any) -> 
     host, port = web
     jobs = {
         "memory_hog": Hostile("tail /dev/zero", {"ram_gib": 0.25}),
-        "fork_bomb": Hostile("bomb() { bomb | bomb & }; bomb; exec sleep 600", {"max_duration": 4}),
+        # The bomb goes off in a subshell: the job's own shell forks once, before the pids limit
+        # is reached, then sleeps until the time limit (a shell whose fork fails exits with 2).
+        "fork_bomb": Hostile("(bomb() { bomb | bomb & }; bomb); exec sleep 600", {"max_duration": 4}),
         "disk_filler": Hostile(
             'dd if=/dev/zero of="$C2D_DATA/outputs/fill" bs=1M; exit 1', {"disk_gib": 0.05}
         ),
