@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import math
 import os
@@ -274,8 +273,11 @@ def _payments(
 
 async def _expire_results(results: ResultStore) -> None:
     while True:
-        with contextlib.suppress(Exception):
-            removed = results.expire()
+        try:
+            removed = await results.expire()
+        except Exception as exc:  # a full disk or a lost database: said, and tried again next time
+            log.warning("expiring results failed", error=str(exc))
+        else:
             if removed:
                 log.info("expired results removed", count=removed)
         await asyncio.sleep(EXPIRY_INTERVAL_SECONDS)

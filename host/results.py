@@ -305,23 +305,24 @@ class ResultStore:
 
     # Removal.
 
-    def expire(self, now: float | None = None) -> int:
-        """Deletes the results of stages whose ``results_expire_at`` has passed; returns how many files."""
+    async def expire(self, now: float | None = None) -> int:
+        """Deletes the results of stages whose ``results_expire_at`` has passed; returns how many files.
+
+        The queries run on the database thread and the folders are removed in a file thread, one
+        stage at a time, so neither the event loop nor other queries wait while a disk is emptied.
+        """
         now = self.clock() if now is None else now
-        expired = (
-            models.Stage.select(models.Stage.job_id)
-            .join(models.Result)
-            .where(models.Stage.results_expire_at.is_null(False) & (models.Stage.results_expire_at < now))
-            .distinct()
-        )
-        return sum(self.delete(stage.job_id) for stage in list(expired))
+        removed = 0
+        for job_id in await runner.run(_expired_job_ids, now):
+            await _in_thread(shutil.rmtree, self.root / job_id, True)
+            removed += await runner.run(_delete_rows, job_id)
+        return removed
 
     def delete(self, stage: StageLike) -> int:
         """Deletes a stage's result files, then their rows; returns how many rows went."""
         job_id = _job_id(stage)
         shutil.rmtree(self.root / job_id, ignore_errors=True)
-        # Result.delete() builds exactly this; the stubs declare it in a way mypy cannot read off a class.
-        return pw.ModelDelete(models.Result).where(models.Result.stage == job_id).execute()
+        return _delete_rows(job_id)
 
     # Helpers.
 
@@ -607,6 +608,23 @@ def _file_threads() -> ThreadPoolExecutor:
         if _files is None:
             _files = ThreadPoolExecutor(max_workers=FILE_THREADS, thread_name_prefix="c2d-files")
         return _files
+
+
+def _expired_job_ids(now: float) -> list[str]:
+    """The stages that hold results past their ``results_expire_at``."""
+    expired = (
+        models.Stage.select(models.Stage.job_id)
+        .join(models.Result)
+        .where(models.Stage.results_expire_at.is_null(False) & (models.Stage.results_expire_at < now))
+        .distinct()
+    )
+    return [stage.job_id for stage in expired]
+
+
+def _delete_rows(job_id: str) -> int:
+    """Deletes a stage's result rows; returns how many went."""
+    # Result.delete() builds exactly this; the stubs declare it in a way mypy cannot read off a class.
+    return int(pw.ModelDelete(models.Result).where(models.Result.stage == job_id).execute())
 
 
 def _run_in_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:

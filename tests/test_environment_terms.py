@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from c2d import auth
 from c2d.client import Client
 from c2d.common.v1 import common_pb2
 from host.config import ConfigError, load_config
-from nodeproc import running_node
+from nodeproc import running_node, wait_for
 
 ENV = "stub-local"
 EXPIRY = 4321
@@ -115,3 +116,46 @@ def test_results_are_kept_as_long_as_the_environment_says(tmp_path: Path) -> Non
         kept = job.results_expire.ToNanoseconds() - job.finished.ToNanoseconds()
         assert kept == pytest.approx(EXPIRY * 1e9, abs=1e6)
         node.settle()
+
+
+def test_results_past_their_expiry_are_removed_by_the_node(tmp_path: Path) -> None:
+    """The node sweeps expired results when it starts and every minute after: files and rows go,
+    the job itself stays listed."""
+    config = tmp_path / "node.toml"
+    config.write_text(
+        ENGINE
+        + f'[environments."{ENV}"]\nstorage_expiry_seconds = 1\n'
+        + f'[environments."{ENV}".free]\nmax_job_duration_seconds = 60\n'
+    )
+    key = auth.new_private_key()
+    with running_node(tmp_path / "data", config=config) as node:
+        node.wait_listening()
+        node.wait_environment(ENV)
+        with Client(node.address, key) as client:
+            started = client.start(
+                {
+                    "environment": ENV,
+                    "stages": [
+                        {
+                            "algorithm": {
+                                "rawcode": "echo gone > $C2D_DATA/outputs/out",
+                                "container": {"entrypoint": "sh $ALGO", "image": "busybox", "tag": "1"},
+                            }
+                        }
+                    ],
+                }
+            )
+            (job,) = client.wait(started, timeout=120)
+        assert job.status == common_pb2.JOB_STATUS_FINISHED and job.results
+        node.settle()
+    results_dir = tmp_path / "data" / "results" / job.job_id
+    assert results_dir.is_dir()
+    # The node's clock is this machine's: the restarted node's first sweep must come after expiry.
+    time.sleep(max(0.0, job.results_expire.ToNanoseconds() / 1e9 - time.time()))
+    with running_node(tmp_path / "data", config=config) as node:  # its first sweep runs at start
+        node.wait_listening()
+        with Client(node.address, key) as client:
+            wait_for(lambda: not client.status(job_id=job.job_id)[0].results, 60, "the results expired")
+            assert client.status(job_id=job.job_id)[0].status == common_pb2.JOB_STATUS_FINISHED
+        assert not results_dir.exists()
+        assert node.log_events("expired results removed")

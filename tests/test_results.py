@@ -437,12 +437,12 @@ def test_expiry_removes_files_and_rows(store: ResultStore, tmp_path: Path, db: N
     for stage in (old, fresh, keep):
         upload(store, stage, "a", data=b"a")
         upload(store, stage, "b", data=b"b")
-    assert store.expire(now) == 2
+    assert asyncio.run(store.expire(now)) == 2
     assert not (tmp_path / "results" / "old").exists()
     assert store.list(old) == [] and models.Result.select().where(models.Result.stage == "old").count() == 0
     assert len(store.list(fresh)) == 2 and len(store.list(keep)) == 2
-    assert store.expire(now) == 0
-    assert store.expire(now + 7200) == 2
+    assert asyncio.run(store.expire(now)) == 0
+    assert asyncio.run(store.expire(now + 7200)) == 2
 
 
 def test_delete_a_stage(store: ResultStore, stage: models.Stage, tmp_path: Path) -> None:
