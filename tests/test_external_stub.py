@@ -25,6 +25,7 @@ from c2d.common.v1 import common_pb2
 from c2d.engine.v1 import engine_pb2, engine_pb2_grpc
 from c2d.plugin import launcher
 from c2d_external_stub import procinfo
+from c2d_external_stub.jobdir import JobDir
 from nodeproc import wait_for
 
 PLUGIN_ARGV = [sys.executable, "-m", "c2d_external_stub"]
@@ -347,6 +348,28 @@ def test_job_lost_when_its_shim_dies(runner: asyncio.Runner, engine: Engine, sta
         assert [(e.sequence, e.status, e.terminal) for e in events] == [(2, Status.JOB_STATUS_LOST, True)]
         await asyncio.sleep(0.2)
         assert not process_running(algorithm), "the unsupervised algorithm must be killed"
+
+    runner.run(scenario())
+
+
+def test_a_job_asked_to_stop_whose_shim_died_unrecorded_ends_stopped(
+    runner: asyncio.Runner, engine: Engine, state_dir: Path
+) -> None:
+    """A SIGTERM that reaches a shim still starting (before its handler is installed) kills it
+    without a terminal event: the stop the owner asked for is what the job reports, not LOST."""
+
+    async def scenario() -> None:
+        await engine.start(job("early-stop", "sleep 30"))
+        await engine.first_event("early-stop")
+        job_dir = state_dir / "jobs" / "early-stop"
+        shim = json.loads((job_dir / "shim.json").read_text())["pid"]
+        JobDir(job_dir).request_stop(0, "stopped by its owner")
+        os.kill(shim, signal.SIGKILL)  # as the default action of an uncaught SIGTERM does
+        events = await engine.watch("early-stop", after=1)
+        assert [(e.sequence, e.status, e.terminal, e.stopped) for e in events] == [
+            (2, Status.JOB_STATUS_STOPPED, True, True)
+        ]
+        assert events[0].message == "stopped: stopped by its owner"
 
     runner.run(scenario())
 

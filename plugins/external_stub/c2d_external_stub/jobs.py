@@ -84,7 +84,7 @@ class JobStore(jobstore.JobStore[JobDir]):
         if why is None:
             return last
         self._kill_children(job)
-        record = job.append_event({"status": "LOST", "terminal": True, "message": why})
+        record = job.append_event(_ended_unreported(job, why))
         if record.get("status") == "LOST":
             log.warning("job lost", job_id=job.job_id, reason=why)
         return record
@@ -154,6 +154,19 @@ class JobStore(jobstore.JobStore[JobDir]):
         self.remove(job)
         log.info("job destroyed", job_id=job_id)
         return True
+
+
+def _ended_unreported(job: JobDir, why: str) -> Record:
+    """The terminal event of a job whose shim died without writing one.
+
+    A job asked to stop has stopped, whatever ended its shim: a SIGTERM that came while the shim
+    was still starting (before its handler was installed) kills it unrecorded. Any other is lost.
+    """
+    request = job.stop_request()
+    if request is not None:
+        reason = request.get("reason") or "stop requested"
+        return {"status": "STOPPED", "stopped": True, "terminal": True, "message": f"stopped: {reason}"}
+    return {"status": "LOST", "terminal": True, "message": why}
 
 
 def remove_tree(path: Path) -> None:
