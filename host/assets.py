@@ -19,6 +19,7 @@ from google.protobuf import json_format
 
 from c2d.compute.v1 import compute_pb2
 from c2d.netpolicy import Reach
+from host import userdata
 from host.errors import RequestError, denied, invalid, not_found
 from host.files import FileRef, parse_files, resolve_local
 from host.store import assets as rows
@@ -111,11 +112,14 @@ class AssetRegistry:
         if service.HasField("container"):
             raise invalid(f"{where}: a dataset service has no container (algorithms only)")
         self._check_files(service, where)
+        userdata.validate_declared(service.consumer_parameters, where)
 
     def _validate_algorithm(self, service: ServicePb, where: str) -> None:
         has_container = service.HasField("container")
         if not has_container and not service.HasField("files"):
             raise invalid(f"{where}: an algorithm service needs a container or files")
+        if service.consumer_parameters:
+            raise invalid(f"{where}: consumer parameters are for dataset services")
         if has_container:
             _validate_container(service.container, where)
         if service.HasField("files"):

@@ -11,6 +11,7 @@ from google.protobuf import json_format
 
 from c2d.compute.v1 import compute_pb2
 from host import assets as asset_rules
+from host import userdata
 from host.assets import AssetRegistry
 from host.errors import invalid
 from host.files import parse_files
@@ -53,6 +54,7 @@ def admit_stage(plan: StagePlan, registry: AssetRegistry, consumer: str) -> bool
             asset, service = registry.service(item.did, item.service_id, DATASET)
             service = _for(service, consumer)
             asset_rules.check_compute(asset, service, algorithm, algorithm_service, consumer)
+            userdata.resolve(service.consumer_parameters, item.user_data, label)
             dataset_services.append(service)
         elif item.files.ByteSize():
             parse_files(
@@ -61,6 +63,7 @@ def admit_stage(plan: StagePlan, registry: AssetRegistry, consumer: str) -> bool
                 label=label,
                 reach=registry.consumer_reach,
             )
+            userdata.resolve_own(item.user_data, label)
         else:
             raise invalid(f"{label} has neither a did nor files")
     return plan.environment.network.allow_network and asset_rules.network_allowed(dataset_services)

@@ -22,6 +22,7 @@ from google.protobuf import json_format
 
 from c2d.compute.v1 import compute_pb2
 from c2d.pod.v1 import pod_pb2
+from host import userdata
 from host.assets import AssetRegistry, service_files
 from host.errors import denied, invalid
 from host.files import FileRef, parse_files, resolve_local, to_file_source
@@ -55,13 +56,22 @@ class Provisioner:
         return reply
 
     def _input_files(self, item: compute_pb2.StageInput) -> list[pod_pb2.FileSource]:
+        where = f"input {item.index}"
         if item.did:
             _, service = self.assets.service(item.did, item.service_id, DATASET)
             refs = service_files(service)
-            return [
+            sources = [
                 self._source(ref, f"asset:{item.did}:{item.service_id}:{n}") for n, ref in enumerate(refs)
             ]
-        return [self._consumer_source(ref) for ref in self._consumer_files(item.files)]
+            query = userdata.resolve(service.consumer_parameters, item.user_data, where)
+        else:
+            refs = self._consumer_files(item.files)
+            sources = [self._consumer_source(ref) for ref in refs]
+            query = userdata.resolve_own(item.user_data, where)
+        for ref, source in zip(refs, sources, strict=True):
+            if ref.type == "url":  # as on ocean-node, only http(s) files take the parameters
+                source.url = userdata.with_query(source.url, query)
+        return sources
 
     def _consumer_files(self, files: Any) -> list[FileRef]:
         reach = self.assets.consumer_reach

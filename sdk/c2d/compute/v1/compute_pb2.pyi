@@ -492,7 +492,7 @@ class Asset(_message.Message):
     def __init__(self, did: _Optional[str] = ..., name: _Optional[str] = ..., services: _Optional[_Iterable[_Union[AssetService, _Mapping]]] = ...) -> None: ...
 
 class AssetService(_message.Message):
-    __slots__ = ("service_id", "kind", "files", "policy", "container")
+    __slots__ = ("service_id", "kind", "files", "policy", "container", "consumer_parameters")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[AssetService.Kind]
@@ -506,12 +506,32 @@ class AssetService(_message.Message):
     FILES_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     service_id: str
     kind: AssetService.Kind
     files: _struct_pb2.Struct
     policy: ComputePolicy
     container: AlgorithmContainer
-    def __init__(self, service_id: _Optional[str] = ..., kind: _Optional[_Union[AssetService.Kind, str]] = ..., files: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., policy: _Optional[_Union[ComputePolicy, _Mapping]] = ..., container: _Optional[_Union[AlgorithmContainer, _Mapping]] = ...) -> None: ...
+    consumer_parameters: _containers.RepeatedCompositeFieldContainer[ConsumerParameter]
+    def __init__(self, service_id: _Optional[str] = ..., kind: _Optional[_Union[AssetService.Kind, str]] = ..., files: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., policy: _Optional[_Union[ComputePolicy, _Mapping]] = ..., container: _Optional[_Union[AlgorithmContainer, _Mapping]] = ..., consumer_parameters: _Optional[_Iterable[_Union[ConsumerParameter, _Mapping]]] = ...) -> None: ...
+
+class ConsumerParameter(_message.Message):
+    __slots__ = ("name", "type", "label", "description", "required", "default", "options")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    label: str
+    description: str
+    required: bool
+    default: _struct_pb2.Value
+    options: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., label: _Optional[str] = ..., description: _Optional[str] = ..., required: bool = ..., default: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., options: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ComputePolicy(_message.Message):
     __slots__ = ("trusted_algorithm_dids", "trusted_image_digests", "allow_any_algorithm", "allowed_consumers", "allow_raw_code", "allow_network")
