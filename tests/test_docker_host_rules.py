@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from accesstoken import AccessToken, deploy_access_token
+from eth_typing import HexStr
 from paidnode import (
     DEPOSIT,
     PRICES,
@@ -44,7 +45,7 @@ pytestmark = pytest.mark.docker
 
 S = common_pb2.JobStatus
 P = compute_pb2
-SETTLED = {P.PAYMENT_STATUS_CLAIMED, P.PAYMENT_STATUS_RELEASED}
+SETTLED: set[int] = {P.PAYMENT_STATUS_CLAIMED, P.PAYMENT_STATUS_RELEASED}
 GIB = 1 << 30
 
 LISTED = "docker-listed"  # free tier for the allow list only
@@ -359,5 +360,5 @@ def test_paid_docker_workflows_settling_together_are_claimed_in_a_batch(rules: R
     # five locks in at most two transactions: one holds three or more, claimed by claimLocks
     contract = rules.chain.escrow(rules.chain.deployer_key).contract
     batch = max(txs, key=lambda tx: len(txs[tx]))
-    function, _ = contract.decode_function_input(rules.chain.w3.eth.get_transaction(batch)["input"])
+    function, _ = contract.decode_function_input(rules.chain.w3.eth.get_transaction(HexStr(batch))["input"])
     assert function.fn_name.startswith("claimLocks"), function.fn_name
