@@ -228,9 +228,7 @@ def fair(rules: Rules, script: str, **resources: float) -> dict[str, Any]:
     return one_stage(rules, FAIR, script, resources=asked)
 
 
-def test_more_than_the_per_job_maximum_or_a_constraint_is_refused_on_docker(
-    rules: Rules, docker_client: Any
-) -> None:
+def test_more_than_the_per_job_maximum_or_a_constraint_is_refused_on_docker(rules: Rules) -> None:
     pay = payment(rules.chain)
     with Client(rules.node.address, auth.new_private_key()) as client:
         over_max = refused_quote_and_start(client, fair(rules, "true", cpu=2), pay)
