@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -95,14 +96,26 @@ def payment(chain: DevChain) -> compute_pb2.Payment:
     return compute_pb2.Payment(chain_id=chain.chain_id, token_address=chain.token_address)
 
 
-def stage(index: int, script: str, *, after: list[int] | None = None, minutes: int = 3) -> dict[str, Any]:
+STUB_IMAGE = "busybox:1"  # the stub engine runs no image: any name will do
+
+
+def stage(
+    index: int,
+    script: str,
+    *,
+    after: list[int] | None = None,
+    minutes: int = 3,
+    image: str = STUB_IMAGE,
+) -> dict[str, Any]:
+    """A stage running ``script`` with sh in ``image`` (NAME:TAG; the Docker tests give a local one)."""
+    name, _, tag = image.partition(":")
     return {
         "index": index,
         "runAfter": after,
         "maxJobDuration": minutes * 60,
         "algorithm": {
             "rawcode": script,
-            "container": {"entrypoint": "sh $ALGO", "image": "busybox", "tag": "1"},
+            "container": {"entrypoint": "sh $ALGO", "image": name, "tag": tag},
         },
     }
 
@@ -230,12 +243,23 @@ class Settling:
     construction rather than by timing.
     """
 
-    def __init__(self, node: NodeProcess, chain: DevChain, workflows: int, per_consumer: int = 10) -> None:
+    def __init__(
+        self,
+        node: NodeProcess,
+        chain: DevChain,
+        workflows: int,
+        per_consumer: int = 10,
+        *,
+        env: str = ENV,
+        runners: int = RUNNERS,
+        image: str = STUB_IMAGE,
+    ) -> None:
+        """``runners``: the stages ``env`` runs at once (the blocker has one for each)."""
         self.node, self.chain = node, chain
         payee = auth.address_of(node.node_key())
         owner = new_consumer(chain, payee)
         self.blocker_client = Client(node.address, owner.key)
-        blocker = {"environment": ENV, "stages": [stage(i, "sleep 600") for i in range(RUNNERS)]}
+        blocker = {"environment": env, "stages": [stage(i, "sleep 600", image=image) for i in range(runners)]}
         self.blocker = self.blocker_client.start(blocker, payment=payment(chain))
         wait_for(
             lambda: all(
@@ -251,7 +275,7 @@ class Settling:
         self.started: list[tuple[int, Any]] = []  # (consumer index, StartCompute answer)
         for n in range(workflows):
             which = n // per_consumer
-            one = {"environment": ENV, "stages": [stage(0, f"echo {n}")]}
+            one = {"environment": env, "stages": [stage(0, f"echo {n}", image=image)]}
             self.started.append((which, self.clients[which].start(one, payment=payment(chain))))
 
     @staticmethod
@@ -293,3 +317,21 @@ class Settling:
     def close(self) -> None:
         for client in [self.blocker_client, *self.clients]:
             client.close()
+
+
+def assert_each_claimed_once(chain: DevChain, settling: Settling, paid: list[Any]) -> dict[str, list[int]]:
+    """Each settling lock claimed exactly once, in the transaction its payment names, the
+    consumers charged what was claimed; returns the claim transactions (hash -> lock ids)."""
+    txs = events_by_tx(chain, "Claimed", settling.lock_ids)
+    per_lock = Counter(j for js in txs.values() for j in js)
+    assert per_lock == Counter(settling.lock_ids), "a lock claimed twice, or not at all"
+    by_lock = {j: tx for tx, js in txs.items() for j in js}
+    for lock_id, state in zip(settling.lock_ids, paid, strict=True):
+        assert state.status == compute_pb2.PAYMENT_STATUS_CLAIMED and int(state.claimed_amount) > 0
+        assert state.claim_transaction == by_lock[lock_id]
+    spent = Counter[int]()
+    for (which, _), state in zip(settling.started, paid, strict=True):
+        spent[which] += int(state.claimed_amount)
+    for which, consumer in enumerate(settling.consumers):
+        assert consumer.funds(chain) == (DEPOSIT - spent[which], 0)
+    return txs

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import refusals
 from accesstoken import AccessToken, deploy_access_token, funded_key
 from paidnode import fund_node, in_process_node, new_consumer, payment, stage
 from tcpproxy import TcpProxy
@@ -298,10 +299,7 @@ def workflow(env_id: str) -> dict:
 
 def refused_start(setup: Setup, key: str, env_id: str, *, paid: bool) -> C2DError:
     with Client(setup.node.address, key) as client:
-        with pytest.raises(C2DError) as err:
-            client.start(workflow(env_id), payment=payment(setup.chain) if paid else None)
-        assert client.status(all=True) == [], "a refused start stored a workflow"
-    return err.value
+        return refusals.refused_start(client, workflow(env_id), payment(setup.chain) if paid else None)
 
 
 def test_a_token_holder_starts_free_and_paid(setup: Setup) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from refusals import refused_quote_and_start
 
 from c2d import auth
 from c2d.cli.main import main
@@ -122,13 +123,7 @@ def client(node: NodeProcess) -> Iterator[Client]:
 
 def refused(client: Client, doc: dict[str, Any]) -> C2DError:
     """The refusal of both the quote (InitializeCompute) and the start, which must agree."""
-    with pytest.raises(C2DError) as quoted:
-        client.initialize(doc, PAYMENT)
-    with pytest.raises(C2DError) as started:
-        client.start(doc, free=True)
-    assert (quoted.value.code, quoted.value.message) == (started.value.code, started.value.message)
-    assert client.status(all=True) == []  # nothing was stored
-    return started.value
+    return refused_quote_and_start(client, doc, PAYMENT)
 
 
 def resources_of(env: common_pb2.Environment) -> dict[str, common_pb2.Resource]:

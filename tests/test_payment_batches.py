@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from paidnode import (
@@ -22,6 +20,7 @@ from paidnode import (
     ENV,
     Consumer,
     Settling,
+    assert_each_claimed_once,
     events_by_tx,
     fund_node,
     new_consumer,
@@ -165,22 +164,6 @@ def pending_claims(chain: DevChain, node: str) -> list[tuple[str, set[int]]]:
             ids = args["jobId"] if isinstance(args["jobId"], list) else [args["jobId"]]
             found.append((tx["hash"], {int(i) for i in ids}))
     return found
-
-
-def assert_each_claimed_once(chain: DevChain, settling: Settling, paid: list[Any]) -> dict[str, list[int]]:
-    txs = events_by_tx(chain, "Claimed", settling.lock_ids)
-    per_lock = Counter(j for js in txs.values() for j in js)
-    assert per_lock == Counter(settling.lock_ids), "a lock claimed twice, or not at all"
-    by_lock = {j: tx for tx, js in txs.items() for j in js}
-    for lock_id, state in zip(settling.lock_ids, paid, strict=True):
-        assert state.status == P.PAYMENT_STATUS_CLAIMED and int(state.claimed_amount) > 0
-        assert state.claim_transaction == by_lock[lock_id]
-    spent = Counter[int]()
-    for (which, _), state in zip(settling.started, paid, strict=True):
-        spent[which] += int(state.claimed_amount)
-    for which, consumer in enumerate(settling.consumers):
-        assert consumer.funds(chain) == (DEPOSIT - spent[which], 0)
-    return txs
 
 
 @pytest.mark.load

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from paidnode import DEPOSIT, claimed_events, fund_node, new_consumer, payment, stub_env, wait_payment
 from paidnode import ENV as PAID_ENV
+from queueing import hold_capacity, job, release
 
 from c2d import auth
 from c2d.client import C2DError, Client
@@ -69,24 +70,6 @@ def workflow(script: str, queue_seconds: int | None = None, env: str = ENV) -> d
     return doc
 
 
-def job(client: Client, workflow_id: str) -> compute_pb2.JobInfo:
-    return client.status(workflow_id=workflow_id)[0]
-
-
-def hold_capacity(client: Client, start: Any = None) -> str:
-    """Starts a stage that runs until stopped and waits until it holds the environment's slot."""
-    started = (start or client.start)(workflow("sleep 600"))
-    wait_for(
-        lambda: job(client, started.workflow_id).status == S.JOB_STATUS_RUNNING, 60, "the blocker running"
-    )
-    return str(started.workflow_id)
-
-
-def release(client: Client, workflow_id: str) -> None:
-    client.stop(workflow_id=workflow_id)
-    client.wait(workflow_id, timeout=60)
-
-
 def environment(client: Client) -> common_pb2.Environment:
     return next(env for env in client.environments() if env.id == ENV)
 
@@ -112,7 +95,7 @@ def client(node: NodeProcess) -> Iterator[Client]:
 
 
 def test_a_stage_queued_past_its_limit_expires_and_leaves_the_capacity_free(client: Client) -> None:
-    blocker = hold_capacity(client)
+    blocker = hold_capacity(client, workflow("sleep 600"))
     queued = client.start(workflow("echo never", queue_seconds=1))
     (expired,) = client.wait(queued.workflow_id, timeout=60)
     assert expired.status == S.JOB_STATUS_QUEUE_EXPIRED
@@ -145,7 +128,7 @@ def test_a_workflow_asking_more_than_the_environment_allows_gets_the_environment
 
 
 def test_get_environments_counts_the_waiting_stage_which_runs_once_capacity_frees(client: Client) -> None:
-    blocker = hold_capacity(client)
+    blocker = hold_capacity(client, workflow("sleep 600"))
     queued = client.start(workflow("echo waited"))
     env = wait_for(lambda: (e := environment(client)).free_queue.queued_jobs and e, 30, "the queued stage")
     assert (env.queued_jobs, env.free_queue.queued_jobs, env.paid_queue.queued_jobs) == (1, 1, 0)
@@ -167,7 +150,7 @@ def test_get_environments_counts_the_waiting_stage_which_runs_once_capacity_free
 def test_the_cli_lists_the_queue_per_tier(node: NodeProcess, client: Client) -> None:
     from c2d.cli.render import ENV_COLUMNS, env_row
 
-    blocker = hold_capacity(client)
+    blocker = hold_capacity(client, workflow("sleep 600"))
     queued = client.start(workflow("echo listed"))
     env = wait_for(lambda: (e := environment(client)).free_queue.queued_jobs and e, 30, "the queued stage")
     row = dict(zip(ENV_COLUMNS, env_row(env), strict=True))
@@ -186,7 +169,7 @@ def test_a_restart_keeps_when_a_waiting_stage_was_queued_and_its_deadline(tmp_pa
     try:
         node.wait_environment(ENV)
         with Client(node.address, key) as client:
-            hold_capacity(client)
+            hold_capacity(client, workflow("sleep 600"))
             queued = client.start(workflow("echo after the restart", queue_seconds=300))
             before = queue_times(data_dir, queued.stages[0].job_id)
         node.kill()
@@ -309,7 +292,7 @@ def test_a_paid_stage_that_expires_in_the_queue_is_not_charged_and_its_lock_goes
     pay = payment(anvil)
     with Client(paid_node.address, consumer.key) as client:
         blocker = hold_capacity(
-            client, lambda doc: client.start({**doc, "environment": PAID_ENV}, payment=pay)
+            client, workflow("sleep 600", env=PAID_ENV), lambda doc: client.start(doc, payment=pay)
         )
         expiring = client.start(workflow("echo never", queue_seconds=1, env=PAID_ENV), payment=pay)
         waiting = client.start(workflow("echo later", env=PAID_ENV), payment=pay)
