@@ -88,6 +88,34 @@ class Ocean:
         }
         return requests.post(self.url("freeCompute"), json=payload, timeout=30)
 
+    def create_token(self, **body: Any) -> requests.Response:
+        """POST /auth/token, signed over createAuthToken (``body`` adds or overrides fields)."""
+        signed = self.signed("createAuthToken")
+        payload = {
+            "address": signed["consumerAddress"],
+            "nonce": signed["nonce"],
+            "signature": signed["signature"],
+        }
+        return requests.post(self.url("auth/token"), json={**payload, **body}, timeout=10)
+
+    def token(self, **body: Any) -> str:
+        response = self.create_token(**body)
+        assert response.status_code == 200, response.text
+        token: str = response.json()["token"]
+        return token
+
+    def invalidate(self, token: str, **body: Any) -> requests.Response:
+        """POST /auth/token/invalidate, signed over invalidateAuthToken."""
+        signed = self.signed("invalidateAuthToken")
+        payload = {
+            "address": signed["consumerAddress"],
+            "nonce": signed["nonce"],
+            "signature": signed["signature"],
+        }
+        return requests.post(
+            self.url("auth/token/invalidate"), json={**payload, "token": token, **body}, timeout=10
+        )
+
 
 @contextmanager
 def ocean_node(data_dir: Path) -> Iterator[NodeProcess]:
