@@ -118,14 +118,16 @@ class Ocean:
 
 
 @contextmanager
-def ocean_node(data_dir: Path) -> Iterator[NodeProcess]:
-    """A node with the stub engine's environment and examples/dataset.json registered."""
+def ocean_node(data_dir: Path, *, register: bool = True) -> Iterator[NodeProcess]:
+    """A node with the stub engine's environment and examples/dataset.json registered (unless
+    ``register`` is False: a node restarted on the data dir of one that registered it)."""
     env = {
         "C2D_ENGINES__EXTERNAL_STUB__ENVIRONMENTS": f'[{{id = "{ENV}", cpu = 2, ram_gib = 4, disk_gib = 2}}]',
         "C2D_ASSETS__DATA_ROOT": str(ROOT / "examples" / "data"),
     }
     with running_node(data_dir, env=env) as node:
         node.wait_environment(ENV)
-        with Client(node.address, node.node_key()) as operator:
-            operator.register_asset(DATASET)
+        if register:
+            with Client(node.address, node.node_key()) as operator:
+                operator.register_asset(DATASET)
         yield node
