@@ -25,7 +25,7 @@ from host.web.ocean import tokens
 from host.web.ocean.gateway import MAX_BODY_BYTES
 from host.web.server import SECURITY_HEADERS
 from nodeproc import NodeProcess
-from oceanhttp import API, Ocean, ocean_node, ocean_signature
+from oceanhttp import API, ENV, Ocean, ocean_node, ocean_signature
 
 pytestmark = pytest.mark.timeout(240)
 SLEEPER = "echo started; sleep 600\n"
@@ -279,8 +279,9 @@ def test_a_token_acts_for_its_own_address_only(base: str) -> None:
     (job,) = victim.free_start(SLEEPER).json()
     token = mallory.token()
     as_victim = {"consumerAddress": victim.address, "jobId": job["jobId"]}
-    body = {"environment": "stub-local", "datasets": [], "consumerAddress": victim.address}
-    body["algorithm"] = {"meta": {"rawcode": "echo", "container": {"image": "busybox", "tag": "1"}}}
+    algorithm = {"meta": {"rawcode": "echo", "container": {"image": "busybox", "tag": "1"}}}
+    body: dict[str, Any] = {"environment": ENV, "datasets": [], "algorithm": algorithm}
+    body["consumerAddress"] = victim.address
     attempts = [
         with_token("post", base, "freeCompute", token, json=body),
         with_token("get", base, "compute", token, {"consumerAddress": victim.address}),
