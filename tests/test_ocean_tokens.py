@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,7 +20,7 @@ import requests
 
 from c2d.compute.v1 import compute_pb2
 from host.web.ocean import tokens
-from nodeproc import NodeProcess
+from nodeproc import NodeProcess, running_node
 from oceanhttp import API, ENV, Ocean, ocean_node, ocean_signature
 
 pytestmark = pytest.mark.timeout(240)
@@ -202,3 +203,16 @@ def test_a_token_is_not_a_sign_in_on_the_grpc_face_or_the_dashboard(node: NodePr
             f"{base}/dashboard/", headers={"Authorization": header}, allow_redirects=False, timeout=10
         )
         assert page.status_code == 303 and page.headers["Location"].endswith("/login")
+
+
+def test_the_operator_sets_how_long_tokens_last(tmp_path: Path) -> None:
+    env = {"C2D_HTTP__TOKEN_HOURS": "2", "C2D_HTTP__TOKEN_MAX_HOURS": "3"}
+    with running_node(tmp_path / "node", env=env) as node:
+        ocean = Ocean(f"http://{node.http_address()}")
+        before = time.time()
+        default = claims_of(ocean.token())["exp"]
+        in_a_day = int(time.time() * 1000) + DAY * 1000
+        capped = claims_of(ocean.token(validUntil=in_a_day))["exp"]
+        after = time.time()
+    assert int(before) + 2 * 3600 <= default <= after + 2 * 3600
+    assert int(before) + 3 * 3600 <= capped <= after + 3 * 3600

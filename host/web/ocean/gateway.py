@@ -95,12 +95,17 @@ class OceanGateway:
     """The Ocean-compatible routes, bound to the node's compute service."""
 
     def __init__(
-        self, *, compute: ComputeServicer, catalog: EnvironmentCatalog, identity: NodeIdentity
+        self,
+        *,
+        compute: ComputeServicer,
+        catalog: EnvironmentCatalog,
+        identity: NodeIdentity,
+        token_lifetimes: tokens.TokenLifetimes = tokens.DEFAULT_LIFETIMES,
     ) -> None:
         self.compute = compute
         self.catalog = catalog
         self.identity = identity
-        self.tokens = tokens.TokenAuthority(identity)
+        self.tokens = tokens.TokenAuthority(identity, token_lifetimes)
         self.public_key = coincurve.PrivateKey(
             bytes.fromhex(identity.private_key.removeprefix("0x"))
         ).public_key

@@ -43,7 +43,7 @@ INVALIDATE = "invalidateAuthToken"
 ALGORITHM = "HS256"
 KEY_INFO = b"c2d ocean auth tokens v1"
 DEFAULT_SECONDS = 24 * 3600  # a token that asks for no expiry (validUntil) lasts a day
-MAX_SECONDS = 30 * 24 * 3600  # and none lasts longer than thirty days
+MAX_SECONDS = 30 * 24 * 3600  # and none lasts longer than thirty days ([http] token_*hours)
 MAX_TOKEN_CHARS = 2048  # the node's own tokens are about 300
 CLAIMS = ("address", "nonce", "createdAt", "exp", "jti")
 TOKEN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -63,6 +63,17 @@ class TokenClaims:
 
 
 @dataclass(frozen=True)
+class TokenLifetimes:
+    """How long a token lasts when its request names no ``validUntil``, and the longest any may."""
+
+    default_seconds: float = DEFAULT_SECONDS
+    max_seconds: float = MAX_SECONDS
+
+
+DEFAULT_LIFETIMES = TokenLifetimes()
+
+
+@dataclass(frozen=True)
 class IssuedToken:
     token: str
     claims: TokenClaims
@@ -74,12 +85,12 @@ def token_key(identity: NodeIdentity) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=KEY_INFO).derive(secret)
 
 
-def expiry(valid_until: object, now: float) -> int:
+def expiry(valid_until: object, now: float, lifetimes: TokenLifetimes) -> int:
     """The ``exp`` of a token asked to last until ``valid_until`` (milliseconds since the epoch, as
-    ocean-node takes it; absent: :data:`DEFAULT_SECONDS`), capped at :data:`MAX_SECONDS` from now."""
-    longest = int(now) + MAX_SECONDS
+    ocean-node takes it; absent: the default lifetime), capped at the longest lifetime from now."""
+    longest = int(now + lifetimes.max_seconds)
     if valid_until is None or valid_until == "":
-        return int(now) + DEFAULT_SECONDS
+        return min(int(now + lifetimes.default_seconds), longest)
     if isinstance(valid_until, str) and valid_until.isdigit() and len(valid_until) <= 16:
         valid_until = int(valid_until)
     if isinstance(valid_until, float) and valid_until.is_integer():
@@ -106,8 +117,14 @@ def _chain_id(value: object) -> None:
 class TokenAuthority:
     """Issues, checks and revokes the node's auth tokens."""
 
-    def __init__(self, identity: NodeIdentity, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        lifetimes: TokenLifetimes = DEFAULT_LIFETIMES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._key = token_key(identity)
+        self._lifetimes = lifetimes
         self._clock = clock
 
     def issue(self, address: str, nonce: str, valid_until: object) -> IssuedToken:
@@ -117,7 +134,7 @@ class TokenAuthority:
             address=address,
             nonce=nonce,
             created_at_ms=int(now * 1000),
-            expires_at=expiry(valid_until, now),
+            expires_at=expiry(valid_until, now, self._lifetimes),
             token_id=secrets.token_hex(16),
         )
         payload = {
@@ -171,7 +188,9 @@ class TokenAuthority:
     async def create(self, body: Mapping[str, Any]) -> IssuedToken:
         """``POST /auth/token``: a token for the body's signer (nonce and signature as every signed call)."""
         _chain_id(body.get("chainId"))
-        expiry(body.get("validUntil"), self._clock())  # a bad validUntil is refused before the nonce is spent
+        expiry(
+            body.get("validUntil"), self._clock(), self._lifetimes
+        )  # a bad validUntil is refused before the nonce is spent
         nonce = _text(body.get("nonce"))
         caller = await signature.verify(_address(body.get("address")), nonce, body.get("signature"), CREATE)
         return self.issue(caller, str(nonce), body.get("validUntil"))
