@@ -46,8 +46,8 @@ DEFAULT_SECONDS = 24 * 3600  # a token that asks for no expiry (validUntil) last
 MAX_SECONDS = 30 * 24 * 3600  # and none lasts longer than thirty days ([http] token_*hours)
 MAX_TOKEN_CHARS = 2048  # the node's own tokens are about 300
 CLAIMS = ("address", "nonce", "createdAt", "exp", "jti")
-TOKEN_ID = re.compile(r"^[0-9a-f]{32}$")
-CHAIN_ID = re.compile(r"^[0-9]{1,19}$")
+TOKEN_ID = re.compile(r"[0-9a-f]{32}")
+CHAIN_ID = re.compile(r"[0-9]{1,19}")
 BEARER = "bearer "
 
 
@@ -109,7 +109,7 @@ def _chain_id(value: object) -> None:
         return
     if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
         return
-    if isinstance(value, str) and CHAIN_ID.match(value):
+    if isinstance(value, str) and CHAIN_ID.fullmatch(value):
         return
     raise invalid("chainId must be a chain id (a positive whole number)")
 
@@ -127,14 +127,13 @@ class TokenAuthority:
         self._lifetimes = lifetimes
         self._clock = clock
 
-    def issue(self, address: str, nonce: str, valid_until: object) -> IssuedToken:
+    def issue(self, address: str, nonce: str, expires_at: int) -> IssuedToken:
         """A token for ``address`` (already checked to have signed ``createAuthToken``)."""
-        now = self._clock()
         claims = TokenClaims(
             address=address,
             nonce=nonce,
-            created_at_ms=int(now * 1000),
-            expires_at=expiry(valid_until, now, self._lifetimes),
+            created_at_ms=int(self._clock() * 1000),
+            expires_at=expires_at,
             token_id=secrets.token_hex(16),
         )
         payload = {
@@ -188,12 +187,11 @@ class TokenAuthority:
     async def create(self, body: Mapping[str, Any]) -> IssuedToken:
         """``POST /auth/token``: a token for the body's signer (nonce and signature as every signed call)."""
         _chain_id(body.get("chainId"))
-        expiry(
-            body.get("validUntil"), self._clock(), self._lifetimes
-        )  # a bad validUntil is refused before the nonce is spent
+        # A bad validUntil is refused before the nonce is spent.
+        expires_at = expiry(body.get("validUntil"), self._clock(), self._lifetimes)
         nonce = _text(body.get("nonce"))
         caller = await signature.verify(_address(body.get("address")), nonce, body.get("signature"), CREATE)
-        return self.issue(caller, str(nonce), body.get("validUntil"))
+        return self.issue(caller, str(nonce), expires_at)
 
     async def invalidate(self, body: Mapping[str, Any]) -> None:
         """``POST /auth/token/invalidate``: revokes the body's token, signed by the token's own address.
@@ -217,12 +215,12 @@ def _checked_claims(payload: Mapping[str, Any]) -> TokenClaims:
     address, nonce, created, exp, token_id = (payload.get(name) for name in CLAIMS)
     if not (
         isinstance(address, str)
-        and ADDRESS.match(address)
+        and ADDRESS.fullmatch(address)
         and isinstance(nonce, str)
         and isinstance(created, int)
         and isinstance(exp, int)
         and isinstance(token_id, str)
-        and TOKEN_ID.match(token_id)
+        and TOKEN_ID.fullmatch(token_id)
     ):
         raise unauthenticated("the token's claims are not this node's")
     return TokenClaims(address=address, nonce=nonce, created_at_ms=created, expires_at=exp, token_id=token_id)
@@ -232,7 +230,7 @@ def _address(value: object) -> str:
     """The body's ``address`` as sent (checked to be one; verify lower-cases it)."""
     if not isinstance(value, str) or not value:
         raise invalid('missing parameter: "address"')
-    if not ADDRESS.match(value.lower()):
+    if not ADDRESS.fullmatch(value.lower()):
         raise invalid('parameter "address" is not an Ethereum address')
     return value
 
