@@ -136,6 +136,10 @@ DEFAULTS: dict[str, Any] = {
         "operators": [],
         "session_hours": 12.0,  # a sign-in lasts this long
         "secure_cookies": False,  # mark the session cookie Secure (set when served over HTTPS)
+        # The Ocean face's auth tokens (host/web/ocean/tokens.py): how long one lasts when its
+        # request names no validUntil, and the longest any may last (at most 30 days).
+        "token_hours": 24.0,
+        "token_max_hours": 720.0,
     },
     "security": {
         # Consumers' URLs reach public addresses only. Exceptions: host names (exact,
@@ -286,6 +290,9 @@ class MetricsSection:
         return cls(listen=listen)
 
 
+MAX_TOKEN_HOURS = 30 * 24  # no Ocean auth token lasts longer than thirty days
+
+
 @dataclass(frozen=True)
 class HttpSection:
     """[http]: the node's HTTP listener and its dashboard (host.web)."""
@@ -294,6 +301,8 @@ class HttpSection:
     operators: tuple[str, ...]  # lower-case addresses, besides the node key's
     session_hours: float
     secure_cookies: bool
+    token_hours: float  # an Ocean auth token's lifetime when its request names none
+    token_max_hours: float  # and the longest one may last
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> HttpSection:
@@ -311,11 +320,23 @@ class HttpSection:
         hours = read.number("session_hours")
         if not 0 < hours <= 24 * 30:
             raise ConfigError(f"http.session_hours must be more than 0 and at most 720, got {hours}")
+        token_max = read.number("token_max_hours")
+        if not 0 < token_max <= MAX_TOKEN_HOURS:
+            raise ConfigError(
+                f"http.token_max_hours must be more than 0 and at most {MAX_TOKEN_HOURS:g}, got {token_max}"
+            )
+        token_hours = read.number("token_hours")
+        if not 0 < token_hours <= token_max:
+            raise ConfigError(
+                f"http.token_hours must be more than 0 and at most token_max_hours ({token_max:g}), got {token_hours}"
+            )
         return cls(
             listen=listen,
             operators=operators,
             session_hours=hours,
             secure_cookies=read.flag("secure_cookies"),
+            token_hours=token_hours,
+            token_max_hours=token_max,
         )
 
 

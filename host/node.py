@@ -36,6 +36,7 @@ from host.store import runner
 from host.store.db import open_database
 from host.web.dashboard import Dashboard
 from host.web.ocean.gateway import OceanGateway
+from host.web.ocean.tokens import TokenLifetimes
 from host.web.server import HttpServer, application, serve_http
 from host.web.sessions import Sessions
 
@@ -219,7 +220,9 @@ async def _serve_http(
     )
     app = application()
     dashboard.add_routes(app)
-    OceanGateway(compute=servicer, catalog=catalog, identity=identity).add_routes(app)
+    lifetimes = TokenLifetimes(settings.token_hours * 3600, settings.token_max_hours * 3600)
+    ocean = OceanGateway(compute=servicer, catalog=catalog, identity=identity, token_lifetimes=lifetimes)
+    ocean.add_routes(app)
     return await serve_http(app, settings.listen)
 
 

@@ -88,16 +88,46 @@ class Ocean:
         }
         return requests.post(self.url("freeCompute"), json=payload, timeout=30)
 
+    def create_token(self, **body: Any) -> requests.Response:
+        """POST /auth/token, signed over createAuthToken (``body`` adds or overrides fields)."""
+        signed = self.signed("createAuthToken")
+        payload = {
+            "address": signed["consumerAddress"],
+            "nonce": signed["nonce"],
+            "signature": signed["signature"],
+        }
+        return requests.post(self.url("auth/token"), json={**payload, **body}, timeout=10)
+
+    def token(self, **body: Any) -> str:
+        response = self.create_token(**body)
+        assert response.status_code == 200, response.text
+        token: str = response.json()["token"]
+        return token
+
+    def invalidate(self, token: str, **body: Any) -> requests.Response:
+        """POST /auth/token/invalidate, signed over invalidateAuthToken."""
+        signed = self.signed("invalidateAuthToken")
+        payload = {
+            "address": signed["consumerAddress"],
+            "nonce": signed["nonce"],
+            "signature": signed["signature"],
+        }
+        return requests.post(
+            self.url("auth/token/invalidate"), json={**payload, "token": token, **body}, timeout=10
+        )
+
 
 @contextmanager
-def ocean_node(data_dir: Path) -> Iterator[NodeProcess]:
-    """A node with the stub engine's environment and examples/dataset.json registered."""
+def ocean_node(data_dir: Path, *, register: bool = True) -> Iterator[NodeProcess]:
+    """A node with the stub engine's environment and examples/dataset.json registered (unless
+    ``register`` is False: a node restarted on the data dir of one that registered it)."""
     env = {
         "C2D_ENGINES__EXTERNAL_STUB__ENVIRONMENTS": f'[{{id = "{ENV}", cpu = 2, ram_gib = 4, disk_gib = 2}}]',
         "C2D_ASSETS__DATA_ROOT": str(ROOT / "examples" / "data"),
     }
     with running_node(data_dir, env=env) as node:
         node.wait_environment(ENV)
-        with Client(node.address, node.node_key()) as operator:
-            operator.register_asset(DATASET)
+        if register:
+            with Client(node.address, node.node_key()) as operator:
+                operator.register_asset(DATASET)
         yield node

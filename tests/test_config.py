@@ -56,6 +56,12 @@ def test_layering_file_then_env_then_overrides(tmp_path: Path) -> None:
         ('[plugins]\nload = "external_stub"\n', "plugins.load must be a list"),
         ("[node\n", "is not valid TOML"),
         ('[engines]\nexternal_stub = "on"\n', "[engines.external_stub] must be a table"),
+        ("[http]\ntoken_max_hours = 721\n", "http.token_max_hours must be more than 0 and at most 720"),
+        (
+            "[http]\ntoken_hours = 48\ntoken_max_hours = 24\n",
+            "http.token_hours must be more than 0 and at most",
+        ),
+        ("[http]\ntoken_hours = 0\n", "http.token_hours must be more than 0"),
     ],
 )
 def test_bad_config_is_refused_with_a_clear_message(tmp_path: Path, toml: str, message: str) -> None:

@@ -132,6 +132,32 @@ def test_oceanjs_stops_a_running_job(node_binary: str, base: str, tmp_path: Path
     assert summary["ended"]["statusText"] == "Job finished: stopped"
 
 
+def test_oceanjs_runs_a_free_job_with_an_auth_token(node_binary: str, base: str, tmp_path: Path) -> None:
+    """ocean.js's generateAuthToken, then the token in place of the wallet: a free job over the
+    dataset, its status, results, log and a stop; invalidateAuthToken, and the token is refused."""
+    key_file = tmp_path / "me.key"
+    key = auth.new_private_key()
+    key_file.write_text(key + "\n")
+    summary = oceanjs(
+        node_binary, "token", "--node", base, "--key-file", str(key_file), "--env", ENV,
+        "--did", DID, "--service", SERVICE,
+    )  # fmt: skip
+    assert summary["token"].count(".") == 2  # a JWT, whose address ocean.js read to sign requests with
+    started, ended = summary["started"], summary["ended"]
+    assert started["owner"] == auth.address_of(key) and ended["jobId"] == started["jobId"]
+    assert (ended["status"], ended["statusText"]) == (70, "Job finished")
+    by_type = {r["type"]: r for r in summary["results"]}
+    assert {"output", "algorithmLog"} <= set(by_type)
+    for result in summary["results"]:
+        assert (result["httpStatus"], result["downloaded"]) == (200, result["filesize"])
+    assert "401" in summary["withoutHeader"]  # ocean.js's getComputeResult sends no token: refused
+    assert "ocean.js: with a token" in summary["log"]
+    assert [j["jobId"] for j in summary["stopped"]] == [summary["stoppedEnd"]["jobId"]]
+    assert summary["stoppedEnd"]["statusText"] == "Job finished: stopped"
+    assert summary["invalidated"] == {"success": True}
+    assert "revoked" in summary["afterInvalidation"]
+
+
 # -- the node's description, nonces, environments --------------------------------------------
 
 

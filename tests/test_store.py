@@ -12,9 +12,9 @@ from playhouse import migrate as schema
 
 from host.identity import load_identity
 from host.store import db as db_module
-from host.store import migrations, nonces
+from host.store import migrations, nonces, tokens
 from host.store.db import DatabaseInUse, open_database
-from host.store.models import Stage, StatusEvent, Workflow
+from host.store.models import RevokedToken, Stage, StatusEvent, Workflow
 
 
 def test_migrations_apply_once_and_refuse_a_newer_database(tmp_path: Path, store_url: str | None) -> None:
@@ -120,6 +120,31 @@ def test_a_version_5_database_gains_the_start_crash_count_at_zero(
     assert migrations.current_version(db) == migrations.MIGRATIONS[-1][0]
     assert Stage.get_by_id("j").start_crashes == 0
     db.close()
+
+
+def test_a_version_7_database_gains_the_revoked_tokens_table(tmp_path: Path, store_url: str | None) -> None:
+    db = open_database(tmp_path, store_url)
+    db.drop_tables([RevokedToken])  # as version 7 left the database
+    migrations.SchemaMigration.delete().where(migrations.SchemaMigration.version >= 8).execute()
+    db.close()
+
+    db = open_database(tmp_path, store_url)
+    assert migrations.current_version(db) == migrations.MIGRATIONS[-1][0]
+    tokens.revoke("a" * 32, "0xabc", expires_at=100.0, now=10.0)
+    assert tokens.is_revoked("a" * 32)
+    db.close()
+
+
+def test_revoked_tokens_are_kept_until_they_would_have_expired(tmp_path: Path, store_url: str | None) -> None:
+    open_database(tmp_path, store_url)
+    tokens.revoke("early", "0xabc", expires_at=50.0, now=10.0)
+    tokens.revoke("late", "0xabc", expires_at=500.0, now=10.0)
+    tokens.revoke("late", "0xabc", expires_at=500.0, now=20.0)  # again: a no-op
+    assert tokens.is_revoked("early") and tokens.is_revoked("late")
+    tokens.revoke("expired", "0xabc", expires_at=60.0, now=100.0)  # expired already: nothing to keep
+    assert not tokens.is_revoked("expired")
+    assert not tokens.is_revoked("early")  # dropped: its expiry refuses it now
+    assert tokens.is_revoked("late")
 
 
 def test_nonces_are_accepted_once_up_to_bigint(tmp_path: Path, store_url: str | None) -> None:

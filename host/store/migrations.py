@@ -90,6 +90,11 @@ def _v7_stage_build_seconds(db: pw.Database) -> None:
         schema.migrate(migrator.add_column("stage", "build_seconds", pw.DoubleField(default=0)))
 
 
+def _v8_revoked_tokens(db: pw.Database) -> None:
+    """Creates the revoked Ocean auth tokens' table where missing (v1 makes today's tables)."""
+    db.create_tables([models.RevokedToken])
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "escrow payments", _v2_payments),
@@ -98,6 +103,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (5, "job metadata and out-of-memory ends", _v5_job_info),
     (6, "stages count the engine crashes that cut their start off", _v6_stage_start_crashes),
     (7, "stages keep how long building their image took", _v7_stage_build_seconds),
+    (8, "revoked Ocean auth tokens", _v8_revoked_tokens),
 ]
 
 

@@ -184,4 +184,23 @@ class Payment(BaseModel):
     updated_at = pw.DoubleField()
 
 
-ALL_MODELS: list[type[BaseModel]] = [Workflow, Stage, StatusEvent, Nonce, Asset, Result, Payment]
+class RevokedToken(BaseModel):
+    """An Ocean auth token its owner revoked (host.web.ocean.tokens), by its id (the JWT's jti),
+    kept until the token would have expired anyway."""
+
+    token_id = pw.CharField(primary_key=True)
+    address = pw.CharField()  # lower-case: the token's owner
+    expires_at = pw.DoubleField(index=True)
+    revoked_at = pw.DoubleField()
+
+
+ALL_MODELS: list[type[BaseModel]] = [
+    Workflow,
+    Stage,
+    StatusEvent,
+    Nonce,
+    Asset,
+    Result,
+    Payment,
+    RevokedToken,
+]

@@ -2,11 +2,15 @@
 //
 //   node gateway.mjs run  --node URL --key-file F --env ENV --did DID --service SID --out DIR
 //   node gateway.mjs stop --node URL --key-file F --env ENV
+//   node gateway.mjs token --node URL --key-file F --env ENV --did DID --service SID
 //
 // "run" lists the environments, initializes, starts a free job with raw code over the dataset,
 // polls its status until it has ended, downloads every result by index (and the output again
 // resumed with a Range from its middle) and reads the log stream; "stop" starts a job that
-// would run for minutes and stops it. Each prints one JSON line for the test to check.
+// would run for minutes and stops it; "token" asks for an auth token (generateAuthToken) and does
+// the same with it in place of the wallet: a free job, its status, every result, its log, a stop,
+// then revokes the token (invalidateAuthToken) and tries it once more. Each prints one JSON line
+// for the test to check.
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -35,14 +39,14 @@ async function bytesOf(stream) {
   return Buffer.concat(parts)
 }
 
-async function statusOf(jobId) {
-  const jobs = await ProviderInstance.computeStatus(node, wallet, jobId)
+async function statusOf(jobId, signer = wallet) {
+  const jobs = await ProviderInstance.computeStatus(node, signer, jobId)
   return Array.isArray(jobs) ? jobs[0] : jobs
 }
 
-async function untilEnded(jobId) {
+async function untilEnded(jobId, signer = wallet) {
   for (;;) {
-    const job = await statusOf(jobId)
+    const job = await statusOf(jobId, signer)
     if (ENDED.has(job.status)) return job
     await new Promise((resolve) => setTimeout(resolve, 200)) // polling interval, as an ocean.js app would
   }
@@ -99,5 +103,47 @@ async function stop() {
   console.log(JSON.stringify({ started: job, stopped, ended }))
 }
 
-const commands = { run, stop }
+async function refusal(call) {
+  try {
+    await call()
+    return null
+  } catch (error) {
+    return String(error.message ?? error)
+  }
+}
+
+async function token() {
+  const token = await ProviderInstance.generateAuthToken(wallet, node)
+  const datasets = [{ documentId: values.did, serviceId: values.service }]
+  const algorithm = {
+    meta: { rawcode: 'echo "ocean.js: with a token"\necho done > "$C2D_DATA/outputs/done.txt"\n', container }
+  }
+  const started = await ProviderInstance.freeComputeStart(node, token, values.env, datasets, algorithm)
+  const job = Array.isArray(started) ? started[0] : started
+  const ended = await untilEnded(job.jobId, token)
+  const results = []
+  for (const result of ended.results) {
+    // getComputeResult sends no Authorization header with a token (ocean.js 8.6.2): fetch the URL it
+    // builds for the token (consumerAddress, jobId, index) with the header, as an application must.
+    const url = await ProviderInstance.getComputeResultUrl(node, token, job.jobId, result.index)
+    const response = await fetch(url, { headers: { Authorization: token } })
+    results.push({ ...result, httpStatus: response.status, downloaded: (await response.arrayBuffer()).byteLength })
+  }
+  const withoutHeader = await refusal(() => ProviderInstance.getComputeResult(node, token, job.jobId, 0))
+  const logs = await ProviderInstance.computeStreamableLogs(node, token, job.jobId)
+  const log = logs ? (await bytesOf(logs)).toString('utf8') : null
+  const sleeper = { meta: { rawcode: 'echo started\nsleep 600\n', container } }
+  const running = await ProviderInstance.freeComputeStart(node, token, values.env, [], sleeper)
+  const runningJob = Array.isArray(running) ? running[0] : running
+  const stopped = await ProviderInstance.computeStop(runningJob.jobId, node, token)
+  const stoppedEnd = await untilEnded(runningJob.jobId, token)
+  const invalidated = await ProviderInstance.invalidateAuthToken(wallet, token, node)
+  const afterInvalidation = await refusal(() => ProviderInstance.freeComputeStart(node, token, values.env, [], algorithm))
+  console.log(JSON.stringify({
+    consumer: wallet.address, token, started: job, ended, results, withoutHeader, log,
+    stopped, stoppedEnd, invalidated, afterInvalidation
+  }))
+}
+
+const commands = { run, stop, token }
 await commands[positionals[0]]()

@@ -1,22 +1,31 @@
 """The Ocean-compatible HTTP API faces strangers as the gRPC API does: no call on a signature that
 is not the caller's, over another command, or replayed; nothing of another consumer's jobs (not
-found, never forbidden); viewers read and never stop; bounded bodies and ranges; every refusal a
-short JSON error with the defensive headers, never a traceback or a 500."""
+found, never forbidden); viewers read and never stop; bounded bodies and ranges; auth tokens that
+act for their own address only and cannot be forged, outlived or revived; every refusal a short
+JSON error with the defensive headers, never a traceback or a 500."""
 
 from __future__ import annotations
 
+import base64
+import json
+import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import jwt
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from c2d import auth
 from c2d.client import Client
+from host.identity import NodeIdentity
+from host.web.ocean import tokens
 from host.web.ocean.gateway import MAX_BODY_BYTES
 from host.web.server import SECURITY_HEADERS
 from nodeproc import NodeProcess
-from oceanhttp import API, Ocean, ocean_node, ocean_signature
+from oceanhttp import API, ENV, Ocean, ocean_node, ocean_signature
 
 pytestmark = pytest.mark.timeout(240)
 SLEEPER = "echo started; sleep 600\n"
@@ -229,3 +238,171 @@ def test_the_dashboard_s_session_cookie_is_no_key_here(base: str, victim_job: tu
     params = {"jobId": job_id, "index": "0", "consumerAddress": victim.address}
     refused(requests.get(f"{base}{API}/computeResult", params=params, cookies=cookies, timeout=10), 401)
     assert auth.address_of(victim.key) == victim.address
+
+
+# -- auth tokens --------------------------------------------------------------------------
+
+
+def with_token(
+    method: str, base: str, route: str, token: str, params: dict[str, Any] | None = None, **kwargs: Any
+) -> requests.Response:
+    return requests.request(
+        method, f"{base}{API}/{route}", params=params, headers={"Authorization": token}, timeout=30, **kwargs
+    )
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unsigned_jwt(claims: dict[str, Any]) -> str:
+    """A token with ``alg: none`` and no signature, as an attacker writes one."""
+    header = b64(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+    return f"{header}.{b64(json.dumps(claims).encode())}."
+
+
+def claims_for(address: str, **change: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return {
+        "address": address.lower(),
+        "nonce": "1",
+        "createdAt": now * 1000,
+        "exp": now + 3600,
+        "jti": secrets.token_hex(16),
+        **change,
+    }
+
+
+def test_a_token_acts_for_its_own_address_only(base: str) -> None:
+    """ocean-node takes any consumerAddress next to a valid token; here it must be the token's."""
+    mallory, victim = Ocean(base), Ocean(base)
+    (job,) = victim.free_start(SLEEPER).json()
+    token = mallory.token()
+    as_victim = {"consumerAddress": victim.address, "jobId": job["jobId"]}
+    algorithm = {"meta": {"rawcode": "echo", "container": {"image": "busybox", "tag": "1"}}}
+    body: dict[str, Any] = {"environment": ENV, "datasets": [], "algorithm": algorithm}
+    body["consumerAddress"] = victim.address
+    attempts = [
+        with_token("post", base, "freeCompute", token, json=body),
+        with_token("get", base, "compute", token, {"consumerAddress": victim.address}),
+        with_token("get", base, "compute", token, as_victim),
+        with_token("get", base, "computeResult", token, {**as_victim, "index": "0"}),
+        with_token("get", base, "computeStreamableLogs", token, as_victim),
+        with_token("put", base, "compute", token, as_victim),
+    ]
+    for response in attempts:
+        assert "token's address" in refused(response, 401)
+    own = with_token(
+        "put", base, "compute", token, {"consumerAddress": mallory.address, "jobId": job["jobId"]}
+    )
+    refused(own, 404)  # as itself, the job is another consumer's: not found
+    listing = requests.get(f"{base}{API}/compute", params=victim.signed("getComputeStatus"), timeout=10)
+    (only,) = listing.json()  # nothing was started in the victim's name, and its job still runs
+    assert only["jobId"] == job["jobId"] and only["isRunning"] is True
+
+
+FORGERIES = (
+    "alg none",
+    "another key",
+    "HS256 keyed with the node's public key",
+    "HS256 keyed with the node's address",
+    "RS256",
+    "ES256K with the node key itself",
+    "claims swapped under a valid signature",
+    "expired",
+    "no jti",
+    "address not an address",
+    "not a JWT",
+    "three dots",
+    "empty",
+    "too long",
+)
+
+
+def forgery(kind: str, node: NodeProcess, genuine: str, victim: str) -> str:
+    """A token an attacker could make, of the victim's address, by ``kind`` (:data:`FORGERIES`)."""
+    node_key = node.node_key()
+    identity = NodeIdentity(private_key=node_key, address=auth.address_of(node_key))
+    right_key = tokens.token_key(identity)
+    claims = claims_for(victim)
+    if kind == "alg none":
+        return unsigned_jwt(claims)
+    if kind == "another key":
+        return jwt.encode(claims, secrets.token_bytes(32), algorithm="HS256")
+    if kind == "HS256 keyed with the node's public key":
+        return jwt.encode(claims, "0x" + identity.public_key.hex(), algorithm="HS256")
+    if kind == "HS256 keyed with the node's address":
+        return jwt.encode(claims, identity.address.encode().ljust(32, b"\0"), algorithm="HS256")
+    if kind == "RS256":
+        return jwt.encode(
+            claims, rsa.generate_private_key(public_exponent=65537, key_size=2048), algorithm="RS256"
+        )
+    if kind == "ES256K with the node key itself":
+        signer = ec.derive_private_key(int(node_key.removeprefix("0x"), 16), ec.SECP256K1())
+        return jwt.encode(claims, signer, algorithm="ES256K")
+    if kind == "claims swapped under a valid signature":
+        header, _, signature = genuine.split(".")
+        return f"{header}.{b64(json.dumps(claims).encode())}.{signature}"
+    if kind == "expired":
+        return jwt.encode(claims_for(victim, exp=int(time.time()) - 60), right_key, algorithm="HS256")
+    if kind == "no jti":
+        return jwt.encode({k: v for k, v in claims.items() if k != "jti"}, right_key, algorithm="HS256")
+    if kind == "address not an address":
+        return jwt.encode(claims_for("me"), right_key, algorithm="HS256")
+    return {"not a JWT": "token", "three dots": "a.b.c", "empty": "", "too long": "a" * 3000}[kind]
+
+
+@pytest.mark.parametrize("kind", FORGERIES)
+def test_forged_tokens_are_refused(node: NodeProcess, base: str, kind: str) -> None:
+    attacker, victim = Ocean(base), Ocean(base)
+    (job,) = victim.free_start(SLEEPER).json()
+    token = forgery(kind, node, attacker.token(), victim.address)
+    params = {"consumerAddress": victim.address, "jobId": job["jobId"]}
+    message = refused(with_token("put", base, "compute", token, params), 401)
+    assert len(message) < 200
+    if kind == "expired":
+        assert "expired" in message
+    refused(with_token("get", base, "compute", token, {"consumerAddress": victim.address}), 401)
+    assert victim.status(job["jobId"])["isRunning"] is True
+
+
+def test_a_replayed_create_token_request_is_refused(base: str) -> None:
+    me = Ocean(base)
+    signed = me.signed("createAuthToken")
+    body = {"address": me.address, "nonce": signed["nonce"], "signature": signed["signature"]}
+    first = requests.post(me.url("auth/token"), json=body, timeout=10)
+    assert first.status_code == 200, first.text
+    again = requests.post(me.url("auth/token"), json=body, timeout=10)
+    assert "not a valid nonce" in refused(again, 401)
+    as_start = me.free_start(**me.signed("createAuthToken"))  # a token request's signature as a start
+    assert "mismatch" in refused(as_start, 401)
+    start = me.signed("freeStartCompute")  # and a start's as a token request
+    other = {"address": me.address, "nonce": start["nonce"], "signature": start["signature"]}
+    assert "mismatch" in refused(requests.post(me.url("auth/token"), json=other, timeout=10), 401)
+
+
+def test_a_token_is_revoked_by_its_own_address_only(base: str) -> None:
+    owner, mallory = Ocean(base), Ocean(base)
+    token = owner.token()
+    assert "own address" in refused(mallory.invalidate(token), 403)
+    assert mallory.nonce() == 0  # refused before the signature: no nonce spent
+    by_another_key = {
+        "signature": ocean_signature(mallory.key, owner.address, owner.nonce() + 1, "invalidateAuthToken")
+    }
+    assert "mismatch" in refused(owner.invalidate(token, **by_another_key), 401)
+    assert with_token("get", base, "compute", token, {"consumerAddress": owner.address}).status_code == 200
+
+
+def test_revoked_tokens_stay_revoked_after_a_restart_and_live_ones_still_work(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    data_dir = tmp_path_factory.mktemp("restarted")
+    with ocean_node(data_dir) as first:
+        me = Ocean(f"http://{first.http_address()}")
+        revoked, live = me.token(), me.token()
+        assert me.invalidate(revoked).status_code == 200
+    with ocean_node(data_dir, register=False) as again:
+        base = f"http://{again.http_address()}"
+        params = {"consumerAddress": me.address}
+        assert "revoked" in refused(with_token("get", base, "compute", revoked, params), 401)
+        assert with_token("get", base, "compute", live, params).status_code == 200

@@ -14,7 +14,7 @@ An Ocean job is one stage: a workflow started here has one stage, whose job id i
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import metadata
 from typing import Any
 
@@ -33,7 +33,7 @@ from host.results import result_file
 from host.services.access import readable_stage
 from host.services.compute import MAX_STATUS_JOBS, ComputeServicer, job_status
 from host.store import jobs, nonces, runner
-from host.web.ocean import requests, shapes, signature
+from host.web.ocean import requests, shapes, signature, tokens
 
 log = structlog.get_logger()
 
@@ -62,6 +62,8 @@ ENDPOINTS = (
     ("computeStatus", "GET", f"{API}/compute"),
     ("computeResult", "GET", f"{API}/computeResult"),
     ("computeStreamableLogs", "GET", f"{API}/computeStreamableLogs"),
+    ("generateAuthToken", "POST", f"{API}/auth/token"),
+    ("invalidateAuthToken", "POST", f"{API}/auth/token/invalidate"),
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -93,11 +95,17 @@ class OceanGateway:
     """The Ocean-compatible routes, bound to the node's compute service."""
 
     def __init__(
-        self, *, compute: ComputeServicer, catalog: EnvironmentCatalog, identity: NodeIdentity
+        self,
+        *,
+        compute: ComputeServicer,
+        catalog: EnvironmentCatalog,
+        identity: NodeIdentity,
+        token_lifetimes: tokens.TokenLifetimes = tokens.DEFAULT_LIFETIMES,
     ) -> None:
         self.compute = compute
         self.catalog = catalog
         self.identity = identity
+        self.tokens = tokens.TokenAuthority(identity, token_lifetimes)
         self.public_key = coincurve.PrivateKey(
             bytes.fromhex(identity.private_key.removeprefix("0x"))
         ).public_key
@@ -115,6 +123,8 @@ class OceanGateway:
                 web.get(f"{API}/compute", answered(self.status)),
                 web.get(f"{API}/computeResult", answered(self.result)),
                 web.get(f"{API}/computeStreamableLogs", answered(self.logs)),
+                web.post(f"{API}/auth/token", answered(self.create_token)),
+                web.post(f"{API}/auth/token/invalidate", answered(self.invalidate_token)),
             ]
         )
 
@@ -148,6 +158,26 @@ class OceanGateway:
             listed = [env for env in listed if any(str(f.chain_id) == chain for f in env.fees)]
         return web.json_response([shapes.environment(env) for env in listed])
 
+    async def _caller(self, request: web.Request, params: Mapping[str, Any], command: str) -> str:
+        """The checked caller of a signed route: the address of the ``Authorization`` token when
+        there is one (:mod:`host.web.ocean.tokens`), else the signer of nonce and signature."""
+        token = request.headers.get("Authorization")
+        if token is not None:
+            return await self.tokens.caller(token, params.get("consumerAddress"))
+        return await signature.verify(
+            params.get("consumerAddress"), _nonce_text(params.get("nonce")), params.get("signature"), command
+        )
+
+    # -- auth tokens -----------------------------------------------------------------------
+
+    async def create_token(self, request: web.Request) -> web.Response:
+        issued = await self.tokens.create(await _json_body(request))
+        return web.json_response({"token": issued.token})
+
+    async def invalidate_token(self, request: web.Request) -> web.Response:
+        await self.tokens.invalidate(await _json_body(request))
+        return web.json_response({"success": True})
+
     # -- starting, stopping ----------------------------------------------------------------
 
     async def initialize(self, request: web.Request) -> web.Response:
@@ -164,12 +194,7 @@ class OceanGateway:
         flow = requests.workflow(body)
         start = requests.start_request(body, flow)
         meta = accepted_metadata(start)
-        caller = await signature.verify(
-            body.get("consumerAddress"),
-            _nonce_text(body.get("nonce")),
-            body.get("signature"),
-            signature.FREE_START,
-        )
+        caller = await self._caller(request, body, signature.FREE_START)
         started = await self.compute.free_start(caller, flow, meta)
         views = await runner.run(jobs.job_views, [s.job_id for s in started.stages])
         return web.json_response([shapes.job(v) for v in views])
@@ -184,9 +209,7 @@ class OceanGateway:
     async def stop(self, request: web.Request) -> web.Response:
         query = request.query
         job_id = _text_param(query, "jobId")
-        caller = await signature.verify(
-            query.get("consumerAddress"), query.get("nonce"), query.get("signature"), signature.STOP
-        )
+        caller = await self._caller(request, query, signature.STOP)
         views = await self.compute.stop(caller, job_id=job_id)
         return web.json_response([shapes.job(v) for v in views])
 
@@ -200,10 +223,8 @@ class OceanGateway:
         if query.get("agreementId"):
             raise invalid("agreementId is not supported by this node: ask by jobId")
         job_id = query.get("jobId", "")
-        if query.get("signature"):
-            caller = await signature.verify(
-                query.get("consumerAddress"), query.get("nonce"), query.get("signature"), signature.STATUS
-            )
+        if query.get("signature") or "Authorization" in request.headers:
+            caller = await self._caller(request, query, signature.STATUS)
         else:
             caller = signature.consumer_address(query.get("consumerAddress"))
             if not job_id:
@@ -218,9 +239,7 @@ class OceanGateway:
         query = request.query
         job_id = _text_param(query, "jobId")
         index = _index(query.get("index"))
-        caller = await signature.verify(
-            query.get("consumerAddress"), query.get("nonce"), query.get("signature"), signature.RESULT
-        )
+        caller = await self._caller(request, query, signature.RESULT)
         row = await self.compute.result(caller, job_id, index)
         size = result_file(row).size
         start, end = _range(request.headers.get("Range"), size)
@@ -247,9 +266,7 @@ class OceanGateway:
     async def logs(self, request: web.Request) -> web.StreamResponse:
         query = request.query
         job_id = _text_param(query, "jobId")
-        caller = await signature.verify(
-            query.get("consumerAddress"), query.get("nonce"), query.get("signature"), signature.LOGS
-        )
+        caller = await self._caller(request, query, signature.LOGS)
         stage = await readable_stage(job_id, caller)
         response = web.StreamResponse()
         response.content_type = "text/plain"
