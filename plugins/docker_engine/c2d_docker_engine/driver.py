@@ -181,6 +181,7 @@ class JobDriver(JobDriverBase):
 
     def finish(self, outcome: Record) -> None:
         """Removes the job's containers (DestroyJob retries when the daemon is away), then writes the terminal event."""
+        self.runtime.credentials.forget(self.job.job_id)
         try:
             self.remove_containers()
         except Exception as exc:
@@ -278,7 +279,7 @@ class JobDriver(JobDriverBase):
             return found
         what = "the pod image" if pod else "the algorithm's image"
         self.emit({"status": "PULLING_IMAGE", "message": f"pulling {what} {ref.reference}"})
-        job_auth = None if pod else self.runtime.credentials.get(self.job.job_id)
+        job_auth = None if pod else pullauth.as_docker(self.job_credentials())
         try:
             pulled = images.pull(
                 self.runtime.daemon,
@@ -302,6 +303,20 @@ class JobDriver(JobDriverBase):
         if record is not None:
             record.pulled(ref.reference, pulled.id)
         return pulled
+
+    def job_credentials(self) -> pullauth.Credentials | None:
+        """The job's own registry credentials, if it came with some: from StartJob, or, after a plugin
+        restart, from the RecoverJob the node sends (waited for, bounded; never while stopping)."""
+        if not self.record.get(pullauth.RECORD_KEY):
+            return None
+        found = self.runtime.credentials.get(self.job.job_id)
+        if found is not None:
+            return found
+        self.log.info("waiting for the node to hand over the job's registry credentials again")
+        wait = float(self.limits.get(self.backend_wait_key, 120))
+        return self.runtime.credentials.wait(
+            self.job.job_id, wait, lambda: self.cancelled.is_set() or self.stopping()
+        )
 
     def prepare_volume(self) -> None:
         mode = self.limits["disk_quota"]
