@@ -13,10 +13,15 @@ and pulls are pinned with the official client alone.
 from __future__ import annotations
 
 import base64
+import http.client
+import http.server
 import json
 import logging
+import threading
+import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +29,15 @@ import kubernetes
 import pytest
 from image_registry import Registry
 from kubernetes.client.exceptions import ApiException
-from test_k8s_engine import ALLOCATABLE, engine_config_for, job_objects, job_spec, k8s_target, statuses
+from test_k8s_engine import (
+    ALLOCATABLE,
+    engine_config_for,
+    job_objects,
+    job_spec,
+    k8s_target,
+    statuses,
+    write_kubeconfig,
+)
 
 from c2d.common.v1 import common_pb2
 from c2d.conformance.harness import EngineFactory, EngineProcess, EventLoopThread, describe
@@ -338,21 +351,27 @@ def test_the_double_validates_docker_config_secrets_as_an_api_server_does(double
     for body, code, text in cases:
         with pytest.raises(ApiException) as caught:
             core.create_namespaced_secret(namespace, body)
-        message = json.loads(caught.value.body)["message"]
+        body_text = caught.value.body or ""
+        message = json.loads(body_text)["message"]
         assert caught.value.status == code and text in message, message
-        assert "pw-not-json" not in caught.value.body
+        assert "pw-not-json" not in body_text
     good = _secret("good", kind, {".dockerconfigjson": _b64('{"auths": {}}')})
     core.create_namespaced_secret(namespace, good)
     with pytest.raises(ApiException) as caught:
         core.replace_namespaced_secret("good", namespace, {**good, "type": "Opaque"})
     assert (
         caught.value.status == 422
-        and 'type: Invalid value: "Opaque": field is immutable' in json.loads(caught.value.body)["message"]
+        and 'type: Invalid value: "Opaque": field is immutable'
+        in json.loads(caught.value.body or "{}")["message"]
     )
     core.delete_namespaced_secret("good", namespace)
     with pytest.raises(ApiException) as caught:
         core.read_namespaced_secret("good", namespace)
     assert caught.value.status == 404
+
+
+def _refused(reason_of: Callable[[str], str], name: str) -> bool:
+    return reason_of(name) in ("ErrImagePull", "ImagePullBackOff")
 
 
 @pytest.mark.docker
@@ -393,12 +412,133 @@ def test_the_doubles_kubelet_pulls_a_private_image_only_with_the_right_secret(
             else ""
         )
 
-    double.wait_for_pod_phase(namespace, "right", "Succeeded", timeout=60)
+    double.wait_for_pod_phase(namespace, "right", ("Succeeded",), timeout=60)
     for name in ("none", "wrong"):
-        wait_for(
-            lambda n=name: waiting_reason(n) in ("ErrImagePull", "ImagePullBackOff"), 30, f"{name} refused"
-        )
+        wait_for(partial(_refused, waiting_reason, name), 30, f"{name} refused")
         pod = double.get("pods", namespace, name)
         assert pod["status"]["phase"] == "Pending"
         message = pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
         assert "unauthorized" in message.lower() or "no basic auth" in message.lower(), message
+
+
+# A plugin restart before the pull Secret is made ----------------------------------------------
+
+
+class HoldingProxy:
+    """An HTTP proxy to the double that holds the creation of a job's pull Secret (never forwarding
+    it): a plugin that is certainly between recording the job and making its Secret, while the test
+    kills it. Everything else is forwarded, one request per connection."""
+
+    def __init__(self, target: str) -> None:
+        self.held = threading.Event()
+        self.release = threading.Event()
+        outer = self
+        upstream = urllib.parse.urlsplit(target)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.command == "POST" and self.path.endswith("/secrets") and b"-pull" in body:
+                    outer.held.set()
+                    outer.release.wait()
+                    self.send_error(503)
+                    return
+                connection = http.client.HTTPConnection(
+                    upstream.hostname or "127.0.0.1", upstream.port, timeout=60
+                )
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                connection.request(self.command, self.path, body=body or None, headers=headers)
+                answer = connection.getresponse()
+                data = answer.read()
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(data)
+                connection.close()
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _killed_before_its_secret(
+    loop: EventLoopThread, double: Any, tmp_path: Path, spec: engine_pb2.JobSpec
+) -> tuple[EngineFactory, HoldingProxy, EngineProcess, engine_pb2.JobHandle]:
+    """A plugin that recorded the job and was SIGKILLed while it made the job's pull Secret."""
+    proxy = HoldingProxy(double.url)
+    kubeconfig = write_kubeconfig(tmp_path / "via-proxy", proxy.url)
+    factory = EngineFactory(k8s_target(engine_config_for(kubeconfig)), loop, tmp_path / "first")
+    first = factory.start()
+    handle = first.start_job(spec)
+    wait_for(proxy.held.is_set, 60, "the pull Secret's creation to be held")
+    first.kill()
+    return factory, proxy, first, handle
+
+
+@pytest.mark.docker
+def test_a_restarted_plugin_makes_the_pull_secret_with_the_credentials_recover_job_hands_over(
+    loop: EventLoopThread,
+    double: Any,
+    bare_engines: EngineFactory,
+    busybox_image: str,
+    image_registry: Registry,
+    registry_images: Any,
+    tmp_path: Path,
+) -> None:
+    auth = engine_pb2.RegistryAuth(username=image_registry.username, password=image_registry.password)
+    spec = private_spec(registry_images(busybox_image), auth=auth)
+    factory, proxy, first, handle = _killed_before_its_secret(loop, double, tmp_path, spec)
+    try:
+        assert (
+            double.get("secrets", names.default_namespace(first.host_id), names.pull_secret_name(spec.job_id))
+            is None
+        )
+        second = bare_engines.start(state_dir=first.state_dir, host_id=first.host_id)
+        second.jobs.add(spec.job_id)
+        second.recover_job(handle, auth)
+        events = second.watch(spec.job_id, timeout=60).events
+        assert statuses(events)[-1] == "FINISHED", describe(events)
+        assert state_files_holding(second, image_registry.password) == []
+    finally:
+        proxy.close()
+        factory.close()
+
+
+@pytest.mark.docker
+def test_a_job_recovered_without_its_credentials_fails_its_pull_saying_so(
+    loop: EventLoopThread,
+    double: Any,
+    bare_engines: EngineFactory,
+    busybox_image: str,
+    image_registry: Registry,
+    registry_images: Any,
+    tmp_path: Path,
+) -> None:
+    auth = engine_pb2.RegistryAuth(username=image_registry.username, password=image_registry.password)
+    spec = private_spec(registry_images(busybox_image), auth=auth)
+    factory, proxy, first, handle = _killed_before_its_secret(loop, double, tmp_path, spec)
+    try:
+        second = bare_engines.start(state_dir=first.state_dir, host_id=first.host_id)
+        second.jobs.add(spec.job_id)
+        second.recover_job(handle)  # a node that no longer has them
+        events = second.watch(spec.job_id, timeout=60).events
+        assert statuses(events)[-1] == "PULL_IMAGE_FAILED", describe(events)
+        assert "lost when the engine plugin restarted" in events[-1].message, events[-1].message
+    finally:
+        proxy.close()
+        factory.close()

@@ -79,6 +79,7 @@ class EngineServicer(DrivenEngine[JobDir]):
     plugin_version = c2d_docker_engine.__version__
     description = (c2d_docker_engine.__doc__ or "").strip().splitlines()[0]
     api_versions = API_VERSIONS
+    credentials: pullauth.JobCredentials  # the jobs' own registry credentials, in memory only
 
     def __init__(self) -> None:
         super().__init__()

@@ -104,6 +104,7 @@ class EngineServicer(DrivenEngine[JobDir]):
     plugin_version = c2d_k8s_engine.__version__
     description = (c2d_k8s_engine.__doc__ or "").strip().splitlines()[0]
     api_versions = API_VERSIONS
+    credentials: pullcreds.JobCredentials  # the jobs' own registry credentials, in memory only
 
     def __init__(self) -> None:
         super().__init__()
