@@ -698,6 +698,32 @@ def test_a_job_recovered_without_its_credentials_pulls_without_them_and_says_so(
 
 
 @pytest.mark.docker
+def test_a_job_waiting_for_its_credentials_after_a_restart_stops_at_once(
+    tmp_path: Path, docker_client: Any, busybox_image: str
+) -> None:
+    """The restarted plugin's driver waits for RecoverJob's credentials; a StopJob meanwhile ends
+    the job STOPPED, without a pull."""
+    from test_docker_engine import docker_target
+
+    registry = HeldRegistry()
+    loop = EventLoopThread()
+    factory = EngineFactory(docker_target(), loop, tmp_path)
+    try:
+        first, spec, handle = _held_pull(factory, registry, "pw-never-sent-again")
+        second = factory.start(state_dir=first.state_dir, host_id=first.host_id)
+        second.jobs.add(spec.job_id)
+        second.stop_job(spec.job_id, grace_seconds=1)
+        events = second.watch(spec.job_id, timeout=60).events
+        assert events[-1].status == S.JOB_STATUS_STOPPED, describe(events)
+        assert "before its image was pulled" in events[-1].message, events[-1].message
+        assert registry.passwords == ["pw-never-sent-again"]  # no second pull
+    finally:
+        registry.close()
+        factory.close()
+        loop.close()
+
+
+@pytest.mark.docker
 def test_the_node_hands_a_restarted_plugin_the_stages_credentials_again(
     tmp_path: Path, docker_client: Any, pod_image: str
 ) -> None:

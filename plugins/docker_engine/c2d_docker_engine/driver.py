@@ -75,6 +75,10 @@ class Ran:
     container: Container
 
 
+class StoppedBeforePull(Exception):
+    """A stop came while the driver waited for the job's registry credentials to pull with."""
+
+
 @dataclass(frozen=True)
 class Runtime:
     """What every driver shares: the daemon, the config, the node, and whom to tell about new events."""
@@ -144,6 +148,9 @@ class JobDriver(JobDriverBase):
                 outcome = self.settle(BUILD, {"status": "IMAGE_BUILD_FAILED", "message": str(exc)})
             except build.BuildStopped:
                 self.finish(self.settle(BUILD, self.stopped("while the image was being built")))
+                return
+            except StoppedBeforePull:
+                self.finish(self.stopped("before its image was pulled"))
                 return
             self.runtime.credentials.forget(self.job.job_id)  # the image is here: no second use
             pod_image = (
@@ -280,6 +287,8 @@ class JobDriver(JobDriverBase):
         what = "the pod image" if pod else "the algorithm's image"
         self.emit({"status": "PULLING_IMAGE", "message": f"pulling {what} {ref.reference}"})
         job_auth = None if pod else pullauth.as_docker(self.job_credentials())
+        if job_auth is None and not pod and self.record.get(pullauth.RECORD_KEY) and self.stopping():
+            raise StoppedBeforePull
         try:
             pulled = images.pull(
                 self.runtime.daemon,
