@@ -394,31 +394,38 @@ def test_the_doubles_kubelet_pulls_a_private_image_only_with_the_right_secret(
     core.create_namespaced_secret(
         namespace, _secret("right", kind, {".dockerconfigjson": config_for(image_registry.password)})
     )
-    for name, secrets in (("none", []), ("wrong", ["wrong", "missing"]), ("right", ["wrong", "right"])):
-        spec: dict[str, Any] = {
-            "restartPolicy": "Never",
-            "containers": [{"name": "c", "image": image, "command": ["true"]}],
-        }
+
+    def create(name: str, secrets: list[str], policy: str = "IfNotPresent") -> None:
+        container = {"name": "c", "image": image, "command": ["true"], "imagePullPolicy": policy}
+        spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
         if secrets:
             spec["imagePullSecrets"] = [{"name": s} for s in secrets]
         core.create_namespaced_pod(namespace, {"metadata": {"name": name}, "spec": spec})
 
-    def waiting_reason(name: str) -> str:
+    def waiting(name: str) -> dict[str, Any]:
         pod = double.get("pods", namespace, name)
-        statuses_ = (pod.get("status") or {}).get("containerStatuses") or []
-        return (
-            str(((statuses_[0].get("state") or {}).get("waiting") or {}).get("reason") or "")
-            if statuses_
-            else ""
-        )
+        found = (pod.get("status") or {}).get("containerStatuses") or []
+        return dict((found[0].get("state") or {}).get("waiting") or {}) if found else {}
 
+    def refused(name: str) -> None:
+        wait_for(
+            partial(_refused, lambda n: str(waiting(n).get("reason") or ""), name), 30, f"{name} refused"
+        )
+        assert double.get("pods", namespace, name)["status"]["phase"] == "Pending"
+        message = str(waiting(name).get("message") or "").lower()
+        assert "unauthorized" in message or "no basic auth" in message, message
+
+    create("none", [])
+    create("wrong", ["wrong", "missing"])  # a missing secret is skipped, as the kubelet does
+    refused("none")
+    refused("wrong")  # the image is not on the node yet: both are refused by the registry
+    create("right", ["wrong", "right"])
     double.wait_for_pod_phase(namespace, "right", ("Succeeded",), timeout=60)
-    for name in ("none", "wrong"):
-        wait_for(partial(_refused, waiting_reason, name), 30, f"{name} refused")
-        pod = double.get("pods", namespace, name)
-        assert pod["status"]["phase"] == "Pending"
-        message = pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
-        assert "unauthorized" in message.lower() or "no basic auth" in message.lower(), message
+    # Now on the node: IfNotPresent uses it without credentials (Kubernetes does); Always pulls again.
+    create("cached", [])
+    double.wait_for_pod_phase(namespace, "cached", ("Succeeded",), timeout=60)
+    create("always", [], policy="Always")
+    refused("always")
 
 
 # A plugin restart before the pull Secret is made ----------------------------------------------
