@@ -537,16 +537,22 @@ def test_wrong_credentials_fail_the_pull_without_showing_the_password(
 
 
 def test_the_engine_keeps_a_jobs_credentials_out_of_its_record() -> None:
-    """StartJob's credentials go to memory; the job's record (its spec.json) only says there were some."""
+    """StartJob's credentials go to memory, addressed to the image's own registry; a driver's wait
+    for them ends at once when they are there, when RecoverJob declined, or when it gives up."""
     credentials = pullauth.JobCredentials()
-
     ref = ImageRef.parse("127.0.0.1:5000/me/algo:1")  # the server named is the image's, whatever is sent
+    assert credentials.wait("job-1", 0, lambda: False) is None  # none yet, no time to wait
+    assert credentials.wait("job-1", 60, lambda: True) is None  # a stop: no wait
     credentials.keep(
         "job-1", engine_pb2.RegistryAuth(username="u", password="pw-mem", server="ignored"), ref.repository
     )
     assert pullauth.as_docker(credentials.get("job-1")) == RegistryAuth("u", "pw-mem", "127.0.0.1:5000")
+    assert credentials.wait("job-1", 60, lambda: False) == credentials.get("job-1")
+    assert "pw-mem" not in repr(credentials.get("job-1"))
     credentials.forget("job-1")
     assert credentials.get("job-1") is None
+    credentials.decline("job-2")  # RecoverJob came without them
+    assert credentials.wait("job-2", 60, lambda: False) is None
 
 
 def test_console_tracebacks_show_no_local_variables() -> None:
@@ -709,7 +715,7 @@ def test_a_job_waiting_for_its_credentials_after_a_restart_stops_at_once(
     loop = EventLoopThread()
     factory = EngineFactory(docker_target(), loop, tmp_path)
     try:
-        first, spec, handle = _held_pull(factory, registry, "pw-never-sent-again")
+        first, spec, _ = _held_pull(factory, registry, "pw-never-sent-again")
         second = factory.start(state_dir=first.state_dir, host_id=first.host_id)
         second.jobs.add(spec.job_id)
         second.stop_job(spec.job_id, grace_seconds=1)

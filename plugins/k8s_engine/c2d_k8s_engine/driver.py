@@ -207,6 +207,7 @@ class JobDriver(JobDriverBase):
             self.core.read_namespaced_secret, name, self.namespace, _request_timeout=self.timeout
         )
         if existing is not None and kube.annotation(existing, names.ANNOTATION_JOB) == self.job.job_id:
+            self.runtime.credentials.forget(self.job.job_id)  # the Secret holds them now
             return name
         credentials = self.pull_credentials()
         if credentials is None:
@@ -216,6 +217,7 @@ class JobDriver(JobDriverBase):
             self.core.read_namespaced_secret,
             manifests.pull_secret(self.record, self.namespace, owner, credentials),
         )
+        self.runtime.credentials.forget(self.job.job_id)
         self.log.info("image pull secret made", secret=name, registry=credentials.server)
         return name
 
