@@ -22,6 +22,7 @@ from c2d.netpolicy import Reach
 from host import userdata
 from host.errors import RequestError, denied, invalid, not_found
 from host.files import FileRef, parse_files, resolve_local
+from host.orchestrator import imagebuild
 from host.store import assets as rows
 from host.store import models
 
@@ -196,7 +197,9 @@ def algorithm_container(
     Trust by image digest is only meaningful if the digest checked is the one
     that runs, so the policy check and the orchestrator both use this.
     """
-    if algorithm_service is not None and algorithm_service.container.image:
+    if algorithm_service is not None and (
+        algorithm_service.container.image or imagebuild.wants_build(algorithm_service.container)
+    ):
         return algorithm_service.container
     return algorithm.container
 
@@ -275,14 +278,18 @@ def _identifier(value: str, what: str) -> str:
 
 
 def _validate_container(container: compute_pb2.AlgorithmContainer, where: str) -> None:
-    """An image with a tag or a digest (a moving default tag is not a reproducible algorithm)."""
-    if not container.image:
-        raise invalid(f"{where}: the container has no image")
+    """An image with a tag or a digest (a moving default tag is not a reproducible algorithm), or a
+    Dockerfile with the files of its build context, bounded as a consumer's are."""
     if container.encrypted_registry_auth:
         raise invalid(
             f"{where}: a registered algorithm carries no registry credentials; the operator's go in "
             "the engine's config ([engines.docker] registries)"
         )
+    if imagebuild.wants_build(container):
+        imagebuild.check_build(container, where)
+        return
+    if not container.image:
+        raise invalid(f"{where}: the container has no image (give an image, or a dockerfile to build one)")
     if not _IMAGE.fullmatch(container.image):
         raise invalid(f"{where}: the container image is not a valid image name (put the tag in tag)")
     if not container.tag and not container.checksum:

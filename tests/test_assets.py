@@ -14,7 +14,7 @@ from google.protobuf import json_format
 
 from c2d.compute.v1 import compute_pb2
 from host import assets as rules
-from host.assets import AssetRegistry, service_files
+from host.assets import AssetRegistry, algorithm_container, service_files
 from host.errors import RequestError
 from host.files import FileRef, parse_files, resolve_local, to_file_source
 from host.store import models
@@ -284,6 +284,24 @@ def test_registering_an_algorithm_of_image_alone(registry: AssetRegistry) -> Non
     assert service_files(service) == []
 
 
+def test_registering_an_algorithm_built_from_a_dockerfile(registry: AssetRegistry) -> None:
+    """The operator's Dockerfile and build files are kept, and are the container a stage naming it runs."""
+    asset = algorithm_asset()
+    asset.services[0].container.CopyFrom(
+        compute_pb2.AlgorithmContainer(
+            dockerfile="FROM python:3.11\nCOPY main.py /opt/\n",
+            additional_files={"main.py": b"print(1)\n"},
+            entrypoint="python /opt/main.py",
+        )
+    )
+    registry.register(asset)
+    _, service = registry.service("did:op:algo", "algo", ALGORITHM)
+    assert service.container.dockerfile.startswith("FROM python:3.11")
+    assert dict(service.container.additional_files) == {"main.py": b"print(1)\n"}
+    asked = compute_pb2.Algorithm(did="did:op:algo", container=compute_pb2.AlgorithmContainer(image="x"))
+    assert algorithm_container(asked, service) == service.container
+
+
 def test_register_local_files_inside_the_root(registry: AssetRegistry) -> None:
     asset = dataset()
     json_format.ParseDict({"type": "local", "path": "sub/data.csv"}, asset.services[0].files)
@@ -366,6 +384,39 @@ BAD_ASSETS: list[tuple[str, Callable[[compute_pb2.Asset], None], grpc.StatusCode
     ),
     ("bad tag", _algorithm_container(image="python", tag="-bad"), INVALID, "not a valid image tag"),
     ("bad checksum", _algorithm_container(image="python", checksum="sha256:12"), INVALID, "image digest"),
+    (
+        "dockerfile and image",
+        _algorithm_container(image="python", tag="3", dockerfile="FROM python:3\n", entrypoint="sh $ALGO"),
+        INVALID,
+        "both an image and a dockerfile",
+    ),
+    (
+        "files without dockerfile",
+        _algorithm_container(additional_files={"a.txt": b"x"}, entrypoint="sh $ALGO"),
+        INVALID,
+        "additional_files but no dockerfile",
+    ),
+    ("dockerfile without entrypoint", _algorithm_container(dockerfile="FROM x\n"), INVALID, "no entrypoint"),
+    (
+        "dockerfile too big",
+        _algorithm_container(dockerfile="#" * (64 * 1024 + 1), entrypoint="sh $ALGO"),
+        INVALID,
+        "at most 65536 are allowed",
+    ),
+    (
+        "build file outside the context",
+        _algorithm_container(dockerfile="FROM x\n", entrypoint="sh $ALGO", additional_files={"../up": b"x"}),
+        INVALID,
+        "not a plain relative path",
+    ),
+    (
+        "build files too big",
+        _algorithm_container(
+            dockerfile="FROM x\n", entrypoint="sh $ALGO", additional_files={"big": b"x" * (1024 * 1024 + 1)}
+        ),
+        INVALID,
+        "at most 1048576 are allowed",
+    ),
     (
         "bad consumer",
         _policy(allowed_consumers=["0x1234"]),

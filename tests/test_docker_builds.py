@@ -12,7 +12,10 @@ build too), and the free tier builds only where the operator allows it.
 
 from __future__ import annotations
 
+import base64
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -234,6 +237,61 @@ def test_a_built_stage_publishes_its_image_log_and_a_failed_build_does_too(
         assert "returned a non-zero code: 1" in failed.history[-1].message
         log = consumer.result(failed.job_id, image_log_result(failed).index, tmp_path / "bad.log").read_text()
         assert "broken build" in log
+
+
+def test_a_stage_naming_a_registered_algorithm_builds_the_operators_dockerfile(
+    node: NodeProcess, busybox: str, tmp_path: Path
+) -> None:
+    """The operator registers an algorithm made of a Dockerfile and its files with ``c2d admin assets
+    register`` (the asset's JSON form: the files' bytes in base64); a consumer's stage naming it by
+    did builds that image on Docker and runs in it. A bad Dockerfile is refused at registration."""
+    operator_key = tmp_path / "operator.key"
+    operator_key.write_text(node.node_key() + "\n")
+    operator_key.chmod(0o600)
+    note = f"registered {uuid.uuid4().hex}\n"
+    container = {
+        "entrypoint": "cat /opt/note.txt",
+        "dockerfile": unique(f"FROM {busybox}\nCOPY note.txt /opt/note.txt\n"),
+        "additionalFiles": {"note.txt": base64.b64encode(note.encode()).decode()},
+    }
+    asset = {
+        "did": "did:op:built",
+        "services": [{"serviceId": "run", "kind": "algorithm", "container": container}],
+    }
+
+    def register(doc: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        path = tmp_path / "asset.json"
+        path.write_text(json.dumps(doc))
+        argv = [
+            "--node",
+            node.address,
+            "--key-file",
+            str(operator_key),
+            "admin",
+            "assets",
+            "register",
+            str(path),
+        ]
+        return subprocess.run(
+            [sys.executable, "-m", "c2d.cli", *argv], capture_output=True, text=True, timeout=60, check=False
+        )
+
+    bad = {**container, "additionalFiles": {"../escape": base64.b64encode(b"x").decode()}}
+    refused = register({**asset, "services": [{**asset["services"][0], "container": bad}]})
+    assert refused.returncode != 0 and "not a plain relative path" in refused.stderr, refused.stderr
+    done = register(asset)
+    assert done.returncode == 0, done.stderr
+    workflow = {
+        "environment": NODE_ENV,
+        "stages": [{"index": 0, "algorithm": {"did": "did:op:built", "serviceId": "run"}}],
+    }
+    with Client(node.address, auth.new_private_key()) as consumer:
+        (job,) = consumer.wait(consumer.start(workflow, free=True).workflow_id, timeout=150)
+        history = [(common_pb2.JobStatus.Name(e.status), e.message) for e in job.history]
+        assert job.status == common_pb2.JOB_STATUS_FINISHED, history
+        assert common_pb2.JOB_STATUS_BUILDING_IMAGE in [e.status for e in job.history]
+        algorithm_log = next(r for r in job.results if r.kind == compute_pb2.RESULT_KIND_ALGORITHM_LOG)
+        assert consumer.result(job.job_id, algorithm_log.index, tmp_path / "a.log").read_text() == note
 
 
 def test_the_free_tier_refuses_builds_unless_the_environment_allows_them(

@@ -9,8 +9,11 @@ finds leaks and nothing else.
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -534,14 +537,22 @@ def test_wrong_credentials_fail_the_pull_without_showing_the_password(
 
 
 def test_the_engine_keeps_a_jobs_credentials_out_of_its_record() -> None:
-    """StartJob's credentials go to memory; the job's record (its spec.json) only says there were some."""
+    """StartJob's credentials go to memory, addressed to the image's own registry; a driver's wait
+    for them ends at once when they are there, when RecoverJob declined, or when it gives up."""
     credentials = pullauth.JobCredentials()
-
     ref = ImageRef.parse("127.0.0.1:5000/me/algo:1")  # the server named is the image's, whatever is sent
-    credentials.keep("job-1", engine_pb2.RegistryAuth(username="u", password="pw-mem", server="ignored"), ref)
-    assert credentials.get("job-1") == RegistryAuth("u", "pw-mem", "127.0.0.1:5000")
+    assert credentials.wait("job-1", 0, lambda: False) is None  # none yet, no time to wait
+    assert credentials.wait("job-1", 60, lambda: True) is None  # a stop: no wait
+    credentials.keep(
+        "job-1", engine_pb2.RegistryAuth(username="u", password="pw-mem", server="ignored"), ref.repository
+    )
+    assert pullauth.as_docker(credentials.get("job-1")) == RegistryAuth("u", "pw-mem", "127.0.0.1:5000")
+    assert credentials.wait("job-1", 60, lambda: False) == credentials.get("job-1")
+    assert "pw-mem" not in repr(credentials.get("job-1"))
     credentials.forget("job-1")
     assert credentials.get("job-1") is None
+    credentials.decline("job-2")  # RecoverJob came without them
+    assert credentials.wait("job-2", 60, lambda: False) is None
 
 
 def test_console_tracebacks_show_no_local_variables() -> None:
@@ -575,6 +586,7 @@ class HeldRegistry:
         self.release = threading.Event()
         self.held = threading.Event()  # an authenticated manifest request is being held
         self.anonymous = threading.Event()  # a request came without credentials
+        self.passwords: list[str] = []  # of the authenticated manifest requests, in order
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -590,6 +602,9 @@ class HeldRegistry:
                     self.end_headers()
                     return
                 if "/manifests/" in self.path:
+                    scheme, _, token = self.headers["Authorization"].partition(" ")
+                    if scheme.lower() == "basic":
+                        outer.passwords.append(base64.b64decode(token).decode().partition(":")[2])
                     outer.held.set()
                     outer.release.wait()
                 self.send_response(200 if self.path.rstrip("/") == "/v2" else 404)
@@ -609,39 +624,142 @@ class HeldRegistry:
         self.server.server_close()
 
 
+def _held_pull(
+    factory: EngineFactory, registry: HeldRegistry, password: str
+) -> tuple[Any, engine_pb2.JobSpec, engine_pb2.JobHandle]:
+    """A job whose authenticated pull is held at the registry, its plugin then SIGKILLed; its
+    spec.json says it came with credentials and holds none."""
+    from test_docker_engine import job_spec
+
+    first = factory.start()
+    spec = job_spec(first, "true", image=f"{registry.address}/me/algo", tag="1")
+    spec.registry_auth.CopyFrom(
+        engine_pb2.RegistryAuth(username="me", password=password, server=registry.address)
+    )
+    handle = first.start_job(spec)
+    first.watch(spec.job_id, until=lambda e: e.status == S.JOB_STATUS_PULLING_IMAGE)
+    wait_for(registry.held.is_set, 60, "the authenticated pull to reach the registry")
+    spec_file = Path(first.state_dir) / "jobs" / spec.job_id / "spec.json"
+    record = json.loads(spec_file.read_text())
+    assert record[pullauth.RECORD_KEY] is True and password not in spec_file.read_text()
+    first.kill()
+    registry.held.clear()
+    return first, spec, handle
+
+
 @pytest.mark.docker
-def test_a_jobs_credentials_do_not_outlive_the_plugin_and_the_pull_says_so(
+def test_a_recovered_job_pulls_with_the_credentials_recover_job_hands_over(
     tmp_path: Path, docker_client: Any, busybox_image: str
 ) -> None:
-    """SIGKILL while the job's authenticated pull is held: the restarted plugin pulls without the
-    consumer's credentials (they were in memory only), fails, and says why; spec.json never had them."""
-    from test_docker_engine import docker_target, job_spec
+    """SIGKILL while the job's authenticated pull is held: the restarted plugin's driver waits for
+    RecoverJob, which brings the credentials again, and pulls with them; nothing stored them."""
+    from test_docker_engine import docker_target
 
     registry = HeldRegistry()
     loop = EventLoopThread()
     factory = EngineFactory(docker_target(), loop, tmp_path)
     try:
-        first = factory.start()
-        spec = job_spec(first, "true", image=f"{registry.address}/me/algo", tag="1")
-        spec.registry_auth.CopyFrom(
-            engine_pb2.RegistryAuth(username="me", password="pw-held-in-memory", server=registry.address)
-        )
-        handle = first.start_job(spec)
-        first.watch(spec.job_id, until=lambda e: e.status == S.JOB_STATUS_PULLING_IMAGE)
-        wait_for(registry.held.is_set, 60, "the authenticated pull to reach the registry")
-        spec_file = Path(first.state_dir) / "jobs" / spec.job_id / "spec.json"
-        record = json.loads(spec_file.read_text())
-        assert record[pullauth.RECORD_KEY] is True and "pw-held-in-memory" not in spec_file.read_text()
-        first.kill()
+        first, spec, handle = _held_pull(factory, registry, "pw-handed-over")
+        second = factory.start(state_dir=first.state_dir, host_id=first.host_id)
+        second.jobs.add(spec.job_id)
+        second.recover_job(handle, spec.registry_auth)
+        wait_for(registry.held.is_set, 60, "the recovered job's pull to reach the registry")
+        assert registry.passwords == ["pw-handed-over", "pw-handed-over"]  # both pulls, with them
+        registry.release.set()  # the held registry then has no such image
+        events = second.watch(spec.job_id, timeout=60).events
+        assert events[-1].status == S.JOB_STATUS_PULL_IMAGE_FAILED, describe(events)
+        assert "lost when the engine plugin restarted" not in events[-1].message, events[-1].message
+        assert _files_holding(Path(second.state_dir), "pw-handed-over") == []
+    finally:
+        registry.close()
+        factory.close()
+        loop.close()
+
+
+@pytest.mark.docker
+def test_a_job_recovered_without_its_credentials_pulls_without_them_and_says_so(
+    tmp_path: Path, docker_client: Any, busybox_image: str
+) -> None:
+    """RecoverJob without the credentials (a node that no longer has them): the restarted plugin
+    pulls with the operator's (none here), fails, and says why."""
+    from test_docker_engine import docker_target
+
+    registry = HeldRegistry()
+    loop = EventLoopThread()
+    factory = EngineFactory(docker_target(), loop, tmp_path)
+    try:
+        first, spec, handle = _held_pull(factory, registry, "pw-held-in-memory")
         second = factory.start(state_dir=first.state_dir, host_id=first.host_id)
         second.jobs.add(spec.job_id)
         second.recover_job(handle)
         events = second.watch(spec.job_id, timeout=60).events
         assert events[-1].status == S.JOB_STATUS_PULL_IMAGE_FAILED, describe(events)
         assert "lost when the engine plugin restarted" in events[-1].message, events[-1].message
-        assert registry.anonymous.is_set()  # the second pull came without credentials
+        assert registry.passwords == ["pw-held-in-memory"]  # the second pull came without them
         assert not any("pw-held-in-memory" in e.message for e in events)
     finally:
         registry.close()
         factory.close()
         loop.close()
+
+
+@pytest.mark.docker
+def test_a_job_waiting_for_its_credentials_after_a_restart_stops_at_once(
+    tmp_path: Path, docker_client: Any, busybox_image: str
+) -> None:
+    """The restarted plugin's driver waits for RecoverJob's credentials; a StopJob meanwhile ends
+    the job STOPPED, without a pull."""
+    from test_docker_engine import docker_target
+
+    registry = HeldRegistry()
+    loop = EventLoopThread()
+    factory = EngineFactory(docker_target(), loop, tmp_path)
+    try:
+        first, spec, _ = _held_pull(factory, registry, "pw-never-sent-again")
+        second = factory.start(state_dir=first.state_dir, host_id=first.host_id)
+        second.jobs.add(spec.job_id)
+        second.stop_job(spec.job_id, grace_seconds=1)
+        events = second.watch(spec.job_id, timeout=60).events
+        assert events[-1].status == S.JOB_STATUS_STOPPED, describe(events)
+        assert "before its image was pulled" in events[-1].message, events[-1].message
+        assert registry.passwords == ["pw-never-sent-again"]  # no second pull
+    finally:
+        registry.close()
+        factory.close()
+        loop.close()
+
+
+@pytest.mark.docker
+def test_the_node_hands_a_restarted_plugin_the_stages_credentials_again(
+    tmp_path: Path, docker_client: Any, pod_image: str
+) -> None:
+    """The whole node: its Docker plugin is SIGKILLed during the stage's authenticated pull; the
+    node restarts it, recovers the stage with the credentials decrypted again from its database,
+    and the new pull sends them. No file of the node and no log line holds the password."""
+    registry = HeldRegistry()
+    node = docker_node(tmp_path, pod_image)
+    try:
+        with Client(node.address, auth.new_private_key()) as consumer:
+            blob = registry_auth.encrypt(
+                consumer.node_public_key(), "me", "pw-node-restart", registry.address
+            )
+            image = f"{registry.address}/me/algo:1"
+            started = consumer.start(
+                {"environment": DOCKER_ENV, "stages": [stage_with(image, blob)]}, free=True
+            )
+            wait_for(registry.held.is_set, 90, "the stage's authenticated pull to reach the registry")
+            (plugin,) = node.plugin_pids()
+            registry.held.clear()
+            os.kill(plugin, signal.SIGKILL)
+            wait_for(registry.held.is_set, 90, "the recovered stage's pull to reach the registry")
+            assert registry.passwords == ["pw-node-restart", "pw-node-restart"]
+            registry.release.set()
+            (job,) = consumer.wait(started.workflow_id, timeout=120)
+        assert job.status == S.JOB_STATUS_PULL_IMAGE_FAILED, [
+            (S.Name(e.status), e.message) for e in job.history
+        ]
+        assert "lost when the engine plugin restarted" not in job.history[-1].message
+        assert_nowhere(node, "pw-node-restart")
+    finally:
+        registry.close()
+        node.kill()

@@ -275,6 +275,28 @@ def test_invalid_workflows_are_refused_and_nothing_is_stored(
     assert consumer.status(all=True) == []
 
 
+def test_a_registered_algorithm_built_from_a_dockerfile_is_refused_by_an_engine_that_does_not_build(
+    operator: Client, consumer: Client
+) -> None:
+    container = {"entrypoint": "true", "dockerfile": "FROM busybox:1\n"}
+    operator.register_asset(
+        {
+            "did": "did:op:built",
+            "services": [{"serviceId": "run", "kind": "algorithm", "container": container}],
+        },
+        replace=True,
+    )
+    workflow = {
+        "environment": ENV,
+        "stages": [{"index": 0, "algorithm": {"did": "did:op:built", "serviceId": "run"}}],
+    }
+    with pytest.raises(C2DError) as caught:
+        consumer.start(workflow, free=True)
+    assert caught.value.code == "INVALID_ARGUMENT"
+    assert "'external_stub' engine does not build images" in caught.value.message, caught.value.message
+    assert consumer.status(all=True) == []
+
+
 def raw_stub(node: NodeProcess) -> compute_pb2_grpc.ComputeServiceStub:
     return compute_pb2_grpc.ComputeServiceStub(grpc.insecure_channel(node.address))
 

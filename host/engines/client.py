@@ -102,15 +102,19 @@ class EngineClient:
             raise self._error("StartJob", exc) from None
         return reply.handle
 
-    async def recover_job(self, handle: engine_pb2.JobHandle) -> RecoveredJob:
-        """Re-attaches to a job from its stored handle after either side restarted.
+    async def recover_job(
+        self, handle: engine_pb2.JobHandle, registry_auth: engine_pb2.RegistryAuth | None = None
+    ) -> RecoveredJob:
+        """Re-attaches to a job from its stored handle after either side restarted; ``registry_auth``
+        hands the job's own registry credentials over again (an engine keeps them in memory only).
 
         Idempotent and safe to repeat; :class:`JobNotFound` when the engine no longer has the job.
         """
+        request = engine_pb2.RecoverJobRequest(handle=handle)
+        if registry_auth is not None:
+            request.registry_auth.CopyFrom(registry_auth)
         try:
-            reply = await self._stub.RecoverJob(
-                engine_pb2.RecoverJobRequest(handle=handle), timeout=CALL_TIMEOUT_SECONDS
-            )
+            reply = await self._stub.RecoverJob(request, timeout=CALL_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as exc:
             raise self._error("RecoverJob", exc) from None
         return RecoveredJob(reply.handle, reply.last_event if reply.HasField("last_event") else None)

@@ -15,6 +15,7 @@ from host import userdata
 from host.assets import AssetRegistry
 from host.errors import invalid
 from host.files import parse_files
+from host.orchestrator import imagebuild
 from host.orchestrator.validation import StagePlan, check_image
 
 DATASET = compute_pb2.AssetService.KIND_DATASET
@@ -36,7 +37,10 @@ def admit_stage(plan: StagePlan, registry: AssetRegistry, consumer: str) -> bool
         _, algorithm_service = registry.service(algorithm.did, algorithm.service_id, ALGORITHM)
         algorithm_service = _for(algorithm_service, consumer)
         container = asset_rules.algorithm_container(algorithm, algorithm_service)
-        check_image(container, where)
+        if imagebuild.wants_build(container):  # the operator's Dockerfile: built like a consumer's
+            imagebuild.check_build(container, where)
+        else:
+            check_image(container, where)
         consumer_credentials = algorithm.container.encrypted_registry_auth  # for the image, whichever runs
         algorithm.container.CopyFrom(container)
         algorithm.container.encrypted_registry_auth = consumer_credentials

@@ -548,7 +548,9 @@ class Orchestrator:
         if client is None:
             return  # gone again; its next start recovers the stage
         try:
-            recovered = await client.recover_job(engine_pb2.JobHandle.FromString(stage.handle))
+            recovered = await client.recover_job(
+                engine_pb2.JobHandle.FromString(stage.handle), self._recovery_credentials(stage)
+            )
         except (JobNotFound, EngineRefused) as exc:
             bound.warning("engine lost the stage", detail=exc.details)
             await self._end(stage.job_id, S.JOB_STATUS_LOST, "the engine lost the job")
@@ -558,6 +560,18 @@ class Orchestrator:
         if current.stop_requested:
             await self._request_stop(stage.job_id, supervisor, "stopped by its owner")
         self._follow(stage.job_id, supervisor, current.last_sequence)
+
+    def _recovery_credentials(self, stage: Stage) -> engine_pb2.RegistryAuth | None:
+        """The consumer's registry credentials again, for an engine that restarted before its pull:
+        decrypted from the stage's spec, as at launch; None (logged) when they no longer open."""
+        container = stagespec.decode(stage.spec).algorithm.container
+        try:
+            return registryauth.for_engine(container, self.identity)
+        except RequestError as exc:
+            log.warning(
+                "the stage's registry credentials cannot be opened", job_id=stage.job_id, reason=str(exc)
+            )
+            return None
 
     async def _remove_orphans(self, supervisor: EngineSupervisor) -> None:
         """Jobs the engine runs for this node that the database does not know."""

@@ -118,15 +118,15 @@ def plan_workflow(
             max_queue_seconds=queue_limit(env, workflow.max_queue_seconds),
         )
         _check_algorithm(stage.algorithm, where)
-        if imagebuild.wants_build(stage.algorithm.container):
-            imagebuild.check_engine_builds(env.engine, environments.builders, where)
         _resolve_dependencies(plan, set(indices), owner)
         plans.append(plan)
     _check_acyclic(plans)
     by_index = {p.index: p for p in plans}
     for plan in plans:
         plan.run_after_jobs = [by_index[i].job_id for i in plan.run_after_indices] + plan.run_after_jobs
-        plan.allow_network = check_stage(plan)
+        plan.allow_network = check_stage(plan)  # a registered algorithm's container is in place now
+        if imagebuild.wants_build(plan.stage.algorithm.container):
+            imagebuild.check_engine_builds(plan.engine, environments.builders, f"stage {plan.index}")
     return plans
 
 

@@ -34,7 +34,8 @@ Its limits (what a real cluster does that it does not)
     - Extended resources (``nvidia.com/gpu``) are counted by the scheduler and quota but no device is
       given to the container. PVC sizes, ephemeral-storage and disk ``emptyDir.sizeLimit`` are not
       enforced; a PVC is a host directory made mode 0777 so that any non-root pod user can write it.
-    - Images are never pulled: a missing one leaves the container waiting with ErrImagePull, then
+    - Images are pulled only from a loopback registry (with the pod's image pull secrets, see
+      image_pull.py); any other missing one leaves the container waiting with ErrImagePull, then
       ImagePullBackOff, until it appears locally (whatever the imagePullPolicy).
     - ``status.podIP`` is the first container's bridge address, known only once it started (none
       with network ``none``; a ``fieldRef: status.podIP`` env var is empty).

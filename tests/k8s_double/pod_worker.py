@@ -19,7 +19,7 @@ from typing import Any
 
 import docker.errors
 
-from . import pod_status
+from . import image_pull, pod_status, secrets
 from .container_config import ContainerConfigError, create_kwargs
 from .networkpolicy import network_mode
 from .node import Node
@@ -205,9 +205,21 @@ class PodWorker:
         self._observed[spec["name"]] = Observed(attrs=container.attrs)
 
     def _image(self, spec: dict[str, Any]) -> Any:
-        """The local image; never pulled (the machine is offline): ErrImagePull, then ImagePullBackOff."""
+        """The image: pulled (with the pod's image pull secrets) when it is on a loopback registry and
+        missing, or the policy is Always; else the local one, never pulled (the machine is offline).
+        ErrImagePull, then ImagePullBackOff, when there is none."""
+        image = spec["image"]
+        if image_pull.pullable(image):
+            present = image_pull.present(self.node.docker, image)
+            if not present or spec.get("imagePullPolicy") == "Always":
+                try:
+                    image_pull.pull(
+                        self.node.docker, image, secrets.pull_credentials(self.node.store, self.pod, image)
+                    )
+                except image_pull.PullFailed as exc:
+                    self._pull_failed(spec, str(exc))
         try:
-            return self.node.docker.images.get(spec["image"])
+            return self.node.docker.images.get(image)
         except docker.errors.ImageNotFound:
             failures = self._pull_failures[spec["name"]] = self._pull_failures.get(spec["name"], 0) + 1
             if failures == 1:
@@ -216,6 +228,13 @@ class PodWorker:
             raise ContainerConfigError(
                 f'Back-off pulling image "{spec["image"]}"', "ImagePullBackOff"
             ) from None
+
+    def _pull_failed(self, spec: dict[str, Any], reason: str) -> None:
+        """ErrImagePull with the registry's reason the first time, then ImagePullBackOff (retried)."""
+        failures = self._pull_failures[spec["name"]] = self._pull_failures.get(spec["name"], 0) + 1
+        if failures == 1:
+            raise ContainerConfigError(f'failed to pull image "{spec["image"]}": {reason}', "ErrImagePull")
+        raise ContainerConfigError(f'Back-off pulling image "{spec["image"]}": {reason}', "ImagePullBackOff")
 
     def _start(self, name: str) -> None:
         container = self._containers[name]

@@ -3,8 +3,8 @@
 Checks the rules an engine is most likely to break, with the real messages: names (RFC 1123),
 label keys and values (63 characters, alphanumeric ends: job ids and DIDs in labels fail here as on
 a cluster), pod containers/volumes/mounts, resource quantities and requests <= limits, extended
-resources (whole numbers, requests == limits), PVC access modes and size, quota quantities, and pod
-spec immutability on update. It is not the full OpenAPI validation of a real server.
+resources (whole numbers, requests == limits), PVC access modes and size, quota quantities, Secret
+data and types (see secrets.py), and pod spec immutability on update. It is not the full OpenAPI validation of a real server.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from . import errors, quantity
-from .resources import NAMESPACES, NETWORK_POLICIES, PODS, PVCS, QUOTAS, Resource
+from . import errors, quantity, secrets
+from .resources import NAMESPACES, NETWORK_POLICIES, PODS, PVCS, QUOTAS, SECRETS, Resource
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -76,6 +76,9 @@ def validate(resource: Resource, obj: Mapping[str, Any], old: Mapping[str, Any] 
             check(obj.get("spec") or {}, obj, causes)
         if old is not None and resource == PODS:
             _check_pod_update(old, obj, causes)
+        if resource == SECRETS:
+            for field, message in secrets.check(obj, old):
+                causes.add(field, message)
         if old is not None and resource == PVCS and _pvc_fixed(old) != _pvc_fixed(obj):
             causes.add("spec", "Forbidden: spec is immutable after creation except resources.requests")
     except (AttributeError, TypeError, KeyError, ValueError) as exc:

@@ -19,8 +19,7 @@ from typing import Any
 
 import structlog
 
-from c2d import registry_auth
-from c2d.plugin.kit import environments
+from c2d.plugin.kit import environments, pullcreds
 from c2d.plugin.kit.values import count as _count
 from c2d.plugin.kit.values import flag as _flag
 from c2d.plugin.kit.values import optional_text as _optional_text
@@ -69,7 +68,6 @@ TOP_LEVEL_KEYS = frozenset(
 )
 ENVIRONMENT_KEYS = environments.COMMON_KEYS | {"gpus", "cpu_pinning", "cpus"}
 REGISTRY_AUTH_KEYS = frozenset({"username", "password", "serveraddress", "email"})
-REGISTRY_KEYS = frozenset({"server", "username", "password"})
 
 
 @dataclass(frozen=True)
@@ -330,26 +328,7 @@ def _registry_auth(raw: object) -> RegistryAuth | None:
 
 def _registries(raw: object) -> tuple[RegistryAuth, ...]:
     """``registries = [{server, username, password}, ...]``: each registry host once."""
-    where = f"{WHERE} registries"
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise invalid(f"{where} must be a list of tables with server, username and password")
-    entries: dict[str, RegistryAuth] = {}
-    for index, entry in enumerate(raw):
-        at = f"{where}[{index}]"
-        if not isinstance(entry, dict):
-            raise invalid(f"{at} must be a table with server, username and password")
-        unknown = sorted(set(entry) - REGISTRY_KEYS)
-        if unknown:
-            raise invalid(f"{at} has unknown keys {unknown} (allowed: {sorted(REGISTRY_KEYS)})")
-        values = {key: entry.get(key, "") for key in REGISTRY_KEYS}
-        if not all(isinstance(v, str) and v for v in values.values()):
-            raise invalid(f"{at} needs a server, a username and a password (non-empty strings)")
-        server = registry_auth.normalize_server(values["server"])
-        if server in entries:
-            raise invalid(f"{at} names registry {server!r} a second time")
-        entries[server] = RegistryAuth(
-            username=values["username"], password=values["password"], serveraddress=server
-        )
-    return tuple(entries.values())
+    return tuple(
+        RegistryAuth(username=entry.username, password=entry.password, serveraddress=entry.server)
+        for entry in pullcreds.parse_registries(raw, WHERE)
+    )

@@ -75,6 +75,10 @@ class Ran:
     container: Container
 
 
+class StoppedBeforePull(Exception):
+    """A stop came while the driver waited for the job's registry credentials to pull with."""
+
+
 @dataclass(frozen=True)
 class Runtime:
     """What every driver shares: the daemon, the config, the node, and whom to tell about new events."""
@@ -145,6 +149,9 @@ class JobDriver(JobDriverBase):
             except build.BuildStopped:
                 self.finish(self.settle(BUILD, self.stopped("while the image was being built")))
                 return
+            except StoppedBeforePull:
+                self.finish(self.stopped("before its image was pulled"))
+                return
             self.runtime.credentials.forget(self.job.job_id)  # the image is here: no second use
             pod_image = (
                 self.image(ImageRef.from_json(pod["image"]), pod=True)
@@ -181,6 +188,7 @@ class JobDriver(JobDriverBase):
 
     def finish(self, outcome: Record) -> None:
         """Removes the job's containers (DestroyJob retries when the daemon is away), then writes the terminal event."""
+        self.runtime.credentials.forget(self.job.job_id)
         try:
             self.remove_containers()
         except Exception as exc:
@@ -278,7 +286,9 @@ class JobDriver(JobDriverBase):
             return found
         what = "the pod image" if pod else "the algorithm's image"
         self.emit({"status": "PULLING_IMAGE", "message": f"pulling {what} {ref.reference}"})
-        job_auth = None if pod else self.runtime.credentials.get(self.job.job_id)
+        job_auth = None if pod else pullauth.as_docker(self.job_credentials())
+        if job_auth is None and not pod and self.record.get(pullauth.RECORD_KEY) and self.stopping():
+            raise StoppedBeforePull
         try:
             pulled = images.pull(
                 self.runtime.daemon,
@@ -302,6 +312,20 @@ class JobDriver(JobDriverBase):
         if record is not None:
             record.pulled(ref.reference, pulled.id)
         return pulled
+
+    def job_credentials(self) -> pullauth.Credentials | None:
+        """The job's own registry credentials, if it came with some: from StartJob, or, after a plugin
+        restart, from the RecoverJob the node sends (waited for, bounded; never while stopping)."""
+        if not self.record.get(pullauth.RECORD_KEY):
+            return None
+        found = self.runtime.credentials.get(self.job.job_id)
+        if found is not None:
+            return found
+        self.log.info("waiting for the node to hand over the job's registry credentials again")
+        wait = float(self.limits.get(self.backend_wait_key, 120))
+        return self.runtime.credentials.wait(
+            self.job.job_id, wait, lambda: self.cancelled.is_set() or self.stopping()
+        )
 
     def prepare_volume(self) -> None:
         mode = self.limits["disk_quota"]

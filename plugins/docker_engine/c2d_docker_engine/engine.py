@@ -79,6 +79,7 @@ class EngineServicer(DrivenEngine[JobDir]):
     plugin_version = c2d_docker_engine.__version__
     description = (c2d_docker_engine.__doc__ or "").strip().splitlines()[0]
     api_versions = API_VERSIONS
+    credentials: pullauth.JobCredentials  # the jobs' own registry credentials, in memory only
 
     def __init__(self) -> None:
         super().__init__()
@@ -88,7 +89,7 @@ class EngineServicer(DrivenEngine[JobDir]):
         self._gpus_found_with: drm.SysfsSettings | None = None
         self._pod_image = podimage.PodImageCheck()
         self._pod_image_warned: str | None = None
-        self._credentials = pullauth.JobCredentials()  # kept across Configure: running drivers use it
+        self.credentials = pullauth.JobCredentials()  # kept across Configure: running drivers use it
 
     def shutdown(self) -> None:
         super().shutdown()
@@ -154,7 +155,7 @@ class EngineServicer(DrivenEngine[JobDir]):
                 measured_with_daemon=daemon.healthy,
                 store=store,
                 runtime=Runtime(
-                    daemon, settings, request.host_id, self._changes.bump, self._credentials, image_record
+                    daemon, settings, request.host_id, self._changes.bump, self.credentials, image_record
                 ),
                 retention=retention.Retention(
                     image_record,
@@ -238,7 +239,9 @@ class EngineServicer(DrivenEngine[JobDir]):
             grant = Grant.from_json(record["grant"])
             record["cpuset"] = choose_cores(env.cpus, grant.cpu, self._drivers.busy_cores(env.id))
         if spec.HasField("registry_auth"):
-            self._credentials.keep(spec.job_id, spec.registry_auth, ImageRef.from_json(record["image"]))
+            self.credentials.keep(
+                spec.job_id, spec.registry_auth, ImageRef.from_json(record["image"]).repository
+            )
             record[pullauth.RECORD_KEY] = True
         return record
 
@@ -264,7 +267,7 @@ class EngineServicer(DrivenEngine[JobDir]):
         ready = self._ready()
         if not request.job_id:
             return engine_pb2.DestroyJobResponse()
-        self._credentials.forget(request.job_id)
+        self.credentials.forget(request.job_id)
         with self._lock:
             found = ready.store.lookup(request.job_id)
             if found is None:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from c2d.plugin.kit import environments, values
+from c2d.plugin.kit import environments, pullcreds, values
 from c2d.plugin.kit.errors import invalid
 
 WHERE = "[engines.kubernetes]"
@@ -55,6 +55,7 @@ TOP_LEVEL_KEYS = frozenset(
         "pod_service_address",
         "image_pull_policy",
         "image_pull_secrets",
+        "registries",
         "node_selector",
         "runtime_class",
         "gpu_resource",
@@ -121,6 +122,8 @@ class KubernetesSettings:
     pod_service_address: str | None = None
     image_pull_policy: str = "IfNotPresent"
     image_pull_secrets: tuple[str, ...] = ()
+    # Per registry: made into a job's own pull Secret when its algorithm image is on that registry.
+    registries: tuple[pullcreds.Credentials, ...] = ()
     node_selector: dict[str, str] = field(default_factory=dict)
     runtime_class: str | None = None
     gpu_resource: str = DEFAULT_GPU_RESOURCE
@@ -162,6 +165,7 @@ def parse_settings(raw: Mapping[str, Any]) -> KubernetesSettings:
         pod_service_address=values.optional_text(raw, "pod_service_address", WHERE),
         image_pull_policy=_choice(raw, "image_pull_policy", PULL_POLICIES, "IfNotPresent"),
         image_pull_secrets=values.text_list(raw, "image_pull_secrets", WHERE),
+        registries=pullcreds.parse_registries(raw.get("registries"), WHERE),
         node_selector=values.text_map(raw, "node_selector", WHERE),
         runtime_class=values.optional_text(raw, "runtime_class", WHERE),
         gpu_resource=gpu_resource,

@@ -3,12 +3,13 @@
 Steps, in order (the pods only when the job has them):
 
 1. the job's objects (CONFIGURING_VOLUMES): the root ConfigMap, the volume
-   claim, the Secret with the pod key, the NetworkPolicy, all owned by the root;
+   claim, the Secret with the pod key, the job's image pull Secret (see
+   :meth:`JobDriver.pull_secret`), the NetworkPolicy, all owned by the root;
 2. pod-configuration (PROVISIONING);
 3. the algorithm's pod (RUNNING), with its time limit as ``activeDeadlineSeconds``,
    then its log;
 4. pod-publishing (PUBLISHING), after a failed or timed-out algorithm too, never after a stop;
-5. the pods and the Secret deleted, then one terminal event (the claim and the
+5. the pods and the Secrets deleted, then one terminal event (the claim and the
    root stay until DestroyJob).
 
 The driver waits in a watch of the job's pods (see :mod:`c2d_k8s_engine.podwatch`),
@@ -32,6 +33,7 @@ from c2d.plugin.kit.driver import ENDED, OUTCOME, JobDriverBase, JobGone
 from c2d.plugin.kit.jobdir import JobDir, Record, utc_now
 from c2d.plugin.kit.jobspec import ImageRef
 from c2d.plugin.kit.outcome import STOPPED, TIMED_OUT, Ending, algorithm_times, classify, publishing_failed
+from c2d.plugin.kit.pullcreds import LOST_ON_RESTART, RECORD_KEY, Credentials, JobCredentials, entry_for
 from c2d_k8s_engine import kube, logs, manifests, names, podstatus
 from c2d_k8s_engine.cluster import Cluster
 from c2d_k8s_engine.config import KubernetesSettings
@@ -55,6 +57,7 @@ class Runtime:
     settings: KubernetesSettings
     host_id: str
     changed: Callable[[], None]
+    credentials: JobCredentials
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,8 @@ class JobDriver(JobDriverBase):
         self.pods = JobPods(
             self.core, self.namespace, names.job_selector(record["host_id"], job.job_id), self.timeout
         )
+        self.pull_secret_name: str | None = None  # the job's own image pull Secret, once it is there
+        self.credentials_lost = False  # the job came with credentials a restart lost for good
 
     def unreachable(self, exc: Exception) -> bool:
         return kube.is_unreachable(exc)
@@ -172,6 +177,7 @@ class JobDriver(JobDriverBase):
                 self.core.read_namespaced_secret,
                 manifests.pod_key_secret(self.record, self.namespace, owner),
             )
+        self.pull_secret_name = self.pull_secret(owner)
         self.create(
             self.core.create_namespaced_persistent_volume_claim,
             self.core.read_namespaced_persistent_volume_claim,
@@ -185,6 +191,53 @@ class JobDriver(JobDriverBase):
                 manifests.no_egress_policy(self.record, self.namespace, owner),
             )
         return owner
+
+    def pull_secret(self, owner: Record) -> str | None:
+        """The job's image pull Secret (``kubernetes.io/dockerconfigjson``), when its algorithm image's
+        registry has credentials: the job's own, else the operator's ``registries`` entry for it.
+
+        Made once, before the algorithm's pod (which alone references it); a resumed driver finds
+        the one made before. Credentials a plugin restart lost come back with RecoverJob, which
+        the driver waits for (bounded); a job they never come back for goes on with the operator's.
+        """
+        if self.job.steps().get(names.ALGORITHM):
+            return None  # its pod was made already: it references the Secret or it does not
+        name = names.pull_secret_name(self.job.job_id)
+        existing = kube.read_or_none(
+            self.core.read_namespaced_secret, name, self.namespace, _request_timeout=self.timeout
+        )
+        if existing is not None and kube.annotation(existing, names.ANNOTATION_JOB) == self.job.job_id:
+            self.runtime.credentials.forget(self.job.job_id)  # the Secret holds them now
+            return name
+        credentials = self.pull_credentials()
+        if credentials is None:
+            return None
+        self.create(
+            self.core.create_namespaced_secret,
+            self.core.read_namespaced_secret,
+            manifests.pull_secret(self.record, self.namespace, owner, credentials),
+        )
+        self.runtime.credentials.forget(self.job.job_id)
+        self.log.info("image pull secret made", secret=name, registry=credentials.server)
+        return name
+
+    def pull_credentials(self) -> Credentials | None:
+        """The job's own credentials (from StartJob, or RecoverJob after a restart), else the
+        operator's for the algorithm image's registry, else None."""
+        image = ImageRef.from_json(self.record["image"]).repository
+        if self.record.get(RECORD_KEY):
+            found = self.runtime.credentials.get(self.job.job_id)
+            if found is None:
+                self.log.info("waiting for the node to hand over the job's registry credentials again")
+                found = self.runtime.credentials.wait(
+                    self.job.job_id,
+                    float(self.limits.get(self.backend_wait_key, 120)),
+                    lambda: self.cancelled.is_set() or self.stopping(),
+                )
+            if found is not None:
+                return found
+            self.credentials_lost = True
+        return entry_for(self.runtime.settings.registries, image)
 
     def create(self, create_call: Callable[..., Any], read_call: Callable[..., Any], body: Record) -> Record:
         try:
@@ -238,7 +291,7 @@ class JobDriver(JobDriverBase):
 
         ended = self.run_pod(
             names.ALGORITHM,
-            lambda: manifests.algorithm_pod(self.record, self.namespace, owner),
+            lambda: manifests.algorithm_pod(self.record, self.namespace, owner, self.pull_secret_name),
             float(self.record["time_limit_seconds"]),
             on_started,
         )
@@ -246,6 +299,8 @@ class JobDriver(JobDriverBase):
             return self.settle(names.ALGORITHM, self.stopped("before the algorithm started"))
         if ended.failure is not None:
             status, message = ended.failure
+            if status == "PULL_IMAGE_FAILED" and self.credentials_lost:
+                message += LOST_ON_RESTART
             return self.settle(names.ALGORITHM, {"status": status, "message": message, **times})
         if ended.pod.exists:
             self.collect_log()
@@ -396,14 +451,10 @@ class JobDriver(JobDriverBase):
         self.log.info("algorithm log collected", bytes=size)
 
     def remove_pods(self) -> None:
-        """Deletes the job's pods and its pod key; missing ones are fine."""
+        """Deletes the job's pods and its Secrets (pod key, image pull); missing ones are fine."""
+        self.runtime.credentials.forget(self.job.job_id)
         remove_pods(self.core, self.namespace, self.job.job_id, self.timeout)
-        kube.delete(
-            self.core.delete_namespaced_secret,
-            names.secret_name(self.job.job_id),
-            self.namespace,
-            _request_timeout=self.timeout,
-        )
+        remove_secrets(self.core, self.namespace, self.job.job_id, self.timeout)
 
 
 class StepWatch:
@@ -504,6 +555,12 @@ def remove_pods(core: Any, namespace: str, job_id: str, timeout: float, grace: i
             grace_period_seconds=grace,
             _request_timeout=timeout,
         )
+
+
+def remove_secrets(core: Any, namespace: str, job_id: str, timeout: float) -> None:
+    """Deletes the job's Secrets by their names (the pod key, the image pull credentials)."""
+    for name in (names.secret_name(job_id), names.pull_secret_name(job_id)):
+        kube.delete(core.delete_namespaced_secret, name, namespace, _request_timeout=timeout)
 
 
 def pod_failure(step: str, ended: PodEnd, record: Record) -> str:

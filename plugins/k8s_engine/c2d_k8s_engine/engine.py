@@ -24,11 +24,12 @@ import c2d_k8s_engine
 from c2d.common.v1 import common_pb2
 from c2d.engine.v1 import engine_pb2
 from c2d.plugin.kit import fingerprint as kit_fingerprint
-from c2d.plugin.kit import logs, streams
+from c2d.plugin.kit import logs, pullcreds, streams
 from c2d.plugin.kit.drivers import Drivers
 from c2d.plugin.kit.errors import EngineError, unavailable
 from c2d.plugin.kit.health import HealthTracker
 from c2d.plugin.kit.jobdir import JobDir, Record
+from c2d.plugin.kit.jobspec import ImageRef
 from c2d.plugin.kit.rpc import streaming, unary
 from c2d.plugin.kit.servicer import DrivenEngine, find_environment
 from c2d.plugin.kit.values import settings_from_struct
@@ -103,11 +104,13 @@ class EngineServicer(DrivenEngine[JobDir]):
     plugin_version = c2d_k8s_engine.__version__
     description = (c2d_k8s_engine.__doc__ or "").strip().splitlines()[0]
     api_versions = API_VERSIONS
+    credentials: pullcreds.JobCredentials  # the jobs' own registry credentials, in memory only
 
     def __init__(self) -> None:
         super().__init__()
         self._configured: Configured | None = None
         self._drivers: Drivers[JobDriver] = Drivers()
+        self.credentials = pullcreds.JobCredentials()  # kept across Configure: running drivers use it
 
     def unreachable(self, exc: Exception) -> str | None:
         """A call that failed because the API is away answers UNAVAILABLE, saying so."""
@@ -152,7 +155,7 @@ class EngineServicer(DrivenEngine[JobDir]):
                 pod_image=pod_image_of(settings),
                 environments=resolve(settings, ClusterSize()),
                 store=store,
-                runtime=Runtime(cluster, settings, request.host_id, self._changes.bump),
+                runtime=Runtime(cluster, settings, request.host_id, self._changes.bump, self.credentials),
             )
             self._configured = configured
         if cluster.check(configured.namespace):
@@ -242,7 +245,13 @@ class EngineServicer(DrivenEngine[JobDir]):
         if not ready.set_up:
             raise unavailable(f"{NAME} is still setting up namespace {ready.namespace}; try again")
         env = ready.environment(spec.environment_id)
-        return build_spec(spec, ready.settings, env, ready.host_id, ready.namespace, ready.pod_image)
+        record = build_spec(spec, ready.settings, env, ready.host_id, ready.namespace, ready.pod_image)
+        if spec.HasField("registry_auth"):  # in memory only: the record says there were some
+            self.credentials.keep(
+                spec.job_id, spec.registry_auth, ImageRef.from_json(record["image"]).repository
+            )
+            record[pullcreds.RECORD_KEY] = True
+        return record
 
     def stop_running(self, ready: Configured, job: JobDir, record: Record, grace_seconds: int) -> None:
         """The kubelet's deletion: SIGTERM, grace, SIGKILL to the job's pods; its driver sees them go."""
@@ -262,6 +271,7 @@ class EngineServicer(DrivenEngine[JobDir]):
         ready = self._ready()
         if not request.job_id:
             return engine_pb2.DestroyJobResponse()
+        self.credentials.forget(request.job_id)
         with self._lock:
             found = ready.store.lookup(request.job_id)
             if found is None:

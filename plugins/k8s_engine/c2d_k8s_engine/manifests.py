@@ -8,8 +8,9 @@ can be read line by line in unit tests.
 A job is one root object, a ConfigMap named after the job that holds its
 spec (without the pod key) for people and tools reading the cluster, and
 objects it owns through ``ownerReferences``: the volume claim (the job's
-disk, ``/data``), the Secret with the stage's pod key, the NetworkPolicy that
-cuts the algorithm off, and the three pods. Deleting the root deletes them
+disk, ``/data``), the Secret with the stage's pod key, the job's image pull
+Secret (when its algorithm image's registry has credentials), the NetworkPolicy
+that cuts the algorithm off, and the three pods. Deleting the root deletes them
 all (Kubernetes' garbage collector). Every object carries the labels
 ``c2d.engine``, ``c2d.node``, ``c2d.job``, ``c2d.workflow`` (and pods
 ``c2d.step``), so a restarted plugin finds them by selector.
@@ -26,6 +27,7 @@ from c2d.plugin.kit.grant import GIB, Grant
 from c2d.plugin.kit.jobdir import Record
 from c2d.plugin.kit.jobspec import DATA_ROOT, ImageRef
 from c2d.plugin.kit.podenv import PRIVATE_KEY, pod_command, pod_environment
+from c2d.plugin.kit.pullcreds import Credentials
 from c2d_k8s_engine import names
 
 Manifest = dict[str, Any]
@@ -34,6 +36,10 @@ POD_TMP_BYTES = 256 * MIB
 SCRATCH_BYTES = 1 << 30
 PUBLISHING_WORKDIR = f"{DATA_ROOT}/.publishing"
 SPEC_KEY = "spec.json"
+DOCKER_CONFIG_JSON = "kubernetes.io/dockerconfigjson"
+DOCKER_CONFIG_KEY = ".dockerconfigjson"
+# The key Docker and kubectl write for Docker Hub in a config's "auths".
+DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 DATA_VOLUME = "data"
 TMP_VOLUME = "tmp"
 SCRATCH_VOLUME = "scratch"
@@ -163,6 +169,22 @@ def pod_key_secret(record: Record, namespace_name: str, owner: Manifest) -> Mani
     }
 
 
+def pull_secret(record: Record, namespace_name: str, owner: Manifest, credentials: Credentials) -> Manifest:
+    """The job's image pull Secret: one ``auths`` entry, for the algorithm image's registry only."""
+    server = DOCKER_HUB_KEY if credentials.server == "docker.io" else credentials.server
+    basic = base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()
+    config = {
+        "auths": {server: {"username": credentials.username, "password": credentials.password, "auth": basic}}
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": DOCKER_CONFIG_JSON,
+        "metadata": metadata(record, names.pull_secret_name(record["job_id"]), namespace_name, owner),
+        "data": {DOCKER_CONFIG_KEY: base64.b64encode(json.dumps(config).encode()).decode()},
+    }
+
+
 def claim(record: Record, namespace_name: str, owner: Manifest) -> Manifest:
     """The job's disk: a claim for exactly the granted disk."""
     limits: Record = record["limits"]
@@ -199,8 +221,11 @@ def no_egress_policy(record: Record, namespace_name: str, owner: Manifest) -> Ma
 # Pods ------------------------------------------------------------------------------------------
 
 
-def algorithm_pod(record: Record, namespace_name: str, owner: Manifest) -> Manifest:
-    """``/bin/sh -c <command>`` with the grant as requests and limits, the time limit as a deadline."""
+def algorithm_pod(
+    record: Record, namespace_name: str, owner: Manifest, pull_secret_name: str | None = None
+) -> Manifest:
+    """``/bin/sh -c <command>`` with the grant as requests and limits, the time limit as a deadline;
+    the job's own image pull Secret, when it has one, after the configured ones."""
     limits: Record = record["limits"]
     grant = Grant.from_json(record["grant"])
     resources = {"cpu": cpu_quantity(grant.cpu), "memory": byte_quantity(grant.ram_bytes)}
@@ -226,9 +251,12 @@ def algorithm_pod(record: Record, namespace_name: str, owner: Manifest) -> Manif
         ],
     }
     volumes = [data_volume(record), memory_volume(TMP_VOLUME, int(limits["tmp_bytes"]))]
-    return pod(
+    made = pod(
         record, names.ALGORITHM, namespace_name, owner, container, volumes, int(record["time_limit_seconds"])
     )
+    if pull_secret_name:
+        made["spec"].setdefault("imagePullSecrets", []).append({"name": pull_secret_name})
+    return made
 
 
 def step_pod(record: Record, step: str, namespace_name: str, owner: Manifest) -> Manifest:

@@ -80,6 +80,11 @@ def secret_name(job_id: str) -> str:
     return f"{job_base(job_id)}-pod-key"
 
 
+def pull_secret_name(job_id: str) -> str:
+    """The job's own image pull Secret (its algorithm image's registry credentials)."""
+    return f"{job_base(job_id)}-pull"
+
+
 def policy_name(job_id: str) -> str:
     return f"{job_base(job_id)}-no-egress"
 

@@ -15,7 +15,7 @@ from typing import Any
 from c2d.plugin.kit import jobstore
 from c2d.plugin.kit.jobdir import JobDir
 from c2d_k8s_engine import kube, names
-from c2d_k8s_engine.driver import remove_pods
+from c2d_k8s_engine.driver import remove_pods, remove_secrets
 
 
 class JobStore(jobstore.JobStore[JobDir]):
@@ -46,13 +46,15 @@ class JobStore(jobstore.JobStore[JobDir]):
 
 
 def delete_job_objects(core: Any, namespace: str, host_id: str, job_id: str, timeout: float) -> bool:
-    """Deletes a job's pods at once and its root object (the garbage collector takes what it owns);
-    whether there was a root. Objects of another node's job of the same id are left alone."""
+    """Deletes a job's pods and Secrets at once and its root object (the garbage collector takes
+    what it owns); whether there was a root. Objects of another node's job of the same id are left
+    alone."""
     root_name = names.job_base(job_id)
     root = kube.read_or_none(core.read_namespaced_config_map, root_name, namespace, _request_timeout=timeout)
     if root is not None and kube.annotation(root, names.ANNOTATION_HOST) != host_id:
         return False
     remove_pods(core, namespace, job_id, timeout)
+    remove_secrets(core, namespace, job_id, timeout)
     if root is None:
         return False
     kube.delete(

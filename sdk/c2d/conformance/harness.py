@@ -374,8 +374,13 @@ class EngineProcess:
     def destroy_job(self, job_id: str, timeout: float = RPC_TIMEOUT) -> None:
         self.stub.DestroyJob(engine_pb2.DestroyJobRequest(job_id=job_id), timeout=timeout)
 
-    def recover_job(self, handle: engine_pb2.JobHandle) -> engine_pb2.RecoverJobResponse:
-        return self.stub.RecoverJob(engine_pb2.RecoverJobRequest(handle=handle), timeout=RPC_TIMEOUT)
+    def recover_job(
+        self, handle: engine_pb2.JobHandle, registry_auth: engine_pb2.RegistryAuth | None = None
+    ) -> engine_pb2.RecoverJobResponse:
+        request = engine_pb2.RecoverJobRequest(handle=handle)
+        if registry_auth is not None:
+            request.registry_auth.CopyFrom(registry_auth)
+        return self.stub.RecoverJob(request, timeout=RPC_TIMEOUT)
 
     def stream_logs(self, job_id: str, *, offset: int = 0, follow: bool = False) -> list[tuple[int, bytes]]:
         request = engine_pb2.StreamJobLogsRequest(job_id=job_id, offset=offset, follow=follow)

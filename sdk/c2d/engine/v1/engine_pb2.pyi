@@ -193,10 +193,12 @@ class StartJobResponse(_message.Message):
     def __init__(self, handle: _Optional[_Union[JobHandle, _Mapping]] = ...) -> None: ...
 
 class RecoverJobRequest(_message.Message):
-    __slots__ = ("handle",)
+    __slots__ = ("handle", "registry_auth")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_AUTH_FIELD_NUMBER: _ClassVar[int]
     handle: JobHandle
-    def __init__(self, handle: _Optional[_Union[JobHandle, _Mapping]] = ...) -> None: ...
+    registry_auth: RegistryAuth
+    def __init__(self, handle: _Optional[_Union[JobHandle, _Mapping]] = ..., registry_auth: _Optional[_Union[RegistryAuth, _Mapping]] = ...) -> None: ...
 
 class RecoverJobResponse(_message.Message):
     __slots__ = ("handle", "last_event")

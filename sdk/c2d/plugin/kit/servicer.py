@@ -20,13 +20,13 @@ import grpc
 import structlog
 
 from c2d.engine.v1 import engine_pb2, engine_pb2_grpc
-from c2d.plugin.kit import events, handles, streams
+from c2d.plugin.kit import events, handles, pullcreds, streams
 from c2d.plugin.kit.changes import Changes
 from c2d.plugin.kit.drivers import Drivers
 from c2d.plugin.kit.errors import EngineError, invalid, unavailable
 from c2d.plugin.kit.health import HealthTracker
 from c2d.plugin.kit.jobdir import JobDir, Record
-from c2d.plugin.kit.jobspec import check_job_id
+from c2d.plugin.kit.jobspec import ImageRef, check_job_id
 from c2d.plugin.kit.rpc import streaming, unary
 from c2d.quoting import quoted
 
@@ -142,6 +142,8 @@ class DrivenEngine(EngineBase, Generic[Job]):
     Generic in the engine's job directory type, so the hooks of an engine take its own."""
 
     _drivers: Drivers[Any]
+    # The jobs' own registry credentials (in memory only), for an engine that pulls with them.
+    credentials: pullcreds.JobCredentials | None = None
 
     # Hooks -------------------------------------------------------------------------
 
@@ -209,10 +211,22 @@ class DrivenEngine(EngineBase, Generic[Job]):
     def RecoverJob(self, request: engine_pb2.RecoverJobRequest, context: grpc.ServicerContext) -> Any:
         ready = self._ready()
         job, record = ready.store.get(self.decode_handle(request.handle))
+        self.recover_credentials(job, record, request)
         self.ensure_driver(ready, job, record)
         last = job.last_event()
         event = events.not_started(job.job_id) if last is None else events.to_proto(job.job_id, last)
         return engine_pb2.RecoverJobResponse(handle=self.encode_handle(job, record), last_event=event)
+
+    def recover_credentials(self, job: Job, record: Record, request: engine_pb2.RecoverJobRequest) -> None:
+        """A job that came with registry credentials gets them back from RecoverJob (this plugin may
+        have restarted and lost them); without them there, its driver stops waiting and pulls without."""
+        if self.credentials is None or not record.get(pullcreds.RECORD_KEY) or job.is_ended():
+            return
+        if request.HasField("registry_auth"):
+            image = ImageRef.from_json(record["image"]).repository
+            self.credentials.keep(job.job_id, request.registry_auth, image)
+        elif self.credentials.get(job.job_id) is None:
+            self.credentials.decline(job.job_id)
 
     @streaming
     def WatchJob(
