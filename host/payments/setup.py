@@ -21,6 +21,7 @@ from web3 import Web3
 
 from c2d.chain.client import ChainClient, EscrowClient, connect
 from c2d.chain.errors import ChainError
+from c2d.chain.ocean import escrow_client
 from c2d.common.v1 import common_pb2
 from host.chain.devchain import DevChain, start_dev_chain
 from host.config import Config
@@ -58,7 +59,7 @@ def open_chain(config: Config, identity: NodeIdentity, web3: Web3 | None = None)
     """The node's chain, or None when it settles no payments."""
     chain = config.chain
     if web3 is not None:
-        return _setup(config, identity, web3, int(web3.eth.chain_id), chain.escrow_address)
+        return _setup(config, identity, web3, int(web3.eth.chain_id), chain.escrow_address, chain.escrow_kind)
     if chain.rpc_url:
         try:
             w3 = connect(chain.rpc_url, chain.chain_id)
@@ -68,7 +69,7 @@ def open_chain(config: Config, identity: NodeIdentity, web3: Web3 | None = None)
                 w3 = Web3(Web3.HTTPProvider(chain.rpc_url, request_kwargs={"timeout": 10}))
             else:
                 raise
-        return _setup(config, identity, w3, chain.chain_id, chain.escrow_address)
+        return _setup(config, identity, w3, chain.chain_id, chain.escrow_address, chain.escrow_kind)
     dev = config.dev_chain()
     if dev is None:
         return None
@@ -80,8 +81,9 @@ def open_chain(config: Config, identity: NodeIdentity, web3: Web3 | None = None)
 
 
 def _setup(
-    config: Config, identity: NodeIdentity, w3: Web3, chain_id: int, escrow_address: str
+    config: Config, identity: NodeIdentity, w3: Web3, chain_id: int, escrow_address: str, escrow_kind: str
 ) -> ChainSetup:
+    """The node's client of the escrow at ``escrow_address`` (of ``escrow_kind``) and its settings."""
     chain = config.chain
     client = ChainClient(
         w3,
@@ -99,14 +101,15 @@ def _setup(
         receipt_timeout_seconds=chain.receipt_timeout_seconds,
         claim_batch_size=chain.claim_batch_size,
     )
-    return ChainSetup(EscrowClient(client, escrow_address), settings)
+    return ChainSetup(escrow_client(escrow_kind, client, escrow_address), settings)
 
 
 def _dev_setup(config: Config, identity: NodeIdentity, prefer: str) -> ChainSetup:
     dev = start_dev_chain(prefer, port=config.chain.dev_port)
     try:
         dev.fund(identity.address)
-        setup = _setup(config, identity, dev.w3, dev.chain_id, dev.escrow_address)
+        # the dev chain deploys this project's escrow, whatever [chain] escrow_kind says
+        setup = _setup(config, identity, dev.w3, dev.chain_id, dev.escrow_address, "c2d")
         if dev.rpc_url is None:
             _prepay(dev, identity.address)
     except BaseException:

@@ -1,0 +1,200 @@
+"""Paid compute settled through Ocean Protocol's own Escrow (``[chain] escrow_kind = "ocean"``).
+
+Ocean's Escrow and FactoryRouter are deployed on anvil from ``@oceanprotocol/contracts`` 2.6.0
+(tests/oceanjs, ``npm ci``); the node is a real process with the stub engine, paid through the
+gRPC face here (tests/test_ocean_gateway.py pays through the Ocean face with ocean.js). The
+payments pipeline is the one every node runs; these tests check what differs on Ocean's
+contract: its lock listing, its cancellations, and the community fee taken from each claim.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from oceanescrow import OceanEscrow, deploy_ocean_escrow, ocean_env
+from paidnode import (
+    DEPOSIT,
+    ENV,
+    Consumer,
+    fund_node,
+    payment,
+    per_minute,
+    stub_env,
+    two_stages,
+    wait_payment,
+)
+
+from c2d import auth
+from c2d.chain.client import job_id_to_uint
+from c2d.client import C2DError, Client
+from c2d.common.v1 import common_pb2
+from c2d.compute.v1 import compute_pb2
+from host.chain.devchain import DevChain
+from nodeproc import NodeProcess, wait_for
+
+S = common_pb2.JobStatus
+P = compute_pb2
+SETTLED = {P.PAYMENT_STATUS_CLAIMED, P.PAYMENT_STATUS_RELEASED}
+
+
+@pytest.fixture(scope="module")
+def ocean(anvil: DevChain) -> OceanEscrow:
+    return deploy_ocean_escrow(anvil)
+
+
+def node_env(ocean: OceanEscrow) -> dict[str, str]:
+    return ocean_env(ocean, stub_env(ocean.chain))
+
+
+@pytest.fixture
+def own_node(tmp_path: Path, ocean: OceanEscrow) -> Iterator[list[NodeProcess]]:
+    """A node of the test's own settling through Ocean's escrow; the list holds its incarnation."""
+    node = NodeProcess(tmp_path / "node", env=node_env(ocean))
+    node.wait_environment(ENV)
+    fund_node(ocean.chain, node.node_key())
+    holder = [node]
+    try:
+        yield holder
+    finally:
+        holder[-1].kill()
+
+
+def claimed_events(ocean: OceanEscrow, workflow_id: str) -> list[object]:
+    """Ocean's escrow's Claimed events for the workflow's lock: a claim made twice shows here."""
+    contract = ocean.client(ocean.chain.deployer_key).contract
+    lock_id = job_id_to_uint(workflow_id)
+    return [e for e in contract.events.Claimed.get_logs(from_block=0) if int(e["args"]["jobId"]) == lock_id]
+
+
+def assert_claimed_once(ocean: OceanEscrow, client: Client, workflow_id: str, consumer: Consumer) -> int:
+    """One Claimed event for what the node's records say; the payer keeps exactly the rest."""
+    paid = wait_payment(client, workflow_id, SETTLED)
+    assert paid.status == P.PAYMENT_STATUS_CLAIMED
+    events = claimed_events(ocean, workflow_id)
+    assert len(events) == 1, f"claimed {len(events)} times"
+    claimed = int(events[0]["args"]["amount"])  # type: ignore[index]
+    assert claimed == int(paid.claimed_amount)
+    assert consumer.funds(ocean.chain) == (DEPOSIT - claimed, 0)
+    return claimed
+
+
+def test_the_adapter_lists_one_payees_locks_filtered_by_token_and_payer(ocean: OceanEscrow) -> None:
+    """Ocean's getLocks matches its filters with "or"; the adapter's answer is exact."""
+    payee_key = auth.new_private_key()
+    payee = auth.address_of(payee_key)
+    ocean.chain.fund(payee)
+    first, second = ocean.consumer(payee), ocean.consumer(payee)
+    node = ocean.client(payee_key)
+    token = ocean.chain.token_address
+    node.create_lock(11, token, first.address, 100, 3600)
+    node.create_lock(12, token, second.address, 200, 3600)
+    assert sorted(lock.job_id for lock in node.get_locks(payee=payee)) == [11, 12]
+    (mine,) = node.get_locks(token, first.address, payee)
+    assert (mine.job_id, mine.payer.lower(), mine.payee.lower(), mine.amount) == (
+        11,
+        first.address,
+        payee,
+        100,
+    )
+    assert mine.token == token
+    assert node.get_locks(ocean.collector, None, payee) == []  # another token: none, not all
+    assert node.lock_exists(12, token, second.address).amount == 200  # type: ignore[union-attr]
+    assert node.lock_exists(12, token, first.address) is None
+
+
+def test_a_paid_workflow_is_locked_and_claimed_in_oceans_escrow(
+    own_node: list[NodeProcess], ocean: OceanEscrow
+) -> None:
+    node = own_node[0]
+    payee = auth.address_of(node.node_key())
+    consumer = ocean.consumer(payee)
+    token = ocean.chain.token_address
+    with Client(node.address, consumer.key) as client:
+        started = client.start(two_stages(), payment=payment(ocean.chain))
+        assert started.payment.status == P.PAYMENT_STATUS_LOCKED
+        assert started.payment.escrow_address == ocean.address
+        locked = int(started.quote.amount)
+        assert consumer.funds(ocean.chain) == (DEPOSIT - locked, locked)
+        (lock,) = consumer.escrow.get_locks(token, consumer.address, payee)
+        assert (lock.job_id, lock.amount) == (job_id_to_uint(started.workflow_id), locked)
+        jobs = client.wait(started.workflow_id, timeout=60)
+        assert [j.status for j in jobs] == [S.JOB_STATUS_FINISHED] * 2
+        claimed = assert_claimed_once(ocean, client, started.workflow_id, consumer)
+    assert claimed == per_minute(started.quote, 0) + per_minute(started.quote, 1) < locked
+    assert consumer.escrow.get_locks(payee=payee) == []
+    # claimed and withdrawn: the node has the claim less Ocean's fee, the collector the fee
+    fee = ocean.fee(claimed)
+    assert consumer.escrow.balance_of(token, payee) == claimed - fee
+    assert consumer.escrow.balance_of(token, ocean.collector) >= fee > 0
+
+
+def test_a_refused_lock_in_oceans_escrow_stores_nothing(
+    own_node: list[NodeProcess], ocean: OceanEscrow
+) -> None:
+    node = own_node[0]
+    stranger = ocean.consumer(None)  # deposited, never authorized the node
+    with Client(node.address, stranger.key) as client:
+        with pytest.raises(C2DError) as err:
+            client.start(two_stages(), payment=payment(ocean.chain))
+        assert err.value.code == "FAILED_PRECONDITION" and "not authorized" in err.value.message
+        assert client.status(all=True) == []
+    assert stranger.funds(ocean.chain) == (DEPOSIT, 0)
+
+
+def restart(node: NodeProcess, ocean: OceanEscrow) -> NodeProcess:
+    node.process.send_signal(signal.SIGKILL)
+    node.process.wait(timeout=10)
+    again = NodeProcess(node.data_dir, env=node_env(ocean), port=node.port, pod_port=node.pod_port)
+    again.wait_listening()
+    return again
+
+
+def test_sigkill_after_the_lock_claims_once_in_oceans_escrow(
+    own_node: list[NodeProcess], ocean: OceanEscrow
+) -> None:
+    node = own_node[0]
+    consumer = ocean.consumer(auth.address_of(node.node_key()))
+    with Client(node.address, consumer.key) as client:
+        started = client.start(two_stages(), payment=payment(ocean.chain))
+    own_node.append(restart(node, ocean))
+    with Client(own_node[-1].address, consumer.key) as client:
+        jobs = client.wait(started.workflow_id, timeout=60)
+        assert [j.status for j in jobs] == [S.JOB_STATUS_FINISHED] * 2
+        claimed = assert_claimed_once(ocean, client, started.workflow_id, consumer)
+    assert claimed == per_minute(started.quote, 0) + per_minute(started.quote, 1)
+
+
+def test_an_expired_lock_is_cancelled_in_oceans_escrow_and_the_payer_keeps_it_all(
+    own_node: list[NodeProcess], ocean: OceanEscrow
+) -> None:
+    """The node is down past its lock's expiry: back, it cancels the lock, and nothing is claimed."""
+    node = own_node[0]
+    payee = auth.address_of(node.node_key())
+    consumer = ocean.consumer(payee)
+    with Client(node.address, consumer.key) as client:
+        started = client.start(two_stages(first="sleep 600"), payment=payment(ocean.chain))
+        first = started.stages[0].job_id
+        wait_for(lambda: client.status(job_id=first)[0].status == S.JOB_STATUS_RUNNING, 30, "stage 0 running")
+    node.process.send_signal(signal.SIGKILL)
+    node.process.wait(timeout=10)
+    ocean.chain.advance_time(int(started.quote.min_lock_seconds) + 60)
+    again = NodeProcess(node.data_dir, env=node_env(ocean), port=node.port, pod_port=node.pod_port)
+    own_node.append(again)
+    again.wait_listening()
+    with Client(again.address, consumer.key) as client:
+        client.stop(workflow_id=started.workflow_id)
+        paid = wait_payment(client, started.workflow_id, SETTLED)
+    assert paid.status == P.PAYMENT_STATUS_RELEASED and int(paid.claimed_amount or 0) == 0
+    assert claimed_events(ocean, started.workflow_id) == []
+    contract = ocean.client(ocean.chain.deployer_key).contract
+    cancelled = [
+        e
+        for e in contract.events.Canceled.get_logs(from_block=0)
+        if int(e["args"]["jobId"]) == job_id_to_uint(started.workflow_id)
+    ]
+    assert len(cancelled) == 1 and int(cancelled[0]["args"]["amount"]) == int(started.quote.amount)
+    assert consumer.funds(ocean.chain) == (DEPOSIT, 0)
+    assert consumer.escrow.get_locks(payee=payee) == []
