@@ -34,6 +34,7 @@ from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
 from host.chain.devchain import DevChain
 from nodeproc import NodeProcess, wait_for
+from oceanhttp import oceanjs, oceanjs_binary
 
 S = common_pb2.JobStatus
 P = compute_pb2
@@ -198,3 +199,97 @@ def test_an_expired_lock_is_cancelled_in_oceans_escrow_and_the_payer_keeps_it_al
     assert len(cancelled) == 1 and int(cancelled[0]["args"]["amount"]) == int(started.quote.amount)
     assert consumer.funds(ocean.chain) == (DEPOSIT, 0)
     assert consumer.escrow.get_locks(payee=payee) == []
+
+
+# -- ocean.js: paying through Ocean's escrow with its own helpers, starting on the Ocean face ---
+
+
+@pytest.fixture(scope="module")
+def node_binary() -> str:
+    return oceanjs_binary()
+
+
+def ocean_consumer(ocean: OceanEscrow, tmp_path: Path) -> tuple[str, Path]:
+    """A consumer with gas and test tokens in its wallet (nothing in the escrow yet), and its key file."""
+    key = auth.new_private_key()
+    ocean.chain.fund(auth.address_of(key), tokens=DEPOSIT)
+    key_file = tmp_path / "consumer.key"
+    key_file.write_text(key + "\n")
+    return key, key_file
+
+
+def paid_args(node: NodeProcess, ocean: OceanEscrow, key_file: Path, *extra: str) -> list[str]:
+    chain = ocean.chain
+    return [
+        "paid",
+        "--node", f"http://{node.http_address()}",
+        "--key-file", str(key_file),
+        "--env", ENV,
+        "--rpc", str(chain.rpc_url),
+        "--chain", str(chain.chain_id),
+        "--token", chain.token_address,
+        *extra,
+    ]  # fmt: skip
+
+
+def test_oceanjs_pays_through_oceans_escrow_and_the_node_claims_what_the_job_cost(
+    own_node: list[NodeProcess], ocean: OceanEscrow, node_binary: str, tmp_path: Path
+) -> None:
+    node = own_node[0]
+    payee = auth.address_of(node.node_key())
+    key, key_file = ocean_consumer(ocean, tmp_path)
+    summary = oceanjs(node_binary, *paid_args(node, ocean, key_file))
+    pay = summary["quote"]["payment"]
+    assert pay["escrowAddress"] == ocean.address and pay["payee"].lower() == payee
+    assert (pay["chainId"], pay["token"]) == (ocean.chain.chain_id, ocean.chain.token_address)
+    amount = int(pay["amount"])
+    assert amount > 0 and pay["minLockSeconds"] >= 120
+    deposit = 3 * amount
+    assert summary["before"] == {"available": str(deposit), "locked": "0", "locks": []}
+    started = summary["started"]
+    assert started["isFree"] is False and started["payment"]["status"] == "locked"
+    assert started["payment"]["lockTx"].startswith("0x")
+    # the node locked the quote for the job: in Ocean's escrow, under the workflow's lock id
+    lock_id = str(job_id_to_uint(started["workflowId"]))
+    assert summary["locked"]["locked"] == str(amount)
+    assert summary["locked"]["locks"] == [
+        {"jobId": lock_id, "payer": summary["consumer"], "amount": str(amount)}
+    ]
+    ended = summary["ended"]
+    assert ended["status"] == 70 and ended["payment"]["status"] == "claimed"
+    claimed = int(ended["payment"]["cost"])
+    assert 0 < claimed < amount and ended["payment"]["claimTx"].startswith("0x")
+    # what the job cost went to the node (less Ocean's fee); the rest stayed the payer's
+    assert summary["after"] == {"available": str(deposit - claimed), "locked": "0", "locks": []}
+    events = claimed_events(ocean, started["workflowId"])
+    assert len(events) == 1 and int(events[0]["args"]["amount"]) == claimed  # type: ignore[index]
+    escrow = ocean.client(key)
+    assert escrow.balance_of(ocean.chain.token_address, payee) == claimed - ocean.fee(claimed)
+
+
+def test_oceanjs_paid_job_claims_once_across_a_sigkill_of_the_node(
+    own_node: list[NodeProcess], ocean: OceanEscrow, node_binary: str, tmp_path: Path
+) -> None:
+    """Killed while the job runs (locked, not claimed): back, the job is stopped and claimed once."""
+    node = own_node[0]
+    key, key_file = ocean_consumer(ocean, tmp_path)
+    script = "echo started\nsleep 600\n"
+    summary = oceanjs(node_binary, *paid_args(node, ocean, key_file, "--script", script, "--no-wait"))
+    started = summary["started"]
+    amount = int(summary["quote"]["payment"]["amount"])
+    with Client(node.address, key) as client:
+        job_id = started["jobId"]
+        wait_for(
+            lambda: client.status(job_id=job_id)[0].status == S.JOB_STATUS_RUNNING, 30, "the job running"
+        )
+    own_node.append(restart(node, ocean))
+    with Client(own_node[-1].address, key) as client:
+        client.stop(job_id=job_id)
+        paid = wait_payment(client, started["workflowId"], SETTLED)
+    assert paid.status == P.PAYMENT_STATUS_CLAIMED
+    events = claimed_events(ocean, started["workflowId"])
+    assert len(events) == 1, f"claimed {len(events)} times"
+    claimed = int(events[0]["args"]["amount"])  # type: ignore[index]
+    assert 0 < claimed == int(paid.claimed_amount) < amount
+    funds = ocean.client(key).get_user_funds(auth.address_of(key), ocean.chain.token_address)
+    assert (funds.available, funds.locked) == (3 * amount - claimed, 0)
