@@ -94,6 +94,29 @@ class Ocean:
         }
         return requests.post(self.url("freeCompute"), json=payload, timeout=30)
 
+    def paid_body(
+        self, env: str, chain_id: int, token: str, rawcode: str = "echo paid\n", **body: Any
+    ) -> dict[str, Any]:
+        """A signed paid start as ocean.js's computeStart sends it (the chain and token in ``payment``)."""
+        return {
+            "environment": env,
+            "datasets": [],
+            "algorithm": {
+                "meta": {
+                    "rawcode": rawcode,
+                    "container": {"entrypoint": "sh $ALGO", "image": "busybox", "tag": "1.36"},
+                }
+            },
+            "maxJobDuration": 120,
+            "chainId": chain_id,
+            "payment": {"chainId": chain_id, "token": token, "maxJobDuration": 120, "resources": []},
+            **self.signed("startCompute"),
+            **body,
+        }
+
+    def paid_start(self, body: dict[str, Any]) -> requests.Response:
+        return requests.post(self.url("compute"), json=body, timeout=60)
+
 
 @contextmanager
 def ocean_node(data_dir: Path) -> Iterator[NodeProcess]:
