@@ -56,6 +56,7 @@ def test_layering_file_then_env_then_overrides(tmp_path: Path) -> None:
         ('[plugins]\nload = "external_stub"\n', "plugins.load must be a list"),
         ("[node\n", "is not valid TOML"),
         ('[engines]\nexternal_stub = "on"\n', "[engines.external_stub] must be a table"),
+        ('[chain]\nescrow_kind = "ocean-node"\n', "chain.escrow_kind must be c2d or ocean, got 'ocean-node'"),
     ],
 )
 def test_bad_config_is_refused_with_a_clear_message(tmp_path: Path, toml: str, message: str) -> None:

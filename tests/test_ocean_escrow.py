@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from oceanescrow import OceanEscrow, deploy_ocean_escrow, ocean_env
+from oceanescrow import ESCROW_ARTIFACT, OceanEscrow, artifact, deploy_ocean_escrow, ocean_env
 from paidnode import (
     DEPOSIT,
     ENV,
@@ -29,6 +29,7 @@ from paidnode import (
 
 from c2d import auth
 from c2d.chain.client import job_id_to_uint
+from c2d.chain.ocean import ocean_escrow_abi
 from c2d.client import C2DError, Client
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
@@ -80,6 +81,11 @@ def assert_claimed_once(ocean: OceanEscrow, client: Client, workflow_id: str, co
     assert claimed == int(paid.claimed_amount)
     assert consumer.funds(ocean.chain) == (DEPOSIT - claimed, 0)
     return claimed
+
+
+def test_the_committed_abi_is_the_one_of_oceans_package() -> None:
+    """sdk/c2d/chain/artifacts/OceanEscrow.abi.json is @oceanprotocol/contracts 2.6.0's Escrow ABI."""
+    assert ocean_escrow_abi() == artifact(ESCROW_ARTIFACT)["abi"]
 
 
 def test_the_adapter_lists_one_payees_locks_filtered_by_token_and_payer(ocean: OceanEscrow) -> None:
