@@ -10,6 +10,7 @@ contract: its lock listing, its cancellations, and the community fee taken from 
 from __future__ import annotations
 
 import signal
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from paidnode import (
     DEPOSIT,
     ENV,
     Consumer,
+    Settling,
+    events_by_tx,
     fund_node,
     payment,
     per_minute,
@@ -26,6 +29,7 @@ from paidnode import (
     two_stages,
     wait_payment,
 )
+from paidnode import node_env as batch_node_env
 
 from c2d import auth
 from c2d.chain.client import job_id_to_uint
@@ -299,3 +303,37 @@ def test_oceanjs_paid_job_claims_once_across_a_sigkill_of_the_node(
     assert 0 < claimed == int(paid.claimed_amount) < amount
     funds = ocean.client(key).get_user_funds(auth.address_of(key), ocean.chain.token_address)
     assert (funds.available, funds.locked) == (3 * amount - claimed, 0)
+
+
+# -- several locks ready at once: one claimLocks on Ocean's escrow --------------------------
+
+
+def test_workflows_ending_together_are_claimed_in_one_claim_locks_on_oceans_escrow(
+    tmp_path: Path, ocean: OceanEscrow
+) -> None:
+    """Ocean's claimLocks settles the batch; each lock is claimed once and each payer keeps the rest."""
+    chain = ocean.chain
+    node = NodeProcess(tmp_path / "node", env=ocean_env(ocean, batch_node_env(chain)))
+    try:
+        node.wait_environment(ENV)
+        fund_node(chain, node.node_key())
+        settling = Settling(node, chain, 6)
+        try:
+            settling.release_while_not_mining()
+            settling.mine_again()
+            paid = settling.payments(node)
+        finally:
+            settling.close()
+    finally:
+        node.kill()
+    txs = events_by_tx(chain, "Claimed", settling.lock_ids)
+    per_lock = Counter(j for js in txs.values() for j in js)
+    assert per_lock == Counter(settling.lock_ids), "a lock claimed twice, or not at all"
+    # the claim in flight when the chain stopped mining, then all the others in one transaction
+    assert len(txs) <= 2 and max(len(js) for js in txs.values()) >= 5, txs
+    spent = Counter[int]()
+    for (which, _), state in zip(settling.started, paid, strict=True):
+        assert state.status == P.PAYMENT_STATUS_CLAIMED and int(state.claimed_amount) > 0
+        spent[which] += int(state.claimed_amount)
+    for which, consumer in enumerate(settling.consumers):
+        assert consumer.funds(chain) == (DEPOSIT - spent[which], 0)

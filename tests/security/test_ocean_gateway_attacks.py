@@ -382,3 +382,19 @@ def test_a_paid_start_on_a_chain_or_token_the_node_does_not_take_is_refused(
     refused(me.paid_start(body), 400)
     assert locks_of(ocean, paid_node, consumer.address) == []
     assert no_jobs(paid_node, consumer.key)
+
+
+def test_the_node_s_own_key_cannot_pay_it(paid_node: NodeProcess, paid_base: str, ocean: OceanEscrow) -> None:
+    """Deposited and authorized by the node's key for itself: Ocean's escrow refuses the lock, and so
+    does the node, in words, with nothing stored."""
+    key = paid_node.node_key()
+    address = auth.address_of(key)
+    ocean.chain.fund(address, wei=0, tokens=DEPOSIT)
+    escrow = ocean.client(key)
+    escrow.deposit(ocean.chain.token_address, DEPOSIT)
+    escrow.authorize(ocean.chain.token_address, address, DEPOSIT, 100_000, 10)
+    operator = Ocean(paid_base, key)
+    body = operator.paid_body(ENV, ocean.chain.chain_id, ocean.chain.token_address)
+    assert "cannot be paid from its own escrow funds" in refused(operator.paid_start(body), 400)
+    assert locks_of(ocean, paid_node, address) == []
+    assert no_jobs(paid_node, key)
