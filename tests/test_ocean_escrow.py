@@ -31,7 +31,7 @@ from paidnode import (
 )
 from paidnode import node_env as batch_node_env
 
-from c2d import auth
+from c2d import auth, billing
 from c2d.chain.client import job_id_to_uint
 from c2d.chain.ocean import ocean_escrow_abi
 from c2d.client import C2DError, Client
@@ -134,7 +134,13 @@ def test_a_paid_workflow_is_locked_and_claimed_in_oceans_escrow(
         jobs = client.wait(started.workflow_id, timeout=60)
         assert [j.status for j in jobs] == [S.JOB_STATUS_FINISHED] * 2
         claimed = assert_claimed_once(ocean, client, started.workflow_id, consumer)
+        proof = client.payment_proof(started.workflow_id)
     assert claimed == per_minute(started.quote, 0) + per_minute(started.quote, 1) < locked
+    # the claim's proof on Ocean's escrow is the digest of the node's signed records
+    (event,) = claimed_events(ocean, started.workflow_id)
+    assert "0x" + bytes(event["args"]["proof"]).hex() == proof.digest  # type: ignore[index]
+    check = billing.check_proof(proof.records, proof.node_signature, proof.digest, payee)
+    assert check.ok, check.problems
     assert consumer.escrow.get_locks(payee=payee) == []
     # claimed and withdrawn: the node has the claim less Ocean's fee, the collector the fee
     fee = ocean.fee(claimed)
