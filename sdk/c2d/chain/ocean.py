@@ -24,9 +24,21 @@ from typing import Any
 from eth_utils import to_checksum_address
 
 from c2d.chain import ARTIFACTS_DIR, ESCROW_KINDS
+from c2d.chain import errors as E
 from c2d.chain.client import ZERO_ADDRESS, ChainClient, EscrowClient, Lock
+from c2d.chain.errors import ChainError
 
 OCEAN_ABI_FILE = "OceanEscrow.abi.json"
+# Ocean's Escrow names the router of its community fee; this project's has no such function.
+_FACTORY_ROUTER_ABI: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "name": "factoryRouter",
+        "stateMutability": "view",
+        "inputs": [],
+        "outputs": [{"name": "", "type": "address"}],
+    }
+]
 
 
 @cache
@@ -36,6 +48,8 @@ def ocean_escrow_abi() -> list[dict[str, Any]]:
 
 class OceanEscrowClient(EscrowClient):
     """:class:`EscrowClient` over Ocean's Escrow: the same calls, its ``getLocks`` read its way."""
+
+    locks_need_payee = True  # getLocks lists one payee's locks: a payer's are read per payee
 
     def __init__(self, chain: ChainClient, escrow_address: str) -> None:
         super().__init__(chain, escrow_address, ocean_escrow_abi())
@@ -59,6 +73,25 @@ class OceanEscrowClient(EscrowClient):
         ]
 
 
+def detect_escrow_kind(chain: ChainClient, escrow_address: str) -> str:
+    """ "ocean" when the escrow at ``escrow_address`` is Ocean's (it answers ``factoryRouter()``),
+    else "c2d". A chain that cannot be reached is an error, not an answer."""
+    probe = chain.contract(escrow_address, _FACTORY_ROUTER_ABI)
+    try:
+        chain.call(probe.functions.factoryRouter())
+    except ChainError as err:
+        if err.kind in (E.UNREACHABLE, E.RATE_LIMITED, E.CHAIN_MISMATCH):
+            raise
+        return "c2d"
+    return "ocean"
+
+
+def open_escrow(chain: ChainClient, escrow_address: str) -> EscrowClient:
+    """The client for whichever escrow is at ``escrow_address`` (:func:`detect_escrow_kind`): for a
+    consumer's tools, which learn the escrow's address but not its kind."""
+    return escrow_client(detect_escrow_kind(chain, escrow_address), chain, escrow_address)
+
+
 def escrow_client(kind: str, chain: ChainClient, escrow_address: str) -> EscrowClient:
     """The client for an escrow of ``kind`` (one of :data:`c2d.chain.ESCROW_KINDS`)."""
     if kind == "ocean":
@@ -68,4 +101,10 @@ def escrow_client(kind: str, chain: ChainClient, escrow_address: str) -> EscrowC
     raise ValueError(f"escrow kind must be one of {', '.join(ESCROW_KINDS)}, got {kind!r}")
 
 
-__all__ = ["OceanEscrowClient", "escrow_client", "ocean_escrow_abi"]
+__all__ = [
+    "OceanEscrowClient",
+    "detect_escrow_kind",
+    "escrow_client",
+    "ocean_escrow_abi",
+    "open_escrow",
+]
