@@ -343,3 +343,28 @@ def test_workflows_ending_together_are_claimed_in_one_claim_locks_on_oceans_escr
         spent[which] += int(state.claimed_amount)
     for which, consumer in enumerate(settling.consumers):
         assert consumer.funds(chain) == (DEPOSIT - spent[which], 0)
+
+
+def test_a_node_configured_for_the_other_escrow_says_so_and_locks_nothing(
+    tmp_path: Path, ocean: OceanEscrow
+) -> None:
+    """Ocean's escrow named without escrow_kind = "ocean": read with the other contract's calls
+    its locks would be misread, so the node refuses paid starts and says what to set."""
+    env = {**stub_env(ocean.chain), "C2D_CHAIN__ESCROW_ADDRESS": ocean.address}
+    node = NodeProcess(tmp_path / "node", env=env)
+    try:
+        node.wait_environment(ENV)
+        payee = auth.address_of(node.node_key())
+        fund_node(ocean.chain, node.node_key())
+        consumer = ocean.consumer(payee)
+        with Client(node.address, consumer.key) as client, pytest.raises(C2DError) as err:
+            client.start(two_stages(), payment=payment(ocean.chain))
+        assert err.value.code == "UNAVAILABLE" and 'set [chain] escrow_kind = "ocean"' in err.value.message
+        (said,) = wait_for(
+            lambda: node.log_events("paid compute is off until the chain settings are fixed"), 30, "the log"
+        )
+        assert "Ocean Protocol's Escrow" in said["error"]
+    finally:
+        node.kill()
+    assert consumer.funds(ocean.chain) == (DEPOSIT, 0)
+    assert consumer.escrow.get_locks(payee=payee) == []

@@ -100,6 +100,7 @@ def _setup(
         sweep_interval_seconds=chain.sweep_interval_seconds,
         receipt_timeout_seconds=chain.receipt_timeout_seconds,
         claim_batch_size=chain.claim_batch_size,
+        escrow_kind=escrow_kind,
     )
     return ChainSetup(escrow_client(escrow_kind, client, escrow_address), settings)
 
