@@ -30,6 +30,7 @@ from paidnode import (
     wait_payment,
 )
 from paidnode import node_env as batch_node_env
+from tcpproxy import TcpProxy
 
 from c2d import auth, billing
 from c2d.chain.client import job_id_to_uint
@@ -38,7 +39,7 @@ from c2d.client import C2DError, Client
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
 from host.chain.devchain import DevChain
-from nodeproc import NodeProcess, wait_for
+from nodeproc import NodeProcess, running_node, wait_for
 from oceanhttp import oceanjs, oceanjs_binary
 
 S = common_pb2.JobStatus
@@ -345,26 +346,45 @@ def test_workflows_ending_together_are_claimed_in_one_claim_locks_on_oceans_escr
         assert consumer.funds(chain) == (DEPOSIT - spent[which], 0)
 
 
-def test_a_node_configured_for_the_other_escrow_says_so_and_locks_nothing(
-    tmp_path: Path, ocean: OceanEscrow
-) -> None:
-    """Ocean's escrow named without escrow_kind = "ocean": read with the other contract's calls
-    its locks would be misread, so the node refuses paid starts and says what to set."""
+def test_a_node_configured_for_the_other_escrow_does_not_start(tmp_path: Path, ocean: OceanEscrow) -> None:
+    """Ocean's escrow named without escrow_kind = "ocean": read with the other contract's calls its
+    locks would be misread, so the node stops at start, as with another chain, naming the setting."""
     env = {**stub_env(ocean.chain), "C2D_CHAIN__ESCROW_ADDRESS": ocean.address}
     node = NodeProcess(tmp_path / "node", env=env)
     try:
-        node.wait_environment(ENV)
-        payee = auth.address_of(node.node_key())
-        fund_node(ocean.chain, node.node_key())
-        consumer = ocean.consumer(payee)
-        with Client(node.address, consumer.key) as client, pytest.raises(C2DError) as err:
-            client.start(two_stages(), payment=payment(ocean.chain))
-        assert err.value.code == "UNAVAILABLE" and 'set [chain] escrow_kind = "ocean"' in err.value.message
-        (said,) = wait_for(
-            lambda: node.log_events("paid compute is off until the chain settings are fixed"), 30, "the log"
-        )
-        assert "Ocean Protocol's Escrow" in said["error"]
+        assert node.process.wait(timeout=60) == 1
     finally:
         node.kill()
-    assert consumer.funds(ocean.chain) == (DEPOSIT, 0)
+    (error,) = wait_for(lambda: node.log_events("cannot use the configured chain"), 10, "the error logged")
+    assert (
+        "is Ocean Protocol's Escrow" in error["error"]
+        and 'set [chain] escrow_kind = "ocean"' in error["error"]
+    )
+
+
+def test_an_escrow_of_the_other_kind_found_later_locks_nothing(tmp_path: Path, ocean: OceanEscrow) -> None:
+    """The chain was down at start: the first paid start checks the escrow, and refuses in words."""
+    chain = ocean.chain
+    assert chain.rpc_url is not None
+    with TcpProxy(chain.rpc_url.rpartition(":")[2]) as proxy:
+        proxy.cut()
+        env = {
+            **stub_env(chain, rpc_url=f"http://127.0.0.1:{proxy.port}"),
+            "C2D_CHAIN__ESCROW_ADDRESS": ocean.address,
+        }
+        with running_node(tmp_path / "node", env=env) as node:
+            node.wait_environment(ENV)
+            wait_for(lambda: node.log_events("chain unreachable at start"), 30, "the warning")
+            proxy.restore()
+            payee = auth.address_of(node.node_key())
+            fund_node(chain, node.node_key())
+            consumer = ocean.consumer(payee)
+            with Client(node.address, consumer.key) as client:
+                with pytest.raises(C2DError) as err:
+                    client.start(two_stages(), payment=payment(chain))
+                assert err.value.code == "UNAVAILABLE"
+                assert err.value.message.startswith("paid compute is off on this node")
+                assert 'set [chain] escrow_kind = "ocean"' in err.value.message
+                assert client.status(all=True) == []
+    assert consumer.funds(chain) == (DEPOSIT, 0)
     assert consumer.escrow.get_locks(payee=payee) == []

@@ -81,6 +81,19 @@ class PaymentSettings:
     escrow_kind: str = "c2d"  # which escrow contract it is ([chain] escrow_kind), checked on chain
 
 
+def check_escrow_kind(escrow: EscrowClient, configured: str) -> None:
+    """Raises CHAIN_MISMATCH unless the contract at the escrow's address is of the ``configured``
+    kind: read with the other contract's calls, its locks would be misread. Reads the chain."""
+    kind = detect_escrow_kind(escrow.chain, escrow.address)
+    if kind != configured:
+        raise ChainError(
+            E.CHAIN_MISMATCH,
+            f"the escrow at {escrow.address} is {ESCROW_NAMES[kind]}, the node's config says "
+            f'escrow_kind = "{configured}" (set [chain] escrow_kind = "{kind}")',
+            retryable=False,
+        )
+
+
 def _settled_text(outcome: Outcome, note: str) -> str:
     """How a payment settled, for its stages' histories (amounts in the token's base units)."""
     if outcome.status == states.CLAIMED:
@@ -190,6 +203,8 @@ class Payments:
         try:
             return await self._chain(self._checked, fn)
         except ChainError as exc:
+            if exc.kind == E.CHAIN_MISMATCH:  # the operator's to fix: trying again will not help
+                raise unavailable(f"paid compute is off on this node: {exc.message}") from None
             raise unavailable(
                 f"the node cannot reach its chain right now ({exc.message}); try again"
             ) from None
@@ -267,15 +282,7 @@ class Payments:
                 f"the RPC serves chain {actual}, the node's config says {self.settings.chain_id}",
                 retryable=False,
             )
-        # Read with the wrong contract's calls, locks would be misread: found, not assumed.
-        kind = detect_escrow_kind(self.escrow.chain, self.escrow.address)
-        if kind != self.settings.escrow_kind:
-            raise ChainError(
-                E.CHAIN_MISMATCH,
-                f"the escrow at {self.escrow.address} is {ESCROW_NAMES[kind]}, the node's config says "
-                f'escrow_kind = "{self.settings.escrow_kind}" (set [chain] escrow_kind = "{kind}")',
-                retryable=False,
-            )
+        check_escrow_kind(self.escrow, self.settings.escrow_kind)
         self._chain_checked = True
 
     @staticmethod
