@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from c2d.chain import ESCROW_KINDS
 from c2d.netpolicy import Reach
 from host.envterms import EnvironmentTerms, TermsError, parse_terms
 
@@ -88,6 +89,9 @@ DEFAULTS: dict[str, Any] = {
         "rpc_url": "",
         "chain_id": 0,
         "escrow_address": "",
+        # Which escrow contract escrow_address is: "c2d" (contracts/Escrow.sol) or "ocean"
+        # (Ocean Protocol's Escrow from @oceanprotocol/contracts); both settle the same way.
+        "escrow_kind": "c2d",
         # Token addresses this node takes; empty: those the environments' fees name.
         "tokens": [],
         # Without rpc_url: "auto" starts a local dev chain (anvil when installed, else py-evm
@@ -169,6 +173,7 @@ class ChainSection:
     rpc_url: str
     chain_id: int
     escrow_address: str
+    escrow_kind: str  # one of c2d.chain.ESCROW_KINDS: "c2d" or "ocean"
     tokens: tuple[str, ...]  # as configured; empty: those the environments' fees name
     dev: str  # "auto", "anvil", "py-evm" or "off"
     dev_port: int
@@ -188,6 +193,7 @@ class ChainSection:
             rpc_url=read.text("rpc_url"),
             chain_id=read.whole("chain_id"),
             escrow_address=read.text("escrow_address"),
+            escrow_kind=read.text("escrow_kind"),
             tokens=read.texts("tokens"),
             dev=read.text("dev"),
             dev_port=read.whole("dev_port"),
@@ -631,6 +637,10 @@ def _validate_reach(security: dict[str, Any]) -> None:
 def _validate_chain(chain: dict[str, Any]) -> None:
     if chain["dev"] not in ("auto", "anvil", "py-evm", "off"):
         raise ConfigError(f"chain.dev must be auto, anvil, py-evm or off, got {chain['dev']!r}")
+    if chain["escrow_kind"] not in ESCROW_KINDS:
+        raise ConfigError(
+            f"chain.escrow_kind must be {' or '.join(ESCROW_KINDS)}, got {chain['escrow_kind']!r}"
+        )
     if chain["rpc_url"] and (not isinstance(chain["chain_id"], int) or chain["chain_id"] <= 0):
         raise ConfigError("chain.chain_id must be set (a positive integer) with chain.rpc_url")
     if chain["rpc_url"] and not chain["escrow_address"]:

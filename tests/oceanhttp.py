@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from eth_hash.auto import keccak
 
@@ -21,6 +25,8 @@ API = "/api/services"
 ENV = "stub-local"
 DATASET = json.loads((ROOT / "examples" / "dataset.json").read_text())
 DID = DATASET["did"]
+OCEANJS = ROOT / "tests" / "oceanjs"
+OCEANJS_MODULES = ("@oceanprotocol/lib", "@oceanprotocol/contracts", "ethers")
 SERVICE = DATASET["services"][0]["serviceId"]
 
 
@@ -116,6 +122,29 @@ class Ocean:
             self.url("auth/token/invalidate"), json={**payload, "token": token, **body}, timeout=10
         )
 
+    def paid_body(
+        self, env: str, chain_id: int, token: str, rawcode: str = "echo paid\n", **body: Any
+    ) -> dict[str, Any]:
+        """A signed paid start as ocean.js's computeStart sends it (the chain and token in ``payment``)."""
+        return {
+            "environment": env,
+            "datasets": [],
+            "algorithm": {
+                "meta": {
+                    "rawcode": rawcode,
+                    "container": {"entrypoint": "sh $ALGO", "image": "busybox", "tag": "1.36"},
+                }
+            },
+            "maxJobDuration": 120,
+            "chainId": chain_id,
+            "payment": {"chainId": chain_id, "token": token, "maxJobDuration": 120, "resources": []},
+            **self.signed("startCompute"),
+            **body,
+        }
+
+    def paid_start(self, body: dict[str, Any]) -> requests.Response:
+        return requests.post(self.url("compute"), json=body, timeout=60)
+
 
 @contextmanager
 def ocean_node(data_dir: Path, *, register: bool = True) -> Iterator[NodeProcess]:
@@ -131,3 +160,39 @@ def ocean_node(data_dir: Path, *, register: bool = True) -> Iterator[NodeProcess
             with Client(node.address, node.node_key()) as operator:
                 operator.register_asset(DATASET)
         yield node
+
+
+def oceanjs_binary() -> str:
+    """The ``node`` that runs tests/oceanjs; skips without it or its npm modules (fails in CI)."""
+    binary = shutil.which("node")
+    missing = [m for m in OCEANJS_MODULES if not (OCEANJS / "node_modules" / m / "package.json").is_file()]
+    problem = (
+        "node is not installed"
+        if binary is None
+        else f"npm modules missing in tests/oceanjs: {', '.join(missing)}"
+        if missing
+        else ""
+    )
+    if problem:
+        message = f"{problem}; run bash scripts/setup-dev (npm ci in tests/oceanjs)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run ocean.js: {message}", pytrace=False)
+        pytest.skip(message)
+    assert binary is not None
+    return binary
+
+
+def oceanjs(binary: str, *args: str, timeout: float = 180) -> dict[str, Any]:
+    """Runs ``node gateway.mjs ARGS`` in tests/oceanjs; its last line of output, as JSON."""
+    result = subprocess.run(
+        [binary, "gateway.mjs", *args],
+        cwd=OCEANJS,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "NODE_OPTIONS": ""},
+        check=False,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]  # ocean.js logs whole bundles
+    summary: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return summary

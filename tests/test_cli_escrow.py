@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 import pytest
+from oceanescrow import deploy_ocean_escrow
 
 from c2d.chain.client import EscrowClient, job_id_to_uint
 from c2d.chain.errors import ChainError
@@ -289,6 +290,32 @@ def test_explicit_escrow_needs_no_node(
     assert (funds.available, funds.locked) == (123, 0)
     auth = consumer.escrow.get_authorization(dev.token_address, consumer.account.address, NODE.address)
     assert auth is not None and auth.max_locked_amount == 100
+
+
+def test_the_escrow_commands_work_on_oceans_escrow(
+    capsys: pytest.CaptureFixture[str], dev: DevChain, consumer: Consumer
+) -> None:
+    """The escrow is told apart by its interface: Ocean's own is read its way (its locks per payee)."""
+    ocean = deploy_ocean_escrow(dev)
+    chain = ["--rpc", str(dev.rpc_url), "--token", dev.token_address, "--escrow", ocean.address]
+    base = ["--node", "127.0.0.1:1", "--key-file", str(consumer.key_file), "--json"]
+    code, _, err = c2d(capsys, *base, "escrow", "deposit", "--base-units", "500", *chain)
+    assert code == 0, err
+    authorize = ["escrow", "authorize", "--max-amount", "300", "--base-units", "--payee", NODE.address]
+    code, _, err = c2d(capsys, *base, *authorize, *chain)
+    assert code == 0, err
+    me = consumer.account.address
+    ocean.client(NODE.private_key).create_lock(77, dev.token_address, me, 120, 3600)
+    code, out, err = c2d(capsys, *base, "escrow", "balance", *chain)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert (doc["available"], doc["locked"]) == ("380", "120")
+    assert [(a["payee"], a["current_locked_amount"]) for a in doc["authorizations"]] == [
+        (NODE.address, "120")
+    ]
+    assert [(lock["lock_id"], lock["amount"], lock["payee"]) for lock in doc["locks"]] == [
+        ("77", "120", NODE.address)
+    ]
 
 
 def test_env_var_rpc(

@@ -62,6 +62,7 @@ def test_layering_file_then_env_then_overrides(tmp_path: Path) -> None:
             "http.token_hours must be more than 0 and at most",
         ),
         ("[http]\ntoken_hours = 0\n", "http.token_hours must be more than 0"),
+        ('[chain]\nescrow_kind = "ocean-node"\n', "chain.escrow_kind must be c2d or ocean, got 'ocean-node'"),
     ],
 )
 def test_bad_config_is_refused_with_a_clear_message(tmp_path: Path, toml: str, message: str) -> None:

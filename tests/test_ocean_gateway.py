@@ -9,10 +9,6 @@ without ``node`` or the npm modules, failed under CI.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,10 +22,17 @@ from c2d.client import Client
 from c2d.common.v1 import common_pb2
 from host.web.ocean import shapes
 from nodeproc import NodeProcess
-from oceanhttp import API, DID, ENV, ROOT, SERVICE, Ocean, ocean_node, ocean_signature
-
-OCEANJS = ROOT / "tests" / "oceanjs"
-MODULES = ("@oceanprotocol/lib", "ethers")
+from oceanhttp import (
+    API,
+    DID,
+    ENV,
+    SERVICE,
+    Ocean,
+    ocean_node,
+    ocean_signature,
+    oceanjs,
+    oceanjs_binary,
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,37 +48,7 @@ def base(node: NodeProcess) -> str:
 
 @pytest.fixture(scope="module")
 def node_binary() -> str:
-    binary = shutil.which("node")
-    missing = [m for m in MODULES if not (OCEANJS / "node_modules" / m / "package.json").is_file()]
-    problem = (
-        "node is not installed"
-        if binary is None
-        else f"npm modules missing in tests/oceanjs: {', '.join(missing)}"
-        if missing
-        else ""
-    )
-    if problem:
-        message = f"{problem}; run bash scripts/setup-dev (npm ci in tests/oceanjs)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run ocean.js: {message}", pytrace=False)
-        pytest.skip(message)
-    assert binary is not None
-    return binary
-
-
-def oceanjs(binary: str, *args: str, timeout: float = 180) -> dict[str, Any]:
-    result = subprocess.run(
-        [binary, "gateway.mjs", *args],
-        cwd=OCEANJS,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "NODE_OPTIONS": ""},
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    summary: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    return summary
+    return oceanjs_binary()
 
 
 # -- ocean.js ------------------------------------------------------------------------------
@@ -279,9 +252,18 @@ def test_results_refuse_a_bad_index_and_range(base: str) -> None:
     assert ranged.status_code == 400 and "Range" in ranged.json()["error"]
 
 
-def test_paid_start_says_it_is_not_served_here(base: str) -> None:
-    response = requests.post(f"{base}{API}/compute", json={}, timeout=10)
-    assert response.status_code == 501 and "freeCompute" in response.json()["error"]
+def test_a_paid_start_on_a_node_without_a_chain_is_refused_clearly(base: str) -> None:
+    ocean = Ocean(base)
+    body = {
+        "environment": ENV,
+        "algorithm": {"meta": {"rawcode": "echo hi\n", "container": {"image": "busybox", "tag": "1"}}},
+        "payment": {"chainId": 8996, "token": "0x" + "11" * 20},
+        **ocean.signed("startCompute"),
+    }
+    response = requests.post(f"{base}{API}/compute", json=body, timeout=10)
+    assert response.status_code == 400 and "takes no payments" in response.json()["error"]
+    unpaid = requests.post(f"{base}{API}/compute", json={**body, "payment": None}, timeout=10)
+    assert unpaid.status_code == 400 and '"payment"' in unpaid.json()["error"]
 
 
 def test_the_log_streams_while_the_job_runs_and_ends_with_it(base: str) -> None:

@@ -68,6 +68,8 @@ _REVERTS = {
     "Expiry too high": "your authorization does not allow locks this long ({how})",
     "Exceeds maxLockedAmount": "your authorization does not allow this much to be locked ({how})",
     "Exceeds maxLockCounts": "your authorization allows no more locks at once ({how})",
+    # Ocean's Escrow (its spelling): the payer named is the node itself
+    "Payeer cannot be payee": "the node cannot be paid from its own escrow funds: pay with another account",
 }
 
 

@@ -45,6 +45,7 @@ from c2d import billing
 from c2d.chain import errors as E
 from c2d.chain.client import EscrowClient, Lock, LockClaim, hex0x, job_id_to_uint
 from c2d.chain.errors import ChainError
+from c2d.chain.ocean import detect_escrow_kind
 from c2d.compute.v1 import compute_pb2
 from host import pricing
 from host.errors import precondition, unavailable
@@ -62,6 +63,7 @@ log = structlog.get_logger()
 T = TypeVar("T")
 
 POLL_SECONDS = 1.0
+ESCROW_NAMES = {"c2d": "this project's Escrow (contracts/Escrow.sol)", "ocean": "Ocean Protocol's Escrow"}
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,20 @@ class PaymentSettings:
     sweep_interval_seconds: float
     receipt_timeout_seconds: float
     claim_batch_size: int = 20  # locks claimed (or cancelled) per transaction; 1: one each
+    escrow_kind: str = "c2d"  # which escrow contract it is ([chain] escrow_kind), checked on chain
+
+
+def check_escrow_kind(escrow: EscrowClient, configured: str) -> None:
+    """Raises CHAIN_MISMATCH unless the contract at the escrow's address is of the ``configured``
+    kind: read with the other contract's calls, its locks would be misread. Reads the chain."""
+    kind = detect_escrow_kind(escrow.chain, escrow.address)
+    if kind != configured:
+        raise ChainError(
+            E.CHAIN_MISMATCH,
+            f"the escrow at {escrow.address} is {ESCROW_NAMES[kind]}, the node's config says "
+            f'escrow_kind = "{configured}" (set [chain] escrow_kind = "{kind}")',
+            retryable=False,
+        )
 
 
 def _settled_text(outcome: Outcome, note: str) -> str:
@@ -187,6 +203,8 @@ class Payments:
         try:
             return await self._chain(self._checked, fn)
         except ChainError as exc:
+            if exc.kind == E.CHAIN_MISMATCH:  # the operator's to fix: trying again will not help
+                raise unavailable(f"paid compute is off on this node: {exc.message}") from None
             raise unavailable(
                 f"the node cannot reach its chain right now ({exc.message}); try again"
             ) from None
@@ -264,6 +282,7 @@ class Payments:
                 f"the RPC serves chain {actual}, the node's config says {self.settings.chain_id}",
                 retryable=False,
             )
+        check_escrow_kind(self.escrow, self.settings.escrow_kind)
         self._chain_checked = True
 
     @staticmethod
@@ -291,6 +310,7 @@ class Payments:
     async def run(self) -> None:
         """Settles payments until cancelled: on every wake-up, and at least once a second."""
         await self._warn_without_gas()
+        await self._warn_misconfigured()
         while True:
             try:
                 await self._pass()
@@ -312,6 +332,14 @@ class Payments:
                 "the node's account has no gas money: paid starts will fail until it is funded",
                 node=self.node,
             )
+
+    async def _warn_misconfigured(self) -> None:
+        """A chain or escrow other than the config names is the operator's to fix: said at start."""
+        try:
+            await self._chain(self._check_chain)
+        except ChainError as exc:
+            if exc.kind == E.CHAIN_MISMATCH:
+                log.error("paid compute is off until the chain settings are fixed", error=exc.message)
 
     async def _pass(self) -> None:
         now = time.time()

@@ -19,13 +19,15 @@ from pathlib import Path
 import structlog
 from web3 import Web3
 
+from c2d.chain import errors as E
 from c2d.chain.client import ChainClient, EscrowClient, connect
 from c2d.chain.errors import ChainError
+from c2d.chain.ocean import escrow_client
 from c2d.common.v1 import common_pb2
 from host.chain.devchain import DevChain, start_dev_chain
 from host.config import Config
 from host.identity import NodeIdentity
-from host.payments.service import PaymentSettings
+from host.payments.service import PaymentSettings, check_escrow_kind
 
 log = structlog.get_logger()
 
@@ -58,17 +60,19 @@ def open_chain(config: Config, identity: NodeIdentity, web3: Web3 | None = None)
     """The node's chain, or None when it settles no payments."""
     chain = config.chain
     if web3 is not None:
-        return _setup(config, identity, web3, int(web3.eth.chain_id), chain.escrow_address)
+        return _setup(config, identity, web3, int(web3.eth.chain_id), chain.escrow_address, chain.escrow_kind)
     if chain.rpc_url:
         try:
             w3 = connect(chain.rpc_url, chain.chain_id)
         except ChainError as exc:
-            if exc.retryable:  # the payment loop keeps trying; free compute works meanwhile
+            if exc.retryable:  # the payment loop keeps trying (and checks); free compute works meanwhile
                 log.warning("chain unreachable at start", rpc=chain.rpc_url, error=exc.message)
                 w3 = Web3(Web3.HTTPProvider(chain.rpc_url, request_kwargs={"timeout": 10}))
-            else:
-                raise
-        return _setup(config, identity, w3, chain.chain_id, chain.escrow_address)
+                return _setup(config, identity, w3, chain.chain_id, chain.escrow_address, chain.escrow_kind)
+            raise
+        setup = _setup(config, identity, w3, chain.chain_id, chain.escrow_address, chain.escrow_kind)
+        _check_escrow_at_start(setup.escrow, chain.escrow_kind)
+        return setup
     dev = config.dev_chain()
     if dev is None:
         return None
@@ -80,8 +84,9 @@ def open_chain(config: Config, identity: NodeIdentity, web3: Web3 | None = None)
 
 
 def _setup(
-    config: Config, identity: NodeIdentity, w3: Web3, chain_id: int, escrow_address: str
+    config: Config, identity: NodeIdentity, w3: Web3, chain_id: int, escrow_address: str, escrow_kind: str
 ) -> ChainSetup:
+    """The node's client of the escrow at ``escrow_address`` (of ``escrow_kind``) and its settings."""
     chain = config.chain
     client = ChainClient(
         w3,
@@ -98,15 +103,28 @@ def _setup(
         sweep_interval_seconds=chain.sweep_interval_seconds,
         receipt_timeout_seconds=chain.receipt_timeout_seconds,
         claim_batch_size=chain.claim_batch_size,
+        escrow_kind=escrow_kind,
     )
-    return ChainSetup(EscrowClient(client, escrow_address), settings)
+    return ChainSetup(escrow_client(escrow_kind, client, escrow_address), settings)
+
+
+def _check_escrow_at_start(escrow: EscrowClient, kind: str) -> None:
+    """Another escrow than configured stops the node, as another chain does; a chain that stops
+    answering now is left to the payment loop, which checks again before its first lock."""
+    try:
+        check_escrow_kind(escrow, kind)
+    except ChainError as exc:
+        if exc.kind == E.CHAIN_MISMATCH:
+            raise
+        log.warning("could not check the escrow at start", escrow=escrow.address, error=exc.message)
 
 
 def _dev_setup(config: Config, identity: NodeIdentity, prefer: str) -> ChainSetup:
     dev = start_dev_chain(prefer, port=config.chain.dev_port)
     try:
         dev.fund(identity.address)
-        setup = _setup(config, identity, dev.w3, dev.chain_id, dev.escrow_address)
+        # the dev chain deploys this project's escrow, whatever [chain] escrow_kind says
+        setup = _setup(config, identity, dev.w3, dev.chain_id, dev.escrow_address, "c2d")
         if dev.rpc_url is None:
             _prepay(dev, identity.address)
     except BaseException:

@@ -157,16 +157,28 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
             raise invalid(
                 "a paid start names its payment (chain_id, token_address); free compute is FreeStartCompute"
             )
-        metadata = accepted_metadata(request)
-        plans = await runner.run(self._plan, request.workflow, owner, self._lookup())
+        return await self.start(owner, request.workflow, request.payment, accepted_metadata(request))
+
+    async def start(
+        self,
+        owner: str,
+        workflow: compute_pb2.Workflow,
+        payment: compute_pb2.Payment,
+        metadata: dict[str, Any] | None,
+    ) -> compute_pb2.StartComputeResponse:
+        """StartCompute for an owner already checked, with its metadata already accepted: planned,
+        admitted and quoted as every face's, locked in the escrow before anything is stored."""
+        if self.payments is None:
+            raise precondition(_NO_PAYMENTS)
+        plans = await runner.run(self._plan, workflow, owner, self._lookup())
         await self.access.admit(_environment_ids(plans), owner, free=False)
-        quote = self.payments.quote(plans, request.payment)
+        quote = self.payments.quote(plans, payment)
         workflow_id = new_workflow_id()
         row = await self.payments.start(
             owner,
             quote,
             lambda wid, then: self.orchestrator.submit(
-                owner, request.workflow, plans, free=False, workflow_id=wid, then=then, metadata=metadata
+                owner, workflow, plans, free=False, workflow_id=wid, then=then, metadata=metadata
             ),
             workflow_id,
         )

@@ -3,19 +3,23 @@
 //   node gateway.mjs run  --node URL --key-file F --env ENV --did DID --service SID --out DIR
 //   node gateway.mjs stop --node URL --key-file F --env ENV
 //   node gateway.mjs token --node URL --key-file F --env ENV --did DID --service SID
+//   node gateway.mjs paid --node URL --key-file F --env ENV --rpc URL --chain ID --token ADDR
+//                         [--script TEXT] [--no-wait]
 //
 // "run" lists the environments, initializes, starts a free job with raw code over the dataset,
 // polls its status until it has ended, downloads every result by index (and the output again
 // resumed with a Range from its middle) and reads the log stream; "stop" starts a job that
 // would run for minutes and stops it; "token" asks for an auth token (generateAuthToken) and does
 // the same with it in place of the wallet: a free job, its status, every result, its log, a stop,
-// then revokes the token (invalidateAuthToken) and tries it once more. Each prints one JSON line
-// for the test to check.
+// then revokes the token (invalidateAuthToken) and tries it once more; "paid" initializes with a
+// payment, pays through Ocean's Escrow with ocean.js's own helpers (approve, deposit, authorize the
+// node for the quote), starts a paid job (computeStart) and, unless --no-wait, polls it until it
+// has ended and its payment has settled. Each prints one JSON line for the test to check.
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { Wallet } from 'ethers'
-import { ProviderInstance } from '@oceanprotocol/lib'
+import { JsonRpcProvider, Wallet, formatUnits } from 'ethers'
+import { EscrowContract, ProviderInstance, approve } from '@oceanprotocol/lib'
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
@@ -25,7 +29,12 @@ const { positionals, values } = parseArgs({
     env: { type: 'string' },
     did: { type: 'string' },
     service: { type: 'string' },
-    out: { type: 'string' }
+    out: { type: 'string' },
+    rpc: { type: 'string' },
+    chain: { type: 'string' },
+    token: { type: 'string' },
+    script: { type: 'string' },
+    'no-wait': { type: 'boolean' }
   }
 })
 const node = values.node
@@ -145,5 +154,68 @@ async function token() {
   }))
 }
 
-const commands = { run, stop, token }
+// Payments settle after the job: its status stays "Job settling" (71) until the claim is mined.
+const SETTLED = new Set(['claimed', 'released'])
+
+async function untilSettled(jobId) {
+  for (;;) {
+    const job = await statusOf(jobId)
+    if (ENDED.has(job.status) && job.payment && SETTLED.has(job.payment.status)) return job
+    await new Promise((resolve) => setTimeout(resolve, 200)) // polling interval, as an ocean.js app would
+  }
+}
+
+// ocean.js's helpers answer with a sent transaction or its receipt: the next one waits for it.
+async function mined(sent) {
+  const tx = await sent
+  if (tx && typeof tx.wait === 'function') await tx.wait()
+  return tx
+}
+
+async function escrowView(escrow, token, payee) {
+  const funds = await escrow.getUserFunds(wallet.address, token)
+  const locks = await escrow.getLocks(token, wallet.address, payee)
+  return {
+    available: funds[0].toString(),
+    locked: funds[1].toString(),
+    locks: locks.map((l) => ({ jobId: l[0].toString(), payer: l[1], amount: l[2].toString() }))
+  }
+}
+
+async function paid() {
+  const chainId = Number(values.chain)
+  const token = values.token
+  // no cache: ethers would reuse a nonce read within 250 ms for the helpers' next transaction
+  const signer = wallet.connect(new JsonRpcProvider(values.rpc, chainId, { staticNetwork: true, cacheTimeout: -1 }))
+  const rawcode = values.script ?? 'echo "ocean.js: paid"\nseq 1 100 > "$C2D_DATA/outputs/paid.txt"\n'
+  const algorithm = { meta: { rawcode, container } }
+  const duration = 120
+  const quote = await ProviderInstance.initializeCompute(
+    [], algorithm, values.env, token, duration, node, wallet.address, [], chainId
+  )
+  const pay = quote.payment
+  if (!pay) throw new Error(`initializeCompute named no payment: ${JSON.stringify(quote)}`)
+  // ocean.js's escrow helpers take whole tokens (and scale every number by the token's decimals)
+  const config = { chainId, nodeUri: values.rpc, gasFeeMultiplier: 1 }
+  const escrow = new EscrowContract(pay.escrowAddress, signer, chainId, config)
+  const deposit = formatUnits(BigInt(pay.amount) * 3n, 18)
+  await mined(approve(signer, config, wallet.address, token, pay.escrowAddress, deposit))
+  await mined(escrow.deposit(token, deposit))
+  await mined(escrow.authorize(token, pay.payee, formatUnits(BigInt(pay.amount) * 2n, 18), String(pay.minLockSeconds), '1'))
+  const before = await escrowView(escrow, token, pay.payee)
+  const started = await ProviderInstance.computeStart(
+    node, wallet, values.env, [], algorithm, duration, token, [], chainId, { from: 'ocean.js paid' }
+  )
+  if (!started) throw new Error('computeStart was refused (see the log above)')
+  const job = Array.isArray(started) ? started[0] : started
+  const locked = await escrowView(escrow, token, pay.payee)
+  const summary = { consumer: wallet.address, quote, before, started: job, locked }
+  if (!values['no-wait']) {
+    summary.ended = await untilSettled(job.jobId)
+    summary.after = await escrowView(escrow, token, pay.payee)
+  }
+  console.log(JSON.stringify(summary))
+}
+
+const commands = { run, stop, token, paid }
 await commands[positionals[0]]()

@@ -17,9 +17,13 @@ import jwt
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from oceanescrow import OceanEscrow, deploy_ocean_escrow, ocean_env
+from paidnode import DEPOSIT, fund_node, stub_env
+from paidnode import ENV as PAID_ENV
 
 from c2d import auth
 from c2d.client import Client
+from host.chain.devchain import DevChain
 from host.identity import NodeIdentity
 from host.web.ocean import tokens
 from host.web.ocean.gateway import MAX_BODY_BYTES
@@ -406,3 +410,173 @@ def test_revoked_tokens_stay_revoked_after_a_restart_and_live_ones_still_work(
         params = {"consumerAddress": me.address}
         assert "revoked" in refused(with_token("get", base, "compute", revoked, params), 401)
         assert with_token("get", base, "compute", live, params).status_code == 200
+
+
+# -- paid starts, paid through Ocean's escrow ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ocean(anvil: DevChain) -> OceanEscrow:
+    return deploy_ocean_escrow(anvil)
+
+
+@pytest.fixture(scope="module")
+def paid_node(tmp_path_factory: pytest.TempPathFactory, ocean: OceanEscrow) -> Iterator[NodeProcess]:
+    """A node pricing its stub environment in the test token, settling through Ocean's escrow."""
+    node = NodeProcess(tmp_path_factory.mktemp("paid"), env=ocean_env(ocean, stub_env(ocean.chain)))
+    try:
+        node.wait_environment(PAID_ENV)
+        fund_node(ocean.chain, node.node_key())
+        yield node
+    finally:
+        node.kill()
+
+
+@pytest.fixture(scope="module")
+def paid_base(paid_node: NodeProcess) -> str:
+    return f"http://{paid_node.http_address()}"
+
+
+def payer(paid_node: NodeProcess, ocean: OceanEscrow, base: str, **terms: Any) -> tuple[Ocean, Any]:
+    """An Ocean consumer with ``terms`` in Ocean's escrow (deposit, max_amount; payee None: no
+    authorization of the node), and its escrow client."""
+    payee = terms.pop("payee", auth.address_of(paid_node.node_key()))
+    consumer = ocean.consumer(payee, **terms)
+    return Ocean(base, consumer.key), consumer
+
+
+def locks_of(ocean: OceanEscrow, paid_node: NodeProcess, address: str) -> list[Any]:
+    node = auth.address_of(paid_node.node_key())
+    return ocean.client(ocean.chain.deployer_key).get_locks(ocean.chain.token_address, address, node)
+
+
+def no_jobs(paid_node: NodeProcess, key: str) -> bool:
+    with Client(paid_node.address, key) as client:
+        return client.status(all=True) == []
+
+
+def test_a_replayed_paid_start_is_refused_and_locks_once(
+    paid_node: NodeProcess, paid_base: str, ocean: OceanEscrow
+) -> None:
+    me, consumer = payer(paid_node, ocean, paid_base)
+    body = me.paid_body(
+        PAID_ENV, ocean.chain.chain_id, ocean.chain.token_address, "echo started; sleep 600\n"
+    )
+    first = me.paid_start(body)
+    assert first.status_code == 200, first.text
+    (job,) = first.json()
+    assert "not a valid nonce" in refused(me.paid_start(body), 401)
+    (lock,) = locks_of(ocean, paid_node, consumer.address)
+    assert consumer.funds(ocean.chain) == (DEPOSIT - lock.amount, lock.amount)
+    with Client(paid_node.address, consumer.key) as client:
+        assert [j.job_id for j in client.status(all=True)] == [job["jobId"]]
+        client.stop(job_id=job["jobId"])
+
+
+def test_a_payer_who_did_not_authorize_the_node_is_refused_and_nothing_is_locked(
+    paid_node: NodeProcess, paid_base: str, ocean: OceanEscrow
+) -> None:
+    me, consumer = payer(paid_node, ocean, paid_base, payee=None)  # deposited, never authorized
+    body = me.paid_body(PAID_ENV, ocean.chain.chain_id, ocean.chain.token_address)
+    assert "not authorized" in refused(me.paid_start(body), 400)
+    assert locks_of(ocean, paid_node, consumer.address) == []
+    assert consumer.funds(ocean.chain) == (DEPOSIT, 0) and no_jobs(paid_node, consumer.key)
+
+
+def test_nobody_pays_from_another_payer_s_escrow(
+    paid_node: NodeProcess, paid_base: str, ocean: OceanEscrow
+) -> None:
+    """The victim authorized the node; mallory names the victim as consumer, signing with her key."""
+    victim, funded = payer(paid_node, ocean, paid_base)
+    mallory = Ocean(paid_base)
+    body = victim.paid_body(PAID_ENV, ocean.chain.chain_id, ocean.chain.token_address)
+    forged = {
+        **body,
+        "signature": ocean_signature(mallory.key, victim.address, body["nonce"], "startCompute"),
+    }
+    assert "signature mismatch" in refused(victim.paid_start(forged), 401)
+    assert locks_of(ocean, paid_node, funded.address) == []
+    assert funded.funds(ocean.chain) == (DEPOSIT, 0) and no_jobs(paid_node, funded.key)
+
+
+@pytest.mark.parametrize(
+    ("terms", "words"),
+    [
+        ({"deposit": 10}, "your escrow balance"),  # the quote is thousands of base units
+        ({"max_amount": 10}, "locked at once"),
+    ],
+    ids=["over-the-deposit", "over-the-authorization"],
+)
+def test_amounts_over_what_the_payer_allows_are_refused_and_nothing_is_locked(
+    paid_node: NodeProcess, paid_base: str, ocean: OceanEscrow, terms: dict[str, int], words: str
+) -> None:
+    me, consumer = payer(paid_node, ocean, paid_base, **terms)
+    before = consumer.funds(ocean.chain)
+    body = me.paid_body(PAID_ENV, ocean.chain.chain_id, ocean.chain.token_address)
+    assert words in refused(me.paid_start(body), 400)
+    assert locks_of(ocean, paid_node, consumer.address) == []
+    assert consumer.funds(ocean.chain) == before and no_jobs(paid_node, consumer.key)
+
+
+def test_a_consumer_cannot_name_its_own_price(
+    paid_node: NodeProcess, paid_base: str, ocean: OceanEscrow
+) -> None:
+    """An amount in the payment block is not what is locked: the node locks its own quote."""
+    me, consumer = payer(paid_node, ocean, paid_base)
+    body = me.paid_body(
+        PAID_ENV, ocean.chain.chain_id, ocean.chain.token_address, "echo started; sleep 600\n"
+    )
+    body["payment"] = {**body["payment"], "amount": "1"}
+    started = me.paid_start(body)
+    assert started.status_code == 200, started.text
+    (job,) = started.json()
+    (lock,) = locks_of(ocean, paid_node, consumer.address)
+    assert lock.amount == int(job["payment"]["lockedAmount"]) > 1
+    with Client(paid_node.address, consumer.key) as client:
+        client.stop(job_id=job["jobId"])
+
+
+@pytest.mark.parametrize(
+    "payment",
+    [
+        {"chainId": 1, "token": "TOKEN"},
+        {"chainId": "CHAIN", "token": "0x" + "12" * 20},
+        {"chainId": "CHAIN"},
+        "x",
+    ],
+    ids=["another-chain", "another-token", "no-token", "not-an-object"],
+)
+def test_a_paid_start_on_a_chain_or_token_the_node_does_not_take_is_refused(
+    paid_node: NodeProcess, paid_base: str, ocean: OceanEscrow, payment: Any
+) -> None:
+    me, consumer = payer(paid_node, ocean, paid_base)
+    if isinstance(payment, dict):
+        payment = {
+            key: ocean.chain.token_address
+            if value == "TOKEN"
+            else ocean.chain.chain_id
+            if value == "CHAIN"
+            else value
+            for key, value in payment.items()
+        }
+    body = {**me.paid_body(PAID_ENV, ocean.chain.chain_id, ocean.chain.token_address), "payment": payment}
+    body.pop("chainId")
+    refused(me.paid_start(body), 400)
+    assert locks_of(ocean, paid_node, consumer.address) == []
+    assert no_jobs(paid_node, consumer.key)
+
+
+def test_the_node_s_own_key_cannot_pay_it(paid_node: NodeProcess, paid_base: str, ocean: OceanEscrow) -> None:
+    """Deposited and authorized by the node's key for itself: Ocean's escrow refuses the lock, and so
+    does the node, in words, with nothing stored."""
+    key = paid_node.node_key()
+    address = auth.address_of(key)
+    ocean.chain.fund(address, wei=0, tokens=DEPOSIT)
+    escrow = ocean.client(key)
+    escrow.deposit(ocean.chain.token_address, DEPOSIT)
+    escrow.authorize(ocean.chain.token_address, address, DEPOSIT, 100_000, 10)
+    operator = Ocean(paid_base, key)
+    body = operator.paid_body(PAID_ENV, ocean.chain.chain_id, ocean.chain.token_address)
+    assert "cannot be paid from its own escrow funds" in refused(operator.paid_start(body), 400)
+    assert locks_of(ocean, paid_node, address) == []
+    assert no_jobs(paid_node, key)

@@ -58,6 +58,7 @@ ENDPOINTS = (
     ("computeEnvironments", "GET", f"{API}/computeEnvironments"),
     ("initializeCompute", "POST", f"{API}/initializeCompute"),
     ("freeCompute", "POST", f"{API}/freeCompute"),
+    ("computeStart", "POST", f"{API}/compute"),
     ("computeStop", "PUT", f"{API}/compute"),
     ("computeStatus", "GET", f"{API}/compute"),
     ("computeResult", "GET", f"{API}/computeResult"),
@@ -200,11 +201,17 @@ class OceanGateway:
         return web.json_response([shapes.job(v) for v in views])
 
     async def paid_start(self, request: web.Request) -> web.Response:
-        raise RequestError(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "paid compute is not served on this node's Ocean face yet: use freeCompute, or the gRPC "
-            "StartCompute (docs/ocean-compatibility.md)",
-        )
+        """A paid start (ocean.js ``computeStart``): the gRPC StartCompute's admission, quote and
+        escrow lock; a payer the escrow cannot lock for is refused (400) with nothing stored."""
+        body = await _json_body(request)
+        _, in_payment = requests.payment(body)
+        flow = requests.workflow(body, resources=body.get("resources") or in_payment)
+        start = requests.paid_start_request(body, flow)
+        meta = accepted_metadata(start)
+        caller = await self._caller(request, body, signature.START)
+        started = await self.compute.start(caller, flow, start.payment, meta)
+        views = await runner.run(jobs.job_views, [s.job_id for s in started.stages])
+        return web.json_response([shapes.job(v) for v in views])
 
     async def stop(self, request: web.Request) -> web.Response:
         query = request.query

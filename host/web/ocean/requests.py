@@ -200,11 +200,31 @@ def payment(body: JSONObject) -> tuple[compute_pb2.Payment | None, object]:
 def start_request(body: JSONObject, flow: compute_pb2.Workflow) -> compute_pb2.FreeStartComputeRequest:
     """The FreeStartComputeRequest of a freeCompute body (for :func:`host.metadata.accepted_metadata`)."""
     request = compute_pb2.FreeStartComputeRequest(workflow=flow)
+    _metadata(body, request)
+    return request
+
+
+def paid_start_request(body: JSONObject, flow: compute_pb2.Workflow) -> compute_pb2.StartComputeRequest:
+    """The StartComputeRequest of a paid compute body: ocean.js names the chain and token in its
+    ``payment`` block (and the chain again as ``chainId``); the amount is the node's quote, never
+    the consumer's."""
+    chosen, _ = payment(body)
+    if chosen is None:
+        raise invalid('a paid start names its payment: "payment": {"chainId": ..., "token": "0x..."}')
+    top = body.get("chainId")
+    if top not in (None, "") and str(top) != str(chosen.chain_id):
+        raise invalid(f"chainId {top} and payment.chainId {chosen.chain_id} differ")
+    request = compute_pb2.StartComputeRequest(workflow=flow, payment=chosen)
+    _metadata(body, request)
+    return request
+
+
+def _metadata(body: JSONObject, request: Message) -> None:
+    """The body's ``metadata`` into the start request, whose numbers are then checked."""
     metadata = _struct(body.get("metadata"), "metadata")
     if metadata is not None:
-        request.metadata.CopyFrom(metadata)
+        request.metadata.CopyFrom(metadata)  # type: ignore[attr-defined]
     checked(request)
-    return request
 
 
 def checked(message: Message) -> None:

@@ -14,7 +14,9 @@ from typing import Any
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
 from host import statuses
+from host.payments import states
 from host.store.jobs import JobView
+from host.store.models import Payment
 
 S = common_pb2.JobStatus
 
@@ -112,7 +114,29 @@ def job(view: JobView) -> dict[str, Any]:
             "exitCode": view.exit_code,
         },
     }
+    if view.payment is not None:
+        shown["payment"] = payment(view.payment)
     return shown
+
+
+def payment(row: Payment) -> dict[str, Any]:
+    """A paid job's payment as ocean-node shows it (chainId, token, lockTx, claimTx, cancelTx, cost),
+    with the escrow, the lock and its state; amounts in the token's smallest unit, as decimal text.
+    ``cost`` is what was claimed, known once the payment has settled."""
+    settled = row.status in (states.CLAIMED, states.RELEASED)
+    cancelled = row.status == states.RELEASED and bool(row.claim_tx) and row.claim_amount in ("", "0")
+    return {
+        "chainId": row.chain_id,
+        "token": row.token,
+        "escrowAddress": row.escrow,
+        "payee": row.payee,
+        "status": row.status,
+        "lockTx": row.lock_tx or None,
+        "claimTx": row.claim_tx if settled and not cancelled and row.claim_tx else None,
+        "cancelTx": row.claim_tx if cancelled else None,
+        "lockedAmount": row.amount if row.status != states.LOCK_FAILED else "0",
+        "cost": row.claim_amount if settled else None,
+    }
 
 
 def _resource(resource: common_pb2.Resource) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from host.store import nonces, runner
 
 # ocean-node's command names (PROTOCOL_COMMANDS): what each signed route's signature covers.
 FREE_START = "freeStartCompute"
+START = "startCompute"
 STOP = "stopCompute"
 STATUS = "getComputeStatus"
 RESULT = "getComputeResult"

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
+# Which escrow contract a node settles through ([chain] escrow_kind): this project's
+# (contracts/Escrow.sol) or Ocean Protocol's own (c2d.chain.ocean).
+ESCROW_KINDS = ("c2d", "ocean")
 
 
 @cache

@@ -392,6 +392,8 @@ class EscrowClient:
     """Typed calls to the escrow contract, sent by ``chain``'s key (the node as payee, or a
     consumer as payer)."""
 
+    locks_need_payee = False  # getLocks filters by any of token, payer and payee
+
     def __init__(self, chain: ChainClient, escrow_address: str, abi: list[dict[str, Any]] | None = None):
         if abi is None:
             from c2d.chain import escrow_abi

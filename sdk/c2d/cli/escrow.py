@@ -193,10 +193,11 @@ class Session:
 
 def chain_classes() -> tuple[Any, Any]:
     try:
-        from c2d.chain.client import ChainClient, EscrowClient
+        from c2d.chain.client import ChainClient
+        from c2d.chain.ocean import open_escrow
     except ImportError as exc:
         raise UsageError(f"{INSTALL_HINT} ({exc})") from None
-    return ChainClient, EscrowClient
+    return ChainClient, open_escrow  # this project's escrow or Ocean's, whichever is there
 
 
 def connect_rpc(rpc: str, chain_id: int | None, timeout: float) -> Web3:
@@ -306,7 +307,10 @@ def cmd_balance(ctx: Context) -> int:
     wallet = s.escrow.balance_of(s.token, s.me)
     funds = s.escrow.get_user_funds(s.me, s.token)
     auths = s.escrow.get_authorizations(s.token, s.me, payee)
-    locks = s.escrow.get_locks(s.token, s.me, payee)
+    if payee or not s.escrow.locks_need_payee:
+        locks = s.escrow.get_locks(s.token, s.me, payee)
+    else:  # Ocean's escrow lists locks per payee: the payer's are those of the payees it authorized
+        locks = [lock for a in auths for lock in s.escrow.get_locks(s.token, s.me, a.payee)]
     if ctx.out.json_mode:
         ctx.out.json(
             {
