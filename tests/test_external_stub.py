@@ -376,7 +376,13 @@ def test_a_job_asked_to_stop_whose_shim_died_unrecorded_ends_stopped(
 
 def test_job_survives_a_plugin_crash(tmp_path: Path) -> None:
     async def scenario() -> None:
-        spec = job("survivor", "sleep 1.5; echo done > $C2D_DATA/outputs/x")
+        # The algorithm ends only once the test says so (a file it waits for), after the recovery:
+        # a fixed sleep ended it first whenever the plugin's restart took longer on a busy machine.
+        go = tmp_path / "jobs" / "survivor" / "outputs" / "go"
+        spec = job(
+            "survivor",
+            'while [ ! -e "$C2D_DATA/outputs/go" ]; do sleep 0.05; done; echo done > $C2D_DATA/outputs/x',
+        )
         async with running_engine() as engine:
             await engine.configure(tmp_path)
             handle = await engine.start(spec)
@@ -389,6 +395,7 @@ def test_job_survives_a_plugin_crash(tmp_path: Path) -> None:
             recovered = await engine.stub.RecoverJob(engine_pb2.RecoverJobRequest(handle=handle))
             assert recovered.last_event.sequence == 1 and not recovered.last_event.terminal
             assert await engine.start(spec) == handle  # known: nothing starts twice
+            go.touch()
             events = await engine.watch("survivor", after=recovered.last_event.sequence)
             assert [e.sequence for e in events] == [2]
             assert events[0].status == Status.JOB_STATUS_FINISHED and events[0].exit_code == 0
