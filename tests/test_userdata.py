@@ -24,6 +24,7 @@ from c2d.common.v1 import common_pb2
 from host import userdata
 from host.errors import RequestError
 from nodeproc import NodeProcess, running_node
+from oceanhttp import Ocean
 
 ENV = "stub-local"
 DID = "did:op:weather"
@@ -237,3 +238,17 @@ def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
     struct = struct_pb2.Struct()
     struct.update(values)
     return struct
+
+
+def test_userdata_reaches_the_dataset_through_the_ocean_face_too(node: NodeProcess) -> None:
+    """ocean.js sends it as ``datasets[].userdata``; the same rules apply, and a refusal is a 400."""
+    Recorder.seen.clear()
+    ocean = Ocean(f"http://{node.http_address()}")
+    dataset_ref = {"documentId": DID, "serviceId": "compute"}
+    started = ocean.free_start(COPY, datasets=[{**dataset_ref, "userdata": {"station": "north", "days": 2}}])
+    assert started.status_code == 200, started.text
+    job = ocean.ended(started.json()[0]["jobId"], timeout=120)
+    assert job["statusText"] == "Job finished"
+    assert Recorder.seen[-1] == "/private/weather?token=op-secret&station=north&days=2"
+    refused = ocean.free_start(COPY, datasets=[{**dataset_ref, "userdata": {"days": 2}}])
+    assert refused.status_code == 400 and "userdata 'station' is required" in refused.json()["error"]
