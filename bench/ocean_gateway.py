@@ -23,7 +23,9 @@ are gone, so that no teardown overlaps the next run.
 
 Figures: median and p90 of each face over ``--runs`` (default 10; after ``--warmup``
 runs of each that are not counted, default 1), the ratios gateway / gRPC, and whether
-the gateway meets the goal of at most 1.10x the gRPC time. To find where the time goes:
+the gateway meets the goal of at most 1.10x the gRPC time; and, paired run by run (each
+gateway run against the gRPC run beside it, which shared the machine's load of the
+moment), in how many runs the gateway took longer and by how much. To find where the time goes:
 the start call and a status poll of each face (medians), and the median time the stage
 spent in each status of its history (read over gRPC once the run is over, untimed). For
 reference it prints ocean-node 3.1's median for the same trivial job on this kind of
@@ -397,6 +399,21 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else round(a / b, 3)
 
 
+def _paired(runs: dict[str, list[dict[str, Any]]], figure: str) -> dict[str, Any]:
+    """Each gateway run against the gRPC run beside it: robust where the machine's load drifts
+    between runs (how often the gateway took longer, and the median difference)."""
+    differences = [
+        g[figure] - d[figure]
+        for g, d in zip(runs["gateway"], runs["grpc"], strict=True)
+        if g[figure] is not None and d[figure] is not None
+    ]
+    return {
+        "pairs": len(differences),
+        "gateway_longer": sum(1 for d in differences if d > 0),
+        "median_difference_ms": ms(median(differences)),
+    }
+
+
 def report(opts: Options, runs: dict[str, list[dict[str, Any]]], loadavg_before: float) -> dict[str, Any]:
     gateway, direct = _face(runs["gateway"]), _face(runs["grpc"])
     ratio_finished = _ratio(gateway["finished"]["median_ms"], direct["finished"]["median_ms"])
@@ -418,6 +435,8 @@ def report(opts: Options, runs: dict[str, list[dict[str, Any]]], loadavg_before:
         "grpc": direct,
         "ratio_finished": ratio_finished,
         "ratio_observed": ratio_observed,
+        "paired_finished": _paired(runs, "seconds"),
+        "paired_observed": _paired(runs, "observed_seconds"),
         "goal": {
             "max_ratio": GOAL_RATIO,
             "met": ratio_finished is not None and ratio_finished <= GOAL_RATIO,
@@ -466,6 +485,15 @@ def print_report(rep: dict[str, Any]) -> None:
     for label, key in (("to finished", "ratio_finished"), ("to the poll that saw it end", "ratio_observed")):
         value = rep[key]
         print(f"ratio gateway / gRPC, {label:<30}{'-' if value is None else f'{value:.2f}x':>10}")
+    for label, key in (
+        ("to finished", "paired_finished"),
+        ("to the poll that saw it end", "paired_observed"),
+    ):
+        pair = rep[key]
+        print(
+            f"paired, {label}: the gateway took longer in {pair['gateway_longer']} of {pair['pairs']} runs, "
+            f"by a median {_fmt(pair['median_difference_ms'])}"
+        )
     goal = rep["goal"]
     print(
         f"goal: the gateway at most {goal['max_ratio']}x the gRPC time: {met(goal['met'])} (to finished); "
