@@ -314,27 +314,42 @@ class JobDriver(JobDriverBase):
         limit_seconds: float,
         on_started: Callable[[JobView], None] | None,
     ) -> StepEnd:
+        """Asks for the Bacalhau job every ``poll_seconds`` until it ends; stops it when it must stop.
+
+        Bacalhau enforces the time limit (ExecutionTimeout) and the queue time itself; the driver's own
+        deadlines, later by a slack, only catch an orchestrator that does not."""
         queue = float(self.limits.get("queue_timeout_seconds", 600))
-        deadline = started + queue + limit_seconds + DEADLINE_SLACK_SECONDS
+        pending_deadline = started + queue + DEADLINE_SLACK_SECONDS
+        run_deadline: float | None = None
         reason: str | None = None
         give_up = 0.0
         while True:
             view = self.read(step, bacalhau_id)
-            if view.running and on_started is not None:
-                on_started(view)
-                on_started = None
+            now = time.time()
+            if view.running and run_deadline is None:
+                run_deadline = now + limit_seconds + DEADLINE_SLACK_SECONDS
+                if on_started is not None:
+                    on_started(view)
             if view.terminal:
                 return StepEnd(
                     view, reason or (STOPPED if self.stopping() and view.state == "Stopped" else None)
                 )
-            now = time.time()
             if reason is None and self.stopping():
                 reason, give_up = STOPPED, now + STOP_SLACK_SECONDS
                 self.stop(bacalhau_id, self.stop_reason())
-            elif reason is None and now >= deadline:
+            elif reason is None and run_deadline is not None and now >= run_deadline:
                 self.log.info("time limit reached: stopping the bacalhau job", step=step)
                 reason, give_up = TIMED_OUT, now + STOP_SLACK_SECONDS
                 self.stop(bacalhau_id, "time limit reached")
+            elif reason is None and run_deadline is None and now >= pending_deadline:
+                self.stop(bacalhau_id, "not started in time")
+                return StepEnd(
+                    view,
+                    failure=(
+                        "CONTAINER_CREATION_FAILED",
+                        f"no compute node started the {step} job within {queue:g} s: {view.reason()}",
+                    ),
+                )
             elif reason is not None and now >= give_up:
                 self.log.warning("the bacalhau job did not end after a stop: giving up on it", step=step)
                 return StepEnd(view, reason)
