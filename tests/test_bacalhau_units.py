@@ -128,14 +128,22 @@ def test_names_fit_bacalhau_labels_and_tokens_are_per_node_job_and_step() -> Non
         value = names.label_value(job_id)
         assert names.LABEL_VALUE.match(value) and len(value) <= 63, value
     assert names.label_value("a:b") != names.label_value("a@b")
-    token = names.idempotency_token("node", "job", "algorithm")
-    assert token == names.idempotency_token("node", "job", "algorithm")
+    key = names.submission_key("node", "job", "algorithm", "2026-01-01T00:00:00Z")
+    token = names.idempotency_token(key, "algorithm")
+    assert token == names.idempotency_token(key, "algorithm")
     others = {
-        names.idempotency_token("node", "job", "publishing"),
-        names.idempotency_token("node2", "job", "algorithm"),
-        names.idempotency_token("node", "job2", "algorithm"),
+        names.idempotency_token(names.submission_key(*parts), parts[2])
+        for parts in (
+            ("node", "job", "publishing", "2026-01-01T00:00:00Z"),
+            ("node2", "job", "algorithm", "2026-01-01T00:00:00Z"),
+            ("node", "job2", "algorithm", "2026-01-01T00:00:00Z"),
+            ("node", "job", "algorithm", "2026-01-02T00:00:00Z"),  # the id used again after a destroy
+        )
     }
-    assert token not in others and len(others) == 3
+    assert token not in others and len(others) == 4
+    assert names.job_name("job", "algorithm", key) != names.job_name(
+        "job", "algorithm", names.submission_key("node", "job", "algorithm", "later")
+    )
 
 
 def test_only_this_nodes_jobs_are_its_own() -> None:
@@ -154,10 +162,10 @@ def test_job_states_are_strings_and_execution_states_integers() -> None:
         "Job": {"ID": "j-1", "State": {"StateType": "Running", "Message": ""}},
         "Executions": {
             "Items": [
-                {"ID": "e-old", "ComputeState": {"StateType": 8}, "ModifyTime": 1},
+                {"ID": "e-old", "ComputeState": {"StateType": 10}, "ModifyTime": 1},
                 {
                     "ID": "e-new",
-                    "ComputeState": {"StateType": 5, "Message": "running"},
+                    "ComputeState": {"StateType": 6, "Message": "running"},
                     "DesiredState": {"StateType": 1},
                     "ModifyTime": 2,
                 },
@@ -167,10 +175,39 @@ def test_job_states_are_strings_and_execution_states_integers() -> None:
     view = job_view(answer)
     assert view.state == "Running" and not view.terminal
     assert view.execution is not None and view.execution.execution_id == "e-new"
-    assert view.execution.state == "BidAccepted" and view.execution.desired == "Running" and view.running
+    assert view.execution.state == "Running" and view.execution.desired == "Running" and view.running
     assert state_name({"StateType": 4}, JOB_STATES) == "Completed"  # an orchestrator writing numbers
     assert state_name({"StateType": "completed"}, EXECUTION_STATES) == "Completed"
     assert state_name({"StateType": 99}, EXECUTION_STATES) == "Undefined"
+
+
+def test_an_ended_execution_ends_the_step_while_bacalhau_would_retry_it() -> None:
+    retrying = job_view(
+        {
+            "Job": {"ID": "j", "State": {"StateType": "Running"}},
+            "Executions": {
+                "Items": [
+                    {
+                        "ID": "first",
+                        "ComputeState": {"StateType": 10, "Message": "Execution timed out after 2s"},
+                        "ModifyTime": 1,
+                    },
+                    {"ID": "retry", "ComputeState": {"StateType": 1}, "ModifyTime": 2},
+                ]
+            },
+        }
+    )
+    settled = retrying.settled()
+    assert not retrying.terminal and settled is not None
+    assert settled.state == "Failed" and settled.timed_out
+    assert settled.execution is not None and settled.execution.execution_id == "first"
+    running = job_view(
+        {
+            "Job": {"State": {"StateType": "Running"}},
+            "Executions": {"Items": [{"ComputeState": {"StateType": 6}}]},
+        }
+    )
+    assert running.settled() is None
 
 
 def test_run_output_exit_code_timeout_and_pull_failure() -> None:
@@ -178,7 +215,7 @@ def test_run_output_exit_code_timeout_and_pull_failure() -> None:
         {
             "Job": {"ID": "j", "State": {"StateType": "Completed"}},
             "Executions": {
-                "Items": [{"ComputeState": {"StateType": 7}, "RunOutput": {"ExitCode": 3, "Stdout": "x"}}]
+                "Items": [{"ComputeState": {"StateType": 9}, "RunOutput": {"ExitCode": 3, "Stdout": "x"}}]
             },
         }
     )
@@ -186,7 +223,7 @@ def test_run_output_exit_code_timeout_and_pull_failure() -> None:
     timed = job_view(
         {
             "Job": {"ID": "j", "State": {"StateType": "Failed", "Message": "execution timed out after 2s"}},
-            "Executions": {"Items": [{"ComputeState": {"StateType": 8}}]},
+            "Executions": {"Items": [{"ComputeState": {"StateType": 10}}]},
         }
     )
     assert timed.timed_out and not timed.pull_failed
@@ -194,7 +231,7 @@ def test_run_output_exit_code_timeout_and_pull_failure() -> None:
         {
             "Job": {"ID": "j", "State": {"StateType": "Failed"}},
             "Executions": {
-                "Items": [{"ComputeState": {"StateType": 8, "Message": "failed to pull image nope:1"}}]
+                "Items": [{"ComputeState": {"StateType": 10, "Message": "failed to pull image nope:1"}}]
             },
         }
     )

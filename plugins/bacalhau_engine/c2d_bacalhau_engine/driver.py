@@ -86,8 +86,7 @@ def submit(orchestrator: Orchestrator, job: JobDir, record: Record, step: str) -
     state = job.steps().get(step, {})
     if state.get("bacalhau_job"):
         return str(state["bacalhau_job"])
-    token = names.idempotency_token(str(record["host_id"]), job.job_id, step)
-    bacalhau_id = orchestrator.put_job(tasks.job_body(record, step), token)
+    bacalhau_id = orchestrator.put_job(tasks.job_body(record, step), tasks.idempotency_token(record, step))
     job.record_step(
         step,
         {"state": STARTED, "bacalhau_job": bacalhau_id, "started": utc_now(), "started_epoch": time.time()},

@@ -14,7 +14,7 @@ algorithm's log come from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 Obj = dict[str, Any]
@@ -22,21 +22,25 @@ Obj = dict[str, Any]
 # models.JobStateType, by position.
 JOB_STATES = ("Undefined", "Pending", "Queued", "Running", "Completed", "Failed", "Stopped")
 TERMINAL_JOB_STATES = frozenset({"Completed", "Failed", "Stopped"})
-# models.ExecutionStateType, by position.
+# models.ExecutionStateType (v1.9), by position.
 EXECUTION_STATES = (
     "Undefined",
     "New",
     "AskForBid",
     "AskForBidAccepted",
     "AskForBidRejected",
-    "BidAccepted",  # aka running
+    "BidAccepted",
+    "Running",
+    "Publishing",
     "BidRejected",
     "Completed",
     "Failed",
     "Cancelled",
 )
-RUNNING = "BidAccepted"
+RUNNING_EXECUTION_STATES = frozenset({"BidAccepted", "Running", "Publishing"})
 ENDED_EXECUTION_STATES = frozenset({"Completed", "Failed", "Cancelled", "BidRejected", "AskForBidRejected"})
+# The job state an ended execution stands for.
+EXECUTION_ENDS = {"Completed": "Completed", "Cancelled": "Stopped"}
 # models.ExecutionDesiredStateType, by position.
 DESIRED_STATES = ("Pending", "Running", "Stopped")
 TIMEOUT_WORDS = ("timed out", "timeout", "deadline exceeded")
@@ -81,7 +85,7 @@ class ExecutionView:
 
     @property
     def running(self) -> bool:
-        return self.state == RUNNING
+        return self.state in RUNNING_EXECUTION_STATES
 
     @property
     def ended(self) -> bool:
@@ -113,6 +117,7 @@ class JobView:
     state: str  # a JOB_STATES name
     message: str
     execution: ExecutionView | None  # the latest one, if any
+    first_ended: ExecutionView | None = None  # the first execution that ended, if any
 
     @property
     def terminal(self) -> bool:
@@ -121,6 +126,18 @@ class JobView:
     @property
     def running(self) -> bool:
         return self.execution is not None and (self.execution.running or self.execution.ended)
+
+    def settled(self) -> JobView | None:
+        """The job as its step ended, or None while it runs: the job's own end, or its execution's.
+
+        Bacalhau retries a failed execution (once, on the same node): a step must not run twice,
+        so an execution that ended is the step's end even while the job waits for a retry."""
+        if self.terminal:
+            return self
+        execution = self.first_ended
+        if execution is None:
+            return None
+        return replace(self, state=EXECUTION_ENDS.get(execution.state, "Failed"), execution=execution)
 
     def words(self) -> str:
         """Every message the job and its execution carry, lower-cased (to tell a timeout from a pull failure)."""
@@ -153,10 +170,11 @@ def job_view(answer: Obj) -> JobView:
     executions = answer.get("Executions")
     items = executions.get("Items") if isinstance(executions, dict) else executions
     views = [execution_view(e) for e in items or [] if isinstance(e, dict)]
-    latest = max(views, key=lambda e: e.modify_time) if views else None
+    ended = [e for e in views if e.ended]
     return JobView(
         job_id=str(job.get("ID", "")),
         state=state_name(job.get("State"), JOB_STATES),
         message=_message(job.get("State")),
-        execution=latest,
+        execution=max(views, key=lambda e: e.modify_time) if views else None,
+        first_ended=min(ended, key=lambda e: e.modify_time) if ended else None,
     )

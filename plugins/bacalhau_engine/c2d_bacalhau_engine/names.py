@@ -6,9 +6,11 @@ the full ids travel in the job's ``Meta``, which takes any string. Every job
 of a stage carries ``c2d-engine``, ``c2d-node`` and ``c2d-job`` labels (what
 ListJobs finds orphans by) and ``c2d-step``.
 
-The idempotency token of a step is derived from the node and the job id: a
-StartJob sent again, or a driver that submits again after a restart,
-reaches the same Bacalhau job, never a second one.
+The idempotency token of a step is derived from the node, the job id and
+the time the job was accepted (:func:`submission_key`): a StartJob sent
+again, or a driver that submits again after a restart, reaches the same
+Bacalhau job, never a second one; the job's name is derived from the same
+key, since Bacalhau takes a known name as an update of that job.
 """
 
 from __future__ import annotations
@@ -55,8 +57,15 @@ def folder_name(job_id: str) -> str:
     return f"c2d-{slug}-{digest(job_id)}" if slug else f"c2d-{digest(job_id)}"
 
 
-def job_name(job_id: str, step: str) -> str:
-    return f"{folder_name(job_id)}-{step}"
+def submission_key(host_id: str, job_id: str, step: str, created: str) -> str:
+    """What tells one submission of a step apart from every other: the node, the job, the step and
+    when the job was accepted (a job id used again after a destroy is another job)."""
+    return "\x00".join((host_id, job_id, step, created))
+
+
+def job_name(job_id: str, step: str, key: str) -> str:
+    """Unique per submission: Bacalhau takes a job sent again under a known name as an update of it."""
+    return f"{folder_name(job_id)}-{step}-{digest(key, 8)}"
 
 
 def node_labels(host_id: str) -> dict[str, str]:
@@ -71,9 +80,8 @@ def job_meta(host_id: str, job_id: str, workflow_id: str) -> dict[str, str]:
     return {META_HOST: host_id, META_JOB: job_id, META_WORKFLOW: workflow_id}
 
 
-def idempotency_token(host_id: str, job_id: str, step: str) -> str:
-    """The same for every submission of this step of this node's job, and for no other."""
-    key = "\x00".join((host_id, job_id, step))
+def idempotency_token(key: str, step: str) -> str:
+    """The same for every submission of this step of this job (see :func:`submission_key`), and for no other."""
     return f"c2d-{step}-{digest(key, 32)}"
 
 

@@ -39,7 +39,7 @@ def job_body(record: Record, step: str) -> Obj:
     task = algorithm_task(record) if step == names.ALGORITHM else pod_task(record, step)
     host_id, job_id = str(record["host_id"]), str(record["job_id"])
     return {
-        "Name": names.job_name(job_id, step),
+        "Name": names.job_name(job_id, step, submission_key(record, step)),
         "Type": "batch",
         "Count": 1,
         "Labels": names.job_labels(host_id, job_id, step),
@@ -47,6 +47,16 @@ def job_body(record: Record, step: str) -> Obj:
         "Constraints": constraints(record["limits"].get("node_labels") or {}),
         "Tasks": [task],
     }
+
+
+def submission_key(record: Record, step: str) -> str:
+    return names.submission_key(
+        str(record["host_id"]), str(record["job_id"]), step, str(record.get("created", ""))
+    )
+
+
+def idempotency_token(record: Record, step: str) -> str:
+    return names.idempotency_token(submission_key(record, step), step)
 
 
 def constraints(labels: dict[str, str]) -> list[Obj]:
