@@ -138,7 +138,12 @@ class Orchestrator:
 
     def nodes(self) -> list[Obj]:
         answer = self._call(self._jobs.orchestratorlist_nodes)
-        items = answer.get("Items") if isinstance(answer, dict) else None
+        # v1.9 answers {"Nodes": [...]}; the contract and older versions said "Items".
+        items = (
+            (answer.get("Nodes") or answer.get("nodes") or answer.get("Items"))
+            if isinstance(answer, dict)
+            else None
+        )
         return [n for n in items or [] if isinstance(n, dict)]
 
     # Jobs --------------------------------------------------------------------------

@@ -105,12 +105,14 @@ def prepare_folder(record: Record) -> Path:
     return folder
 
 
-def bacalhau_jobs(job: JobDir) -> dict[str, str]:
-    """Step -> Bacalhau job id of every step submitted so far."""
+def bacalhau_jobs(job: JobDir, *, running_only: bool = False) -> dict[str, str]:
+    """Step -> Bacalhau job id of every step submitted so far (or of those not known to have ended)."""
     return {
         step: str(state["bacalhau_job"])
         for step, state in job.steps().items()
-        if isinstance(state, dict) and state.get("bacalhau_job")
+        if isinstance(state, dict)
+        and state.get("bacalhau_job")
+        and not (running_only and state.get("state") == ENDED)
     }
 
 
@@ -174,6 +176,14 @@ class JobDriver(JobDriverBase):
         workdir.forget_key(self.folder)
         self.end(**outcome)
 
+    def settle(self, step: str, outcome: Record) -> Record:
+        """Records a step's end and the job's outcome, keeping the step's Bacalhau job id (handles name it)."""
+        self.job.record_step(
+            step, {**self.job.steps().get(step, {}), "state": ENDED, "status": outcome.get("status")}
+        )
+        self.job.record_step(OUTCOME, outcome)
+        return outcome
+
     # Steps -------------------------------------------------------------------------
 
     def configure(self) -> Record | None:
@@ -185,7 +195,10 @@ class JobDriver(JobDriverBase):
         if ended is None or ended.reason == STOPPED:
             return self.settle(names.CONFIGURATION, self.stopped("during provisioning"))
         if ended.succeeded:
-            self.job.record_step(names.CONFIGURATION, {"state": ENDED, "exit_code": 0})
+            self.job.record_step(
+                names.CONFIGURATION,
+                {**self.job.steps().get(names.CONFIGURATION, {}), "state": ENDED, "exit_code": 0},
+            )
             return None
         return self.settle(
             names.CONFIGURATION,
@@ -329,10 +342,12 @@ class JobDriver(JobDriverBase):
                 run_deadline = now + limit_seconds + DEADLINE_SLACK_SECONDS
                 if on_started is not None:
                     on_started(view)
-            if view.terminal:
-                return StepEnd(
-                    view, reason or (STOPPED if self.stopping() and view.state == "Stopped" else None)
-                )
+            ended = view.settled()
+            if ended is not None:
+                if not view.terminal:  # the execution ended, the job did not: no retry of a step
+                    self.stop(bacalhau_id, "the step has ended")
+                stopped = self.stopping() and ended.state == "Stopped"
+                return StepEnd(ended, reason or (STOPPED if stopped else None))
             if reason is None and self.stopping():
                 reason, give_up = STOPPED, now + STOP_SLACK_SECONDS
                 self.stop(bacalhau_id, self.stop_reason())
@@ -378,7 +393,8 @@ def stop_quietly(orchestrator: Orchestrator, bacalhau_id: str, reason: str) -> N
     except BacalhauError as exc:
         if api.is_unreachable(exc):
             raise
-        if exc.status not in (400, api.NOT_FOUND, 409):
+        # v1.9 answers 500 "cannot stop job in state Completed" for a job that has ended.
+        if exc.status not in (400, api.NOT_FOUND, 409) and "cannot stop" not in exc.message.lower():
             raise
 
 

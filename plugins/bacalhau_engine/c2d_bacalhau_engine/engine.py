@@ -258,7 +258,7 @@ class EngineServicer(DrivenEngine[JobDir]):
     def stop_running(self, ready: Configured, job: JobDir, record: Record, grace_seconds: int) -> None:
         """Bacalhau stops a job at once (no grace period); the driver sees it end."""
         reason = str((job.stop_request() or {}).get("reason") or "stop requested")
-        for bacalhau_id in bacalhau_jobs(job).values():
+        for bacalhau_id in bacalhau_jobs(job, running_only=True).values():
             try:
                 stop_quietly(ready.backend.api, bacalhau_id, reason)
             except Exception as exc:  # the driver stops it itself once the orchestrator answers again
@@ -281,7 +281,7 @@ class EngineServicer(DrivenEngine[JobDir]):
                 job.request_stop(0, "destroyed")
             # The Bacalhau jobs first: with the orchestrator away this fails (UNAVAILABLE), and the
             # driver, still running, stops them once it answers again; the node retries the destroy.
-            for bacalhau_id in bacalhau_jobs(job).values():
+            for bacalhau_id in bacalhau_jobs(job, running_only=True).values():
                 stop_quietly(ready.backend.api, bacalhau_id, "destroyed")
             thread = self._drivers.cancel(job.job_id)
             if thread is not None:

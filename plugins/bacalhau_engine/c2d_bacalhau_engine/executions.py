@@ -37,7 +37,7 @@ EXECUTION_STATES = (
     "Failed",
     "Cancelled",
 )
-RUNNING_EXECUTION_STATES = frozenset({"BidAccepted", "Running", "Publishing"})
+RUNNING_EXECUTION_STATES = frozenset({"Running", "Publishing"})  # BidAccepted: waiting for capacity
 ENDED_EXECUTION_STATES = frozenset({"Completed", "Failed", "Cancelled", "BidRejected", "AskForBidRejected"})
 # The job state an ended execution stands for.
 EXECUTION_ENDS = {"Completed": "Completed", "Cancelled": "Stopped"}
