@@ -247,6 +247,15 @@ def test_the_exit_code_and_a_missing_image(engine: EngineProcess, busybox_image:
     assert statuses(events)[-1] == "PULL_IMAGE_FAILED", describe(events)
 
 
+def test_a_memory_hog_is_out_of_memory(engine: EngineProcess, busybox_image: str) -> None:
+    spec = job_spec("tail /dev/zero", busybox_image, ram_gib=0.25)
+    engine.start_job(spec)
+    events = engine.watch(spec.job_id).events
+    last = events[-1]
+    assert statuses(events)[-1] == "OUT_OF_MEMORY" and last.oom_killed, describe(events)
+    assert "0.25 GiB of memory" in last.message
+
+
 # Recovery and orphans ---------------------------------------------------------------------------
 
 

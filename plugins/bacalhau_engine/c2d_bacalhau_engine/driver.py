@@ -249,7 +249,9 @@ class JobDriver(JobDriverBase):
                 {"status": "PULL_IMAGE_FAILED", "message": f"the image could not be pulled: {view.reason()}"},
             )
         timed_out = ended.reason == TIMED_OUT or (ended.reason is None and view.timed_out)
-        if ended.reason is None and not timed_out and view.state == "Failed" and ended.exit_code == -1:
+        # A failed execution without an exit code of its own (Bacalhau writes 0 then) never ran to its end.
+        never_ran = view.state == "Failed" and ended.exit_code in (-1, 0) and not view.oom_killed
+        if ended.reason is None and not timed_out and never_ran:
             return self.settle(
                 names.ALGORITHM,
                 {

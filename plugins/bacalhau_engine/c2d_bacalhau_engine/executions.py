@@ -45,7 +45,7 @@ EXECUTION_ENDS = {"Completed": "Completed", "Cancelled": "Stopped"}
 DESIRED_STATES = ("Pending", "Running", "Stopped")
 TIMEOUT_WORDS = ("timed out", "timeout", "deadline exceeded")
 PULL_WORDS = ("pull", "no such image", "manifest unknown", "not found: manifest", "image not found")
-OOM_WORDS = ("oom", "out of memory")
+OOM_WORDS = ("oomkilled", "oom-killed", "out of memory", "memory limit exceeded")
 
 
 def state_name(raw: object, names: tuple[str, ...]) -> str:
