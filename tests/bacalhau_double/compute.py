@@ -41,7 +41,6 @@ NANO = 1_000_000_000
 TOPIC_SCANNING = "Exec Scanning"
 TOPIC_PREPARING = "Preparing Environment"
 TOPIC_RUNNING = "Running Execution"
-TOPIC_PUBLISHING = "Publishing Results"
 LABEL_EXECUTOR = "bacalhau-executor"
 LABEL_JOB = "bacalhau-jobID"
 LABEL_EXECUTION = "bacalhau-executionID"
@@ -265,7 +264,7 @@ class ComputeNode:
         publisher = spec.task.publisher.type.lower()
         if not publisher:
             return output, None
-        if not orchestrator.execution_publishing(execution.id, output):
+        if state.cancelled.is_set():
             raise _Cancelled
         if publisher == "noop":
             return output, {"Type": "noop"}

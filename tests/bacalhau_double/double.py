@@ -212,11 +212,11 @@ class BacalhauDouble:
         return job
 
     def wait_for_container(self, id_or_name: str, timeout: float = 60.0) -> Any:
-        """Wait until an execution of the job runs (ComputeState Running) and return its container."""
+        """Wait until the node started a container for the job (and it is not over); that container."""
         job = self.job(id_or_name)
 
         def running() -> bool:
-            return any(e.compute_state.name == "RUNNING" for e in self.orchestrator.executions_of(job))
+            return any(e.started and not e.terminal for e in self.orchestrator.executions_of(job))
 
         self.wait_for(running, timeout, f"an execution of {id_or_name} running")
         found = [c for c in self.containers() if c.labels.get("bacalhau-jobID", "").endswith(job.id)]

@@ -2,9 +2,10 @@
 
 A job is Pending on submission, then the scheduler ranks the node (label constraints, engine,
 publisher, the node's maximum job size, previous executions of the job there). A suitable node
-gets an execution (New); the compute node bids (AskForBidAccepted), the scheduler approves it
-(desired Running, job Running), the node accepts (BidAccepted), runs it when its capacity allows
-(Running), publishes (Publishing) and completes (Completed): the job is Completed.
+gets an execution (New, desired Pending); the compute node bids (AskForBidAccepted), the
+scheduler approves it (BidAccepted, desired Running; job Running); the node runs it when its
+capacity allows and reports the end: Completed or Failed, desired Stopped. As in v1.9 the
+orchestrator never sees the node's own Running (6) and Publishing (7) states.
 
 Failures follow v1.9's rules: a system error fails the execution (a non-zero exit code does not:
 that execution completes with its ExitCode); the scheduler then retries once on the same node
@@ -195,6 +196,7 @@ class Orchestrator:
                 return False
             execution.allocated = allocated
             self._set_execution(execution, ExecutionState.ASK_FOR_BID_ACCEPTED)
+            # the scheduler's approval (AppendApprovedExecution): desired Running, BidAccepted
             execution.desired_state = DesiredState.RUNNING
             self._execution_event(execution, Event(TOPIC_EXECUTION, "Running"))
             self._set_execution(execution, ExecutionState.BID_ACCEPTED)
@@ -204,21 +206,13 @@ class Orchestrator:
             return True
 
     def execution_running(self, execution_id: str) -> bool:
+        """The node started the container. v1.9's node does not report Running (6) or Publishing (7)
+        to the orchestrator: the API keeps showing BidAccepted (5) until the run completes or fails."""
         with self.changed:
             execution = self.executions[execution_id]
             if execution.terminal:
                 return False
-            self._set_execution(execution, ExecutionState.RUNNING)
-            self.changed.notify_all()
-            return True
-
-    def execution_publishing(self, execution_id: str, output: RunOutput) -> bool:
-        with self.changed:
-            execution = self.executions[execution_id]
-            if execution.terminal:
-                return False
-            execution.run_output = output
-            self._set_execution(execution, ExecutionState.PUBLISHING)
+            execution.started = True
             self.changed.notify_all()
             return True
 
@@ -229,6 +223,8 @@ class Orchestrator:
                 return
             execution.run_output = output
             execution.published_result = published
+            execution.desired_state = DesiredState.STOPPED
+            execution.desired_message = "execution completed"
             self._set_execution(execution, ExecutionState.COMPLETED)
             self._execution_event(execution, Event(TOPIC_EXECUTION, "Completed successfully"))
             self._evaluate(execution.job)
@@ -241,6 +237,8 @@ class Orchestrator:
                 return
             if output is not None:
                 execution.run_output = output
+            execution.desired_state = DesiredState.STOPPED
+            execution.desired_message = "execution failed"
             self._set_execution(execution, ExecutionState.FAILED, message)
             self._execution_event(execution, event)
             self._evaluate(execution.job)

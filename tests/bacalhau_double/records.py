@@ -207,6 +207,7 @@ class Execution:
     create_time: int = field(default_factory=now_ns)
     modify_time: int = 0
     job_snapshot: dict[str, Any] = field(default_factory=dict)
+    started: bool = False  # the node started its container (not shown by the API, as in v1.9)
 
     def __post_init__(self) -> None:
         self.modify_time = self.modify_time or self.create_time
