@@ -70,7 +70,9 @@ def build_app(double: BacalhauDouble) -> web.Application:
             return _json(errors.method_not_allowed().body(request_id), 405)
         except Exception as exc:
             log.exception("%s %s failed in the double", request.method, request.path)
-            body = errors.ApiError(500, f"Internal server error. {exc}", "InternalError", "Unknown").body(request_id)
+            body = errors.ApiError(500, f"Internal server error. {exc}", "InternalError", "Unknown").body(
+                request_id
+            )
             return _json(body, 500)
 
     orchestrator, node = double.orchestrator, double.node
@@ -118,7 +120,10 @@ def build_app(double: BacalhauDouble) -> web.Application:
         for include in request.query.get("include", "").split(","):
             include = include.strip()
             if include == "history" and "History" not in out:
-                out["History"] = {"NextToken": "", "Items": [h.to_json() for h in orchestrator.history_of(job)]}
+                out["History"] = {
+                    "NextToken": "",
+                    "Items": [h.to_json() for h in orchestrator.history_of(job)],
+                }
             elif include == "executions" and "Executions" not in out:
                 items = [e.to_json() for e in orchestrator.executions_of(job)]
                 out["Executions"] = {"NextToken": "", "Items": items}
@@ -128,7 +133,11 @@ def build_app(double: BacalhauDouble) -> web.Application:
         job = orchestrator.find(request.match_info["id"], request.query.get("namespace", ""))
         all_versions = request.query.get("all_job_versions", "") == "true"
         executions = orchestrator.executions_of(job, all_versions)
-        key = "modify_time" if request.query.get("order_by", "") in ("modified_at", "modify_time") else "create_time"
+        key = (
+            "modify_time"
+            if request.query.get("order_by", "") in ("modified_at", "modify_time")
+            else "create_time"
+        )
         executions.sort(key=lambda e: getattr(e, key), reverse=request.query.get("reverse", "") == "true")
         limit = _int_query(request, "limit")
         items = [e.to_json() for e in executions][: limit or None]
@@ -138,7 +147,9 @@ def build_app(double: BacalhauDouble) -> web.Application:
         job = orchestrator.find(request.match_info["id"], request.query.get("namespace", ""))
         event_type = request.query.get("event_type", "all") or "all"
         if event_type not in ("all", "job", "execution"):
-            raise errors.bad_request(f"Key: 'ListJobHistoryRequest.EventType' Error:Field validation for 'EventType' failed on the 'oneof' tag")
+            raise errors.bad_request(
+                "Key: 'ListJobHistoryRequest.EventType' Error:Field validation for 'EventType' failed on the 'oneof' tag"
+            )
         execution_id = request.query.get("execution_id", "")
         since = _int_query(request, "since") * 1_000_000_000
         entries = [

@@ -159,23 +159,29 @@ class ComputeNode:
         if not orchestrator.bid_accepted(execution.id, wanted) or not self._reserve(state, wanted):
             self._finish(state)
             return
+        completed: tuple[RunOutput, dict[str, Any] | None] | None = None
+        failed: tuple[str, Event, RunOutput | None] | None = None
         try:
-            output, published = self._execute(execution, spec, mounts, state)
+            completed = self._execute(execution, spec, mounts, state)
         except ExecutionError as exc:
             if not state.cancelled.is_set():
-                orchestrator.execution_failed(execution.id, str(exc), Event(exc.topic, str(exc), exc.details), exc.output)
+                failed = (str(exc), Event(exc.topic, str(exc), exc.details), exc.output)
         except _Cancelled:
             pass
-        except Exception as exc:  # the double's own failure: report it as Bacalhau would an internal error
+        except Exception as exc:  # the double's own failure: reported as an internal error would be
             log.exception("execution %s failed in the double", execution.id)
-            orchestrator.execution_failed(execution.id, f"internal error: {exc}", Event(TOPIC_RUNNING, str(exc)))
-        else:
-            orchestrator.execution_completed(execution.id, output, published)
+            message = f"internal error: {exc}"
+            failed = (message, Event(TOPIC_RUNNING, message), None)
         finally:
+            # as v1.9's handler: the container is destroyed before the result is reported
             self._remove_container(state)
             shutil.rmtree(self._execution_dir(execution.id), ignore_errors=True)
             self._finish(state)
-            orchestrator.capacity_freed()
+        if completed is not None:
+            orchestrator.execution_completed(execution.id, *completed)
+        elif failed is not None:
+            orchestrator.execution_failed(execution.id, *failed)
+        orchestrator.capacity_freed()
 
     def _bid(self, spec: JobSpec) -> list[volumes.Volume]:
         """Semantic and resource bidding: the volumes are checked here (GetVolumeSize)."""
@@ -187,7 +193,9 @@ class ComputeNode:
                 details = {"Hint": exc.hint} if exc.hint else {}
                 if exc.code:
                     details["ErrorCode"] = f"Bacalhau:{exc.code}"
-                raise ExecutionError(f"calculating resource usage of job: {exc}", TOPIC_SCANNING, details) from exc
+                raise ExecutionError(
+                    f"calculating resource usage of job: {exc}", TOPIC_SCANNING, details
+                ) from exc
         return mounts
 
     def _reserve(self, state: _Running, wanted: Resources) -> bool:
@@ -215,11 +223,13 @@ class ComputeNode:
             try:
                 volumes.prepare(volume)
             except OSError as exc:
-                raise ExecutionError(f"could not create volume at {volume.source}: {exc}", TOPIC_PREPARING) from exc
+                raise ExecutionError(
+                    f"could not create volume at {volume.source}: {exc}", TOPIC_PREPARING
+                ) from exc
         outputs = self._execution_dir(execution.id) / "outputs"
         for result in spec.task.result_paths:
             (outputs / result.name).mkdir(parents=True, exist_ok=True)
-        if not orchestrator.execution_running(execution.id):
+        if not orchestrator.execution_wanted(execution.id):
             raise _Cancelled
         self._create_container(execution, spec, mounts, outputs, state)
         if state.cancelled.is_set():
@@ -233,6 +243,7 @@ class ComputeNode:
         if timer is not None:
             timer.daemon = True
             timer.start()
+        orchestrator.container_started(execution.id)
         try:
             status = state.container.wait()
         finally:
@@ -288,15 +299,21 @@ class ComputeNode:
             raise ExecutionError("invalid docker engine param: 'Image' cannot be empty", TOPIC_RUNNING)
         network = NETWORK_MODES.get(task.network.type)
         if network is None:
-            raise ExecutionError(f"unsupported network type {task.network.type!r} (not supported by the double)", TOPIC_RUNNING)
+            raise ExecutionError(
+                f"unsupported network type {task.network.type!r} (not supported by the double)", TOPIC_RUNNING
+            )
         try:
             self.docker.images.get(image)
         except docker.errors.ImageNotFound as exc:
-            message = f"failed to pull docker image {image}: not present locally (the test double never pulls)"
+            message = (
+                f"failed to pull docker image {image}: not present locally (the test double never pulls)"
+            )
             raise ExecutionError(message, TOPIC_RUNNING) from exc
         wanted = task.resources.to_resources()
         binds = [Mount(v.target, v.source, type="bind", read_only=v.read_only) for v in mounts]
-        binds += [Mount(r.path, str(outputs / r.name), type="bind", read_only=False) for r in task.result_paths]
+        binds += [
+            Mount(r.path, str(outputs / r.name), type="bind", read_only=False) for r in task.result_paths
+        ]
         kwargs: dict[str, Any] = {
             "image": image,
             "command": _strings(engine.param("Parameters")) or None,
@@ -355,7 +372,11 @@ class ComputeNode:
         name = f"{execution_id}.tar.gz"
         target = self.published_dir / name
         with tarfile.open(target, "w:gz") as archive:
-            for member, data in (("stdout", stdout), ("stderr", stderr), ("exitCode", str(exit_code).encode())):
+            for member, data in (
+                ("stdout", stdout),
+                ("stderr", stderr),
+                ("exitCode", str(exit_code).encode()),
+            ):
                 info = tarfile.TarInfo(member)
                 info.size = len(data)
                 archive.addfile(info, io.BytesIO(data))
@@ -385,7 +406,9 @@ class ComputeNode:
         for state in states:
             if state.thread is not None:
                 state.thread.join(timeout=30)
-        for container in self.docker.containers.list(all=True, filters={"label": f"{LABEL_EXECUTOR}={self.instance_id}"}):
+        for container in self.docker.containers.list(
+            all=True, filters={"label": f"{LABEL_EXECUTOR}={self.instance_id}"}
+        ):
             try:
                 container.remove(force=True)
             except Exception as exc:

@@ -192,7 +192,9 @@ class BacalhauDouble:
 
     def containers(self) -> list[Any]:
         """The ``docker`` containers of this double's node that still exist."""
-        return self.docker.containers.list(all=True, filters={"label": f"{LABEL_EXECUTOR}={self.instance_id}"})
+        return self.docker.containers.list(
+            all=True, filters={"label": f"{LABEL_EXECUTOR}={self.instance_id}"}
+        )
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
         """Wait, woken by each change of the double's state, until ``predicate()`` holds."""
@@ -204,7 +206,12 @@ class BacalhauDouble:
                     raise TimeoutError(f"{what} not met in {timeout} s")
                 self.changed.wait(remaining)
 
-    def wait_for_job(self, id_or_name: str, states: Sequence[str] = ("Completed", "Failed", "Stopped"), timeout: float = 60.0) -> Job:
+    def wait_for_job(
+        self,
+        id_or_name: str,
+        states: Sequence[str] = ("Completed", "Failed", "Stopped"),
+        timeout: float = 60.0,
+    ) -> Job:
         """Wait until the job is in one of ``states`` (JobStateType names); the job."""
         wanted = {JobState(s) for s in states}
         job = self.job(id_or_name)

@@ -150,7 +150,10 @@ class Orchestrator:
         job_id = new_job_id()
         if not spec.name:
             spec = replace(spec, name=job_id)
-        meta = {"bacalhau.org/orchestrator.id": self.orchestrator_id, "bacalhau.org/requester.id": self.orchestrator_id}
+        meta = {
+            "bacalhau.org/orchestrator.id": self.orchestrator_id,
+            "bacalhau.org/requester.id": self.orchestrator_id,
+        }
         job = Job(job_id, spec, meta)
         self.jobs[job_id] = job
         self._names[(spec.namespace, spec.name)] = job_id
@@ -162,7 +165,9 @@ class Orchestrator:
         for execution in self.executions_of(job):
             if not execution.terminal:
                 self._stop_execution(
-                    execution, ExecutionState.CANCELLED, Event(TOPIC_SCHEDULING, "Execution stopped for job update")
+                    execution,
+                    ExecutionState.CANCELLED,
+                    Event(TOPIC_SCHEDULING, "Execution stopped for job update"),
                 )
         job.spec = spec
         job.version += 1
@@ -181,7 +186,9 @@ class Orchestrator:
                 raise errors.cannot_stop(job.state.value)
             was_terminal = job.state.terminal
             self._set_job_state(job, JobState.STOPPED, reason, event=False)
-            self._job_event(job, Event(TOPIC_SCHEDULING, "Job requested to stop before completion", {"Reason": reason}))
+            self._job_event(
+                job, Event(TOPIC_SCHEDULING, "Job requested to stop before completion", {"Reason": reason})
+            )
             self._evaluate(job)
             self.changed.notify_all()
             return "" if was_terminal else str(uuid.uuid4())
@@ -205,18 +212,21 @@ class Orchestrator:
             self.changed.notify_all()
             return True
 
-    def execution_running(self, execution_id: str) -> bool:
+    def execution_wanted(self, execution_id: str) -> bool:
+        """Whether the node should still start the execution (not cancelled meanwhile)."""
+        with self.changed:
+            return not self.executions[execution_id].terminal
+
+    def container_started(self, execution_id: str) -> None:
         """The node started the container. v1.9's node does not report Running (6) or Publishing (7)
         to the orchestrator: the API keeps showing BidAccepted (5) until the run completes or fails."""
         with self.changed:
-            execution = self.executions[execution_id]
-            if execution.terminal:
-                return False
-            execution.started = True
+            self.executions[execution_id].started = True
             self.changed.notify_all()
-            return True
 
-    def execution_completed(self, execution_id: str, output: RunOutput, published: dict[str, Any] | None) -> None:
+    def execution_completed(
+        self, execution_id: str, output: RunOutput, published: dict[str, Any] | None
+    ) -> None:
         with self.changed:
             execution = self.executions[execution_id]
             if execution.terminal:
@@ -230,7 +240,9 @@ class Orchestrator:
             self._evaluate(execution.job)
             self.changed.notify_all()
 
-    def execution_failed(self, execution_id: str, message: str, event: Event, output: RunOutput | None = None) -> None:
+    def execution_failed(
+        self, execution_id: str, message: str, event: Event, output: RunOutput | None = None
+    ) -> None:
         with self.changed:
             execution = self.executions[execution_id]
             if execution.terminal:
@@ -312,7 +324,11 @@ class Orchestrator:
         self.executions[execution.id] = execution
         self._execution_event(
             execution,
-            Event(TOPIC_SCHEDULING, f"Requested execution on {short_id(self.node.node_id)}", {"NodeID": self.node.node_id}),
+            Event(
+                TOPIC_SCHEDULING,
+                f"Requested execution on {short_id(self.node.node_id)}",
+                {"NodeID": self.node.node_id},
+            ),
         )
         self.node.start(execution)
 
@@ -400,7 +416,9 @@ def _with_defaults(spec: JobSpec) -> JobSpec:
     resources = spec.task.resources
     if resources.cpu and resources.memory:
         return spec
-    filled = ResourcesConfig(resources.cpu or DEFAULT_CPU, resources.memory or DEFAULT_MEMORY, resources.disk, resources.gpu)
+    filled = ResourcesConfig(
+        resources.cpu or DEFAULT_CPU, resources.memory or DEFAULT_MEMORY, resources.disk, resources.gpu
+    )
     return replace(spec, task=replace(spec.task, resources=filled))
 
 
@@ -409,9 +427,13 @@ def _too_big(wanted: Resources, maximum: Resources) -> str:
     if wanted.cpu > maximum.cpu:
         reasons.append(f"more CPU ({wanted.cpu:g}) than the maximum available ({maximum.cpu:g})")
     if wanted.memory > maximum.memory:
-        reasons.append(f"more memory ({_human(wanted.memory)}) than the maximum available ({_human(maximum.memory)})")
+        reasons.append(
+            f"more memory ({_human(wanted.memory)}) than the maximum available ({_human(maximum.memory)})"
+        )
     if wanted.disk > maximum.disk:
-        reasons.append(f"more disk ({_human(wanted.disk)}) than the maximum available ({_human(maximum.disk)})")
+        reasons.append(
+            f"more disk ({_human(wanted.disk)}) than the maximum available ({_human(maximum.disk)})"
+        )
     if wanted.gpu > maximum.gpu:
         reasons.append(f"more GPUs ({wanted.gpu}) than the maximum available ({maximum.gpu})")
     return "job requires " + " and ".join(reasons)

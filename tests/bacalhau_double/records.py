@@ -126,7 +126,11 @@ class Event:
     timestamp: int = field(default_factory=now_ns)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"Message": self.message, "Topic": self.topic, "Timestamp": rfc3339(self.timestamp)}
+        out: dict[str, Any] = {
+            "Message": self.message,
+            "Topic": self.topic,
+            "Timestamp": rfc3339(self.timestamp),
+        }
         if self.details:
             out["Details"] = dict(self.details)
         return out
@@ -183,7 +187,18 @@ class Job:
         out["Revision"] = self.revision
         out["CreateTime"] = self.create_time
         out["ModifyTime"] = self.modify_time
-        order = ("ID", "Name", "Namespace", "Type", "Priority", "Count", "Constraints", "Meta", "Labels", "Tasks")
+        order = (
+            "ID",
+            "Name",
+            "Namespace",
+            "Type",
+            "Priority",
+            "Count",
+            "Constraints",
+            "Meta",
+            "Labels",
+            "Tasks",
+        )
         return {key: out[key] for key in order} | {k: v for k, v in out.items() if k not in order}
 
 
