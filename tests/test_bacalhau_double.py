@@ -51,6 +51,7 @@ def job(
     cpu: str = "0.5",
     memory: str = "64mb",
     timeout: int = 60,
+    queue_timeout: int = 0,
     labels: dict[str, str] | None = None,
     constraints: list[bac.LabelSelectorRequirement] | None = None,
     publisher: str = "local",
@@ -81,7 +82,7 @@ def job(
         result_paths=[bac.ResultPath(name="outputs", path="/outputs")] if publisher else None,
         network=bac.NetworkConfig(type=network),
         resources=bac.ResourcesConfig(cpu=cpu, memory=memory, disk="1gb", gpu="0"),
-        timeouts=bac.TimeoutConfig(execution_timeout=timeout),
+        timeouts=bac.TimeoutConfig(execution_timeout=timeout, queue_timeout=queue_timeout or None),
     )
     return bac.Job(
         type="batch",
@@ -331,6 +332,27 @@ def test_job_no_node_can_take_fails_with_the_reason(
     elsewhere = finished(bacalhau_api, api, submit(api, pinned))
     assert elsewhere.job.state.state_type == "Failed"
     assert "don't match required selectors" in elsewhere.job.state.message
+
+
+def test_a_job_no_node_fits_is_queued_until_its_queue_timeout(
+    bacalhau_api: BacalhauDouble, api: bac.OrchestratorApi
+) -> None:
+    waiting = submit(api, job("true", cpu="64", queue_timeout=3600))
+    queued = api.orchestratorget_job(waiting, include="history")
+    assert queued.job.state.state_type == "Queued"
+    assert queued.job.state.message.startswith(
+        "not enough nodes to run job. requested: 1, available: 1, suitable: 0."
+    )
+    assert queued.history.items[-1].event.topic == "Queueing"
+    api.orchestratorstop_job(waiting, reason="gave up")
+    assert bacalhau_api.wait_for_job(waiting).state.value == "Stopped"
+
+    expiring = submit(api, job("true", cpu="64", queue_timeout=1))
+    got = finished(bacalhau_api, api, expiring)
+    assert got.job.state.state_type == "Failed"
+    assert got.job.state.message.startswith("not enough nodes to run job.")
+    assert got.history.items[-1].event.topic == "Scheduling"
+    assert got.executions.items == []
 
 
 # stop, re-submission, listing --------------------------------------------------------------------
