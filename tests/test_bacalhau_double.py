@@ -475,6 +475,58 @@ def test_invalid_job_answers_400(api: bac.OrchestratorApi) -> None:
     assert "invalid memory value: lots" in error_body(memory.value)["Message"]
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("not a job", "empty/nil job"),
+        (
+            {"Job": ["a", "list"]},
+            "json: cannot unmarshal into Go struct field PutJobRequest.Job of type models.Job",
+        ),
+        ({"Job": {"Type": "batch"}}, "missing job tasks"),
+        (
+            {
+                "Job": {
+                    "Type": "batch",
+                    "Tasks": [
+                        {"Name": "t", "Engine": {"Type": "docker"}, "Timeouts": {"ExecutionTimeout": 1e30}}
+                    ],
+                }
+            },
+            "json: cannot unmarshal 1e+30 into Go struct field TimeoutConfig.ExecutionTimeout of type int64",
+        ),
+        (
+            {
+                "Job": {
+                    "Type": "batch",
+                    "Tasks": [{"Name": "t", "Engine": {"Type": "docker"}, "Network": {"Type": "Mesh"}}],
+                }
+            },
+            "models.Network: unknown type 'Mesh'",
+        ),
+        (
+            {
+                "Job": {
+                    "Type": "batch",
+                    "Tasks": [{"Name": "t", "Engine": {"Type": "docker"}, "Env": {"BACALHAU_X": "1"}}],
+                }
+            },
+            "environment variable 'BACALHAU_X' cannot start with BACALHAU_",
+        ),
+    ],
+)
+def test_hostile_bodies_answer_400_and_create_nothing(
+    bacalhau_api: BacalhauDouble, api: bac.OrchestratorApi, body: Any, message: str
+) -> None:
+    with pytest.raises(ApiException) as caught:
+        api.api_client.call_api(
+            "/api/v1/orchestrator/jobs", "PUT", body=body, response_type="ApiPutJobResponse"
+        )
+    assert caught.value.status == 400
+    assert message in error_body(caught.value)["Message"]
+    assert api.orchestratorlist_jobs().items == []
+
+
 def test_auth_refuses_a_missing_or_wrong_token(docker_client: Any) -> None:
     started = start_double(docker_client, token=TOKEN)
     try:

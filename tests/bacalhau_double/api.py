@@ -216,7 +216,7 @@ async def _body(request: web.Request) -> Any:
         raise errors.bad_request("Request body can't be empty")
     try:
         return json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise errors.bad_request(f"Syntax error: {exc}") from exc
 
 

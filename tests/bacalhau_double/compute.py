@@ -11,6 +11,7 @@ path, and the labels ``bacalhau-executor=<node instance>``, ``bacalhau-jobID``,
 A container exiting non-zero completes its execution (RunOutput.ExitCode); the execution fails on
 an execution timeout (the container is killed: "Execution timed out after <d>"), an OOM kill
 ("memory limit exceeded"), a container that cannot be created or started, or a refused volume.
+A failure reaches the orchestrator as v1.9's ComputeError does: a message and an event, no RunOutput.
 Stdout and stderr are returned up to 2 KiB each (``StdoutTruncated`` beyond) and published in full.
 The container is removed when its execution ends; :meth:`ComputeNode.close` removes any left.
 """
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import volumes
+from .orchestrator import MAX_TIMER_SECONDS
 from .records import Event, Execution, RunOutput, go_duration
 from .spec import JobSpec, Resources
 
@@ -54,7 +56,6 @@ class ExecutionError(Exception):
         super().__init__(message)
         self.topic = topic
         self.details = {"IsError": "true", **(details or {})}
-        self.output: RunOutput | None = None
 
 
 @dataclass
@@ -160,18 +161,18 @@ class ComputeNode:
             self._finish(state)
             return
         completed: tuple[RunOutput, dict[str, Any] | None] | None = None
-        failed: tuple[str, Event, RunOutput | None] | None = None
+        failed: tuple[str, Event] | None = None
         try:
             completed = self._execute(execution, spec, mounts, state)
         except ExecutionError as exc:
             if not state.cancelled.is_set():
-                failed = (str(exc), Event(exc.topic, str(exc), exc.details), exc.output)
+                failed = (str(exc), Event(exc.topic, str(exc), exc.details))
         except _Cancelled:
             pass
         except Exception as exc:  # the double's own failure: reported as an internal error would be
             log.exception("execution %s failed in the double", execution.id)
             message = f"internal error: {exc}"
-            failed = (message, Event(TOPIC_RUNNING, message), None)
+            failed = (message, Event(TOPIC_RUNNING, message))
         finally:
             # as v1.9's handler: the container is destroyed before the result is reported
             self._remove_container(state)
@@ -235,7 +236,8 @@ class ComputeNode:
         if state.cancelled.is_set():
             raise _Cancelled
         timeout = spec.task.timeouts.effective_execution
-        timer = threading.Timer(timeout, self._time_out, args=(state,)) if timeout > 0 else None
+        armed = 0 < timeout <= MAX_TIMER_SECONDS
+        timer = threading.Timer(timeout, self._time_out, args=(state,)) if armed else None
         try:
             state.container.start()
         except Exception as exc:
@@ -260,9 +262,7 @@ class ComputeNode:
         exit_code = int(status.get("StatusCode", -1))
         state.container.reload()
         if state.container.attrs.get("State", {}).get("OOMKilled"):
-            error = ExecutionError("memory limit exceeded", TOPIC_RUNNING)
-            error.output = RunOutput(exit_code=exit_code, error_msg="memory limit exceeded")
-            raise error
+            raise ExecutionError("memory limit exceeded", TOPIC_RUNNING)
         stdout = state.container.logs(stdout=True, stderr=False)
         stderr = state.container.logs(stdout=False, stderr=True)
         output = RunOutput(

@@ -63,6 +63,7 @@ TOPIC_QUEUEING = "Queueing"
 TOPIC_JOB_TIMEOUT = "Job Timeout"
 TOPIC_EXECUTION = "Execution"
 TIMEOUT_HINT = "Increase the task timeout or allocate more resources"
+MAX_TIMER_SECONDS = 10**7  # a longer timeout never ends within a test (and overflows a thread wait)
 
 
 @dataclass(frozen=True)
@@ -240,15 +241,11 @@ class Orchestrator:
             self._evaluate(execution.job)
             self.changed.notify_all()
 
-    def execution_failed(
-        self, execution_id: str, message: str, event: Event, output: RunOutput | None = None
-    ) -> None:
+    def execution_failed(self, execution_id: str, message: str, event: Event) -> None:
         with self.changed:
             execution = self.executions[execution_id]
             if execution.terminal:
                 return
-            if output is not None:
-                execution.run_output = output
             execution.desired_state = DesiredState.STOPPED
             execution.desired_message = "execution failed"
             self._set_execution(execution, ExecutionState.FAILED, message)
@@ -354,7 +351,7 @@ class Orchestrator:
             self._timer(timeouts.queue, lambda: self._queue_timeout(job, version))
 
     def _timer(self, seconds: float, action: Callable[[], None]) -> None:
-        if self._closed:
+        if self._closed or seconds > MAX_TIMER_SECONDS:
             return
         timer = threading.Timer(seconds, action)
         timer.daemon = True

@@ -48,8 +48,14 @@ def _str(value: Any, what: str) -> str:
 def _int(value: Any, what: str) -> int:
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
-        raise ValueError(f"json: cannot unmarshal {value!r} into Go struct field {what} of type int")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or value != value  # NaN
+        or not -(2**63) <= value < 2**63
+        or int(value) != value
+    ):
+        raise ValueError(f"json: cannot unmarshal {value!r} into Go struct field {what} of type int64")
     return int(value)
 
 
