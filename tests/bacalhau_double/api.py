@@ -61,7 +61,12 @@ def build_app(double: BacalhauDouble) -> web.Application:
         request_id = request.headers.get("X-Request-Id", "")
         try:
             _authenticate(double.token, request)
-            return await handler(request)
+            if request.method == "PUT":  # reads its body first; submit() takes the lock itself
+                return await handler(request)
+            # The other handlers never await: holding the double's lock while they run gives each
+            # answer a consistent snapshot of jobs and executions that compute threads update.
+            with double.changed:
+                return await handler(request)
         except errors.ApiError as exc:
             return _json(exc.body(request_id), exc.status)
         except web.HTTPNotFound:
