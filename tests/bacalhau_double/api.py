@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from . import errors
+from .records import ExecutionState
 from .selectors import parse_selector
 from .spec import decode_job, field_of
 
@@ -171,9 +172,9 @@ def build_app(double: BacalhauDouble) -> web.Application:
     async def job_results(request: web.Request) -> web.Response:
         job = orchestrator.find(request.match_info["id"], request.query.get("namespace", ""))
         items = [
-            e.published_result
+            e.published_result.to_json()
             for e in orchestrator.executions_of(job)
-            if e.published_result and e.compute_state.name == "COMPLETED"
+            if e.published_result is not None and e.compute_state == ExecutionState.COMPLETED
         ]
         return _json({"NextToken": "", "Items": items})
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from . import volumes
 from .orchestrator import MAX_TIMER_SECONDS
 from .records import Event, Execution, RunOutput, go_duration
-from .spec import JobSpec, Resources
+from .spec import JobSpec, Resources, SpecConfig
 
 if TYPE_CHECKING:
     from .orchestrator import Orchestrator
@@ -160,7 +160,7 @@ class ComputeNode:
         if not orchestrator.bid_accepted(execution.id, wanted) or not self._reserve(state, wanted):
             self._finish(state)
             return
-        completed: tuple[RunOutput, dict[str, Any] | None] | None = None
+        completed: tuple[RunOutput, SpecConfig | None] | None = None
         failed: tuple[str, Event] | None = None
         try:
             completed = self._execute(execution, spec, mounts, state)
@@ -217,52 +217,10 @@ class ComputeNode:
 
     def _execute(
         self, execution: Execution, spec: JobSpec, mounts: list[volumes.Volume], state: _Running
-    ) -> tuple[RunOutput, dict[str, Any] | None]:
-        orchestrator = self.orchestrator
-        assert orchestrator is not None
-        for volume in mounts:
-            try:
-                volumes.prepare(volume)
-            except OSError as exc:
-                raise ExecutionError(
-                    f"could not create volume at {volume.source}: {exc}", TOPIC_PREPARING
-                ) from exc
-        outputs = self._execution_dir(execution.id) / "outputs"
-        for result in spec.task.result_paths:
-            (outputs / result.name).mkdir(parents=True, exist_ok=True)
-        if not orchestrator.execution_wanted(execution.id):
-            raise _Cancelled
-        self._create_container(execution, spec, mounts, outputs, state)
-        if state.cancelled.is_set():
-            raise _Cancelled
-        timeout = spec.task.timeouts.effective_execution
-        armed = 0 < timeout <= MAX_TIMER_SECONDS
-        timer = threading.Timer(timeout, self._time_out, args=(state,)) if armed else None
-        try:
-            state.container.start()
-        except Exception as exc:
-            raise ExecutionError(f"failed to start container: {_docker_message(exc)}", TOPIC_RUNNING) from exc
-        if timer is not None:
-            timer.daemon = True
-            timer.start()
-        orchestrator.container_started(execution.id)
-        try:
-            status = state.container.wait()
-        finally:
-            if timer is not None:
-                timer.cancel()
-        if state.cancelled.is_set():
-            raise _Cancelled
-        if state.timed_out.is_set():
-            raise ExecutionError(
-                f"Execution timed out after {go_duration(timeout)}",
-                TOPIC_RUNNING,
-                {"Hint": "Increase the task timeout or allocate more resources", "Retryable": "true"},
-            )
-        exit_code = int(status.get("StatusCode", -1))
-        state.container.reload()
-        if state.container.attrs.get("State", {}).get("OOMKilled"):
-            raise ExecutionError("memory limit exceeded", TOPIC_RUNNING)
+    ) -> tuple[RunOutput, SpecConfig | None]:
+        """Prepare, run, collect and publish: the node's whole run of one accepted execution."""
+        outputs = self._prepare(execution, spec, mounts)
+        exit_code = self._run(execution, spec, mounts, outputs, state)
         stdout = state.container.logs(stdout=True, stderr=False)
         stderr = state.container.logs(stdout=False, stderr=True)
         output = RunOutput(
@@ -278,8 +236,67 @@ class ComputeNode:
         if state.cancelled.is_set():
             raise _Cancelled
         if publisher == "noop":
-            return output, {"Type": "noop"}
+            return output, SpecConfig("noop")
         return output, self._publish_local(execution.id, outputs, stdout, stderr, exit_code)
+
+    def _prepare(self, execution: Execution, spec: JobSpec, mounts: list[volumes.Volume]) -> Path:
+        """Create missing volumes (CreateAs) and one host folder per result path; the outputs folder."""
+        for volume in mounts:
+            try:
+                volumes.prepare(volume)
+            except OSError as exc:
+                message = f"could not create volume at {volume.source}: {exc}"
+                raise ExecutionError(message, TOPIC_PREPARING) from exc
+        outputs = self._execution_dir(execution.id) / "outputs"
+        for result in spec.task.result_paths:
+            (outputs / result.name).mkdir(parents=True, exist_ok=True)
+        return outputs
+
+    def _run(
+        self,
+        execution: Execution,
+        spec: JobSpec,
+        mounts: list[volumes.Volume],
+        outputs: Path,
+        state: _Running,
+    ) -> int:
+        """Create, start and wait for the container under the execution timeout; its exit code."""
+        orchestrator = self.orchestrator
+        assert orchestrator is not None
+        if not orchestrator.execution_wanted(execution.id):
+            raise _Cancelled
+        self._create_container(execution, spec, mounts, outputs, state)
+        if state.cancelled.is_set():
+            raise _Cancelled
+        timeout = spec.task.timeouts.effective_execution
+        timer = None
+        if 0 < timeout <= MAX_TIMER_SECONDS:
+            timer = threading.Timer(timeout, self._time_out, args=(state,))
+            timer.daemon = True
+        try:
+            state.container.start()
+        except Exception as exc:
+            raise ExecutionError(f"failed to start container: {_docker_message(exc)}", TOPIC_RUNNING) from exc
+        if timer is not None:
+            timer.start()
+        orchestrator.container_started(execution.id)
+        try:
+            status = state.container.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if state.cancelled.is_set():
+            raise _Cancelled
+        if state.timed_out.is_set():
+            raise ExecutionError(
+                f"Execution timed out after {go_duration(timeout)}",
+                TOPIC_RUNNING,
+                {"Hint": "Increase the task timeout or allocate more resources", "Retryable": "true"},
+            )
+        state.container.reload()
+        if state.container.attrs.get("State", {}).get("OOMKilled"):
+            raise ExecutionError("memory limit exceeded", TOPIC_RUNNING)
+        return int(status.get("StatusCode", -1))
 
     def _create_container(
         self,
@@ -367,7 +384,7 @@ class ComputeNode:
 
     def _publish_local(
         self, execution_id: str, outputs: Path, stdout: bytes, stderr: bytes, exit_code: int
-    ) -> dict[str, Any]:
+    ) -> SpecConfig:
         """The local publisher: ``<execution>.tar.gz`` served by the double's results server."""
         name = f"{execution_id}.tar.gz"
         target = self.published_dir / name
@@ -383,7 +400,7 @@ class ComputeNode:
             if outputs.is_dir():
                 for child in sorted(outputs.iterdir()):
                     archive.add(child, arcname=child.name)
-        return {"Type": "urlDownload", "Params": {"URL": f"{self._results_url()}/{name}"}}
+        return SpecConfig("urlDownload", (("URL", f"{self._results_url()}/{name}"),))
 
     def _execution_dir(self, execution_id: str) -> Path:
         return self.work_dir / "executions" / execution_id

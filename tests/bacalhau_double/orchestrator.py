@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import errors
 from .records import (
@@ -46,7 +46,7 @@ from .records import (
     short_id,
 )
 from .selectors import Requirement, constraint_requirements, matches_all
-from .spec import JobSpec, Resources, ResourcesConfig, Submission
+from .spec import JobSpec, Resources, ResourcesConfig, SpecConfig, Submission
 
 if TYPE_CHECKING:
     from .compute import ComputeNode
@@ -225,9 +225,7 @@ class Orchestrator:
             self.executions[execution_id].started = True
             self.changed.notify_all()
 
-    def execution_completed(
-        self, execution_id: str, output: RunOutput, published: dict[str, Any] | None
-    ) -> None:
+    def execution_completed(self, execution_id: str, output: RunOutput, published: SpecConfig | None) -> None:
         with self.changed:
             execution = self.executions[execution_id]
             if execution.terminal:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Any
 
-from .spec import JobSpec, Resources
+from .spec import JobSpec, Resources, SpecConfig
 
 
 class ExecutionState(IntEnum):
@@ -217,7 +217,7 @@ class Execution:
     desired_state: DesiredState = DesiredState.PENDING
     desired_message: str = ""
     run_output: RunOutput | None = None
-    published_result: dict[str, Any] | None = None
+    published_result: SpecConfig | None = None
     revision: int = 1
     create_time: int = field(default_factory=now_ns)
     modify_time: int = 0
@@ -252,7 +252,7 @@ class Execution:
             "AllocatedResources": {"Tasks": tasks},
             "DesiredState": state(int(self.desired_state), self.desired_message),
             "ComputeState": state(int(self.compute_state), self.compute_message),
-            "PublishedResult": self.published_result or {"Type": ""},
+            "PublishedResult": (self.published_result or SpecConfig()).to_json(),
             "RunOutput": (self.run_output or RunOutput()).to_json(),
             "PreviousExecution": "",
             "NextExecution": "",
