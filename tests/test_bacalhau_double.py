@@ -231,6 +231,17 @@ def test_container_has_the_tasks_resources_network_env_labels_and_mounts(
     bacalhau_api.wait_for_job(job_id)
 
 
+def test_cpus_beyond_the_machine_are_capped_for_docker(
+    bacalhau_api: BacalhauDouble, api: bac.OrchestratorApi, docker_client: Any
+) -> None:
+    job_id = submit(api, job("sleep 300", cpu="4"))  # the node's whole nominal capacity
+    container = bacalhau_api.wait_for_container(job_id)
+    machine = docker_client.info()["NCPU"]
+    assert container.attrs["HostConfig"]["NanoCpus"] == min(4, machine) * 1_000_000_000
+    api.orchestratorstop_job(job_id, reason="test over")
+    bacalhau_api.wait_for_job(job_id)
+
+
 def test_host_network_for_full(bacalhau_api: BacalhauDouble, api: bac.OrchestratorApi) -> None:
     job_id = submit(api, job("sleep 300", network="Full"))
     container = bacalhau_api.wait_for_container(job_id)

@@ -99,6 +99,7 @@ class ComputeNode:
         self.orchestrator: Orchestrator | None = None
         self._running: dict[str, _Running] = {}
         self._in_use: dict[str, Resources] = {}
+        self._cpus: float | None = None
         self._closed = False
 
     # capacity --------------------------------------------------------------------------------
@@ -349,13 +350,19 @@ class ComputeNode:
             "detach": True,
         }
         if wanted.cpu:
-            kwargs["nano_cpus"] = max(1, int(wanted.cpu * NANO))
+            # Docker refuses more CPUs than the machine has; the node's nominal capacity may be larger.
+            kwargs["nano_cpus"] = max(1, int(min(wanted.cpu, self._host_cpus()) * NANO))
         if wanted.memory:
             kwargs["mem_limit"] = wanted.memory
         try:
             state.container = self.docker.containers.create(**kwargs)
         except Exception as exc:
             raise ExecutionError(f"creating container: {_docker_message(exc)}", TOPIC_RUNNING) from exc
+
+    def _host_cpus(self) -> float:
+        if self._cpus is None:
+            self._cpus = float(self.docker.info().get("NCPU") or 1)
+        return self._cpus
 
     def _environment(self, execution: Execution, spec: JobSpec) -> list[str]:
         """Task env, then the engine's K=V list, then the system variables (which win)."""
