@@ -580,9 +580,13 @@ def test_a_job_waits_for_capacity_held_by_another(docker_client: Any) -> None:
         first = submit(api, job("sleep 300", cpu="1"))
         double.wait_for_container(first)
         second = submit(api, job("echo second", cpu="1"))
-        double.wait_for(
-            lambda: double.node.enqueued_count == 1, what="the second execution queued on the node"
-        )
+        accepted = double.job(second)
+
+        def waits_for_capacity() -> bool:
+            executions = double.orchestrator.executions_of(accepted)
+            return bool(executions) and executions[0].compute_state == ExecutionState.BID_ACCEPTED
+
+        double.wait_for(waits_for_capacity, what="the second execution accepted and queued on the node")
         (waiting,) = api.orchestratorjob_executions(second, "created_at").items
         assert waiting.compute_state.state_type == ExecutionState.BID_ACCEPTED
         node = json.loads(api.orchestratorlist_nodes(_preload_content=False).data)["Nodes"][0]["Info"]
