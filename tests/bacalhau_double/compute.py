@@ -157,6 +157,13 @@ class ComputeNode:
             self._finish(state)
             orchestrator.execution_failed(execution.id, str(exc), Event(exc.topic, str(exc), exc.details))
             return
+        except Exception as exc:  # the double's own failure
+            log.exception("bidding on %s failed in the double", execution.id)
+            self._finish(state)
+            orchestrator.execution_failed(
+                execution.id, f"internal error: {exc}", Event(TOPIC_SCANNING, str(exc))
+            )
+            return
         wanted = spec.task.resources.to_resources()
         if not orchestrator.bid_accepted(execution.id, wanted) or not self._reserve(state, wanted):
             self._finish(state)
@@ -278,6 +285,8 @@ class ComputeNode:
             state.container.start()
         except Exception as exc:
             raise ExecutionError(f"failed to start container: {_docker_message(exc)}", TOPIC_RUNNING) from exc
+        if state.cancelled.is_set():  # a stop that came between the check above and the start
+            _kill(state.container)
         if timer is not None:
             timer.start()
         orchestrator.container_started(execution.id)

@@ -22,6 +22,7 @@ the compute node can wait for states without sleeping.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -63,6 +64,7 @@ TOPIC_QUEUEING = "Queueing"
 TOPIC_JOB_TIMEOUT = "Job Timeout"
 TOPIC_EXECUTION = "Execution"
 TIMEOUT_HINT = "Increase the task timeout or allocate more resources"
+_FULL_ID = re.compile(r"^[a-zA-Z]-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 MAX_TIMER_SECONDS = 10**7  # a longer timeout never ends within a test (and overflows a thread wait)
 
 
@@ -100,9 +102,13 @@ class Orchestrator:
             job_id = self._names.get((namespace or "default", id_or_name))
             if job_id is None and id_or_name in self.jobs:
                 job_id = id_or_name
-            if job_id is None and id_or_name.startswith("j-") and len(id_or_name) == 10:
+            if job_id is None and not _FULL_ID.match(id_or_name):  # reifyJobID: a prefix of one ID
                 found = [j for j in self.jobs if j.startswith(id_or_name)]
-                job_id = found[0] if len(found) == 1 else None
+                if len(found) > 1:
+                    raise errors.ApiError(
+                        500, f"multiple jobs found for id {id_or_name}", "MultipleJobsFound", "JobStore"
+                    )
+                job_id = found[0] if found else None
             if job_id is None:
                 raise errors.job_not_found(id_or_name)
             return self.jobs[job_id]
@@ -172,7 +178,6 @@ class Orchestrator:
                 )
         job.spec = spec
         job.version += 1
-        job.create_time = now_ns()
         self._set_job_state(job, JobState.PENDING, "Job update requested by user", event=False)
         self._job_event(job, Event(TOPIC_SUBMISSION, "Job updated"))
         self._arm_timeouts(job)
