@@ -603,9 +603,11 @@ def test_stopping_the_double_removes_its_containers(docker_client: Any) -> None:
     import docker.errors
 
     started = start_double(docker_client)
-    api = bac.OrchestratorApi(_client(started.url))
-    container = started.double.wait_for_container(submit(api, job("sleep 300")))
-    started.stop()
+    try:
+        api = bac.OrchestratorApi(_client(started.url))
+        container = started.double.wait_for_container(submit(api, job("sleep 300")))
+    finally:
+        started.stop()
     with pytest.raises(docker.errors.NotFound):
         container.reload()
     assert started.double.containers() == []
