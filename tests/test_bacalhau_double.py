@@ -567,10 +567,23 @@ def test_suspended_double_refuses_connections_until_resumed(bacalhau_api: Bacalh
     ops = bac.OpsApi(_client(bacalhau_api.url))
     assert ops.agentalive()
     bacalhau_api.suspend()
-    with pytest.raises(urllib3.exceptions.MaxRetryError):
+    with pytest.raises(urllib3.exceptions.MaxRetryError) as refused:
         ops.agentalive(_request_timeout=5)
+    assert isinstance(refused.value.reason, urllib3.exceptions.NewConnectionError)
     bacalhau_api.resume()
     assert bac.OpsApi(_client(bacalhau_api.url)).agentalive()
+
+
+def test_a_hanging_double_accepts_but_never_answers(bacalhau_api: BacalhauDouble) -> None:
+    import urllib3
+
+    bacalhau_api.suspend(mode="hang")
+    client = _client(bacalhau_api.url)
+    client.rest_client.pool_manager.connection_pool_kw["retries"] = False
+    with pytest.raises(urllib3.exceptions.ReadTimeoutError):
+        bac.OpsApi(client).agentalive(_request_timeout=(5, 0.5))
+    bacalhau_api.resume()
+    assert bac.OpsApi(_client(bacalhau_api.url)).agentversion().git_version == "v1.9.3"
 
 
 def test_a_job_waits_for_capacity_held_by_another(docker_client: Any) -> None:

@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -72,6 +73,7 @@ class BacalhauDouble:
         self._results_runner: web.AppRunner | None = None
         self._port = 0
         self._results_port = 0
+        self._hanging: _Hang | None = None
         self._started_at = time.time_ns()
         self._closed = False
 
@@ -94,16 +96,40 @@ class BacalhauDouble:
     def results_url(self) -> str:
         return f"http://127.0.0.1:{self._results_port}"
 
-    def suspend(self) -> None:
-        """Stop answering: the port is closed and open connections are cut, state is kept."""
+    def suspend(self, mode: str = "refuse") -> None:
+        """Stop answering, state kept: ``refuse`` closes the port (connection refused), ``hang``
+        keeps accepting connections but never answers (a client's read timeout fires)."""
+        if mode not in ("refuse", "hang"):
+            raise ValueError(f"suspend mode must be 'refuse' or 'hang', not {mode!r}")
         if self._api_runner is not None:
             self._call(self._api_runner.cleanup())
             self._api_runner = None
+        if mode == "hang" and self._hanging is None:
+            self._hanging = self._call(self._hang())
 
     def resume(self) -> None:
         """Answer again, on the same port."""
+        if self._hanging is not None:
+            self._call(self._unhang(self._hanging))
+            self._hanging = None
         if self._api_runner is None and not self._closed:
             self._api_runner, _ = self._call(self._serve(build_app(self), self._port))
+
+    async def _hang(self) -> _Hang:
+        hang = _Hang()
+
+        async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            hang.held.append(writer)  # read nothing, answer nothing, until resume() closes it
+
+        hang.server = await asyncio.start_server(hold, "127.0.0.1", self._port, reuse_address=True)
+        return hang
+
+    async def _unhang(self, hang: _Hang) -> None:
+        assert hang.server is not None
+        hang.server.close()
+        for writer in hang.held:
+            writer.close()
+        await hang.server.wait_closed()
 
     def close(self) -> None:
         """Stop serving, kill and remove every container of the node, delete its files."""
@@ -112,6 +138,8 @@ class BacalhauDouble:
         self._closed = True
         self.orchestrator.close()
         if self._thread.is_alive():
+            if self._hanging is not None:
+                self._call(self._unhang(self._hanging))
             for runner in (self._api_runner, self._results_runner):
                 if runner is not None:
                     self._call(runner.cleanup())
@@ -230,6 +258,14 @@ class BacalhauDouble:
         if not found:
             raise LookupError(f"no container for job {id_or_name}")
         return found[0]
+
+
+@dataclass
+class _Hang:
+    """A listener on the API's port that accepts connections and never answers them."""
+
+    server: asyncio.Server | None = None
+    held: list[asyncio.StreamWriter] = field(default_factory=list)
 
 
 class StartedDouble:
