@@ -132,6 +132,7 @@ def test_nodes_list_has_v1_9_shape_with_capacity_and_labels(
     info = node["Info"]
     assert info["NodeType"] == "Compute" and info["NodeID"].startswith("n-")
     assert info["Labels"]["c2d-node"] == "double"
+    assert (info["Labels"]["os_type"], info["Labels"]["name"]) == ("linux", info["NodeID"])  # v1.9's own
     compute = info["ComputeNodeInfo"]
     assert compute["MaxCapacity"] == {"CPU": 4.0, "Memory": 8 * 1024**3, "Disk": 20 * 1024**3}
     assert compute["AvailableCapacity"] == compute["MaxCapacity"]

@@ -32,7 +32,7 @@ class BacalhauDouble:
 
     ``allowed_paths`` are the node's ``Compute.AllowListedLocalPaths`` (``/data/**:rw``...),
     ``capacity`` its total resources (also the largest job it accepts), ``node_labels`` its labels
-    (next to ``Architecture`` and ``Operating-System``), ``token`` the bearer token every call but
+    (next to v1.9's runtime labels ``os_type``, ``os_arch`` and ``name``), ``token`` the bearer token every call but
     the agent's alive/version must carry. :meth:`suspend` makes it unreachable (connections refused)
     until :meth:`resume`; :meth:`close` stops it and removes every container and file it made.
     """
@@ -53,11 +53,12 @@ class BacalhauDouble:
         self._own_work_dir = work_dir is None
         self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="bacalhau-double-"))
         self.changed = threading.Condition(threading.RLock())
-        labels = {"Architecture": _arch(), "Operating-System": "linux", **dict(node_labels or {})}
+        node_id = new_node_id()
+        labels = {"os_type": "linux", "os_arch": _arch(), "name": node_id, **dict(node_labels or {})}
         self.node = ComputeNode(
             self.changed,
             docker_client,
-            node_id=new_node_id(),
+            node_id=node_id,
             instance_id=self.instance_id,
             labels=labels,
             max_capacity=capacity,
