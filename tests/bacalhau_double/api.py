@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from . import errors
+from .records import ExecutionState
 from .selectors import parse_selector
 from .spec import decode_job, field_of
 
@@ -61,7 +62,12 @@ def build_app(double: BacalhauDouble) -> web.Application:
         request_id = request.headers.get("X-Request-Id", "")
         try:
             _authenticate(double.token, request)
-            return await handler(request)
+            if request.method == "PUT":  # reads its body first; submit() takes the lock itself
+                return await handler(request)
+            # The other handlers never await: holding the double's lock while they run gives each
+            # answer a consistent snapshot of jobs and executions that compute threads update.
+            with double.changed:
+                return await handler(request)
         except errors.ApiError as exc:
             return _json(exc.body(request_id), exc.status)
         except web.HTTPNotFound:
@@ -70,7 +76,9 @@ def build_app(double: BacalhauDouble) -> web.Application:
             return _json(errors.method_not_allowed().body(request_id), 405)
         except Exception as exc:
             log.exception("%s %s failed in the double", request.method, request.path)
-            body = errors.ApiError(500, f"Internal server error. {exc}", "InternalError", "Unknown").body(request_id)
+            body = errors.ApiError(500, f"Internal server error. {exc}", "InternalError", "Unknown").body(
+                request_id
+            )
             return _json(body, 500)
 
     orchestrator, node = double.orchestrator, double.node
@@ -118,7 +126,10 @@ def build_app(double: BacalhauDouble) -> web.Application:
         for include in request.query.get("include", "").split(","):
             include = include.strip()
             if include == "history" and "History" not in out:
-                out["History"] = {"NextToken": "", "Items": [h.to_json() for h in orchestrator.history_of(job)]}
+                out["History"] = {
+                    "NextToken": "",
+                    "Items": [h.to_json() for h in orchestrator.history_of(job)],
+                }
             elif include == "executions" and "Executions" not in out:
                 items = [e.to_json() for e in orchestrator.executions_of(job)]
                 out["Executions"] = {"NextToken": "", "Items": items}
@@ -128,7 +139,11 @@ def build_app(double: BacalhauDouble) -> web.Application:
         job = orchestrator.find(request.match_info["id"], request.query.get("namespace", ""))
         all_versions = request.query.get("all_job_versions", "") == "true"
         executions = orchestrator.executions_of(job, all_versions)
-        key = "modify_time" if request.query.get("order_by", "") in ("modified_at", "modify_time") else "create_time"
+        key = (
+            "modify_time"
+            if request.query.get("order_by", "") in ("modified_at", "modify_time")
+            else "create_time"
+        )
         executions.sort(key=lambda e: getattr(e, key), reverse=request.query.get("reverse", "") == "true")
         limit = _int_query(request, "limit")
         items = [e.to_json() for e in executions][: limit or None]
@@ -138,7 +153,9 @@ def build_app(double: BacalhauDouble) -> web.Application:
         job = orchestrator.find(request.match_info["id"], request.query.get("namespace", ""))
         event_type = request.query.get("event_type", "all") or "all"
         if event_type not in ("all", "job", "execution"):
-            raise errors.bad_request(f"Key: 'ListJobHistoryRequest.EventType' Error:Field validation for 'EventType' failed on the 'oneof' tag")
+            raise errors.bad_request(
+                "Key: 'ListJobHistoryRequest.EventType' Error:Field validation for 'EventType' failed on the 'oneof' tag"
+            )
         execution_id = request.query.get("execution_id", "")
         since = _int_query(request, "since") * 1_000_000_000
         entries = [
@@ -155,9 +172,9 @@ def build_app(double: BacalhauDouble) -> web.Application:
     async def job_results(request: web.Request) -> web.Response:
         job = orchestrator.find(request.match_info["id"], request.query.get("namespace", ""))
         items = [
-            e.published_result
+            e.published_result.to_json()
             for e in orchestrator.executions_of(job)
-            if e.published_result and e.compute_state.name == "COMPLETED"
+            if e.published_result is not None and e.compute_state == ExecutionState.COMPLETED
         ]
         return _json({"NextToken": "", "Items": items})
 
@@ -205,7 +222,7 @@ async def _body(request: web.Request) -> Any:
         raise errors.bad_request("Request body can't be empty")
     try:
         return json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise errors.bad_request(f"Syntax error: {exc}") from exc
 
 

@@ -11,6 +11,7 @@ path, and the labels ``bacalhau-executor=<node instance>``, ``bacalhau-jobID``,
 A container exiting non-zero completes its execution (RunOutput.ExitCode); the execution fails on
 an execution timeout (the container is killed: "Execution timed out after <d>"), an OOM kill
 ("memory limit exceeded"), a container that cannot be created or started, or a refused volume.
+A failure reaches the orchestrator as v1.9's ComputeError does: a message and an event, no RunOutput.
 Stdout and stderr are returned up to 2 KiB each (``StdoutTruncated`` beyond) and published in full.
 The container is removed when its execution ends; :meth:`ComputeNode.close` removes any left.
 """
@@ -28,8 +29,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import volumes
+from .orchestrator import MAX_TIMER_SECONDS
 from .records import Event, Execution, RunOutput, go_duration
-from .spec import JobSpec, Resources
+from .spec import JobSpec, Resources, SpecConfig
 
 if TYPE_CHECKING:
     from .orchestrator import Orchestrator
@@ -41,7 +43,6 @@ NANO = 1_000_000_000
 TOPIC_SCANNING = "Exec Scanning"
 TOPIC_PREPARING = "Preparing Environment"
 TOPIC_RUNNING = "Running Execution"
-TOPIC_PUBLISHING = "Publishing Results"
 LABEL_EXECUTOR = "bacalhau-executor"
 LABEL_JOB = "bacalhau-jobID"
 LABEL_EXECUTION = "bacalhau-executionID"
@@ -55,7 +56,6 @@ class ExecutionError(Exception):
         super().__init__(message)
         self.topic = topic
         self.details = {"IsError": "true", **(details or {})}
-        self.output: RunOutput | None = None
 
 
 @dataclass
@@ -99,6 +99,7 @@ class ComputeNode:
         self.orchestrator: Orchestrator | None = None
         self._running: dict[str, _Running] = {}
         self._in_use: dict[str, Resources] = {}
+        self._cpus: float | None = None
         self._closed = False
 
     # capacity --------------------------------------------------------------------------------
@@ -156,27 +157,40 @@ class ComputeNode:
             self._finish(state)
             orchestrator.execution_failed(execution.id, str(exc), Event(exc.topic, str(exc), exc.details))
             return
+        except Exception as exc:  # the double's own failure
+            log.exception("bidding on %s failed in the double", execution.id)
+            self._finish(state)
+            orchestrator.execution_failed(
+                execution.id, f"internal error: {exc}", Event(TOPIC_SCANNING, str(exc))
+            )
+            return
         wanted = spec.task.resources.to_resources()
         if not orchestrator.bid_accepted(execution.id, wanted) or not self._reserve(state, wanted):
             self._finish(state)
             return
+        completed: tuple[RunOutput, SpecConfig | None] | None = None
+        failed: tuple[str, Event] | None = None
         try:
-            output, published = self._execute(execution, spec, mounts, state)
+            completed = self._execute(execution, spec, mounts, state)
         except ExecutionError as exc:
             if not state.cancelled.is_set():
-                orchestrator.execution_failed(execution.id, str(exc), Event(exc.topic, str(exc), exc.details), exc.output)
+                failed = (str(exc), Event(exc.topic, str(exc), exc.details))
         except _Cancelled:
             pass
-        except Exception as exc:  # the double's own failure: report it as Bacalhau would an internal error
+        except Exception as exc:  # the double's own failure: reported as an internal error would be
             log.exception("execution %s failed in the double", execution.id)
-            orchestrator.execution_failed(execution.id, f"internal error: {exc}", Event(TOPIC_RUNNING, str(exc)))
-        else:
-            orchestrator.execution_completed(execution.id, output, published)
+            message = f"internal error: {exc}"
+            failed = (message, Event(TOPIC_RUNNING, message))
         finally:
+            # as v1.9's handler: the container is destroyed before the result is reported
             self._remove_container(state)
             shutil.rmtree(self._execution_dir(execution.id), ignore_errors=True)
             self._finish(state)
-            orchestrator.capacity_freed()
+        if completed is not None:
+            orchestrator.execution_completed(execution.id, *completed)
+        elif failed is not None:
+            orchestrator.execution_failed(execution.id, *failed)
+        orchestrator.capacity_freed()
 
     def _bid(self, spec: JobSpec) -> list[volumes.Volume]:
         """Semantic and resource bidding: the volumes are checked here (GetVolumeSize)."""
@@ -188,7 +202,9 @@ class ComputeNode:
                 details = {"Hint": exc.hint} if exc.hint else {}
                 if exc.code:
                     details["ErrorCode"] = f"Bacalhau:{exc.code}"
-                raise ExecutionError(f"calculating resource usage of job: {exc}", TOPIC_SCANNING, details) from exc
+                raise ExecutionError(
+                    f"calculating resource usage of job: {exc}", TOPIC_SCANNING, details
+                ) from exc
         return mounts
 
     def _reserve(self, state: _Running, wanted: Resources) -> bool:
@@ -209,31 +225,71 @@ class ComputeNode:
 
     def _execute(
         self, execution: Execution, spec: JobSpec, mounts: list[volumes.Volume], state: _Running
-    ) -> tuple[RunOutput, dict[str, Any] | None]:
-        orchestrator = self.orchestrator
-        assert orchestrator is not None
+    ) -> tuple[RunOutput, SpecConfig | None]:
+        """Prepare, run, collect and publish: the node's whole run of one accepted execution."""
+        outputs = self._prepare(execution, spec, mounts)
+        exit_code = self._run(execution, spec, mounts, outputs, state)
+        stdout = state.container.logs(stdout=True, stderr=False)
+        stderr = state.container.logs(stdout=False, stderr=True)
+        output = RunOutput(
+            stdout=stdout[:RETURN_LIMIT].decode("utf-8", "replace"),
+            stdout_truncated=len(stdout) > RETURN_LIMIT,
+            stderr=stderr[:RETURN_LIMIT].decode("utf-8", "replace"),
+            stderr_truncated=len(stderr) > RETURN_LIMIT,
+            exit_code=exit_code,
+        )
+        publisher = spec.task.publisher.type.lower()
+        if not publisher:
+            return output, None
+        if state.cancelled.is_set():
+            raise _Cancelled
+        if publisher == "noop":
+            return output, SpecConfig("noop")
+        return output, self._publish_local(execution.id, outputs, stdout, stderr, exit_code)
+
+    def _prepare(self, execution: Execution, spec: JobSpec, mounts: list[volumes.Volume]) -> Path:
+        """Create missing volumes (CreateAs) and one host folder per result path; the outputs folder."""
         for volume in mounts:
             try:
                 volumes.prepare(volume)
             except OSError as exc:
-                raise ExecutionError(f"could not create volume at {volume.source}: {exc}", TOPIC_PREPARING) from exc
+                message = f"could not create volume at {volume.source}: {exc}"
+                raise ExecutionError(message, TOPIC_PREPARING) from exc
         outputs = self._execution_dir(execution.id) / "outputs"
         for result in spec.task.result_paths:
             (outputs / result.name).mkdir(parents=True, exist_ok=True)
-        if not orchestrator.execution_running(execution.id):
+        return outputs
+
+    def _run(
+        self,
+        execution: Execution,
+        spec: JobSpec,
+        mounts: list[volumes.Volume],
+        outputs: Path,
+        state: _Running,
+    ) -> int:
+        """Create, start and wait for the container under the execution timeout; its exit code."""
+        orchestrator = self.orchestrator
+        assert orchestrator is not None
+        if not orchestrator.execution_wanted(execution.id):
             raise _Cancelled
         self._create_container(execution, spec, mounts, outputs, state)
         if state.cancelled.is_set():
             raise _Cancelled
         timeout = spec.task.timeouts.effective_execution
-        timer = threading.Timer(timeout, self._time_out, args=(state,)) if timeout > 0 else None
+        timer = None
+        if 0 < timeout <= MAX_TIMER_SECONDS:
+            timer = threading.Timer(timeout, self._time_out, args=(state,))
+            timer.daemon = True
         try:
             state.container.start()
         except Exception as exc:
             raise ExecutionError(f"failed to start container: {_docker_message(exc)}", TOPIC_RUNNING) from exc
+        if state.cancelled.is_set():  # a stop that came between the check above and the start
+            _kill(state.container)
         if timer is not None:
-            timer.daemon = True
             timer.start()
+        orchestrator.container_started(execution.id)
         try:
             status = state.container.wait()
         finally:
@@ -247,29 +303,10 @@ class ComputeNode:
                 TOPIC_RUNNING,
                 {"Hint": "Increase the task timeout or allocate more resources", "Retryable": "true"},
             )
-        exit_code = int(status.get("StatusCode", -1))
         state.container.reload()
         if state.container.attrs.get("State", {}).get("OOMKilled"):
-            error = ExecutionError("memory limit exceeded", TOPIC_RUNNING)
-            error.output = RunOutput(exit_code=exit_code, error_msg="memory limit exceeded")
-            raise error
-        stdout = state.container.logs(stdout=True, stderr=False)
-        stderr = state.container.logs(stdout=False, stderr=True)
-        output = RunOutput(
-            stdout=stdout[:RETURN_LIMIT].decode("utf-8", "replace"),
-            stdout_truncated=len(stdout) > RETURN_LIMIT,
-            stderr=stderr[:RETURN_LIMIT].decode("utf-8", "replace"),
-            stderr_truncated=len(stderr) > RETURN_LIMIT,
-            exit_code=exit_code,
-        )
-        publisher = spec.task.publisher.type.lower()
-        if not publisher:
-            return output, None
-        if not orchestrator.execution_publishing(execution.id, output):
-            raise _Cancelled
-        if publisher == "noop":
-            return output, {"Type": "noop"}
-        return output, self._publish_local(execution.id, outputs, stdout, stderr, exit_code)
+            raise ExecutionError("memory limit exceeded", TOPIC_RUNNING)
+        return int(status.get("StatusCode", -1))
 
     def _create_container(
         self,
@@ -289,15 +326,21 @@ class ComputeNode:
             raise ExecutionError("invalid docker engine param: 'Image' cannot be empty", TOPIC_RUNNING)
         network = NETWORK_MODES.get(task.network.type)
         if network is None:
-            raise ExecutionError(f"unsupported network type {task.network.type!r} (not supported by the double)", TOPIC_RUNNING)
+            raise ExecutionError(
+                f"unsupported network type {task.network.type!r} (not supported by the double)", TOPIC_RUNNING
+            )
         try:
             self.docker.images.get(image)
         except docker.errors.ImageNotFound as exc:
-            message = f"failed to pull docker image {image}: not present locally (the test double never pulls)"
+            message = (
+                f"failed to pull docker image {image}: not present locally (the test double never pulls)"
+            )
             raise ExecutionError(message, TOPIC_RUNNING) from exc
         wanted = task.resources.to_resources()
         binds = [Mount(v.target, v.source, type="bind", read_only=v.read_only) for v in mounts]
-        binds += [Mount(r.path, str(outputs / r.name), type="bind", read_only=False) for r in task.result_paths]
+        binds += [
+            Mount(r.path, str(outputs / r.name), type="bind", read_only=False) for r in task.result_paths
+        ]
         kwargs: dict[str, Any] = {
             "image": image,
             "command": _strings(engine.param("Parameters")) or None,
@@ -316,13 +359,19 @@ class ComputeNode:
             "detach": True,
         }
         if wanted.cpu:
-            kwargs["nano_cpus"] = max(1, int(wanted.cpu * NANO))
+            # Docker refuses more CPUs than the machine has; the node's nominal capacity may be larger.
+            kwargs["nano_cpus"] = max(1, int(min(wanted.cpu, self._host_cpus()) * NANO))
         if wanted.memory:
             kwargs["mem_limit"] = wanted.memory
         try:
             state.container = self.docker.containers.create(**kwargs)
         except Exception as exc:
             raise ExecutionError(f"creating container: {_docker_message(exc)}", TOPIC_RUNNING) from exc
+
+    def _host_cpus(self) -> float:
+        if self._cpus is None:
+            self._cpus = float(self.docker.info().get("NCPU") or 1)
+        return self._cpus
 
     def _environment(self, execution: Execution, spec: JobSpec) -> list[str]:
         """Task env, then the engine's K=V list, then the system variables (which win)."""
@@ -351,19 +400,23 @@ class ComputeNode:
 
     def _publish_local(
         self, execution_id: str, outputs: Path, stdout: bytes, stderr: bytes, exit_code: int
-    ) -> dict[str, Any]:
+    ) -> SpecConfig:
         """The local publisher: ``<execution>.tar.gz`` served by the double's results server."""
         name = f"{execution_id}.tar.gz"
         target = self.published_dir / name
         with tarfile.open(target, "w:gz") as archive:
-            for member, data in (("stdout", stdout), ("stderr", stderr), ("exitCode", str(exit_code).encode())):
+            for member, data in (
+                ("stdout", stdout),
+                ("stderr", stderr),
+                ("exitCode", str(exit_code).encode()),
+            ):
                 info = tarfile.TarInfo(member)
                 info.size = len(data)
                 archive.addfile(info, io.BytesIO(data))
             if outputs.is_dir():
                 for child in sorted(outputs.iterdir()):
                     archive.add(child, arcname=child.name)
-        return {"Type": "urlDownload", "Params": {"URL": f"{self._results_url()}/{name}"}}
+        return SpecConfig("urlDownload", (("URL", f"{self._results_url()}/{name}"),))
 
     def _execution_dir(self, execution_id: str) -> Path:
         return self.work_dir / "executions" / execution_id
@@ -386,7 +439,9 @@ class ComputeNode:
         for state in states:
             if state.thread is not None:
                 state.thread.join(timeout=30)
-        for container in self.docker.containers.list(all=True, filters={"label": f"{LABEL_EXECUTOR}={self.instance_id}"}):
+        for container in self.docker.containers.list(
+            all=True, filters={"label": f"{LABEL_EXECUTOR}={self.instance_id}"}
+        ):
             try:
                 container.remove(force=True)
             except Exception as exc:

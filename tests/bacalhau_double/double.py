@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -31,7 +32,7 @@ class BacalhauDouble:
 
     ``allowed_paths`` are the node's ``Compute.AllowListedLocalPaths`` (``/data/**:rw``...),
     ``capacity`` its total resources (also the largest job it accepts), ``node_labels`` its labels
-    (next to ``Architecture`` and ``Operating-System``), ``token`` the bearer token every call but
+    (next to v1.9's runtime labels ``os_type``, ``os_arch`` and ``name``), ``token`` the bearer token every call but
     the agent's alive/version must carry. :meth:`suspend` makes it unreachable (connections refused)
     until :meth:`resume`; :meth:`close` stops it and removes every container and file it made.
     """
@@ -52,11 +53,12 @@ class BacalhauDouble:
         self._own_work_dir = work_dir is None
         self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="bacalhau-double-"))
         self.changed = threading.Condition(threading.RLock())
-        labels = {"Architecture": _arch(), "Operating-System": "linux", **dict(node_labels or {})}
+        node_id = new_node_id()
+        labels = {"os_type": "linux", "os_arch": _arch(), "name": node_id, **dict(node_labels or {})}
         self.node = ComputeNode(
             self.changed,
             docker_client,
-            node_id=new_node_id(),
+            node_id=node_id,
             instance_id=self.instance_id,
             labels=labels,
             max_capacity=capacity,
@@ -72,6 +74,7 @@ class BacalhauDouble:
         self._results_runner: web.AppRunner | None = None
         self._port = 0
         self._results_port = 0
+        self._hanging: _Hang | None = None
         self._started_at = time.time_ns()
         self._closed = False
 
@@ -94,16 +97,40 @@ class BacalhauDouble:
     def results_url(self) -> str:
         return f"http://127.0.0.1:{self._results_port}"
 
-    def suspend(self) -> None:
-        """Stop answering: the port is closed and open connections are cut, state is kept."""
+    def suspend(self, mode: str = "refuse") -> None:
+        """Stop answering, state kept: ``refuse`` closes the port (connection refused), ``hang``
+        keeps accepting connections but never answers (a client's read timeout fires)."""
+        if mode not in ("refuse", "hang"):
+            raise ValueError(f"suspend mode must be 'refuse' or 'hang', not {mode!r}")
         if self._api_runner is not None:
             self._call(self._api_runner.cleanup())
             self._api_runner = None
+        if mode == "hang" and self._hanging is None:
+            self._hanging = self._call(self._hang())
 
     def resume(self) -> None:
         """Answer again, on the same port."""
+        if self._hanging is not None:
+            self._call(self._unhang(self._hanging))
+            self._hanging = None
         if self._api_runner is None and not self._closed:
             self._api_runner, _ = self._call(self._serve(build_app(self), self._port))
+
+    async def _hang(self) -> _Hang:
+        hang = _Hang()
+
+        async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            hang.held.append(writer)  # read nothing, answer nothing, until resume() closes it
+
+        hang.server = await asyncio.start_server(hold, "127.0.0.1", self._port, reuse_address=True)
+        return hang
+
+    async def _unhang(self, hang: _Hang) -> None:
+        assert hang.server is not None
+        hang.server.close()
+        for writer in hang.held:
+            writer.close()
+        await hang.server.wait_closed()
 
     def close(self) -> None:
         """Stop serving, kill and remove every container of the node, delete its files."""
@@ -112,6 +139,8 @@ class BacalhauDouble:
         self._closed = True
         self.orchestrator.close()
         if self._thread.is_alive():
+            if self._hanging is not None:
+                self._call(self._unhang(self._hanging))
             for runner in (self._api_runner, self._results_runner):
                 if runner is not None:
                     self._call(runner.cleanup())
@@ -192,7 +221,9 @@ class BacalhauDouble:
 
     def containers(self) -> list[Any]:
         """The ``docker`` containers of this double's node that still exist."""
-        return self.docker.containers.list(all=True, filters={"label": f"{LABEL_EXECUTOR}={self.instance_id}"})
+        return self.docker.containers.list(
+            all=True, filters={"label": f"{LABEL_EXECUTOR}={self.instance_id}"}
+        )
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
         """Wait, woken by each change of the double's state, until ``predicate()`` holds."""
@@ -204,7 +235,12 @@ class BacalhauDouble:
                     raise TimeoutError(f"{what} not met in {timeout} s")
                 self.changed.wait(remaining)
 
-    def wait_for_job(self, id_or_name: str, states: Sequence[str] = ("Completed", "Failed", "Stopped"), timeout: float = 60.0) -> Job:
+    def wait_for_job(
+        self,
+        id_or_name: str,
+        states: Sequence[str] = ("Completed", "Failed", "Stopped"),
+        timeout: float = 60.0,
+    ) -> Job:
         """Wait until the job is in one of ``states`` (JobStateType names); the job."""
         wanted = {JobState(s) for s in states}
         job = self.job(id_or_name)
@@ -212,17 +248,25 @@ class BacalhauDouble:
         return job
 
     def wait_for_container(self, id_or_name: str, timeout: float = 60.0) -> Any:
-        """Wait until an execution of the job runs (ComputeState Running) and return its container."""
+        """Wait until the node started a container for the job (and it is not over); that container."""
         job = self.job(id_or_name)
 
         def running() -> bool:
-            return any(e.compute_state.name == "RUNNING" for e in self.orchestrator.executions_of(job))
+            return any(e.started and not e.terminal for e in self.orchestrator.executions_of(job))
 
         self.wait_for(running, timeout, f"an execution of {id_or_name} running")
         found = [c for c in self.containers() if c.labels.get("bacalhau-jobID", "").endswith(job.id)]
         if not found:
             raise LookupError(f"no container for job {id_or_name}")
         return found[0]
+
+
+@dataclass
+class _Hang:
+    """A listener on the API's port that accepts connections and never answers them."""
+
+    server: asyncio.Server | None = None
+    held: list[asyncio.StreamWriter] = field(default_factory=list)
 
 
 class StartedDouble:

@@ -2,9 +2,10 @@
 
 A job is Pending on submission, then the scheduler ranks the node (label constraints, engine,
 publisher, the node's maximum job size, previous executions of the job there). A suitable node
-gets an execution (New); the compute node bids (AskForBidAccepted), the scheduler approves it
-(desired Running, job Running), the node accepts (BidAccepted), runs it when its capacity allows
-(Running), publishes (Publishing) and completes (Completed): the job is Completed.
+gets an execution (New, desired Pending); the compute node bids (AskForBidAccepted), the
+scheduler approves it (BidAccepted, desired Running; job Running); the node runs it when its
+capacity allows and reports the end: Completed or Failed, desired Stopped. As in v1.9 the
+orchestrator never sees the node's own Running (6) and Publishing (7) states.
 
 Failures follow v1.9's rules: a system error fails the execution (a non-zero exit code does not:
 that execution completes with its ExitCode); the scheduler then retries once on the same node
@@ -21,12 +22,13 @@ the compute node can wait for states without sleeping.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import errors
 from .records import (
@@ -45,7 +47,7 @@ from .records import (
     short_id,
 )
 from .selectors import Requirement, constraint_requirements, matches_all
-from .spec import JobSpec, Resources, ResourcesConfig, Submission
+from .spec import JobSpec, Resources, ResourcesConfig, SpecConfig, Submission
 
 if TYPE_CHECKING:
     from .compute import ComputeNode
@@ -62,6 +64,8 @@ TOPIC_QUEUEING = "Queueing"
 TOPIC_JOB_TIMEOUT = "Job Timeout"
 TOPIC_EXECUTION = "Execution"
 TIMEOUT_HINT = "Increase the task timeout or allocate more resources"
+_FULL_ID = re.compile(r"^[a-zA-Z]-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+MAX_TIMER_SECONDS = 10**7  # a longer timeout never ends within a test (and overflows a thread wait)
 
 
 @dataclass(frozen=True)
@@ -98,9 +102,13 @@ class Orchestrator:
             job_id = self._names.get((namespace or "default", id_or_name))
             if job_id is None and id_or_name in self.jobs:
                 job_id = id_or_name
-            if job_id is None and id_or_name.startswith("j-") and len(id_or_name) == 10:
+            if job_id is None and not _FULL_ID.match(id_or_name):  # reifyJobID: a prefix of one ID
                 found = [j for j in self.jobs if j.startswith(id_or_name)]
-                job_id = found[0] if len(found) == 1 else None
+                if len(found) > 1:
+                    raise errors.ApiError(
+                        500, f"multiple jobs found for id {id_or_name}", "MultipleJobsFound", "JobStore"
+                    )
+                job_id = found[0] if found else None
             if job_id is None:
                 raise errors.job_not_found(id_or_name)
             return self.jobs[job_id]
@@ -149,7 +157,10 @@ class Orchestrator:
         job_id = new_job_id()
         if not spec.name:
             spec = replace(spec, name=job_id)
-        meta = {"bacalhau.org/orchestrator.id": self.orchestrator_id, "bacalhau.org/requester.id": self.orchestrator_id}
+        meta = {
+            "bacalhau.org/orchestrator.id": self.orchestrator_id,
+            "bacalhau.org/requester.id": self.orchestrator_id,
+        }
         job = Job(job_id, spec, meta)
         self.jobs[job_id] = job
         self._names[(spec.namespace, spec.name)] = job_id
@@ -161,11 +172,12 @@ class Orchestrator:
         for execution in self.executions_of(job):
             if not execution.terminal:
                 self._stop_execution(
-                    execution, ExecutionState.CANCELLED, Event(TOPIC_SCHEDULING, "Execution stopped for job update")
+                    execution,
+                    ExecutionState.CANCELLED,
+                    Event(TOPIC_SCHEDULING, "Execution stopped for job update"),
                 )
         job.spec = spec
         job.version += 1
-        job.create_time = now_ns()
         self._set_job_state(job, JobState.PENDING, "Job update requested by user", event=False)
         self._job_event(job, Event(TOPIC_SUBMISSION, "Job updated"))
         self._arm_timeouts(job)
@@ -180,7 +192,9 @@ class Orchestrator:
                 raise errors.cannot_stop(job.state.value)
             was_terminal = job.state.terminal
             self._set_job_state(job, JobState.STOPPED, reason, event=False)
-            self._job_event(job, Event(TOPIC_SCHEDULING, "Job requested to stop before completion", {"Reason": reason}))
+            self._job_event(
+                job, Event(TOPIC_SCHEDULING, "Job requested to stop before completion", {"Reason": reason})
+            )
             self._evaluate(job)
             self.changed.notify_all()
             return "" if was_terminal else str(uuid.uuid4())
@@ -195,6 +209,7 @@ class Orchestrator:
                 return False
             execution.allocated = allocated
             self._set_execution(execution, ExecutionState.ASK_FOR_BID_ACCEPTED)
+            # the scheduler's approval (AppendApprovedExecution): desired Running, BidAccepted
             execution.desired_state = DesiredState.RUNNING
             self._execution_event(execution, Event(TOPIC_EXECUTION, "Running"))
             self._set_execution(execution, ExecutionState.BID_ACCEPTED)
@@ -203,44 +218,39 @@ class Orchestrator:
             self.changed.notify_all()
             return True
 
-    def execution_running(self, execution_id: str) -> bool:
+    def execution_wanted(self, execution_id: str) -> bool:
+        """Whether the node should still start the execution (not cancelled meanwhile)."""
         with self.changed:
-            execution = self.executions[execution_id]
-            if execution.terminal:
-                return False
-            self._set_execution(execution, ExecutionState.RUNNING)
-            self.changed.notify_all()
-            return True
+            return not self.executions[execution_id].terminal
 
-    def execution_publishing(self, execution_id: str, output: RunOutput) -> bool:
+    def container_started(self, execution_id: str) -> None:
+        """The node started the container. v1.9's node does not report Running (6) or Publishing (7)
+        to the orchestrator: the API keeps showing BidAccepted (5) until the run completes or fails."""
         with self.changed:
-            execution = self.executions[execution_id]
-            if execution.terminal:
-                return False
-            execution.run_output = output
-            self._set_execution(execution, ExecutionState.PUBLISHING)
+            self.executions[execution_id].started = True
             self.changed.notify_all()
-            return True
 
-    def execution_completed(self, execution_id: str, output: RunOutput, published: dict[str, Any] | None) -> None:
+    def execution_completed(self, execution_id: str, output: RunOutput, published: SpecConfig | None) -> None:
         with self.changed:
             execution = self.executions[execution_id]
             if execution.terminal:
                 return
             execution.run_output = output
             execution.published_result = published
+            execution.desired_state = DesiredState.STOPPED
+            execution.desired_message = "execution completed"
             self._set_execution(execution, ExecutionState.COMPLETED)
             self._execution_event(execution, Event(TOPIC_EXECUTION, "Completed successfully"))
             self._evaluate(execution.job)
             self.changed.notify_all()
 
-    def execution_failed(self, execution_id: str, message: str, event: Event, output: RunOutput | None = None) -> None:
+    def execution_failed(self, execution_id: str, message: str, event: Event) -> None:
         with self.changed:
             execution = self.executions[execution_id]
             if execution.terminal:
                 return
-            if output is not None:
-                execution.run_output = output
+            execution.desired_state = DesiredState.STOPPED
+            execution.desired_message = "execution failed"
             self._set_execution(execution, ExecutionState.FAILED, message)
             self._execution_event(execution, event)
             self._evaluate(execution.job)
@@ -314,7 +324,11 @@ class Orchestrator:
         self.executions[execution.id] = execution
         self._execution_event(
             execution,
-            Event(TOPIC_SCHEDULING, f"Requested execution on {short_id(self.node.node_id)}", {"NodeID": self.node.node_id}),
+            Event(
+                TOPIC_SCHEDULING,
+                f"Requested execution on {short_id(self.node.node_id)}",
+                {"NodeID": self.node.node_id},
+            ),
         )
         self.node.start(execution)
 
@@ -340,7 +354,7 @@ class Orchestrator:
             self._timer(timeouts.queue, lambda: self._queue_timeout(job, version))
 
     def _timer(self, seconds: float, action: Callable[[], None]) -> None:
-        if self._closed:
+        if self._closed or seconds > MAX_TIMER_SECONDS:
             return
         timer = threading.Timer(seconds, action)
         timer.daemon = True
@@ -402,7 +416,9 @@ def _with_defaults(spec: JobSpec) -> JobSpec:
     resources = spec.task.resources
     if resources.cpu and resources.memory:
         return spec
-    filled = ResourcesConfig(resources.cpu or DEFAULT_CPU, resources.memory or DEFAULT_MEMORY, resources.disk, resources.gpu)
+    filled = ResourcesConfig(
+        resources.cpu or DEFAULT_CPU, resources.memory or DEFAULT_MEMORY, resources.disk, resources.gpu
+    )
     return replace(spec, task=replace(spec.task, resources=filled))
 
 
@@ -411,9 +427,13 @@ def _too_big(wanted: Resources, maximum: Resources) -> str:
     if wanted.cpu > maximum.cpu:
         reasons.append(f"more CPU ({wanted.cpu:g}) than the maximum available ({maximum.cpu:g})")
     if wanted.memory > maximum.memory:
-        reasons.append(f"more memory ({_human(wanted.memory)}) than the maximum available ({_human(maximum.memory)})")
+        reasons.append(
+            f"more memory ({_human(wanted.memory)}) than the maximum available ({_human(maximum.memory)})"
+        )
     if wanted.disk > maximum.disk:
-        reasons.append(f"more disk ({_human(wanted.disk)}) than the maximum available ({_human(maximum.disk)})")
+        reasons.append(
+            f"more disk ({_human(wanted.disk)}) than the maximum available ({_human(maximum.disk)})"
+        )
     if wanted.gpu > maximum.gpu:
         reasons.append(f"more GPUs ({wanted.gpu}) than the maximum available ({maximum.gpu})")
     return "job requires " + " and ".join(reasons)

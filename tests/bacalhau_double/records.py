@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Any
 
-from .spec import JobSpec, Resources
+from .spec import JobSpec, Resources, SpecConfig
 
 
 class ExecutionState(IntEnum):
@@ -126,7 +126,11 @@ class Event:
     timestamp: int = field(default_factory=now_ns)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"Message": self.message, "Topic": self.topic, "Timestamp": rfc3339(self.timestamp)}
+        out: dict[str, Any] = {
+            "Message": self.message,
+            "Topic": self.topic,
+            "Timestamp": rfc3339(self.timestamp),
+        }
         if self.details:
             out["Details"] = dict(self.details)
         return out
@@ -183,7 +187,18 @@ class Job:
         out["Revision"] = self.revision
         out["CreateTime"] = self.create_time
         out["ModifyTime"] = self.modify_time
-        order = ("ID", "Name", "Namespace", "Type", "Priority", "Count", "Constraints", "Meta", "Labels", "Tasks")
+        order = (
+            "ID",
+            "Name",
+            "Namespace",
+            "Type",
+            "Priority",
+            "Count",
+            "Constraints",
+            "Meta",
+            "Labels",
+            "Tasks",
+        )
         return {key: out[key] for key in order} | {k: v for k, v in out.items() if k not in order}
 
 
@@ -202,11 +217,12 @@ class Execution:
     desired_state: DesiredState = DesiredState.PENDING
     desired_message: str = ""
     run_output: RunOutput | None = None
-    published_result: dict[str, Any] | None = None
+    published_result: SpecConfig | None = None
     revision: int = 1
     create_time: int = field(default_factory=now_ns)
     modify_time: int = 0
     job_snapshot: dict[str, Any] = field(default_factory=dict)
+    started: bool = False  # the node started its container (not shown by the API, as in v1.9)
 
     def __post_init__(self) -> None:
         self.modify_time = self.modify_time or self.create_time
@@ -236,7 +252,7 @@ class Execution:
             "AllocatedResources": {"Tasks": tasks},
             "DesiredState": state(int(self.desired_state), self.desired_message),
             "ComputeState": state(int(self.compute_state), self.compute_message),
-            "PublishedResult": self.published_result or {"Type": ""},
+            "PublishedResult": (self.published_result or SpecConfig()).to_json(),
             "RunOutput": (self.run_output or RunOutput()).to_json(),
             "PreviousExecution": "",
             "NextExecution": "",

@@ -39,15 +39,23 @@ def _str(value: Any, what: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise ValueError(f"json: cannot unmarshal {type(value).__name__} into Go struct field {what} of type string")
+        raise ValueError(
+            f"json: cannot unmarshal {type(value).__name__} into Go struct field {what} of type string"
+        )
     return value
 
 
 def _int(value: Any, what: str) -> int:
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
-        raise ValueError(f"json: cannot unmarshal {value!r} into Go struct field {what} of type int")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or value != value  # NaN
+        or not -(2**63) <= value < 2**63
+        or int(value) != value
+    ):
+        raise ValueError(f"json: cannot unmarshal {value!r} into Go struct field {what} of type int64")
     return int(value)
 
 
@@ -55,7 +63,9 @@ def _str_map(value: Any, what: str) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ValueError(f"json: cannot unmarshal {type(value).__name__} into Go struct field {what} of type map")
+        raise ValueError(
+            f"json: cannot unmarshal {type(value).__name__} into Go struct field {what} of type map"
+        )
     return {str(k): _str(v, what) for k, v in value.items()}
 
 
@@ -63,7 +73,9 @@ def _list(value: Any, what: str) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise ValueError(f"json: cannot unmarshal {type(value).__name__} into Go struct field {what} of type slice")
+        raise ValueError(
+            f"json: cannot unmarshal {type(value).__name__} into Go struct field {what} of type slice"
+        )
     return value
 
 
@@ -148,7 +160,12 @@ class ResourcesConfig:
     @staticmethod
     def decode(raw: Any) -> ResourcesConfig:
         def clean(name: str) -> str:
-            return _str(field_of(raw, name), f"ResourcesConfig.{name}").lower().replace(" ", "").replace("\n", "")
+            return (
+                _str(field_of(raw, name), f"ResourcesConfig.{name}")
+                .lower()
+                .replace(" ", "")
+                .replace("\n", "")
+            )
 
         return ResourcesConfig(clean("CPU"), clean("Memory"), clean("Disk"), clean("GPU"))
 
@@ -201,11 +218,17 @@ class SpecConfig:
         if raw is None:
             return None
         if not isinstance(raw, Mapping):
-            raise ValueError(f"json: cannot unmarshal {type(raw).__name__} into Go struct field {what} of type SpecConfig")
+            raise ValueError(
+                f"json: cannot unmarshal {type(raw).__name__} into Go struct field {what} of type SpecConfig"
+            )
         params = field_of(raw, "Params") or {}
         if not isinstance(params, Mapping):
-            raise ValueError(f"json: cannot unmarshal {type(params).__name__} into Go struct field {what}.Params")
-        return SpecConfig(_str(field_of(raw, "Type"), f"{what}.Type").strip(), tuple(sorted(_freeze(params).items())))
+            raise ValueError(
+                f"json: cannot unmarshal {type(params).__name__} into Go struct field {what}.Params"
+            )
+        return SpecConfig(
+            _str(field_of(raw, "Type"), f"{what}.Type").strip(), tuple(sorted(_freeze(params).items()))
+        )
 
     @property
     def param_map(self) -> dict[str, Any]:
@@ -280,7 +303,11 @@ class Timeouts:
         return self.execution if self.execution > 0 else self.total
 
     def to_json(self) -> dict[str, int]:
-        pairs = (("ExecutionTimeout", self.execution), ("QueueTimeout", self.queue), ("TotalTimeout", self.total))
+        pairs = (
+            ("ExecutionTimeout", self.execution),
+            ("QueueTimeout", self.queue),
+            ("TotalTimeout", self.total),
+        )
         return {key: value for key, value in pairs if value}
 
 
@@ -323,7 +350,11 @@ class Task:
     timeouts: Timeouts
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"Name": self.name, "Engine": self.engine.to_json(), "Publisher": self.publisher.to_json()}
+        out: dict[str, Any] = {
+            "Name": self.name,
+            "Engine": self.engine.to_json(),
+            "Publisher": self.publisher.to_json(),
+        }
         if self.env:
             out["Env"] = dict(self.env)
         if self.meta:
@@ -397,7 +428,9 @@ def _network(raw: Any) -> Network:
         name = matches[0]
     else:
         raise ValueError(f"models.Network: unknown type '{kind}'")
-    domains = tuple(_str(d, "NetworkConfig.Domains").strip().lower() for d in _list(field_of(raw, "Domains"), "Domains"))
+    domains = tuple(
+        _str(d, "NetworkConfig.Domains").strip().lower() for d in _list(field_of(raw, "Domains"), "Domains")
+    )
     if domains and name != "HTTP":
         raise ValueError("invalid network: domains can only be set for HTTP network mode")
     return Network(name, domains)
@@ -428,7 +461,9 @@ def _task(raw: Any) -> Task:
         problems.append("missing task name")
     engine = SpecConfig.decode(field_of(raw, "Engine"), "Task.Engine")
     if engine is None or not engine.type:
-        problems.append("invalid engine: nil spec config" if engine is None else "invalid engine: missing spec type")
+        problems.append(
+            "invalid engine: nil spec config" if engine is None else "invalid engine: missing spec type"
+        )
     env = _str_map(field_of(raw, "Env"), "Task.Env")
     for key in env:
         if key.upper().startswith(ENV_PREFIX):
@@ -441,12 +476,16 @@ def _task(raw: Any) -> Task:
             problems.append("invalid input sources: input source is missing a target")
         if source is None or not source.type:
             problems.append("invalid input sources: invalid input source: missing spec type")
-        inputs.append(InputSource(source or SpecConfig(), _str(field_of(item, "Alias"), "Alias").strip(), target))
+        inputs.append(
+            InputSource(source or SpecConfig(), _str(field_of(item, "Alias"), "Alias").strip(), target)
+        )
     targets = [i.target for i in inputs if i.target]
     if len(targets) != len(set(targets)):
         problems.append("input source with target already exists")
     results = [
-        ResultPath(_str(field_of(item, "Name"), "ResultPath.Name"), _str(field_of(item, "Path"), "ResultPath.Path"))
+        ResultPath(
+            _str(field_of(item, "Name"), "ResultPath.Name"), _str(field_of(item, "Path"), "ResultPath.Path")
+        )
         for item in _list(field_of(raw, "ResultPaths"), "Task.ResultPaths")
     ]
     for result in results:
@@ -485,7 +524,9 @@ def _constraints(raw: Any) -> tuple[LabelSelectorRequirement, ...]:
         operator = _str(field_of(item, "Operator"), "LabelSelectorRequirement.Operator")
         values = tuple(_str(v, "Values") for v in _list(field_of(item, "Values"), "Values"))
         if not key or operator not in SELECTION_OPERATORS:
-            raise ValueError(f"constraint {index} validation failed: invalid key {key!r} or operator {operator!r}")
+            raise ValueError(
+                f"constraint {index} validation failed: invalid key {key!r} or operator {operator!r}"
+            )
         if operator in ("=", "==", "!=") and len(values) != 1:
             raise ValueError(f"constraint {index} validation failed: exact-match operator needs one value")
         out.append(LabelSelectorRequirement(key, operator, values))
@@ -506,7 +547,9 @@ def decode_job(raw: Any) -> Submission:
     elif job_type not in JOB_TYPES:
         problems.append(f'invalid job type: "{job_type}"')
     count_raw = field_of(raw, "Count")
-    count = (1 if job_type in ("batch", "service") else 0) if count_raw is None else _int(count_raw, "Job.Count")
+    count = (
+        (1 if job_type in ("batch", "service") else 0) if count_raw is None else _int(count_raw, "Job.Count")
+    )
     if job_type in ("daemon", "ops"):
         count = 0
     if count < 0:

@@ -88,7 +88,9 @@ def check(source: InputSource, allowed: tuple[AllowedPath, ...]) -> Volume:
     create_raw = spec.param("CreateAs", "")
     create_as = CREATE_STRATEGIES.get(str(create_raw).lower())
     if create_as is None:
-        raise VolumeError(f"invalid CreateAs value {create_raw}", "CreateAs must be one of [dir, file, noCreate]")
+        raise VolumeError(
+            f"invalid CreateAs value {create_raw}", "CreateAs must be one of [dir, file, noCreate]"
+        )
     path = os.path.normpath(raw_path)
     traversal = ".." in raw_path.split("/")
     insufficient = False
