@@ -236,6 +236,36 @@ def test_a_start_job_sent_twice_runs_once(engine: EngineProcess, double: Any, bu
     assert logs == b"once\n"
 
 
+def test_a_submission_sent_again_reaches_the_same_bacalhau_job(double: Any, allowed: Path) -> None:
+    """v1.9 ignores the IdempotencyToken: the job's name (unique per submission) makes a PUT idempotent."""
+    from c2d_bacalhau_engine.api import Connection, Orchestrator
+    from c2d_bacalhau_engine.tasks import idempotency_token, job_body
+
+    folder = allowed / "resubmitted"
+    for name in ("", "inputs", "transformations", "outputs", "logs"):
+        (folder / name).mkdir(exist_ok=True)
+    record = {
+        "job_id": f"resubmitted-{uuid.uuid4()}",
+        "workflow_id": "wf",
+        "host_id": "0xNode",
+        "created": "2026-12-04T22:00:00Z",
+        "image": {"reference": "c2d-test-busybox:1"},
+        "command": "sleep 1",
+        "env": {},
+        "grant": {"cpu": 0.5, "ram_gib": 0.25, "disk_gib": 0.5, "gpus": []},
+        "time_limit_seconds": 60,
+        "network": False,
+        "limits": {"local_folder": str(folder), "node_folder": str(folder), "node_labels": {}},
+    }
+    orchestrator = Orchestrator(Connection(double.url, None, 10.0))
+    body, token = job_body(record, names.ALGORITHM), idempotency_token(record, names.ALGORITHM)
+    first = orchestrator.put_job(body, token)
+    assert orchestrator.put_job(body, token) == first
+    assert [j.id for j in ours(double, record["job_id"])] == [first]
+    double.wait_for_job(first, timeout=60)
+    assert len(double.executions(first)) == 1
+
+
 def test_the_exit_code_and_a_missing_image(engine: EngineProcess, busybox_image: str) -> None:
     spec = job_spec("echo failing >&2; exit 7", busybox_image)
     engine.start_job(spec)

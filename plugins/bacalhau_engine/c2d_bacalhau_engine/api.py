@@ -115,6 +115,24 @@ class Orchestrator:
     def url(self) -> str:
         return self.connection.url
 
+    def _list_call(self, query: list[tuple[str, Any]]) -> Any:
+        client = self._jobs.api_client
+        try:
+            response = client.call_api(
+                "/api/v1/orchestrator/jobs",
+                "GET",
+                query_params=query,
+                header_params={"Accept": "application/json"},
+                response_type="ApiListJobsResponse",
+                auth_settings=[],
+                _return_http_data_only=True,
+                _preload_content=False,
+                _request_timeout=self.connection.timeout,
+            )
+        except ApiException as exc:
+            raise error_of(exc) from None
+        return _json(response)
+
     def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             response = method(
@@ -149,14 +167,45 @@ class Orchestrator:
     # Jobs --------------------------------------------------------------------------
 
     def put_job(self, job: Obj, idempotency_token: str) -> str:
-        """Submits ``job``; its Bacalhau job id. A token seen before returns the same id and runs nothing."""
-        answer = self._call(
-            self._jobs.orchestratorput_job, {"Job": job, "IdempotencyToken": idempotency_token}
-        )
+        """Submits ``job`` once; its Bacalhau job id.
+
+        v1.9 takes an IdempotencyToken but does not act on it: what makes a submission idempotent
+        is the job's Name, unique in its namespace. So a job of that name already there is the
+        submission (its id is returned, nothing is sent), and a PUT refused with "no changes
+        detected" (the same name and spec, sent concurrently) is too."""
+        existing = self.job_id_by_name(str(job["Name"]))
+        if existing is not None:
+            return existing
+        try:
+            answer = self._call(
+                self._jobs.orchestratorput_job, {"Job": job, "IdempotencyToken": idempotency_token}
+            )
+        except BacalhauError as exc:
+            found = (
+                self.job_id_by_name(str(job["Name"]))
+                if "no changes detected" in exc.message.lower()
+                else None
+            )
+            if found is None:
+                raise
+            return found
         job_id = answer.get("JobID") if isinstance(answer, dict) else None
         if not job_id:
             raise BacalhauError(0, "the orchestrator accepted the job but named no JobID")
         return str(job_id)
+
+    def job_id_by_name(self, name: str) -> str | None:
+        """The id of the job called ``name`` (``GET /jobs/{idOrName}`` resolves names first), or None."""
+        try:
+            answer = self._call(self._jobs.orchestratorget_job, name)
+        except BacalhauError as exc:
+            if exc.status == NOT_FOUND:
+                return None
+            raise
+        job = answer.get("Job") if isinstance(answer, dict) else None
+        if not isinstance(job, dict) or job.get("Name") != name or not job.get("ID"):
+            return None
+        return str(job["ID"])
 
     def get_job(self, job_id: str) -> Obj:
         """The job with its executions: ``{"Job": ..., "Executions": {"Items": [...]}}``."""
@@ -166,14 +215,19 @@ class Orchestrator:
     def stop_job(self, job_id: str, reason: str) -> None:
         self._call(self._jobs.orchestratorstop_job, job_id, reason=reason)
 
-    def list_jobs(self) -> Iterator[Obj]:
-        """Every job of the namespace, page by page (the client sends no label filter: callers filter)."""
+    def list_jobs(self, labels: dict[str, str]) -> Iterator[Obj]:
+        """The namespace's jobs with these labels, page by page.
+
+        The 1.4.1 client's ``orchestratorlist_jobs`` has no label argument, so the call goes through
+        its ``call_api`` with v1.9's ``labels`` query parameters (one selector each); callers still
+        check the labels, for an orchestrator that ignores the filter."""
         token: str | None = None
         for _ in range(MAX_PAGES):
-            kwargs: dict[str, Any] = {"limit": LIST_PAGE}
+            query: list[tuple[str, Any]] = [("labels", f"{k}={v}") for k, v in sorted(labels.items())]
+            query.append(("limit", LIST_PAGE))
             if token:
-                kwargs["next_token"] = token
-            answer = self._call(self._jobs.orchestratorlist_jobs, **kwargs)
+                query.append(("next_token", token))
+            answer = self._list_call(query)
             if not isinstance(answer, dict):
                 return
             for job in answer.get("Items") or []:

@@ -35,6 +35,8 @@ from c2d_bacalhau_engine.backend import Backend
 from c2d_bacalhau_engine.executions import JobView, job_view
 
 STARTED = "started"
+# What a process killed for memory exits with (128 + SIGKILL), when the orchestrator gives no code.
+OOM_EXIT_CODE = 137
 BACKEND = "the Bacalhau orchestrator"
 # Past a step's own time limit (Bacalhau's ExecutionTimeout) and this slack, the driver stops it itself.
 DEADLINE_SLACK_SECONDS = 15.0
@@ -260,8 +262,11 @@ class JobDriver(JobDriverBase):
                     "message": f"the algorithm could not run: {view.reason()}",
                 },
             )
+        exit_code = ended.exit_code
+        if view.oom_killed and exit_code in (-1, 0):  # v1.9 reports the kill, not its exit code
+            exit_code = OOM_EXIT_CODE
         ending = Ending(
-            exit_code=ended.exit_code,
+            exit_code=exit_code,
             oom_killed=view.oom_killed,
             reason=TIMED_OUT if timed_out else ended.reason,
         )

@@ -312,7 +312,7 @@ class EngineServicer(DrivenEngine[JobDir]):
         running are orphans, so a destroyed orphan (stopped) is not listed again."""
         found: dict[str, tuple[list[str], str]] = {}
         try:
-            for job in ready.backend.api.list_jobs():
+            for job in ready.backend.api.list_jobs(names.node_labels(ready.host_id)):
                 if not names.is_ours(job, ready.host_id):
                     continue
                 if state_name(job.get("State"), JOB_STATES) in TERMINAL_JOB_STATES:

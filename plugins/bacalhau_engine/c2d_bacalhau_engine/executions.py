@@ -37,7 +37,9 @@ EXECUTION_STATES = (
     "Failed",
     "Cancelled",
 )
-RUNNING_EXECUTION_STATES = frozenset({"Running", "Publishing"})  # BidAccepted: waiting for capacity
+# v1.9's API shows BidAccepted for a running execution (the node's own Running and Publishing
+# stay on the node); it is also what an accepted execution waiting for the node's capacity shows.
+RUNNING_EXECUTION_STATES = frozenset({"BidAccepted", "Running", "Publishing"})
 ENDED_EXECUTION_STATES = frozenset({"Completed", "Failed", "Cancelled", "BidRejected", "AskForBidRejected"})
 # The job state an ended execution stands for.
 EXECUTION_ENDS = {"Completed": "Completed", "Cancelled": "Stopped"}

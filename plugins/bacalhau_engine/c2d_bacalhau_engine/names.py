@@ -6,11 +6,12 @@ the full ids travel in the job's ``Meta``, which takes any string. Every job
 of a stage carries ``c2d-engine``, ``c2d-node`` and ``c2d-job`` labels (what
 ListJobs finds orphans by) and ``c2d-step``.
 
-The idempotency token of a step is derived from the node, the job id and
-the time the job was accepted (:func:`submission_key`): a StartJob sent
-again, or a driver that submits again after a restart, reaches the same
-Bacalhau job, never a second one; the job's name is derived from the same
-key, since Bacalhau takes a known name as an update of that job.
+The name and the idempotency token of a step's Bacalhau job are derived
+from the node, the job id and the time the job was accepted
+(:func:`submission_key`). v1.9 ignores the token; its names are unique in a
+namespace, so a StartJob sent again, or a driver that submits again after a
+restart, finds the job by its name and reaches it, never a second one (see
+``Orchestrator.put_job``).
 """
 
 from __future__ import annotations
