@@ -244,8 +244,9 @@ def test_a_submission_sent_again_reaches_the_same_bacalhau_job(double: Any, allo
     folder = allowed / "resubmitted"
     for name in ("", "inputs", "transformations", "outputs", "logs"):
         (folder / name).mkdir(exist_ok=True)
-    record = {
-        "job_id": f"resubmitted-{uuid.uuid4()}",
+    job_id = f"resubmitted-{uuid.uuid4()}"
+    record: dict[str, Any] = {
+        "job_id": job_id,
         "workflow_id": "wf",
         "host_id": "0xNode",
         "created": "2026-12-04T22:00:00Z",
@@ -261,7 +262,7 @@ def test_a_submission_sent_again_reaches_the_same_bacalhau_job(double: Any, allo
     body, token = job_body(record, names.ALGORITHM), idempotency_token(record, names.ALGORITHM)
     first = orchestrator.put_job(body, token)
     assert orchestrator.put_job(body, token) == first
-    assert [j.id for j in ours(double, record["job_id"])] == [first]
+    assert [j.id for j in ours(double, job_id)] == [first]
     double.wait_for_job(first, timeout=60)
     assert len(double.executions(first)) == 1
 
