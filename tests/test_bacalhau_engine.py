@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -26,12 +27,14 @@ from typing import Any
 import grpc
 import pytest
 
+from c2d import auth
+from c2d.client import Client
 from c2d.common.v1 import common_pb2
 from c2d.conformance.harness import EngineFactory, EngineProcess, EventLoopThread, Target, describe
 from c2d.engine.v1 import engine_pb2
 from c2d.plugin.discovery import find_engine
 from c2d_bacalhau_engine import names
-from nodeproc import free_port
+from nodeproc import NodeProcess, free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 Status = common_pb2.JobStatus
@@ -285,6 +288,99 @@ def test_a_memory_hog_is_out_of_memory(engine: EngineProcess, busybox_image: str
     last = events[-1]
     assert statuses(events)[-1] == "OUT_OF_MEMORY" and last.oom_killed, describe(events)
     assert "0.25 GiB of memory" in last.message
+
+
+# A workflow through a node: the pods as Bacalhau jobs -------------------------------------------
+
+
+def stage(
+    index: int, script: str, image: str, *, after: list[int] | None = None, dataset: bool = False
+) -> dict:
+    name, _, tag = image.partition(":")
+    return {
+        "index": index,
+        "runAfter": after,
+        "input": [{"index": 0, "did": "did:op:numbers", "serviceId": "compute"}] if dataset else [],
+        "algorithm": {"rawcode": script, "container": {"entrypoint": "sh $ALGO", "image": name, "tag": tag}},
+    }
+
+
+@pytest.fixture
+def node(tmp_path: Path, double: Any, allowed: Path, pod_image: str) -> Iterator[NodeProcess]:
+    data_root = tmp_path / "datasets"
+    data_root.mkdir()
+    (data_root / "numbers.csv").write_text("n\n" + "\n".join(str(i) for i in range(1, 101)) + "\n")
+    env = {
+        "C2D_LOAD_PLUGINS": "bacalhau",
+        "C2D_PODS__LISTEN": f"auto:{free_port()}",
+        "C2D_ASSETS__DATA_ROOT": str(data_root),
+        "C2D_ENGINES__BACALHAU__URL": double.url,
+        "C2D_ENGINES__BACALHAU__WORK_ROOT": str(allowed / "node"),
+        "C2D_ENGINES__BACALHAU__POD_IMAGE": pod_image,
+        "C2D_ENGINES__BACALHAU__POLL_SECONDS": "0.2",
+    }
+    process = NodeProcess(tmp_path / "node", env=env)
+    try:
+        process.wait_environment("bacalhau", timeout=60)
+        with Client(process.address, process.node_key()) as operator:
+            operator.register_asset(
+                {
+                    "did": "did:op:numbers",
+                    "services": [
+                        {
+                            "serviceId": "compute",
+                            "kind": "KIND_DATASET",
+                            "files": {
+                                "files": [{"type": "local", "path": "numbers.csv", "name": "numbers.csv"}]
+                            },
+                            "policy": {"allowRawCode": True},
+                        }
+                    ],
+                }
+            )
+        yield process
+    finally:
+        process.kill()
+
+
+def test_a_workflow_runs_its_pods_as_bacalhau_jobs_and_keeps_the_key_out_of_them(
+    node: NodeProcess, double: Any, busybox_image: str, tmp_path: Path
+) -> None:
+    total = "awk 'NR>1 {s+=$1} END {print s}' /data/inputs/0/numbers.csv > /data/outputs/sum.txt; echo summed"
+    twice = "cat /data/inputs/*/sum.txt | awk '{print $1 * 2}' > /data/outputs/double.txt; ls -a /data"
+    workflow = {
+        "environment": "bacalhau",
+        "stages": [stage(0, total, busybox_image, dataset=True), stage(1, twice, busybox_image, after=[0])],
+    }
+    with Client(node.address, auth.new_private_key()) as consumer:
+        started = consumer.start(workflow, free=True)
+        jobs = {j.stage_index: j for j in consumer.wait(started.workflow_id, timeout=180)}
+        histories = {i: [(e.status, e.message) for e in j.history] for i, j in jobs.items()}
+        assert [jobs[i].status for i in range(2)] == [Status.JOB_STATUS_FINISHED] * 2, histories
+        for index, expected in ((0, "5050"), (1, "10100")):
+            found = {
+                p.name: p.read_text() for p in consumer.results(jobs[index].job_id, tmp_path / str(index))
+            }
+            assert [text.strip() for name, text in found.items() if name.endswith(".txt")] == [expected], (
+                found
+            )
+            assert {"algorithm.log", "configuration.log", "publishing.log"} <= set(found), found
+        logs = {p.name: p.read_text() for p in consumer.results(jobs[1].job_id, tmp_path / "again")}
+        assert ".pod" not in logs["algorithm.log"], (
+            "the algorithm must not see the folder holding the pod key"
+        )
+    steps = [ours(double, jobs[i].job_id) for i in range(2)]
+    assert [sorted(j.spec.label_map[names.LABEL_STEP] for j in s) for s in steps] == [sorted(names.STEPS)] * 2
+    for bacalhau_job in (j for s in steps for j in s):
+        assert double.job(bacalhau_job.id).state.value == "Completed"
+        spec = json.dumps(bacalhau_job.spec.to_json())
+        variables = bacalhau_job.spec.to_json()["Tasks"][0]["Engine"]["Params"].get(
+            "EnvironmentVariables", []
+        )
+        assert not [v for v in variables if v.startswith("privateKey=")], variables
+        assert not re.search(r"\b(0x)?[0-9a-fA-F]{64}\b", spec), (
+            f"a private key in a Bacalhau job's spec: {spec}"
+        )
 
 
 # Recovery and orphans ---------------------------------------------------------------------------

@@ -22,6 +22,9 @@ from c2d_bacalhau_engine import names
 from c2d_bacalhau_engine.config import BacalhauSettings, EnvironmentConfig
 
 ENGINE = "bacalhau engine"
+# The pod networks v1.9 runs as the compute node's own (Docker "host"): a loopback PodService is
+# reachable there when the compute node runs on the node's machine.
+HOST_NETWORKS = ("Host", "Full")
 
 
 def build_spec(
@@ -58,8 +61,8 @@ def pod_of(spec: engine_pb2.JobSpec, settings: BacalhauSettings, pod_image: str 
 
     The pods call the node at ``pod_service_address`` when the operator set one
     (the address the compute nodes reach the node at), else at the address the
-    node handed over; a loopback address is refused, as no compute node's
-    container can reach it (unless the pods share the host's network).
+    node handed over; a loopback address is refused unless the pods share the
+    compute node's network (``Host`` or ``Full``, which v1.9 runs as Docker's host network).
     """
     access = kit.pod_access(spec)
     if access is None:
@@ -67,7 +70,7 @@ def pod_of(spec: engine_pb2.JobSpec, settings: BacalhauSettings, pod_image: str 
     if not pod_image:
         raise invalid("this job needs pods, but the bacalhau engine has no pod image: set pod_image")
     address = settings.pod_service_address or access["node_http_api"]
-    if kit.is_loopback(address) and settings.pod_network != "Host":
+    if kit.is_loopback(address) and settings.pod_network not in HOST_NETWORKS:
         raise invalid(
             f"the pods would call the node at {address!r}, a loopback address no Bacalhau job can reach: set "
             "pod_service_address in [engines.bacalhau] to an address the compute nodes reach the node at"
