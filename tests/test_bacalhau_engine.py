@@ -480,6 +480,32 @@ def test_an_orchestrator_that_goes_away_is_unhealthy_until_it_is_back(
             engines.close([process])
 
 
+def test_a_job_outlasts_an_orchestrator_outage(
+    engines: EngineFactory, docker_client: Any, allowed: Path, busybox_image: str
+) -> None:
+    from bacalhau_double import BacalhauDouble
+
+    with BacalhauDouble(
+        docker_client, allowed_paths=[f"{allowed}/**:rw"], node_labels={"c2d-node": "double"}
+    ) as flaky:
+        process = engines.start(configure=False)
+        try:
+            process.configure(engine_config(flaky.url, allowed / "outage"))
+            spec = job_spec("sleep 3; echo done", busybox_image)
+            process.start_job(spec)
+            before = process.watch_until_running(spec.job_id)
+            flaky.suspend()
+            next_fingerprint(process, Health.ENGINE_HEALTH_UNHEALTHY)  # the engine saw it go
+            (bacalhau_job,) = ours(flaky, spec.job_id)
+            flaky.wait_for_job(bacalhau_job.id, timeout=60)  # it ends while nobody can ask
+            flaky.resume()
+            events = before.events + process.watch(spec.job_id, after=before.last_sequence).events
+            history = statuses(events)
+            assert history[-1] == "FINISHED" and history.count("RUNNING") == 1, describe(events)
+        finally:
+            engines.close([process])
+
+
 def test_refused_credentials_are_unhealthy(engines: EngineFactory, docker_client: Any, allowed: Path) -> None:
     from bacalhau_double import BacalhauDouble
 
