@@ -344,6 +344,13 @@ def test_job_no_node_can_take_fails_with_the_reason(
     elsewhere = finished(bacalhau_api, api, submit(api, pinned))
     assert elsewhere.job.state.state_type == "Failed"
     assert "don't match required selectors" in elsewhere.job.state.message
+    two = job("true")
+    two.count = 2
+    twice = finished(bacalhau_api, api, submit(api, two))
+    assert twice.job.state.message.startswith(
+        "not enough nodes to run job. requested: 2, available: 1, suitable: 1."
+    )
+    assert twice.executions.items == []
 
 
 def test_a_job_no_node_fits_is_queued_until_its_queue_timeout(

@@ -285,18 +285,26 @@ class Orchestrator:
         if active:
             return
         rank = self._rank(job, current)
-        if rank.suitable:
+        requested = max(job.spec.count, 1)  # one node holds one partition of a job
+        if rank.suitable and requested == 1:
             self._create_execution(job)
             return
-        comment = f"not enough nodes to run job. requested: {job.spec.count or 1}, available: 1, suitable: 0."
-        comment += f"\n• Node {short_id(self.node.node_id)}: {rank.reason}"
+        comment = (
+            f"not enough nodes to run job. requested: {requested}, available: 1, suitable: {int(rank.suitable)}."
+            f"\n• Node {short_id(self.node.node_id)}: {rank.reason}"
+        )
         queue_timeout = job.spec.task.timeouts.queue
         if queue_timeout > 0 and time.time_ns() - job.create_time < queue_timeout * 1_000_000_000:
             if job.state != JobState.QUEUED:
                 self._set_job_state(job, JobState.QUEUED, comment, event=False)
                 self._job_event(job, Event(TOPIC_QUEUEING, f"Job queued. {comment}"))
             return
-        details = {"IsError": "true", "NodesRequested": "1", "NodesAvailable": "1", "NodesSuitable": "0"}
+        details = {
+            "IsError": "true",
+            "NodesRequested": str(requested),
+            "NodesAvailable": "1",
+            "NodesSuitable": str(int(rank.suitable)),
+        }
         self._fail_job(job, Event(TOPIC_SCHEDULING, comment, details))
 
     def _rank(self, job: Job, current: list[Execution]) -> NodeRank:
