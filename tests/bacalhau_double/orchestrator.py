@@ -139,6 +139,7 @@ class Orchestrator:
     def submit(self, submission: Submission) -> tuple[str, str, list[str]]:
         """SubmitJob: create or update by Name; returns (JobID, EvaluationID, Warnings)."""
         spec = _with_defaults(submission.spec)
+        _validate_for_store(spec)
         with self.changed:
             existing_id = self._names.get((spec.namespace, spec.name)) if spec.name else None
             if existing_id is not None:
@@ -417,6 +418,22 @@ class Orchestrator:
             timers, self._timers = self._timers, []
         for timer in timers:
             timer.cancel()
+
+
+def _validate_for_store(spec: JobSpec) -> None:
+    """The job store's full ``Job.Validate`` beyond ValidateSubmission: 400 BadRequest, JobStore."""
+    task, problems = spec.task, []
+    if task.result_paths and task.publisher.is_empty():
+        problems.append("publisher must be set if result paths are set")
+    timeouts = task.timeouts
+    if timeouts.total > 0 and timeouts.execution + timeouts.queue > timeouts.total:
+        problems.append(
+            f"task timeouts validation failed: execution timeout {go_duration(timeouts.effective_execution)} and "
+            f"queue timeout {go_duration(timeouts.queue)} should be less than total timeout {go_duration(timeouts.total)}"
+        )
+    if problems:
+        message = f"task {task.name} validation failed: " + "\n".join(problems)
+        raise errors.ApiError(400, message, "BadRequest", "JobStore")
 
 
 def _with_defaults(spec: JobSpec) -> JobSpec:
