@@ -52,6 +52,7 @@ def job(
     memory: str = "64mb",
     timeout: int = 60,
     queue_timeout: int = 0,
+    total_timeout: int = 0,
     labels: dict[str, str] | None = None,
     constraints: list[bac.LabelSelectorRequirement] | None = None,
     publisher: str = "local",
@@ -82,7 +83,11 @@ def job(
         result_paths=[bac.ResultPath(name="outputs", path="/outputs")] if publisher else None,
         network=bac.NetworkConfig(type=network),
         resources=bac.ResourcesConfig(cpu=cpu, memory=memory, disk="1gb", gpu="0"),
-        timeouts=bac.TimeoutConfig(execution_timeout=timeout, queue_timeout=queue_timeout or None),
+        timeouts=bac.TimeoutConfig(
+            execution_timeout=timeout,
+            queue_timeout=queue_timeout or None,
+            total_timeout=total_timeout or None,
+        ),
     )
     return bac.Job(
         type="batch",
@@ -344,6 +349,13 @@ def test_job_no_node_can_take_fails_with_the_reason(
     elsewhere = finished(bacalhau_api, api, submit(api, pinned))
     assert elsewhere.job.state.state_type == "Failed"
     assert "don't match required selectors" in elsewhere.job.state.message
+    two = job("true")
+    two.count = 2
+    twice = finished(bacalhau_api, api, submit(api, two))
+    assert twice.job.state.message.startswith(
+        "not enough nodes to run job. requested: 2, available: 1, suitable: 1."
+    )
+    assert twice.executions.items == []
 
 
 def test_a_job_no_node_fits_is_queued_until_its_queue_timeout(
@@ -481,6 +493,15 @@ def test_invalid_job_answers_400(api: bac.OrchestratorApi) -> None:
         api.orchestratorput_job(bac.ApiPutJobRequest(job=spec))
     assert caught.value.status == 400
     assert error_body(caught.value)["Message"] == "missing job type"
+    orphan_results = job("true", publisher="")
+    orphan_results.tasks[0].result_paths = [bac.ResultPath(name="outputs", path="/outputs")]
+    with pytest.raises(ApiException) as store:
+        api.orchestratorput_job(bac.ApiPutJobRequest(job=orphan_results))
+    assert (store.value.status, error_body(store.value)["Component"]) == (400, "JobStore")
+    assert (
+        error_body(store.value)["Message"]
+        == "task main validation failed: publisher must be set if result paths are set"
+    )
     bad_memory = job("true", memory="lots")
     with pytest.raises(ApiException) as memory:
         api.orchestratorput_job(bac.ApiPutJobRequest(job=bad_memory))
@@ -609,6 +630,27 @@ def test_a_job_waits_for_capacity_held_by_another(docker_client: Any) -> None:
         api.orchestratorstop_job(first, reason="make room")
         got = finished(double, api, second)
         assert got.executions.items[0].run_output.stdout == "second\n"
+    finally:
+        started.stop()
+
+
+def test_total_timeout_fails_a_job_still_waiting_for_the_node(docker_client: Any) -> None:
+    started = start_double(docker_client, capacity=Resources(cpu=1.0, memory=1024**3, disk=10 * 1024**3))
+    try:
+        double, api = started.double, bac.OrchestratorApi(_client(started.url))
+        busy = submit(api, job("sleep 300", cpu="1"))
+        double.wait_for_container(busy)
+        late = submit(api, job("true", cpu="1", timeout=0, total_timeout=1))  # never gets the node in time
+        got = finished(double, api, late)
+        assert (got.job.state.state_type, got.job.state.message) == (
+            "Failed",
+            "Job timed out. Job took longer than 1s",
+        )
+        (execution,) = got.executions.items
+        assert execution.compute_state.state_type == 11  # ExecutionState.CANCELLED
+        assert execution.compute_state.message == "Execution stopped due to job failure"
+        assert [h.event.topic for h in got.history.items if h.type == "JobLevel"][-1] == "Job Timeout"
+        api.orchestratorstop_job(busy, reason="test over")
     finally:
         started.stop()
 

@@ -115,8 +115,15 @@ def build_app(double: BacalhauDouble) -> web.Application:
         except ValueError as exc:
             raise errors.bad_request(str(exc)) from exc
         jobs = orchestrator.list_jobs(request.query.get("namespace", ""), selector)
-        if request.query.get("reverse", "") == "true":
-            jobs.reverse()
+        order = request.query.get("order_by", "")
+        if order not in ("", "created_at", "modified_at"):
+            raise errors.ApiError(
+                500, "Internal server error", "InternalError", "Unknown"
+            )  # a plain Go error
+        jobs.sort(
+            key=lambda j: j.modify_time if order == "modified_at" else j.create_time,
+            reverse=request.query.get("reverse", "") == "true",
+        )
         items, token = _page(request, [job.to_json() for job in jobs])
         return _json({"NextToken": token, "Items": items})
 

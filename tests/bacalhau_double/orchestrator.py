@@ -139,6 +139,7 @@ class Orchestrator:
     def submit(self, submission: Submission) -> tuple[str, str, list[str]]:
         """SubmitJob: create or update by Name; returns (JobID, EvaluationID, Warnings)."""
         spec = _with_defaults(submission.spec)
+        _validate_for_store(spec)
         with self.changed:
             existing_id = self._names.get((spec.namespace, spec.name)) if spec.name else None
             if existing_id is not None:
@@ -285,18 +286,26 @@ class Orchestrator:
         if active:
             return
         rank = self._rank(job, current)
-        if rank.suitable:
+        requested = max(job.spec.count, 1)  # one node holds one partition of a job
+        if rank.suitable and requested == 1:
             self._create_execution(job)
             return
-        comment = f"not enough nodes to run job. requested: {job.spec.count or 1}, available: 1, suitable: 0."
-        comment += f"\n• Node {short_id(self.node.node_id)}: {rank.reason}"
+        comment = (
+            f"not enough nodes to run job. requested: {requested}, available: 1, suitable: {int(rank.suitable)}."
+            f"\n• Node {short_id(self.node.node_id)}: {rank.reason}"
+        )
         queue_timeout = job.spec.task.timeouts.queue
         if queue_timeout > 0 and time.time_ns() - job.create_time < queue_timeout * 1_000_000_000:
             if job.state != JobState.QUEUED:
                 self._set_job_state(job, JobState.QUEUED, comment, event=False)
                 self._job_event(job, Event(TOPIC_QUEUEING, f"Job queued. {comment}"))
             return
-        details = {"IsError": "true", "NodesRequested": "1", "NodesAvailable": "1", "NodesSuitable": "0"}
+        details = {
+            "IsError": "true",
+            "NodesRequested": str(requested),
+            "NodesAvailable": "1",
+            "NodesSuitable": str(int(rank.suitable)),
+        }
         self._fail_job(job, Event(TOPIC_SCHEDULING, comment, details))
 
     def _rank(self, job: Job, current: list[Execution]) -> NodeRank:
@@ -409,6 +418,22 @@ class Orchestrator:
             timers, self._timers = self._timers, []
         for timer in timers:
             timer.cancel()
+
+
+def _validate_for_store(spec: JobSpec) -> None:
+    """The job store's full ``Job.Validate`` beyond ValidateSubmission: 400 BadRequest, JobStore."""
+    task, problems = spec.task, []
+    if task.result_paths and task.publisher.is_empty():
+        problems.append("publisher must be set if result paths are set")
+    timeouts = task.timeouts
+    if timeouts.total > 0 and timeouts.execution + timeouts.queue > timeouts.total:
+        problems.append(
+            f"task timeouts validation failed: execution timeout {go_duration(timeouts.effective_execution)} and "
+            f"queue timeout {go_duration(timeouts.queue)} should be less than total timeout {go_duration(timeouts.total)}"
+        )
+    if problems:
+        message = f"task {task.name} validation failed: " + "\n".join(problems)
+        raise errors.ApiError(400, message, "BadRequest", "JobStore")
 
 
 def _with_defaults(spec: JobSpec) -> JobSpec:
