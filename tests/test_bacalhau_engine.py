@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -30,7 +31,14 @@ import pytest
 from c2d import auth
 from c2d.client import Client
 from c2d.common.v1 import common_pb2
-from c2d.conformance.harness import EngineFactory, EngineProcess, EventLoopThread, Target, describe
+from c2d.conformance.harness import (
+    EngineFactory,
+    EngineProcess,
+    EventLoopThread,
+    Target,
+    config_struct,
+    describe,
+)
 from c2d.engine.v1 import engine_pb2
 from c2d.plugin.discovery import find_engine
 from c2d_bacalhau_engine import names
@@ -453,6 +461,29 @@ def test_no_orchestrator_is_undetected_and_start_job_unavailable(
                 engine_pb2.StartJobRequest(spec=job_spec("true", busybox_image)), timeout=10
             )
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value.details()
+    finally:
+        engines.close([process])
+
+
+def test_no_url_and_no_orchestrator_at_the_default_is_undetected(engines: EngineFactory) -> None:
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", 1234)) == 0:
+            pytest.skip("something listens on 127.0.0.1:1234, the default orchestrator address")
+    process = engines.start(configure=False)
+    try:
+        request = engine_pb2.ConfigureRequest(
+            api_version=process.api_version,
+            config=config_struct({}),
+            host_id="h",
+            state_dir=process.state_dir,
+        )
+        with pytest.raises(grpc.RpcError) as failed:
+            process.stub.Configure(request, timeout=20)
+        assert failed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        details = failed.value.details() or ""
+        assert (
+            "none answers at http://127.0.0.1:1234" in details and "set url in [engines.bacalhau]" in details
+        )
     finally:
         engines.close([process])
 

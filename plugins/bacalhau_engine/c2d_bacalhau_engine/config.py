@@ -1,7 +1,9 @@
 """The engine's config section (``[engines.bacalhau]``), as Configure receives it.
 
-Every key is optional. The orchestrator is at ``url`` (default
-``http://127.0.0.1:1234``), called with ``token`` as a bearer token when set.
+Every key is optional. The orchestrator is at ``url``, called with ``token``
+as a bearer token when set; without ``url`` the engine looks at
+``http://127.0.0.1:1234`` and, when nothing answers there, reports itself
+undetected (the node then runs without it).
 Each environment is a **pool**: the compute nodes whose labels match its
 ``node_labels`` (every job of the environment carries them as constraints).
 Without environments there is one, ``bacalhau``, of every compute node.
@@ -97,7 +99,7 @@ class EnvironmentConfig(environments.EnvironmentConfig):
 class BacalhauSettings:
     """The whole section, checked; environments still to be resolved against the nodes."""
 
-    url: str = DEFAULT_URL
+    url: str | None = None  # None: the engine looks for an orchestrator at DEFAULT_URL
     token: str | None = None
     work_root: str | None = None
     node_work_root: str | None = None
@@ -116,9 +118,14 @@ class BacalhauSettings:
     environments: tuple[EnvironmentSettings, ...] | None = None
     ignored_keys: tuple[str, ...] = ()
 
+    @property
+    def address(self) -> str:
+        """The orchestrator's URL: the configured one, else the default."""
+        return self.url or DEFAULT_URL
+
     def connection(self) -> tuple[Any, ...]:
         """What identifies the orchestrator and the credentials: a Configure changing it needs a new client."""
-        return (self.url, self.token, self.api_timeout_seconds)
+        return (self.address, self.token, self.api_timeout_seconds)
 
     def work_roots(self, state_dir: Path) -> tuple[Path, str]:
         """The job folders' root as this plugin sees it, and as the compute nodes mount it."""
@@ -211,8 +218,10 @@ def resolve_environment(
 # Value checks --------------------------------------------------------------------------------
 
 
-def _url(raw: Mapping[str, Any]) -> str:
-    url = values.optional_text(raw, "url", WHERE) or DEFAULT_URL
+def _url(raw: Mapping[str, Any]) -> str | None:
+    url = values.optional_text(raw, "url", WHERE)
+    if url is None:
+        return None
     if not URL.match(url):
         raise invalid(f"{WHERE} url {url[:100]!r} is not an http:// or https:// address like {DEFAULT_URL}")
     return url.rstrip("/")

@@ -26,14 +26,14 @@ from c2d.engine.v1 import engine_pb2
 from c2d.plugin.kit import fingerprint as kit_fingerprint
 from c2d.plugin.kit import logs, streams
 from c2d.plugin.kit.drivers import Drivers
-from c2d.plugin.kit.errors import EngineError, precondition, unavailable
+from c2d.plugin.kit.errors import EngineError, precondition, unavailable, undetected
 from c2d.plugin.kit.health import HealthTracker
 from c2d.plugin.kit.jobdir import JobDir, Record
 from c2d.plugin.kit.rpc import streaming, unary
 from c2d.plugin.kit.servicer import DrivenEngine, find_environment
 from c2d.plugin.kit.values import settings_from_struct
 from c2d_bacalhau_engine import api, fingerprint, names, workdir
-from c2d_bacalhau_engine.api import Connection
+from c2d_bacalhau_engine.api import Connection, Orchestrator
 from c2d_bacalhau_engine.backend import Backend, pool_size
 from c2d_bacalhau_engine.config import (
     BacalhauSettings,
@@ -60,6 +60,8 @@ API_VERSIONS = (1,)
 WATCH_WAKE_SECONDS = 0.5
 DESTROY_JOIN_SECONDS = 15.0
 POD_IMAGE_MODULE = "pods.image"
+# How long Configure waits for an orchestrator at the default url when none is configured.
+DETECT_TIMEOUT_SECONDS = 3.0
 
 log = structlog.get_logger("c2d_bacalhau_engine.engine")
 
@@ -157,6 +159,8 @@ class EngineServicer(DrivenEngine[JobDir]):
         settings = parse_settings(settings_from_struct(request.config))
         if settings.ignored_keys:
             log.warning("unknown config keys ignored", keys=list(settings.ignored_keys))
+        if settings.url is None:
+            self._detect(settings)
         state_dir = self.state_dir(request, default_state_dir())
         work_roots = settings.work_roots(state_dir)
         make_work_root(work_roots[0])
@@ -195,10 +199,24 @@ class EngineServicer(DrivenEngine[JobDir]):
         )
         return engine_pb2.ConfigureResponse()
 
+    def _detect(self, settings: BacalhauSettings) -> None:
+        """No url configured: an orchestrator answering at the default one is used, else the engine
+        has nothing to drive (*undetected*: the node logs it and runs without this engine)."""
+        probe = Orchestrator(Connection(settings.address, settings.token, DETECT_TIMEOUT_SECONDS))
+        try:
+            probe.alive()
+        except Exception as exc:
+            if not api.is_unreachable(exc):
+                return  # something answered, if only with an error: health will say what
+            raise undetected(
+                f"no Bacalhau orchestrator configured and none answers at {settings.address} "
+                f"({api.describe(exc)}): set url in [engines.bacalhau]"
+            ) from None
+
     def _backend_for(self, settings: BacalhauSettings, previous: Configured | None) -> Backend:
         if previous is not None and previous.settings.connection() == settings.connection():
             return previous.backend
-        backend = Backend(Connection(settings.url, settings.token, float(settings.api_timeout_seconds)))
+        backend = Backend(Connection(settings.address, settings.token, float(settings.api_timeout_seconds)))
         if previous is not None:
             previous.backend.stop_monitor()
         backend.on_change(self._changes.bump)
