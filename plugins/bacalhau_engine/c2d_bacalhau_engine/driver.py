@@ -35,6 +35,7 @@ from c2d_bacalhau_engine.backend import Backend
 from c2d_bacalhau_engine.executions import JobView, job_view
 
 STARTED = "started"
+RUNNING_SINCE = "running_since"
 # What a process killed for memory exits with (128 + SIGKILL), when the orchestrator gives no code.
 OOM_EXIT_CODE = 137
 BACKEND = "the Bacalhau orchestrator"
@@ -215,7 +216,12 @@ class JobDriver(JobDriverBase):
         times: Record = {}
 
         def on_started(view: JobView) -> None:
-            started = self.job.steps().get(names.ALGORITHM, {}).get("started") or utc_now()
+            # When the driver first saw it run (to within poll_seconds), kept for a resumed driver:
+            # the submission's time would bill the time it waited for a node.
+            state = self.job.steps().get(names.ALGORITHM, {})
+            started = str(state.get(RUNNING_SINCE) or utc_now())
+            if RUNNING_SINCE not in state:
+                self.job.record_step(names.ALGORITHM, {**state, RUNNING_SINCE: started})
             times["algorithm_started"] = started
             self.emit_once("RUNNING", "the algorithm is running", algorithm_started=started)
 
@@ -223,7 +229,8 @@ class JobDriver(JobDriverBase):
         if ended is None:
             return self.settle(names.ALGORITHM, self.stopped("before the algorithm started"))
         if "algorithm_started" not in times and self.job.has_status("RUNNING"):
-            times["algorithm_started"] = self.job.steps().get(names.ALGORITHM, {}).get("started") or utc_now()
+            state = self.job.steps().get(names.ALGORITHM, {})
+            times["algorithm_started"] = state.get(RUNNING_SINCE) or state.get("started") or utc_now()
         if ended.failure is not None:
             status, message = ended.failure
             return self.settle(names.ALGORITHM, {"status": status, "message": message, **times})
