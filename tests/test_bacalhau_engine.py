@@ -402,6 +402,8 @@ def test_plugin_sigkilled_mid_job_reattaches_to_its_bacalhau_job(
     handle = first.start_job(spec)
     before = first.watch_until_running(spec.job_id)
     first.kill()
+    (bacalhau_job,) = ours(double, spec.job_id)
+    double.wait_for_job(bacalhau_job.id, timeout=60)  # it ends while no plugin runs
     second = engines.start(state_dir=first.state_dir, host_id=first.host_id)
     try:
         recovered = second.recover_job(handle)
@@ -410,8 +412,7 @@ def test_plugin_sigkilled_mid_job_reattaches_to_its_bacalhau_job(
         events = before.events + after
         history = statuses(events)
         assert history[-1] == "FINISHED" and len(history) == len(set(history)), describe(events)
-        (job,) = ours(double, spec.job_id)
-        assert len(double.executions(job.id)) == 1
+        assert len(double.executions(bacalhau_job.id)) == 1
         assert second.recover_job(handle).last_event.status == Status.JOB_STATUS_FINISHED
     finally:
         engines.close([second, first])
@@ -577,3 +578,30 @@ def test_the_fingerprint_sizes_the_pool_from_its_nodes(engine: EngineProcess) ->
     resources = {r.id: r for r in env.resources}
     assert env.id == ENVIRONMENT and resources["cpu"].total == 2 and resources["ram"].total == 2
     assert env.extra["node_labels"] == "c2d-node=double"
+
+
+def test_one_environment_per_pool_of_node_labels(
+    engines: EngineFactory, docker_client: Any, allowed: Path
+) -> None:
+    from bacalhau_double import BacalhauDouble
+
+    pools = [
+        {"id": "here", "node_labels": {"c2d-node": "double"}},
+        {"id": "elsewhere", "node_labels": {"c2d-node": "no-such-node"}, "cpu": 8},
+    ]
+    with BacalhauDouble(
+        docker_client, allowed_paths=[f"{allowed}/**:rw"], node_labels={"c2d-node": "double"}
+    ) as idle:
+        process = engines.start(configure=False)
+        try:
+            process.configure({"url": idle.url, "work_root": str(allowed / "pools"), "environments": pools})
+            fingerprint = process.fingerprint()
+            environments = {e.id: {r.id: r.total for r in e.resources} for e in fingerprint.environments}
+            assert environments["here"] == {
+                "cpu": 4,
+                "ram": 8,
+                "disk": 20,
+            }  # the idle node's available capacity
+            assert environments["elsewhere"]["cpu"] == 0, "a pool no connected node is in offers nothing"
+        finally:
+            engines.close([process])

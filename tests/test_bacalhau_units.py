@@ -293,12 +293,17 @@ def test_a_pool_is_its_connected_matching_nodes_available_plus_what_our_jobs_hol
     size = pool_size(views, {"pool": "gpu"}, used)
     assert size.nodes == 2 and size.cpu == 7.0  # 1 + 4 free, + 2 held by our jobs (at most 8)
     assert size.ram_gib == 9.0 and size.disk_gib == 40.0 and size.gpus == 2
-    assert pool_size(views, {"pool": "none"}, Usage()).nodes == 0
+    nobody = pool_size(views, {"pool": "none"}, Usage())
+    assert nobody.nodes == 0 and nobody.measured
 
     settings = config.parse_settings(
         {"environments": [{"id": "gpu", "node_labels": {"pool": "gpu"}, "gpus": 4, "cpu": 64}]}
     )
     (env,) = config.resolve(settings, {"gpu": size})
     assert env.cpu == 7.0 and env.gpus == 2 and env.node_labels == {"pool": "gpu"}
+    (empty,) = config.resolve(settings, {"gpu": nobody})  # a pool no connected node is in offers nothing
+    assert (empty.cpu, empty.ram_gib, empty.disk_gib, empty.gpus) == (0, 0, 0, 0)
+    (unknown,) = config.resolve(settings, {})  # not measured yet: the configured sizes
+    assert unknown.cpu == 64 and unknown.gpus == 4
     caps = fingerprint.capabilities((env,), runs_pods=True)
     assert not caps.log_streaming and caps.gpu_vendors == ["nvidia"]

@@ -76,12 +76,12 @@ def pool_size(nodes: list[NodeView], labels: Mapping[str, str], used: Usage) -> 
     """What the pool's connected nodes offer: available now plus what this engine's jobs there hold."""
     members = [n for n in nodes if n.connected and all(n.labels.get(k) == v for k, v in labels.items())]
     if not members:
-        return PoolSize()
+        return PoolSize(measured=True)
     most = [sum(n.maximum[i] for n in members) for i in range(4)]
     free = [sum(n.available[i] for n in members) for i in range(4)]
     held = (used.cpu, used.ram_gib, used.disk_gib, float(used.gpus))
     cpu, ram, disk, gpus = (min(most[i], free[i] + held[i]) for i in range(4))
-    return PoolSize(cpu=cpu, ram_gib=ram, disk_gib=disk, gpus=int(gpus), nodes=len(members))
+    return PoolSize(cpu=cpu, ram_gib=ram, disk_gib=disk, gpus=int(gpus), nodes=len(members), measured=True)
 
 
 class Backend(HealthTracker):

@@ -68,6 +68,7 @@ class PoolSize:
     disk_gib: float = 0.0
     gpus: int = 0
     nodes: int = 0
+    measured: bool = False  # the nodes were listed: no node means no capacity, not "unknown"
 
 
 @dataclass(frozen=True)
@@ -198,13 +199,14 @@ def resolve_environment(
     common = environments.resolved_common(
         env, size.cpu, size.ram_gib, size.disk_gib, f"Bacalhau compute nodes ({env.id})"
     )
+    empty = size.measured and size.nodes == 0
     for key, measured in (("cpu", size.cpu), ("ram_gib", size.ram_gib), ("disk_gib", size.disk_gib)):
-        if measured > 0 and common[key] > measured:
+        if (measured > 0 or empty) and common[key] > measured:
             common[key] = measured
     for key, total in (("min_cpu", "cpu"), ("min_ram_gib", "ram_gib"), ("min_disk_gib", "disk_gib")):
         common[key] = min(common[key], common[total])
     gpus = size.gpus if env.gpus is None and settings.environments is None else (env.gpus or 0)
-    if size.nodes:
+    if size.nodes or empty:
         gpus = min(gpus, size.gpus)
     return EnvironmentConfig(
         **common,
