@@ -238,6 +238,29 @@ def test_run_output_exit_code_timeout_and_pull_failure() -> None:
     assert pulled.pull_failed and "pull" in pulled.reason()
 
 
+def test_the_orchestrators_refusals_become_the_engines_errors() -> None:
+    import grpc
+
+    from c2d_bacalhau_engine.api import BacalhauError, engine_error, is_unreachable
+
+    cases = {
+        401: grpc.StatusCode.FAILED_PRECONDITION,
+        403: grpc.StatusCode.FAILED_PRECONDITION,
+        404: grpc.StatusCode.NOT_FOUND,
+        400: grpc.StatusCode.INVALID_ARGUMENT,
+        500: grpc.StatusCode.UNAVAILABLE,
+    }
+    for status, code in cases.items():
+        error = engine_error(BacalhauError(status, "Request Unauthorized"), "stopping Bacalhau job j-1")
+        assert (
+            error.code == code
+            and "stopping Bacalhau job j-1" in error.message
+            and str(status) in error.message
+        )
+    assert "set token" in engine_error(BacalhauError(401, "no"), "x").message
+    assert is_unreachable(BacalhauError(503, "")) and not is_unreachable(BacalhauError(401, ""))
+
+
 # Config and pools --------------------------------------------------------------------------------
 
 

@@ -22,10 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import bacalhau_apiclient
+import grpc
 import urllib3
 from bacalhau_apiclient.api.ops_api import OpsApi
 from bacalhau_apiclient.api.orchestrator_api import OrchestratorApi
 from bacalhau_apiclient.rest import ApiException
+
+from c2d.plugin.kit.errors import EngineError
 
 NOT_FOUND = 404
 UNAUTHORIZED = 401
@@ -73,6 +76,20 @@ def describe(exc: BaseException) -> str:
         if marker in text:
             return marker.lower()
     return text[:300] or type(exc).__name__
+
+
+def engine_error(exc: BacalhauError, doing: str) -> EngineError:
+    """The orchestrator's refusal as the engine's own error: a gRPC status an operator can act on."""
+    if exc.refused_credentials:
+        code = grpc.StatusCode.FAILED_PRECONDITION
+        hint = ": set token in [engines.bacalhau]"
+    elif exc.status == NOT_FOUND:
+        code, hint = grpc.StatusCode.NOT_FOUND, ""
+    elif 400 <= exc.status < 500:
+        code, hint = grpc.StatusCode.INVALID_ARGUMENT, ""
+    else:
+        code, hint = grpc.StatusCode.UNAVAILABLE, ""
+    return EngineError(code, f"{doing}: the Bacalhau orchestrator answered {exc}{hint}")
 
 
 def error_of(exc: ApiException) -> BacalhauError:

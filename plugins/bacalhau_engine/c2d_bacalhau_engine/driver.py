@@ -133,7 +133,8 @@ class JobDriver(JobDriverBase):
         self.folder = Path(str(self.limits["local_folder"]))
 
     def unreachable(self, exc: Exception) -> bool:
-        return api.is_unreachable(exc)
+        """An outage, or credentials refused (the operator may fix them): both are waited out."""
+        return api.is_unreachable(exc) or (isinstance(exc, BacalhauError) and exc.refused_credentials)
 
     def describe(self, exc: Exception) -> str:
         return api.describe(exc)
@@ -142,6 +143,11 @@ class JobDriver(JobDriverBase):
         return self.runtime.backend.wait_until_up(timeout, self.cancelled)
 
     def lost_message(self, exc: Exception) -> str:
+        if isinstance(exc, BacalhauError) and exc.refused_credentials:
+            return (
+                f"the Bacalhau orchestrator at {self.runtime.backend.address} refused the credentials "
+                f"({exc}) and did not take them again in time; the job could not be carried on"
+            )
         return (
             f"the Bacalhau orchestrator at {self.runtime.backend.address} stopped answering "
             f"({api.describe(exc)}) and the job could not be carried on"

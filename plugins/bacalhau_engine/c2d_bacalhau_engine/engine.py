@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -291,16 +291,14 @@ class EngineServicer(DrivenEngine[JobDir]):
             found = ready.store.lookup(request.job_id)
             if found is None:
                 if ready.backend.healthy:
-                    for bacalhau_id in self._orphan_jobs(ready).get(request.job_id, ([], ""))[0]:
-                        stop_quietly(ready.backend.api, bacalhau_id, "destroyed")
+                    self._stop_all(ready, self._orphan_jobs(ready).get(request.job_id, ([], ""))[0])
                 return engine_pb2.DestroyJobResponse()
             job, record = found
             if not job.is_ended():
                 job.request_stop(0, "destroyed")
             # The Bacalhau jobs first: with the orchestrator away this fails (UNAVAILABLE), and the
             # driver, still running, stops them once it answers again; the node retries the destroy.
-            for bacalhau_id in bacalhau_jobs(job, running_only=True).values():
-                stop_quietly(ready.backend.api, bacalhau_id, "destroyed")
+            self._stop_all(ready, bacalhau_jobs(job, running_only=True).values())
             thread = self._drivers.cancel(job.job_id)
             if thread is not None:
                 thread.join(DESTROY_JOIN_SECONDS)
@@ -309,6 +307,16 @@ class EngineServicer(DrivenEngine[JobDir]):
         self._changes.bump()
         log.info("job destroyed", job_id=job.job_id)
         return engine_pb2.DestroyJobResponse()
+
+    def _stop_all(self, ready: Configured, bacalhau_ids: Iterable[str]) -> None:
+        """Stops these Bacalhau jobs (DestroyJob); a refusal is the engine's error, an outage UNAVAILABLE."""
+        for bacalhau_id in bacalhau_ids:
+            try:
+                stop_quietly(ready.backend.api, bacalhau_id, "destroyed")
+            except api.BacalhauError as exc:
+                if api.is_unreachable(exc):
+                    raise
+                raise api.engine_error(exc, f"stopping Bacalhau job {bacalhau_id}") from None
 
     @unary
     def ListJobs(self, request: engine_pb2.ListJobsRequest, context: grpc.ServicerContext) -> Any:
