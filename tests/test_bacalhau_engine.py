@@ -497,17 +497,16 @@ def test_an_orchestrator_that_goes_away_is_unhealthy_until_it_is_back(
     with BacalhauDouble(docker_client, allowed_paths=[f"{allowed}/**:rw"]) as flaky:
         process = engines.start(configure=False)
         try:
-            process.configure({"url": flaky.url, "work_root": str(allowed / "work")})
+            config = {"url": flaky.url, "work_root": str(allowed / "work"), "api_timeout_seconds": 1}
+            process.configure(config)
             assert process.fingerprint().health == Health.ENGINE_HEALTH_HEALTHY
-            flaky.suspend()
-            unhealthy = next_fingerprint(process, Health.ENGINE_HEALTH_UNHEALTHY)
-            assert (
-                f"the Bacalhau orchestrator at {flaky.url} stopped answering" in unhealthy.health_description
-            )
-            flaky.resume()
-            assert (
-                next_fingerprint(process, Health.ENGINE_HEALTH_HEALTHY).health == Health.ENGINE_HEALTH_HEALTHY
-            )
+            for mode, words in (("refuse", "connection refused"), ("hang", "timed out")):
+                flaky.suspend(mode)
+                unhealthy = next_fingerprint(process, Health.ENGINE_HEALTH_UNHEALTHY).health_description
+                assert f"the Bacalhau orchestrator at {flaky.url} stopped answering: {words}" in unhealthy
+                flaky.resume()
+                healthy = next_fingerprint(process, Health.ENGINE_HEALTH_HEALTHY)
+                assert healthy.health == Health.ENGINE_HEALTH_HEALTHY
         finally:
             engines.close([process])
 

@@ -132,6 +132,11 @@ class Orchestrator:
     def url(self) -> str:
         return self.connection.url
 
+    @property
+    def _timeout(self) -> tuple[float, float]:
+        """(connect, read) seconds: the client takes an int or a pair, and silently ignores a float."""
+        return (self.connection.timeout, self.connection.timeout)
+
     def _list_call(self, query: list[tuple[str, Any]]) -> Any:
         client = self._jobs.api_client
         try:
@@ -144,7 +149,7 @@ class Orchestrator:
                 auth_settings=[],
                 _return_http_data_only=True,
                 _preload_content=False,
-                _request_timeout=self.connection.timeout,
+                _request_timeout=self._timeout,
             )
         except ApiException as exc:
             raise error_of(exc) from None
@@ -152,9 +157,7 @@ class Orchestrator:
 
     def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            response = method(
-                *args, _preload_content=False, _request_timeout=self.connection.timeout, **kwargs
-            )
+            response = method(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
         except ApiException as exc:
             raise error_of(exc) from None
         return _json(response)
