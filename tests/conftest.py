@@ -150,6 +150,37 @@ def k8s_kubeconfig(k8s_api: Any, tmp_path: Path) -> Path:
     return k8s_api.write_kubeconfig(tmp_path / "kubeconfig", context="c2d-double")
 
 
+# Bacalhau: the orchestrator API double (tests/bacalhau_double) ---------------------------------
+
+
+@pytest.fixture
+def bacalhau_allowed_dir(tmp_path: Path) -> Path:
+    """A folder the ``bacalhau_api`` double's node allow-lists read-write (``<dir>/**:rw``)."""
+    allowed = tmp_path / "bacalhau-allowed"
+    allowed.mkdir()
+    return allowed
+
+
+@pytest.fixture
+def bacalhau_api(docker_client: Any, bacalhau_allowed_dir: Path) -> Iterator[Any]:
+    """A started ``bacalhau_double.BacalhauDouble`` (node label ``c2d-node=double``), closed after the test.
+
+    Its node allow-lists ``bacalhau_allowed_dir`` read-write and has ``DEFAULT_CAPACITY`` (4 CPUs,
+    8 GiB, 20 GiB disk, no GPU); ``.url`` is the API's base URL. Closing removes every container
+    and file it made. Needs Docker (skips, or fails in CI, without it).
+    """
+    from bacalhau_double import BacalhauDouble
+
+    double = BacalhauDouble(
+        docker_client, allowed_paths=[f"{bacalhau_allowed_dir}/**:rw"], node_labels={"c2d-node": "double"}
+    )
+    double.start()
+    try:
+        yield double
+    finally:
+        double.close()
+
+
 from image_registry import image_registry, registry_images  # noqa: E402,F401  (a registry with htpasswd auth)
 from pg import postgres_url  # noqa: E402,F401  (a fixture: a fresh PostgreSQL database per test)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from c2d_bacalhau_engine import config as bacalhau_config
 from c2d_docker_engine import config as docker_config
 from c2d_external_stub import config as stub_config
 from c2d_external_stub.machine import MachineSize
@@ -220,6 +221,15 @@ ENGINES = [
         k8s_config.EnvironmentSettings,
         k8s_config.TOP_LEVEL_KEYS,
         k8s_config.ENVIRONMENT_KEYS,
+        {},
+    ),
+    EngineConfig(
+        "bacalhau",
+        bacalhau_config.parse_settings,
+        bacalhau_config.BacalhauSettings,
+        bacalhau_config.EnvironmentSettings,
+        bacalhau_config.TOP_LEVEL_KEYS,
+        bacalhau_config.ENVIRONMENT_KEYS,
         {},
     ),
     EngineConfig(

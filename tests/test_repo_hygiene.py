@@ -16,7 +16,13 @@ PLUGINS_DIR = REPO_ROOT / "plugins"
 ENTRY_POINT_GROUP = "c2d.engines"
 
 # Plugin packages the host must never import, plus whatever package a plugin folder holds.
-KNOWN_PLUGIN_PACKAGES = {"c2d_external_stub", "c2d_docker_engine", "c2d_k8s_engine", "plugins"}
+KNOWN_PLUGIN_PACKAGES = {
+    "c2d_external_stub",
+    "c2d_docker_engine",
+    "c2d_k8s_engine",
+    "c2d_bacalhau_engine",
+    "plugins",
+}
 
 
 def plugin_packages() -> set[str]:
