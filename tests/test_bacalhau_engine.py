@@ -42,7 +42,7 @@ from c2d.conformance.harness import (
 from c2d.engine.v1 import engine_pb2
 from c2d.plugin.discovery import find_engine
 from c2d_bacalhau_engine import names
-from nodeproc import NodeProcess, free_port
+from nodeproc import NodeProcess, free_port, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 Status = common_pb2.JobStatus
@@ -313,12 +313,12 @@ def stage(
     }
 
 
-@pytest.fixture
-def node(tmp_path: Path, double: Any, allowed: Path, pod_image: str) -> Iterator[NodeProcess]:
+def node_env(tmp_path: Path, double: Any, allowed: Path, pod_image: str) -> dict[str, str]:
+    """A node of the bacalhau engine alone, against the double, with the numbers dataset's folder."""
     data_root = tmp_path / "datasets"
-    data_root.mkdir()
+    data_root.mkdir(exist_ok=True)
     (data_root / "numbers.csv").write_text("n\n" + "\n".join(str(i) for i in range(1, 101)) + "\n")
-    env = {
+    return {
         "C2D_LOAD_PLUGINS": "bacalhau",
         "C2D_PODS__LISTEN": f"auto:{free_port()}",
         "C2D_ASSETS__DATA_ROOT": str(data_root),
@@ -327,25 +327,38 @@ def node(tmp_path: Path, double: Any, allowed: Path, pod_image: str) -> Iterator
         "C2D_ENGINES__BACALHAU__POD_IMAGE": pod_image,
         "C2D_ENGINES__BACALHAU__POLL_SECONDS": "0.2",
     }
-    process = NodeProcess(tmp_path / "node", env=env)
+
+
+def start_node(data_dir: Path, env: dict[str, str]) -> NodeProcess:
+    """A node on ``env`` once its environment is offered, the numbers dataset registered."""
+    process = NodeProcess(data_dir, env=env)
     try:
         process.wait_environment("bacalhau", timeout=60)
         with Client(process.address, process.node_key()) as operator:
-            operator.register_asset(
-                {
-                    "did": "did:op:numbers",
-                    "services": [
-                        {
-                            "serviceId": "compute",
-                            "kind": "KIND_DATASET",
-                            "files": {
-                                "files": [{"type": "local", "path": "numbers.csv", "name": "numbers.csv"}]
-                            },
-                            "policy": {"allowRawCode": True},
-                        }
-                    ],
-                }
-            )
+            operator.register_asset(NUMBERS, replace=True)
+    except BaseException:
+        process.kill()
+        raise
+    return process
+
+
+NUMBERS = {
+    "did": "did:op:numbers",
+    "services": [
+        {
+            "serviceId": "compute",
+            "kind": "KIND_DATASET",
+            "files": {"files": [{"type": "local", "path": "numbers.csv", "name": "numbers.csv"}]},
+            "policy": {"allowRawCode": True},
+        }
+    ],
+}
+
+
+@pytest.fixture
+def node(tmp_path: Path, double: Any, allowed: Path, pod_image: str) -> Iterator[NodeProcess]:
+    process = start_node(tmp_path / "node", node_env(tmp_path, double, allowed, pod_image))
+    try:
         yield process
     finally:
         process.kill()
@@ -389,6 +402,77 @@ def test_a_workflow_runs_its_pods_as_bacalhau_jobs_and_keeps_the_key_out_of_them
         assert not re.search(r"\b(0x)?[0-9a-fA-F]{64}\b", spec), (
             f"a private key in a Bacalhau job's spec: {spec}"
         )
+
+
+def test_a_three_stage_workflow_finishes_across_a_sigkill_of_the_node(
+    double: Any, allowed: Path, busybox_image: str, pod_image: str, tmp_path: Path
+) -> None:
+    """The node is SIGKILLed while the middle stage's algorithm runs on Bacalhau (it waits for a
+    file the test writes only after the restart); the restarted node re-attaches and the
+    workflow finishes, each step of each stage one Bacalhau job, none submitted twice."""
+    total = "awk 'NR>1 {s+=$1} END {print s}' /data/inputs/0/numbers.csv > /data/outputs/sum.txt"
+    held = (
+        "while [ ! -e /data/outputs/go ]; do sleep 0.1; done; rm /data/outputs/go; "
+        "cat /data/inputs/*/sum.txt | awk '{print $1 * 2}' > /data/outputs/double.txt"
+    )
+    plus = "cat /data/inputs/*/double.txt | awk '{print $1 + 1}' > /data/outputs/plus.txt"
+    workflow = {
+        "environment": "bacalhau",
+        "stages": [
+            stage(0, total, busybox_image, dataset=True),
+            stage(1, held, busybox_image, after=[0]),
+            stage(2, plus, busybox_image, after=[1]),
+        ],
+    }
+    key = auth.new_private_key()
+    env = node_env(tmp_path, double, allowed, pod_image)  # the same PodService port after the restart
+    node = start_node(tmp_path / "node", env)
+    with Client(node.address, key) as consumer:
+        started = consumer.start(workflow, free=True)
+        middle = started.job_ids[1]
+        wait_for(
+            lambda: consumer.status(job_id=middle)[0].status == Status.JOB_STATUS_RUNNING,
+            180,
+            "the middle stage running",
+        )
+    node.kill()
+    restarted = NodeProcess(tmp_path / "node", env=env)
+    try:
+        restarted.wait_environment("bacalhau", timeout=60)
+        outputs = wait_for(lambda: _outputs_folder(allowed, middle), 30, "the middle stage's folder")
+        (outputs / "go").write_text("")
+        with Client(restarted.address, key) as consumer:
+            jobs = {j.stage_index: j for j in consumer.wait(started.workflow_id, timeout=240)}
+            histories = {i: [(e.status, e.message) for e in j.history] for i, j in jobs.items()}
+            assert [jobs[i].status for i in range(3)] == [Status.JOB_STATUS_FINISHED] * 3, histories
+            found = {p.name: p.read_text() for p in consumer.results(jobs[2].job_id, tmp_path / "last")}
+            assert found["plus.txt"].strip() == "10101", found  # (5050 * 2) + 1
+            assert {"algorithm.log", "configuration.log", "publishing.log"} <= set(found), found
+    finally:
+        restarted.kill()
+    for job_id in started.job_ids:
+        steps = sorted(j.spec.label_map[names.LABEL_STEP] for j in ours(double, job_id))
+        assert steps == sorted(names.STEPS), f"{job_id}: {steps}"
+
+
+def test_a_stage_past_its_time_limit_through_a_node_ends_timed_out(
+    node: NodeProcess, double: Any, busybox_image: str
+) -> None:
+    workflow = {
+        "environment": "bacalhau",
+        "stages": [{**stage(0, "sleep 600", busybox_image), "maxJobDuration": 2}],
+    }
+    with Client(node.address, auth.new_private_key()) as consumer:
+        started = consumer.start(workflow, free=True)
+        (job,) = consumer.wait(started.workflow_id, timeout=180)
+        assert job.status == Status.JOB_STATUS_TIMED_OUT, [(e.status, e.message) for e in job.history]
+    (algorithm,) = [j for j in ours(double, job.job_id) if j.spec.label_map[names.LABEL_STEP] == "algorithm"]
+    assert algorithm.spec.to_json()["Tasks"][0]["Timeouts"]["ExecutionTimeout"] <= 2 + 60
+
+
+def _outputs_folder(allowed: Path, job_id: str) -> Path | None:
+    """The outputs folder of ``job_id``'s stage on the shared work root, once the engine made it."""
+    return next((p for p in (allowed / "node").rglob("outputs") if job_id in str(p.parent)), None)
 
 
 # Recovery and orphans ---------------------------------------------------------------------------
