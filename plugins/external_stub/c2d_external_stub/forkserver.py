@@ -11,10 +11,11 @@ threads and an event loop, none of which survive a fork; the server imports
 the standard library and the shim (standard library only) and nothing else.
 
 The protocol is one line each way over the server's stdin and stdout: the job
-directory, then the shim's pid (or ``error <why>``). The server ignores
-SIGCHLD, so the kernel reaps the shims it forked (the shim resets it first:
-it waits for its own children). The server ends when its stdin closes, that
-is when the plugin ends. A server that is gone or answers nonsense costs no
+directory, then the shim's pid (or ``error <why>``). The server reaps the
+shims it forked as they end, so their CPU time (the whole job's: the shim
+reaps its pods and algorithm) adds up in its own children's time, and in the
+plugin's once the server ends, as when the plugin exec'd them. The server
+ends when its stdin closes, that is when the plugin ends. A server that is gone or answers nonsense costs no
 job: :class:`ForkServer` says so and the plugin execs the shim instead
 (:mod:`c2d_external_stub.jobs`); a shim started twice for one job runs once
 (the shim's job lock).
@@ -125,7 +126,7 @@ def _read_line(stream: IO[bytes]) -> bytes:
 
 def serve(requests: IO[bytes], replies: int) -> int:
     """Forks one shim per request line until stdin closes."""
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, _reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for raw in requests:
         job = Path(os.fsdecode(raw.rstrip(b"\n")))
@@ -138,6 +139,17 @@ def serve(requests: IO[bytes], replies: int) -> int:
             os._exit(become_shim(job))
         os.write(replies, f"{pid}\n".encode())
     return 0
+
+
+def _reap(*_: object) -> None:
+    """Every shim that has ended (SIGCHLD): none lingers as a zombie of the server."""
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def become_shim(job: Path) -> int:
