@@ -60,7 +60,9 @@ class JobStore(jobstore.JobStore[JobDir]):
         if pid is None:
             pid, how = self._exec_shim(job, env), "exec"
         ref = ProcessRef.of(pid)
-        if ref is not None:
+        # The shim records itself once it holds the job's lock; a record already there is the one that
+        # runs (a fork whose answer came too late), and the exec'd second shim only finds the job taken.
+        if ref is not None and job.read_process(SHIM) is None:
             job.write_process(SHIM, ref)
         log.info("job started", job_id=job.job_id, shim_pid=pid, shim_started_by=how)
 
