@@ -163,7 +163,7 @@ def become_shim(job: Path) -> int:
         os.dup2(null, 0)
         os.dup2(log, 1)
         os.dup2(log, 2)
-        os.closerange(3, os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") > 0 else 1024)
+        os.closerange(3, max(os.sysconf("SC_OPEN_MAX"), 1024))  # the server's pipes to the plugin too
         os.chdir(job)
         sys.stdin = open(0, closefd=False)  # noqa: SIM115 - fd 0 is /dev/null now
         sys.stdout = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115
