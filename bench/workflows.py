@@ -32,8 +32,8 @@ ms, status p99 < 20 ms, Health/Check p99 < 10 ms, node CPU <= 10 ms per stage.
 Also printed, for diagnosis: CPU seconds spent during the load by the node (and
 how long its event loop thread sat runnable, waiting for a CPU), the engine
 plugin, the jobs (shims, pods and algorithms, sampled from /proc by kind, and as
-the plugin's reaped children), this load generator and the probes; and median
-per-phase times of the ended stages, from their status history. Every stage
+the plugin's reaped children, with its fork server's), this load generator and the probes;
+and median per-phase times of the ended stages, from their status history. Every stage
 requests the environment's minimum of each resource.
 
     python bench/workflows.py [--workflows N] [--clients C] [--stages-per-workflow K]
@@ -76,6 +76,7 @@ from benchlib import (
     machine_busy,
     met,
     min_resources,
+    parent_of,
     percentile,
     run_delay_seconds,
     stage,
@@ -120,6 +121,8 @@ JOB_KINDS = (
     ("pods.configuration", "pod-configuration"),
     ("pods.publishing", "pod-publishing"),
     ("c2d_external_stub.shim", "shim"),
+    # A shim forked by the plugin's fork server keeps the server's command line (and its job's folder).
+    ("c2d_external_stub.forkserver", "shim"),
 )
 
 
@@ -530,6 +533,8 @@ def _cpu_snapshot(node_pid: int, plugins: list[int]) -> dict[str, float]:
         own, reaped = cpu_seconds(pid)
         plugin_own += own
         plugin_children += reaped
+        for server in fork_servers(pid):  # the shims it forked are its children, not the plugin's
+            plugin_children += cpu_seconds(server)[1]
     usage = os.times()
     busy, total = machine_busy()
     return {
@@ -541,6 +546,20 @@ def _cpu_snapshot(node_pid: int, plugins: list[int]) -> dict[str, float]:
         "machine_busy": busy,
         "machine_total": total,
     }
+
+
+def fork_servers(plugin: int) -> list[int]:
+    """The plugin's fork servers (external_stub's), which reap the shims they forked."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            if (
+                entry.name.isdigit()
+                and parent_of(int(entry.name)) == plugin
+                and b"c2d_external_stub.forkserver" in (entry / "cmdline").read_bytes()
+            ):
+                found.append(int(entry.name))
+    return found
 
 
 def _start_py_spy(directory: Path, node: Node) -> list[subprocess.Popen[bytes]]:

@@ -404,6 +404,53 @@ def test_job_survives_a_plugin_crash(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+def test_shims_are_forked_by_the_fork_server(runner: asyncio.Runner, engine: Engine, state_dir: Path) -> None:
+    """No new interpreter per job: the shim is a child of the plugin's fork server, in a session of
+    its own (so it outlives the plugin and its group), and runs the job as an exec'd one does."""
+
+    async def scenario() -> None:
+        events = await engine.run(job("forked", "echo hi > $C2D_DATA/outputs/o"))
+        assert_one_terminal(events, Status.JOB_STATUS_FINISHED)
+        await engine.start(job("forked-2", 'while [ ! -e "$C2D_DATA/outputs/go" ]; do sleep 0.05; done'))
+        await engine.first_event("forked-2")
+        job_dir = state_dir / "jobs" / "forked-2"
+        shim = json.loads((job_dir / "shim.json").read_text())["pid"]
+        assert os.getsid(shim) == shim
+        server = parent_of(shim)
+        assert "c2d_external_stub.forkserver" in cmdline(server)
+        assert parent_of(server) == engine.plugin.pid
+        (job_dir / "outputs" / "go").touch()
+        assert_one_terminal(await engine.watch("forked-2"), Status.JOB_STATUS_FINISHED)
+
+    runner.run(scenario())
+
+
+def test_a_fork_server_crash_loses_no_job(runner: asyncio.Runner, engine: Engine, state_dir: Path) -> None:
+    """A running job outlives the fork server that forked its shim, and the next job still starts."""
+
+    async def scenario() -> None:
+        await engine.start(job("before-crash", 'while [ ! -e "$C2D_DATA/outputs/go" ]; do sleep 0.05; done'))
+        await engine.first_event("before-crash")
+        job_dir = state_dir / "jobs" / "before-crash"
+        server = parent_of(json.loads((job_dir / "shim.json").read_text())["pid"])
+        assert "c2d_external_stub.forkserver" in cmdline(server)
+        os.kill(server, signal.SIGKILL)
+        events = await engine.run(job("after-crash", "echo hi > $C2D_DATA/outputs/o"))
+        assert_one_terminal(events, Status.JOB_STATUS_FINISHED)
+        (job_dir / "outputs" / "go").touch()
+        assert_one_terminal(await engine.watch("before-crash"), Status.JOB_STATUS_FINISHED)
+
+    runner.run(scenario())
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
+def cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
 def process_running(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]

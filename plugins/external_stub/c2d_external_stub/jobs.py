@@ -21,6 +21,7 @@ from pathlib import Path
 import structlog
 
 from c2d.plugin.kit import jobstore
+from c2d_external_stub.forkserver import ForkServer
 from c2d_external_stub.jobdir import CHILDREN, SHIM, SHIM_LOG, JobDir, Record
 from c2d_external_stub.procinfo import ProcessRef
 
@@ -30,6 +31,8 @@ POLL_SECONDS = 0.05
 DESTROY_WAIT_SECONDS = 5.0
 # The plugin's handshake variables mean nothing to a shim; it must not look like a plugin.
 PLUGIN_ENV_PREFIXES = ("C2D_PLUGIN_", "PLUGIN_")
+# One per plugin process, shared by every configuration of it: it forks the shims.
+FORK_SERVER = ForkServer()
 
 log = structlog.get_logger("c2d_external_stub.jobs")
 
@@ -49,8 +52,23 @@ class JobStore(jobstore.JobStore[JobDir]):
     # Starting ----------------------------------------------------------------------
 
     def launch(self, job: JobDir) -> None:
-        """Starts the job's shim in a session of its own, so it outlives this process."""
+        """Starts the job's shim in a session of its own, so it outlives this process: forked by the
+        fork server (cheap), or exec'd as a new interpreter when the server cannot."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(PLUGIN_ENV_PREFIXES)}
+        pid = FORK_SERVER.spawn(job.path, env)
+        how = "forked"
+        if pid is None:
+            pid, how = self._exec_shim(job, env), "exec"
+        ref = ProcessRef.of(pid)
+        # The shim records itself once it holds the job's lock; a record already there is the one that
+        # runs (a fork whose answer came too late), and the exec'd second shim only finds the job taken.
+        if ref is not None and job.read_process(SHIM) is None:
+            job.write_process(SHIM, ref)
+        log.info("job started", job_id=job.job_id, shim_pid=pid, shim_started_by=how)
+
+    @staticmethod
+    def _exec_shim(job: JobDir, env: dict[str, str]) -> int:
+        """``python -m c2d_external_stub.shim <job_dir>``; the fallback when the fork server fails."""
         with open(job.path / SHIM_LOG, "ab") as shim_log:
             process = subprocess.Popen(
                 [sys.executable, "-P", "-m", "c2d_external_stub.shim", str(job.path)],
@@ -62,12 +80,9 @@ class JobStore(jobstore.JobStore[JobDir]):
                 close_fds=True,
                 start_new_session=True,
             )
-        ref = ProcessRef.of(process.pid)
-        if ref is not None:
-            job.write_process(SHIM, ref)
         # Reap it when it ends, or it would linger as a zombie of this process.
         threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
-        log.info("job started", job_id=job.job_id, shim_pid=process.pid)
+        return process.pid
 
     def never_launched(self, job: JobDir) -> bool:
         """A job whose StartJob was cut short between writing its directory and starting its shim."""

@@ -83,14 +83,17 @@ CONTRACT = (("inputs", False), ("transformations", True), ("outputs", True), ("l
 POD_FOLDERS = (*((name, True) for name, _ in CONTRACT), (".configuration", True), (".publishing", True))
 Folders = tuple[tuple[str, bool], ...]
 # Builds the sandbox's root inside fresh namespaces; the arguments are data, never parsed as shell.
-# $1 job dir, $2 uid mode ("nobody" or "caps"), $3 command, then "--" and the read-only paths
-# (files or directories), then "--" and the symlinks as name=target, then "--" and the job's
-# folders as name=rw or name=ro. The new root is a tmpfs over
-# <job>/.root: a path no source lies under (a tmpfs over /tmp would hide a job dir in /tmp).
+# $1 job dir, $2 uid mode ("nobody" or "caps"), $3 command, $4 every mount point's folder, relative
+# to the new root, one a line (created by one mkdir), then "--" and the read-only paths (files or
+# directories), then "--" and the symlinks as name=target, then "--" and the job's folders as
+# name=rw or name=ro. The new root is a tmpfs over <job>/.root: a path no source lies under (a tmpfs
+# over /tmp would hide a job dir in /tmp). Every program it runs is an exec that each pod and each
+# algorithm pays for, so it runs as few as it can: one mkdir, one mount per bind (a read-only bind
+# in one call, libmount remounts it), builtins for the rest.
 UNSHARE_SCRIPT = r"""
 set -e
-job=$1 mode=$2 cmd=$3
-shift 4
+job=$1 mode=$2 cmd=$3 folders=$4
+shift 5
 R=$job/.root
 mkdir -p "$R"
 mount -t tmpfs -o mode=0755 c2d-root "$R"
@@ -98,27 +101,37 @@ mount -t tmpfs -o mode=0755 c2d-root "$R"
 # mounted after it would hide it.
 mkdir -p "$R/tmp"
 mount -t tmpfs -o mode=1777 c2d-private-tmp "$R/tmp"
+cd "$R"
+IFS='
+'
+set -f
+mkdir -p -- $folders
+set +f
+unset IFS
+ro_bind() {
+  # A mount that locks nosuid/nodev (an ordinary user's namespace) is remounted read-only only with them.
+  mount --rbind -o ro "$1" "$2" 2>/dev/null || mount --rbind -o ro,nosuid,nodev "$1" "$2"
+}
 while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
-  if [ -d "$1" ]; then mkdir -p "$R$1"; else mkdir -p "$R$(dirname "$1")"; : > "$R$1"; fi
-  mount --rbind "$1" "$R$1"
-  mount -o remount,bind,ro "$R$1" 2>/dev/null || mount -o remount,bind,ro,nosuid,nodev "$R$1"
+  [ -d "$1" ] || : > "$R$1"
+  ro_bind "$1" "$R$1"
   shift
 done
 shift
 while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do ln -s "${1#*=}" "$R${1%%=*}"; shift; done
 shift
-mkdir -p "$R/dev" "$R/proc"
 for d in null zero full random urandom tty; do : > "$R/dev/$d"; mount --bind "/dev/$d" "$R/dev/$d"; done
 ln -s /proc/self/fd "$R/dev/fd"
 mount -t proc proc "$R/proc"
 for folder in "$@"; do
   d=${folder%%=*}
-  mkdir -p "$R$job/$d"
-  mount --bind "$job/$d" "$R$job/$d"
   if [ "${folder#*=}" = ro ]; then
-    mount -o remount,bind,ro "$R$job/$d" 2>/dev/null || mount -o remount,bind,ro,nosuid,nodev "$R$job/$d"
+    ro_bind "$job/$d" "$R$job/$d"
+  else
+    mount --bind "$job/$d" "$R$job/$d"
   fi
 done
+cd /
 mount -o remount,bind,ro "$R"
 if [ "$mode" = nobody ]; then
   drop="--reuid=65534 --regid=65534 --clear-groups"
@@ -233,9 +246,23 @@ class Sandbox:
             argv.append("--net")
         mode = "nobody" if self.as_root else "caps"
         links = [f"{name}={target}" for name, target in symlinks()]
-        argv += ["--", "/bin/sh", "-c", UNSHARE_SCRIPT, "c2d-sandbox", str(job), mode, command]
+        readonly = [*readonly_paths(), *code]
+        points = mount_points(readonly, [str(job / name) for name, _ in folders])
+        argv += ["--", "/bin/sh", "-c", UNSHARE_SCRIPT, "c2d-sandbox", str(job), mode, command, points]
         binds = [f"{name}={'rw' if writable else 'ro'}" for name, writable in folders]
-        return [*argv, "--", *readonly_paths(), *code, "--", *links, "--", *binds]
+        return [*argv, "--", *readonly, "--", *links, "--", *binds]
+
+
+def mount_points(readonly: list[str], folders: list[str]) -> str:
+    """The folders the unshare script creates in the new root before it binds anything, relative to it
+    and one a line (one ``mkdir`` for them all): a read-only directory, a read-only file's parent, the
+    job's folders, ``/dev`` and ``/proc``. The paths are the node's own (system paths, its state dir),
+    never a consumer's; one holding a newline could not be split, so it is refused."""
+    wanted = [p if os.path.isdir(p) else os.path.dirname(p) for p in readonly]
+    wanted += [*folders, "/dev", "/proc"]
+    if any("\n" in p for p in wanted):
+        raise ValueError("a path bound into the sandbox holds a newline")
+    return "\n".join(dict.fromkeys("." + p for p in wanted))
 
 
 def symlinks() -> list[tuple[str, str]]:

@@ -109,7 +109,7 @@ class Supervisor:
         started = utc_now()
         try:
             process = self.spawn()
-        except (OSError, subprocess.SubprocessError) as exc:
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:  # ValueError: an unbindable path
             return {"status": "CONTAINER_CREATION_FAILED", "message": f"could not start the algorithm: {exc}"}
         self.record_start(process, started)
         self.wrapped = process.pid if self.sandbox.confined else None
@@ -205,7 +205,7 @@ class Supervisor:
                 self.sandbox.prepare_pods(self.job.path)
                 argv = self.sandbox.pod_argv(argv, self.job.path)
             process = self.start(argv, env, self.job.path / SHIM_LOG, {})
-        except (OSError, subprocess.SubprocessError) as exc:
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
             sys.stderr.write(f"{podsteps.name(step)} could not be started: {exc}\n")
             return podsteps.StepEnd(failure=f"{podsteps.name(step)} could not be started")
         ref = ProcessRef.of(process.pid)
