@@ -238,6 +238,13 @@ def channel_options() -> list[tuple[str, int]]:
 # ---------------------------------------------------------------- the node
 
 
+STUB_POOL = {
+    "C2D_ENGINES__EXTERNAL_STUB__POOL_CPU": "1024",
+    "C2D_ENGINES__EXTERNAL_STUB__POOL_RAM_GIB": "1024",
+    "C2D_ENGINES__EXTERNAL_STUB__POOL_DISK_GIB": "1024",
+}
+
+
 class Node:
     """``python -m host`` in a data dir of its own, its JSON log in ``node.log`` there.
 
@@ -254,6 +261,10 @@ class Node:
             "C2D_LOAD_PLUGINS": "external_stub",
             "C2D_CHAIN__DEV": "off",  # no dev chain: these benches measure no payments
             "C2D_ENGINES__EXTERNAL_STUB__ENVIRONMENTS": environments,
+            # The benches' environments offer more than this machine has on purpose (they measure
+            # the node, not the machine's capacity): the stub's pool, the machine's real totals by
+            # default, would grant two 1-core stages at a time on two cores.
+            **STUB_POOL,
             **(env or {}),
         }
         argv = [sys.executable, "-m", "host", "--data-dir", str(data_dir), "--listen", self.address]
