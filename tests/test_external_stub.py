@@ -418,6 +418,8 @@ def test_shims_are_forked_by_the_fork_server(runner: asyncio.Runner, engine: Eng
         assert os.getsid(shim) == shim
         server = parent_of(shim)
         assert "c2d_external_stub.forkserver" in cmdline(server)
+        # A forked shim shows as what it is, as an exec'd one does (not as a second fork server).
+        assert cmdline(shim).rstrip().endswith(f"-m c2d_external_stub.shim {job_dir}"), cmdline(shim)
         assert parent_of(server) == engine.plugin.pid
         (job_dir / "outputs" / "go").touch()
         assert_one_terminal(await engine.watch("forked-2"), Status.JOB_STATUS_FINISHED)

@@ -35,6 +35,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
+import setproctitle
+
 from c2d_external_stub import shim
 from c2d_external_stub.jobdir import SHIM_LOG
 
@@ -90,6 +92,15 @@ class ForkServer:
             if pipe is not None:
                 pipe.close()
         threading.Thread(target=process.wait, name="reap-forkserver", daemon=True).start()
+
+
+def shim_argv(job: Path) -> list[str]:
+    """The command line of a job's shim, exec'd or (as its title) forked."""
+    return [sys.executable, "-P", "-m", "c2d_external_stub.shim", str(job)]
+
+
+def shim_command_line(job: Path) -> str:
+    return " ".join(shim_argv(job))
 
 
 def _ask(process: subprocess.Popen[bytes], job: Path) -> int:
@@ -165,6 +176,8 @@ def become_shim(job: Path) -> int:
         os.dup2(log, 2)
         os.closerange(3, max(os.sysconf("SC_OPEN_MAX"), 1024))  # the server's pipes to the plugin too
         os.chdir(job)
+        # Named as an exec'd shim is: what `ps` shows is the job's shim, never a second fork server.
+        setproctitle.setproctitle(shim_command_line(job))
         sys.stdin = open(0, closefd=False)  # noqa: SIM115 - fd 0 is /dev/null now
         sys.stdout = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115
         sys.stderr = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115

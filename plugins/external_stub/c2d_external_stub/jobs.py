@@ -21,7 +21,7 @@ from pathlib import Path
 import structlog
 
 from c2d.plugin.kit import jobstore
-from c2d_external_stub.forkserver import ForkServer
+from c2d_external_stub.forkserver import ForkServer, shim_argv
 from c2d_external_stub.jobdir import CHILDREN, SHIM, SHIM_LOG, JobDir, Record
 from c2d_external_stub.procinfo import ProcessRef
 
@@ -71,7 +71,7 @@ class JobStore(jobstore.JobStore[JobDir]):
         """``python -m c2d_external_stub.shim <job_dir>``; the fallback when the fork server fails."""
         with open(job.path / SHIM_LOG, "ab") as shim_log:
             process = subprocess.Popen(
-                [sys.executable, "-P", "-m", "c2d_external_stub.shim", str(job.path)],
+                shim_argv(job.path),
                 cwd=job.path,
                 env=env,
                 stdin=subprocess.DEVNULL,
