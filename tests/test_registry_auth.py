@@ -18,6 +18,8 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -647,33 +649,50 @@ def _held_pull(
     return first, spec, handle
 
 
-@pytest.mark.docker
-def test_a_recovered_job_pulls_with_the_credentials_recover_job_hands_over(
-    tmp_path: Path, docker_client: Any, busybox_image: str
-) -> None:
-    """SIGKILL while the job's authenticated pull is held: the restarted plugin's driver waits for
-    RecoverJob, which brings the credentials again, and pulls with them; nothing stored them."""
+@dataclass
+class Restarted:
+    """A held authenticated pull whose plugin was SIGKILLed, and the plugin started again on its
+    state (the job known to the harness, not recovered yet)."""
+
+    registry: HeldRegistry
+    second: Any
+    spec: engine_pb2.JobSpec
+    handle: engine_pb2.JobHandle
+
+
+@contextmanager
+def restarted_mid_pull(tmp_path: Path, password: str) -> Iterator[Restarted]:
     from test_docker_engine import docker_target
 
     registry = HeldRegistry()
     loop = EventLoopThread()
     factory = EngineFactory(docker_target(), loop, tmp_path)
     try:
-        first, spec, handle = _held_pull(factory, registry, "pw-handed-over")
+        first, spec, handle = _held_pull(factory, registry, password)
         second = factory.start(state_dir=first.state_dir, host_id=first.host_id)
         second.jobs.add(spec.job_id)
-        second.recover_job(handle, spec.registry_auth)
-        wait_for(registry.held.is_set, 60, "the recovered job's pull to reach the registry")
-        assert registry.passwords == ["pw-handed-over", "pw-handed-over"]  # both pulls, with them
-        registry.release.set()  # the held registry then has no such image
-        events = second.watch(spec.job_id, timeout=60).events
-        assert events[-1].status == S.JOB_STATUS_PULL_IMAGE_FAILED, describe(events)
-        assert "lost when the engine plugin restarted" not in events[-1].message, events[-1].message
-        assert _files_holding(Path(second.state_dir), "pw-handed-over") == []
+        yield Restarted(registry, second, spec, handle)
     finally:
         registry.close()
         factory.close()
         loop.close()
+
+
+@pytest.mark.docker
+def test_a_recovered_job_pulls_with_the_credentials_recover_job_hands_over(
+    tmp_path: Path, docker_client: Any, busybox_image: str
+) -> None:
+    """SIGKILL while the job's authenticated pull is held: the restarted plugin's driver waits for
+    RecoverJob, which brings the credentials again, and pulls with them; nothing stored them."""
+    with restarted_mid_pull(tmp_path, "pw-handed-over") as r:
+        r.second.recover_job(r.handle, r.spec.registry_auth)
+        wait_for(r.registry.held.is_set, 60, "the recovered job's pull to reach the registry")
+        assert r.registry.passwords == ["pw-handed-over", "pw-handed-over"]  # both pulls, with them
+        r.registry.release.set()  # the held registry then has no such image
+        events = r.second.watch(r.spec.job_id, timeout=60).events
+        assert events[-1].status == S.JOB_STATUS_PULL_IMAGE_FAILED, describe(events)
+        assert "lost when the engine plugin restarted" not in events[-1].message, events[-1].message
+        assert _files_holding(Path(r.second.state_dir), "pw-handed-over") == []
 
 
 @pytest.mark.docker
@@ -682,25 +701,13 @@ def test_a_job_recovered_without_its_credentials_pulls_without_them_and_says_so(
 ) -> None:
     """RecoverJob without the credentials (a node that no longer has them): the restarted plugin
     pulls with the operator's (none here), fails, and says why."""
-    from test_docker_engine import docker_target
-
-    registry = HeldRegistry()
-    loop = EventLoopThread()
-    factory = EngineFactory(docker_target(), loop, tmp_path)
-    try:
-        first, spec, handle = _held_pull(factory, registry, "pw-held-in-memory")
-        second = factory.start(state_dir=first.state_dir, host_id=first.host_id)
-        second.jobs.add(spec.job_id)
-        second.recover_job(handle)
-        events = second.watch(spec.job_id, timeout=60).events
+    with restarted_mid_pull(tmp_path, "pw-held-in-memory") as r:
+        r.second.recover_job(r.handle)
+        events = r.second.watch(r.spec.job_id, timeout=60).events
         assert events[-1].status == S.JOB_STATUS_PULL_IMAGE_FAILED, describe(events)
         assert "lost when the engine plugin restarted" in events[-1].message, events[-1].message
-        assert registry.passwords == ["pw-held-in-memory"]  # the second pull came without them
+        assert r.registry.passwords == ["pw-held-in-memory"]  # the second pull came without them
         assert not any("pw-held-in-memory" in e.message for e in events)
-    finally:
-        registry.close()
-        factory.close()
-        loop.close()
 
 
 @pytest.mark.docker
@@ -709,24 +716,12 @@ def test_a_job_waiting_for_its_credentials_after_a_restart_stops_at_once(
 ) -> None:
     """The restarted plugin's driver waits for RecoverJob's credentials; a StopJob meanwhile ends
     the job STOPPED, without a pull."""
-    from test_docker_engine import docker_target
-
-    registry = HeldRegistry()
-    loop = EventLoopThread()
-    factory = EngineFactory(docker_target(), loop, tmp_path)
-    try:
-        first, spec, _ = _held_pull(factory, registry, "pw-never-sent-again")
-        second = factory.start(state_dir=first.state_dir, host_id=first.host_id)
-        second.jobs.add(spec.job_id)
-        second.stop_job(spec.job_id, grace_seconds=1)
-        events = second.watch(spec.job_id, timeout=60).events
+    with restarted_mid_pull(tmp_path, "pw-never-sent-again") as r:
+        r.second.stop_job(r.spec.job_id, grace_seconds=1)
+        events = r.second.watch(r.spec.job_id, timeout=60).events
         assert events[-1].status == S.JOB_STATUS_STOPPED, describe(events)
         assert "before its image was pulled" in events[-1].message, events[-1].message
-        assert registry.passwords == ["pw-never-sent-again"]  # no second pull
-    finally:
-        registry.close()
-        factory.close()
-        loop.close()
+        assert r.registry.passwords == ["pw-never-sent-again"]  # no second pull
 
 
 @pytest.mark.docker
