@@ -181,6 +181,61 @@ def bacalhau_api(docker_client: Any, bacalhau_allowed_dir: Path) -> Iterator[Any
         double.close()
 
 
+# Jobs left running: a stub job outlives its node by design (a restarted node recovers it), so a
+# test whose node it never restarts, or a test that failed half-way, leaves its job's processes
+# behind. Whatever still runs in this session's temporary folders when the session ends is killed.
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_job_outlives_the_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    yield
+    kill_processes_under(tmp_path_factory.getbasetemp())
+
+
+def kill_processes_under(folder: Path) -> list[int]:
+    """SIGKILLs the process group of every process whose command line or working folder lies in
+    ``folder`` (this process and its ancestors excepted, and pytest's own group left alive); the
+    pids found."""
+    import signal
+
+    mark = str(folder.resolve())
+    spared = _ancestors(os.getpid())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in spared:
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if f"{mark}/" in command or f"{cwd}/".startswith(f"{mark}/"):
+            found.append(int(entry.name))
+    ours = os.getpgid(0)
+    for pid in found:
+        try:
+            group = os.getpgid(pid)
+            if group == ours:  # started in pytest's own group (a node): that process alone
+                os.kill(pid, signal.SIGKILL)
+            else:
+                os.killpg(group, signal.SIGKILL)
+        except OSError:
+            continue
+    return found
+
+
+def _ancestors(pid: int) -> set[int]:
+    """``pid`` and the processes above it (never killed: pytest itself, its xdist controller)."""
+    chain = set()
+    while pid > 1 and pid not in chain:
+        chain.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return chain
+
+
 from image_registry import image_registry, registry_images  # noqa: E402,F401  (a registry with htpasswd auth)
 from pg import postgres_url  # noqa: E402,F401  (a fixture: a fresh PostgreSQL database per test)
 
