@@ -38,6 +38,7 @@ from c2d import auth, billing
 from c2d.client import Client
 from c2d.common.v1 import common_pb2
 from c2d.compute.v1 import compute_pb2
+from c2d_docker_engine.containers import JOB_CPU_SHARES
 from host.chain.devchain import DevChain
 from nodeproc import NodeProcess, free_port, wait_for
 
@@ -249,7 +250,7 @@ def test_a_request_within_the_terms_runs_with_exactly_the_granted_resources(
     rules: Rules, docker_client: Any, tmp_path: Path
 ) -> None:
     """cpu 1 and ram 2 (the most 1 cpu allows): the container's CPU quota and memory limit are
-    those; the algorithm waits for the test to have looked (a file the test makes in it)."""
+    those, at a CPU weight below the node's; the algorithm waits for the test to have looked (a file the test makes in it)."""
     script = "while [ ! -e /tmp/seen ]; do sleep 0.1; done; echo ran > /data/outputs/ran.txt"
     with Client(rules.node.address, auth.new_private_key()) as client:
         started = client.start(fair(rules, script, cpu=1, ram=2), free=True)
@@ -258,6 +259,7 @@ def test_a_request_within_the_terms_runs_with_exactly_the_granted_resources(
         host_config = container.attrs["HostConfig"]
         assert (host_config["NanoCpus"], host_config["Memory"]) == (10**9, 2 * GIB), host_config
         assert host_config["MemorySwap"] == 2 * GIB  # no swap beyond the grant
+        assert host_config["CpuShares"] == JOB_CPU_SHARES  # the node's processes weigh 1,024
         assert container.exec_run(["touch", "/tmp/seen"]).exit_code == 0
         ended = finished(client, started.workflow_id)
         assert {r.id: r.amount for r in ended.resources} == {"cpu": 1, "ram": 2, "disk": 1}

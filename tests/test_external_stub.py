@@ -225,11 +225,17 @@ def test_resource_limits_reach_the_algorithm(runner: asyncio.Runner, engine: Eng
 def test_jobs_run_at_a_lower_cpu_priority_than_the_node(
     runner: asyncio.Runner, engine: Engine, state_dir: Path
 ) -> None:
-    """The plugin runs at the node's niceness; every process of a job (here the algorithm) gets 10 more."""
-    events = runner.run(engine.run(job("niceness", "nice")))  # coreutils' nice prints its niceness
+    """Every process of a job (here the algorithm) runs at niceness 19 under SCHED_IDLE, and its
+    session, a scheduling group of its own where the kernel groups by session, at niceness 19 too."""
+    policy = "import os; print(os.sched_getscheduler(0) == os.SCHED_IDLE)"
+    command = f'nice; {sys.executable} -c "{policy}"; cat /proc/self/autogroup || echo no autogroups'
+    events = runner.run(engine.run(job("niceness", command)))
     assert_one_terminal(events, Status.JOB_STATUS_FINISHED)
-    logged = (state_dir / "jobs" / "niceness" / "logs" / "algorithm.log").read_text()
-    assert int(logged) == min(os.nice(0) + 10, 19)
+    logged = (state_dir / "jobs" / "niceness" / "logs" / "algorithm.log").read_text().splitlines()
+    assert logged[:2] == ["19", "True"]  # coreutils' nice prints its niceness
+    if Path("/proc/self/autogroup").exists():
+        assert logged[2].endswith(" nice 19")
+        assert logged[2] != Path("/proc/self/autogroup").read_text().strip()  # not the test's session
 
 
 def test_a_stop_signals_a_shell_before_the_child_it_waits_for() -> None:

@@ -37,6 +37,10 @@ LABEL_JOB = "c2d.job"
 LABEL_ROLE = "c2d.role"
 OUR_LABELS = (LABEL_HOST, LABEL_WORKFLOW, LABEL_JOB, LABEL_ROLE)
 NANO = 1_000_000_000
+# A job's containers' CPU weight against the node's processes (1,024 each, as a container's by
+# default): about a niceness of 19. Idle CPUs still go to the job; contended ones go to the node
+# first, so a machine full of algorithms still answers its consumers.
+JOB_CPU_SHARES = 16
 MIB = 1 << 20
 POD_TMP_BYTES = 256 * MIB
 POD_LOG_MAX = "16m"
@@ -110,8 +114,10 @@ def algorithm_kwargs(record: Record, paths: HostPaths, image_id: str) -> dict[st
 
 
 def hardening(limits: Record) -> dict[str, Any]:
-    """What every container of a job gets: a non-root user, no capabilities, no new privileges, read-only root."""
+    """What every container of a job gets: a non-root user, no capabilities, no new privileges, read-only
+    root, and a CPU weight below the node's."""
     return {
+        "cpu_shares": JOB_CPU_SHARES,
         "user": f"{limits['uid']}:{limits['gid']}",
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],

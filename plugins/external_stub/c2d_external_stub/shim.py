@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from c2d_external_stub import podsteps
+from c2d_external_stub import podsteps, priority
 from c2d_external_stub.jobdir import ALGORITHM, POD, SHIM, SHIM_LOG, JobDir, Record, utc_now
 from c2d_external_stub.procinfo import (
     ProcessRef,
@@ -49,9 +49,6 @@ CPU_HARD_MARGIN_SECONDS = 1
 # The shell reports a child killed by signal N as exit status 128 + N.
 SHELL_SIGNAL_BASE = 128
 LOCK_FILE = "shim.lock"
-# Niceness the shim adds to its own (its children inherit it): a job's processes yield the CPU to
-# the node, so a machine full of algorithms still answers its consumers.
-JOB_NICENESS_INCREMENT = 10
 RESET_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -340,6 +337,7 @@ def limiter(rlimits: dict[str, int]) -> Callable[[], None]:
         for signum in RESET_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        priority.lower_session()  # Popen's setsid made the child a session, and so a group, of its own
         for which, soft, hard in limits:
             resource.setrlimit(which, (soft, hard))
 
@@ -382,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     terminate = TerminateFlag()
     terminate.install()
-    os.nice(JOB_NICENESS_INCREMENT)  # the kernel caps it at 19
+    priority.lower_for_job()
     job = JobDir(Path(args[0]).resolve())
     lock = take_job_lock(job)
     if lock is None or job.read_events():
